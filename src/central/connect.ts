@@ -1,0 +1,114 @@
+import net from "node:net";
+import postgres from "postgres";
+import type { Config } from "../config/defaults.ts";
+
+/**
+ * Connections to the central PostgreSQL. Every connection goes through our own socket factory so
+ * that TCP_NODELAY is set (postgres.js never sets it, and every COPY then waits ~90 ms for a
+ * delayed ACK). postgres.js still performs the SSLRequest negotiation on that socket, so TLS
+ * works with libpq's sslmode semantics: `prefer` and `require` encrypt without verifying,
+ * `verify-ca` checks the chain against `db_sslrootcert`, `verify-full` also checks the host name.
+ */
+export type Sql = ReturnType<typeof postgres>;
+
+export interface Endpoint {
+  host: string;
+  port: number;
+  database: string;
+  user: string;
+  password: string;
+  sslmode: string;
+  sslrootcert: string;
+}
+
+export function endpointOf(c: Config): Endpoint {
+  return {
+    host: c.db_host,
+    port: c.db_port,
+    database: c.db_name,
+    user: c.db_user,
+    password: c.db_password,
+    sslmode: c.db_sslmode,
+    sslrootcert: c.db_sslrootcert,
+  };
+}
+
+/** "user@host:port/db", never with the password: what error messages name. */
+export function describe(e: Endpoint): string {
+  return `${e.user}@${e.host}:${e.port}/${e.database}`;
+}
+
+export interface ConnectOptions {
+  /** Connections in the pool (the forwarder uses one). */
+  max?: number;
+  connectTimeoutS?: number;
+  applicationName?: string;
+  /** Server-side statement_timeout in ms (0: none). */
+  statementTimeoutMs?: number;
+}
+
+export function connect(e: Endpoint, opts: ConnectOptions = {}): Sql {
+  const unix = e.host.startsWith("/");
+  const ssl = unix ? false : sslOption(e);
+  return postgres({
+    ...(unix ? { path: `${e.host.replace(/\/$/, "")}/.s.PGSQL.${e.port}` } : { host: e.host, port: e.port }),
+    database: e.database,
+    username: e.user,
+    password: e.password,
+    max: opts.max ?? 1,
+    ssl,
+    connect_timeout: opts.connectTimeoutS ?? 10,
+    idle_timeout: 0,
+    max_lifetime: null,
+    onnotice: () => {},
+    connection: {
+      application_name: opts.applicationName ?? "kwollector",
+      ...(opts.statementTimeoutMs ? { statement_timeout: opts.statementTimeoutMs } : {}),
+    },
+    ...(unix ? {} : { socket: () => openSocket(e.host, e.port) }),
+  });
+}
+
+function openSocket(host: string, port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, host);
+    s.setNoDelay(true);
+    // postgres.js reads socket.host for the TLS server name.
+    (s as unknown as { host: string }).host = host;
+    s.once("connect", () => {
+      s.removeListener("error", reject);
+      resolve(s);
+    });
+    s.once("error", reject);
+  });
+}
+
+function sslOption(e: Endpoint): false | "prefer" | "require" | Record<string, unknown> {
+  const ca = () => {
+    if (e.sslrootcert === "") {
+      throw new Error(`db_sslmode '${e.sslmode}' needs db_sslrootcert, the CA certificate file to verify the server`);
+    }
+    try {
+      return Deno.readTextFileSync(e.sslrootcert);
+    } catch (err) {
+      throw new Error(`Cannot read db_sslrootcert '${e.sslrootcert}': ${(err as Error).message}`);
+    }
+  };
+  switch (e.sslmode) {
+    case "disable":
+      return false;
+    case "prefer":
+      return "prefer";
+    case "require":
+      // As libpq: with a root certificate given, require verifies the chain like verify-ca.
+      return e.sslrootcert === ""
+        ? "require"
+        : { ca: ca(), rejectUnauthorized: true, checkServerIdentity: () => undefined };
+    case "verify-ca":
+      return { ca: ca(), rejectUnauthorized: true, checkServerIdentity: () => undefined };
+    case "verify-full":
+      return { ca: ca(), rejectUnauthorized: true, servername: e.host, host: e.host };
+    default:
+      throw new Error(`Invalid db_sslmode '${e.sslmode}'`);
+  }
+}

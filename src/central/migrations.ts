@@ -1,0 +1,18 @@
+// The central schema, embedded in the program (text imports are part of the module graph, so
+// `deno compile` carries them and nothing is read from disk at run time). Every file of sql/
+// named NNNN_*.sql must be listed here, in order; a test checks it.
+import m0001 from "../../sql/0001_core.sql" with { type: "text" };
+import settings from "../../sql/settings.sql" with { type: "text" };
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  { version: 1, name: "0001_core", sql: m0001 },
+];
+
+/** Idempotent statements re-applied on every setup-db run. */
+export const SETTINGS_SQL: string = settings;

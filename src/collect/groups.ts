@@ -1,0 +1,68 @@
+import type { Config } from "../config/defaults.ts";
+import type { Problem } from "../config/errors.ts";
+import type { MetricEntry } from "../config/metrics_dir.ts";
+import { PROTOCOLS } from "../sources/registry.ts";
+import type { Protocol } from "../sources/source.ts";
+
+/**
+ * A poll group: the entries fetched by one request per cycle. Entries share a group when they
+ * share a protocol, a device endpoint (host, port, credentials) and an `update_every`: each entry
+ * is polled at its own period (Kwollect polled a whole host at its fastest entry's rate).
+ */
+export interface PollGroup {
+  /** Identity of the group; contains credentials, so never shown. */
+  key: string;
+  /** Shown in logs and status: protocol, endpoint and period, without credentials. */
+  name: string;
+  scheme: string;
+  endpoint: string;
+  protocol: Protocol;
+  periodMs: number;
+  entries: MetricEntry[];
+}
+
+/** Validates every entry against its protocol (no network access) and builds the groups. */
+export function buildGroups(
+  entries: readonly MetricEntry[],
+  config: Config,
+): { groups: PollGroup[]; problems: Problem[] } {
+  const problems: Problem[] = [];
+  const groups = new Map<string, PollGroup>();
+  for (const entry of entries) {
+    const scheme = entry.target.scheme;
+    const protocol = PROTOCOLS[scheme];
+    if (!protocol) {
+      problems.push({
+        file: entry.file,
+        line: entry.line,
+        key: "url",
+        message: `Unsupported protocol '${scheme}' in url of metric '${entry.name}' (supported: ${
+          Object.keys(PROTOCOLS).join(", ")
+        })`,
+      });
+      continue;
+    }
+    const problem = protocol.validate(entry, config);
+    if (problem) {
+      problems.push({ file: entry.file, line: entry.line, key: "url", message: problem });
+      continue;
+    }
+    const key = `${protocol.groupKey(entry)}|${entry.updateEveryMs}`;
+    let group = groups.get(key);
+    if (!group) {
+      const endpoint = protocol.endpoint(entry);
+      group = {
+        key,
+        name: `${scheme}://${endpoint} every ${entry.updateEveryMs} ms`,
+        scheme,
+        endpoint,
+        protocol,
+        periodMs: entry.updateEveryMs,
+        entries: [],
+      };
+      groups.set(key, group);
+    }
+    group.entries.push(entry);
+  }
+  return { groups: [...groups.values()], problems };
+}

@@ -1,0 +1,323 @@
+import type { Config } from "../config/defaults.ts";
+import type { MetricEntry } from "../config/metrics_dir.ts";
+import { errorMessage, logger } from "../log.ts";
+import type { Sample } from "../sample.ts";
+import { toSampleValue } from "../sample.ts";
+import type { DeviceStatus } from "../spool/spool.ts";
+import type { PollResult, Reading, Source } from "../sources/source.ts";
+import type { Clock, TimerId } from "./clock.ts";
+import type { PollGroup } from "./groups.ts";
+
+/**
+ * Owns every poll timer. Each group is polled on its own fixed grid (slot k at
+ * phase + k × period in monotonic time), so periods never drift; the phase is derived from the
+ * group's key, so restarts keep it and groups do not all fire together. The timestamp of a
+ * sample is the wall-clock time when its request is sent. A poll never overlaps the previous one
+ * of its group: a slot that comes while a poll is still running is skipped and counted. Every
+ * group has its own timer and timeout, so one slow or dead device never delays another.
+ */
+export interface SchedulerOptions {
+  groups: PollGroup[];
+  config: Config;
+  clock: Clock;
+  /** Hands samples to the spool; resolves when they are durable. */
+  deliver(samples: Sample[]): Promise<void>;
+  /** Optional metrics: whether an entry is polled this cycle (default: non-optional only). */
+  isActive?(entry: MetricEntry): boolean;
+}
+
+export interface GroupCounters {
+  pollsOk: number;
+  pollsFailed: number;
+  pollsSkipped: number;
+  samples: number;
+  samplesAcknowledged: number;
+  samplesLost: number;
+  entryErrors: number;
+}
+
+interface GroupState {
+  group: PollGroup;
+  source: Source;
+  timeoutMs: number;
+  phaseMs: number;
+  timer: TimerId | undefined;
+  inFlight: Promise<void> | undefined;
+  abort: AbortController | undefined;
+  counters: GroupCounters;
+  failing: string | undefined;
+  failingSince: number | undefined;
+  failingEntries: Map<string, string>;
+  skipping: boolean;
+  devices: Map<string, DeviceStatus>;
+}
+
+export class Scheduler {
+  #opts: SchedulerOptions;
+  #states: GroupState[];
+  #running = false;
+  #deliveries = new Set<Promise<void>>();
+  #originMono = 0;
+
+  constructor(opts: SchedulerOptions) {
+    this.#opts = opts;
+    this.#states = opts.groups.map((group) => {
+      const timeoutMs = pollTimeoutMs(group.periodMs, opts.config.poll_timeout_ms);
+      return {
+        group,
+        source: group.protocol.create(group.entries, { config: opts.config, timeoutMs }),
+        timeoutMs,
+        phaseMs: phaseOf(group.key, group.periodMs),
+        timer: undefined,
+        inFlight: undefined,
+        abort: undefined,
+        counters: {
+          pollsOk: 0,
+          pollsFailed: 0,
+          pollsSkipped: 0,
+          samples: 0,
+          samplesAcknowledged: 0,
+          samplesLost: 0,
+          entryErrors: 0,
+        },
+        failing: undefined,
+        failingSince: undefined,
+        failingEntries: new Map(),
+        skipping: false,
+        devices: new Map(),
+      };
+    });
+  }
+
+  start(): void {
+    this.#running = true;
+    // The grid origin is the wall clock's epoch expressed in monotonic time, so slots fall on
+    // whole multiples of the period (plus the group's phase) in wall-clock time too.
+    const { clock } = this.#opts;
+    this.#originMono = clock.monotonic() - clock.now();
+    for (const s of this.#states) this.#arm(s);
+  }
+
+  /** Stops the timers, lets in-flight polls finish (or time out) and waits for their commit. */
+  async stop(): Promise<void> {
+    this.#running = false;
+    for (const s of this.#states) {
+      if (s.timer !== undefined) this.#opts.clock.clearTimeout(s.timer);
+      s.timer = undefined;
+    }
+    await Promise.all(this.#states.map((s) => s.inFlight));
+    await Promise.allSettled([...this.#deliveries]);
+    await Promise.all(this.#states.map((s) => s.source.close().catch(() => {})));
+  }
+
+  counters(): { group: string; scheme: string; counters: GroupCounters }[] {
+    return this.#states.map((s) => ({ group: s.group.name, scheme: s.group.scheme, counters: { ...s.counters } }));
+  }
+
+  deviceStatus(): DeviceStatus[] {
+    return this.#states.flatMap((s) => [...s.devices.values()]);
+  }
+
+  #arm(s: GroupState): void {
+    if (!this.#running) return;
+    const { clock } = this.#opts;
+    const period = s.group.periodMs;
+    const now = clock.monotonic() - this.#originMono;
+    const k = Math.floor((now - s.phaseMs) / period) + 1;
+    const next = s.phaseMs + k * period;
+    s.timer = clock.setTimeout(() => this.#slot(s), next - now);
+  }
+
+  #slot(s: GroupState): void {
+    s.timer = undefined;
+    if (!this.#running) return;
+    if (s.inFlight) {
+      s.counters.pollsSkipped++;
+      if (!s.skipping) {
+        s.skipping = true;
+        logger.warning("Device slower than its period: skipping poll slots", {
+          group: s.group.name,
+          timeout_ms: s.timeoutMs,
+        });
+      }
+    } else {
+      if (s.skipping) {
+        s.skipping = false;
+        logger.info("Device back on schedule", { group: s.group.name, skipped_total: s.counters.pollsSkipped });
+      }
+      s.inFlight = this.#poll(s).finally(() => {
+        s.inFlight = undefined;
+      });
+    }
+    this.#arm(s);
+  }
+
+  async #poll(s: GroupState): Promise<void> {
+    const { clock } = this.#opts;
+    const isActive = this.#opts.isActive ?? ((e: MetricEntry) => !e.optional);
+    const entries = s.group.entries.filter(isActive);
+    if (entries.length === 0) return;
+    const abort = new AbortController();
+    s.abort = abort;
+    const timer = clock.setTimeout(
+      () => abort.abort(new Error(`Poll of ${s.group.name} timed out after ${s.timeoutMs} ms`)),
+      s.timeoutMs,
+    );
+    const sentAtMs = clock.now();
+    let result: PollResult;
+    try {
+      result = await raceAbort(s.source.poll(entries, abort.signal), abort.signal);
+    } catch (err) {
+      const message = abort.signal.aborted ? errorMessage(abort.signal.reason) : errorMessage(err);
+      s.counters.pollsFailed++;
+      this.#recordDevices(s, entries, sentAtMs, message, new Map());
+      this.#groupFailed(s, message);
+      return;
+    } finally {
+      clock.clearTimeout(timer);
+      s.abort = undefined;
+    }
+    s.counters.pollsOk++;
+    this.#groupRecovered(s);
+    const entryErrors = this.#entryErrors(s, result);
+    this.#recordDevices(s, entries, sentAtMs, undefined, entryErrors);
+    const samples = result.readings.map((r) => toSample(r, sentAtMs));
+    if (samples.length === 0) return;
+    s.counters.samples += samples.length;
+    const delivery = this.#opts.deliver(samples).then(
+      () => {
+        s.counters.samplesAcknowledged += samples.length;
+      },
+      (err) => {
+        s.counters.samplesLost += samples.length;
+        logger.error("Samples lost: the spool could not store them", {
+          group: s.group.name,
+          samples: samples.length,
+          error: errorMessage(err),
+        });
+      },
+    );
+    this.#deliveries.add(delivery);
+    delivery.finally(() => this.#deliveries.delete(delivery));
+  }
+
+  #groupFailed(s: GroupState, message: string): void {
+    if (s.failing === undefined) {
+      s.failingSince = this.#opts.clock.now();
+      logger.warning("Device poll failing", { group: s.group.name, error: message });
+    } else if (s.failing !== message) {
+      logger.warning("Device poll failing differently", { group: s.group.name, error: message });
+    }
+    s.failing = message;
+  }
+
+  #groupRecovered(s: GroupState): void {
+    if (s.failing === undefined) return;
+    logger.info("Device poll recovered", {
+      group: s.group.name,
+      failing_for_s: Math.round((this.#opts.clock.now() - (s.failingSince ?? 0)) / 1000),
+    });
+    s.failing = undefined;
+    s.failingSince = undefined;
+  }
+
+  /** Logs per-entry errors when they start and end; returns device id → first error. */
+  #entryErrors(s: GroupState, result: PollResult): Map<string, string> {
+    const now = new Map<string, string>();
+    const byDevice = new Map<string, string>();
+    for (const e of result.errors) {
+      const key = `${e.entry.file}:${e.entry.line}`;
+      if (!now.has(key)) now.set(key, e.message);
+      if (!byDevice.has(e.entry.deviceId)) byDevice.set(e.entry.deviceId, e.message);
+      s.counters.entryErrors++;
+      if (s.failingEntries.get(key) !== e.message) {
+        logger.warning("Metric entry failing", {
+          group: s.group.name,
+          metric: e.entry.name,
+          device: e.entry.deviceId,
+          entry: key,
+          error: e.message,
+        });
+      }
+    }
+    for (const [key] of s.failingEntries) {
+      if (!now.has(key)) logger.info("Metric entry recovered", { group: s.group.name, entry: key });
+    }
+    s.failingEntries = now;
+    return byDevice;
+  }
+
+  #recordDevices(
+    s: GroupState,
+    entries: readonly MetricEntry[],
+    atMs: number,
+    groupError: string | undefined,
+    entryErrors: Map<string, string>,
+  ): void {
+    for (const e of entries) {
+      const key = `${e.deviceId} ${s.group.name}`;
+      let d = s.devices.get(key);
+      if (!d) {
+        d = {
+          key,
+          deviceId: e.deviceId,
+          lastPollAtMs: undefined,
+          lastOkAtMs: undefined,
+          lastError: undefined,
+          pollsOk: 0,
+          pollsFailed: 0,
+          pollsSkipped: 0,
+        };
+        s.devices.set(key, d);
+      }
+      if (d.lastPollAtMs === atMs) continue;
+      const error = groupError ?? entryErrors.get(e.deviceId);
+      d.lastPollAtMs = atMs;
+      d.lastError = error;
+      if (groupError === undefined) {
+        d.lastOkAtMs = atMs;
+        d.pollsOk = s.counters.pollsOk;
+      }
+      d.pollsFailed = s.counters.pollsFailed;
+      d.pollsSkipped = s.counters.pollsSkipped;
+    }
+  }
+}
+
+/** Builds the stored sample of a reading: Kwollect's value rules, labels, timestamp. */
+export function toSample(r: Reading, sentAtMs: number): Sample {
+  const { value, valueStr } = toSampleValue(r.value, r.entry.scaleFactor);
+  const labels = { ...r.labels, ...r.entry.labels };
+  if (valueStr !== undefined) labels.value_str = valueStr;
+  return {
+    timestampMs: r.timestampMs ?? sentAtMs,
+    deviceId: r.entry.deviceId,
+    metricId: r.metricId ?? r.entry.name,
+    value,
+    labels,
+  };
+}
+
+/** The timeout of one poll: the configured limit, always below the period. */
+export function pollTimeoutMs(periodMs: number, limitMs: number): number {
+  return Math.max(1, Math.min(limitMs, Math.floor(periodMs * 0.9)));
+}
+
+function phaseOf(key: string, periodMs: number): number {
+  let h = 2166136261;
+  for (let i = 0; i < key.length; i++) {
+    h ^= key.charCodeAt(i);
+    h = Math.imul(h, 16777619);
+  }
+  return (h >>> 0) % periodMs;
+}
+
+/** Rejects as soon as `signal` aborts, even if the source ignores it. */
+function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    if (signal.aborted) return onAbort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}

@@ -1,0 +1,66 @@
+/**
+ * Metric URLs, split the way Kwollect's Python `urlparse` splits them: scheme, user and password
+ * (URL-unquoted), host (lower-cased), port, path without its leading "/" (URL-unquoted), query
+ * and fragment. Kwollect's SNMP templates (`{{ 1.3.6... == text }}`) contain spaces and `=`,
+ * which is why this does not go through the WHATWG URL class.
+ */
+export interface MetricUrl {
+  scheme: string;
+  username: string;
+  password: string;
+  host: string;
+  port: number | undefined;
+  path: string;
+  query: URLSearchParams;
+  fragment: string;
+}
+
+const URL_RE = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#]*)([^?#]*)(?:\?([^#]*))?(?:#(.*))?$/s;
+
+export function parseMetricUrl(url: string): MetricUrl | { error: string } {
+  const m = URL_RE.exec(url.trim());
+  if (!m) return { error: `Cannot parse url '${redactUrl(url)}': expected <scheme>://<host>/<path>` };
+  const [, scheme = "", netloc = "", rawPath = "", query = "", fragment = ""] = m;
+  const at = netloc.lastIndexOf("@");
+  const userinfo = at >= 0 ? netloc.slice(0, at) : "";
+  const hostport = at >= 0 ? netloc.slice(at + 1) : netloc;
+  const colon = userinfo.indexOf(":");
+  const username = colon >= 0 ? userinfo.slice(0, colon) : userinfo;
+  const password = colon >= 0 ? userinfo.slice(colon + 1) : "";
+  let host = hostport;
+  let port: number | undefined;
+  const bracket = /^\[([^\]]+)\](?::(\d*))?$/.exec(hostport);
+  const portMatch = /^([^:]*):(\d*)$/.exec(hostport);
+  if (bracket) {
+    host = bracket[1] ?? "";
+    if (bracket[2]) port = Number(bracket[2]);
+  } else if (portMatch) {
+    host = portMatch[1] ?? "";
+    if (portMatch[2]) port = Number(portMatch[2]);
+  } else if (hostport.includes(":")) {
+    return { error: `Cannot parse url '${redactUrl(url)}': invalid port in '${hostport}'` };
+  }
+  if (port !== undefined && (port < 1 || port > 65535)) {
+    return { error: `Cannot parse url '${redactUrl(url)}': port ${port} is out of range` };
+  }
+  if (host === "") return { error: `Cannot parse url '${redactUrl(url)}': missing host` };
+  try {
+    return {
+      scheme: scheme.toLowerCase(),
+      username: decodeURIComponent(username),
+      password: decodeURIComponent(password),
+      host: host.toLowerCase(),
+      port,
+      path: decodeURIComponent(rawPath.replace(/^\//, "")),
+      query: new URLSearchParams(query),
+      fragment: decodeURIComponent(fragment),
+    };
+  } catch {
+    return { error: `Cannot parse url '${redactUrl(url)}': invalid percent-encoding` };
+  }
+}
+
+/** The URL with its password replaced by "***", for messages. */
+export function redactUrl(url: string): string {
+  return url.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#@:]*:)[^/?#]*@/, "$1***@");
+}

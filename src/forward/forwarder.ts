@@ -1,0 +1,351 @@
+import type { Config } from "../config/defaults.ts";
+import { connect, describe, type Endpoint, type Sql } from "../central/connect.ts";
+import { errorMessage, logger } from "../log.ts";
+import type { Spool, SpooledSample } from "../spool/spool.ts";
+import { VERSION } from "../version.ts";
+import { Backoff } from "../forward/backoff.ts";
+import { classify, type FailureKind } from "./classify.ts";
+import { copyRow } from "./copy_text.ts";
+import { type Clock, sleep, systemClock } from "../collect/clock.ts";
+
+/**
+ * # Delivery protocol (exactly once)
+ *
+ * A batch is a run of spooled samples with seqs [first, last]. It is sent in ONE central
+ * transaction: `kwollect_claim(spool_id, first, last, ...)` inserts the batch's ledger row after
+ * checking, under a per-spool advisory lock, that no ledger row overlaps the range; then COPY
+ * writes the rows; then COMMIT. Only after the COMMIT returned are the rows removed from the
+ * spool.
+ *
+ * - A retry after an uncertain commit (connection cut after COMMIT was sent, collector killed
+ *   before the local delete) finds its range already claimed: the claim returns false, nothing is
+ *   written, and the forwarder reconciles: it removes from the spool every range the ledger holds.
+ *   Reconciliation also runs at start and after every connection failure.
+ * - A batch the server rejects for its content (SQLSTATE classes 22, 23, 54) is bisected; a
+ *   sample that fails alone is moved to the spool's quarantine table and its seq is recorded in
+ *   the ledger as `quarantined`. The rest of the batch lands.
+ * - Ranges given up under the full-spool policy are recorded as `dropped`.
+ * So per spool the ledger ranges never overlap and tile every seq ever assigned.
+ *
+ * Memory is bounded by one batch (`forward_batch_rows`) whatever the backlog: the spool is read
+ * by seq range.
+ */
+export interface ForwarderOptions {
+  spool: Spool;
+  endpoint: Endpoint;
+  config: Config;
+  clock?: Clock;
+  /** Makes the central connection (tests inject failures here). */
+  connectFn?: (e: Endpoint) => Sql;
+}
+
+export interface ForwardCounters {
+  batches: number;
+  rows: number;
+  quarantined: number;
+  droppedReported: number;
+  retries: number;
+  reconciledRows: number;
+  lastForwardAtMs: number | undefined;
+}
+
+class OverlapError extends Error {
+  constructor(first: number, last: number) {
+    super(`Seq range ${first}..${last} is already in the central ledger`);
+  }
+}
+
+export class Forwarder {
+  readonly counters: ForwardCounters = {
+    batches: 0,
+    rows: 0,
+    quarantined: 0,
+    droppedReported: 0,
+    retries: 0,
+    reconciledRows: 0,
+    lastForwardAtMs: undefined,
+  };
+  #opts: ForwarderOptions;
+  #clock: Clock;
+  #sql: Sql | undefined;
+  #reconciled = false;
+  #backoff: Backoff;
+  #outageSince: number | undefined;
+  #configProblem: string | undefined;
+
+  constructor(opts: ForwarderOptions) {
+    this.#opts = opts;
+    this.#clock = opts.clock ?? systemClock;
+    this.#backoff = new Backoff({ capMs: opts.config.forward_retry_max_ms });
+  }
+
+  /** Forwards until `signal` aborts: everything queued, then new samples as they come. */
+  async run(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      const outcome = await this.step();
+      if (outcome === "sent") continue;
+      const wait = outcome === "idle" ? this.#opts.config.forward_interval_ms : this.#backoff.next();
+      await sleep(this.#clock, wait, signal);
+    }
+  }
+
+  /**
+   * Drains the spool until it is empty or `deadlineMs` (monotonic) passes. Returns true when the
+   * spool is empty.
+   */
+  async drain(opts: { deadlineMs: number; signal?: AbortSignal; onProgress?: () => void }): Promise<boolean> {
+    for (;;) {
+      if (opts.signal?.aborted) return false;
+      const outcome = await this.step();
+      opts.onProgress?.();
+      if (outcome === "idle") return true;
+      if (this.#clock.monotonic() >= opts.deadlineMs) return false;
+      if (outcome === "failed") {
+        const wait = Math.min(this.#backoff.next(), Math.max(0, opts.deadlineMs - this.#clock.monotonic()));
+        await sleep(this.#clock, wait, opts.signal);
+      }
+    }
+  }
+
+  /**
+   * One unit of work: reconcile if needed, report gaps and quarantined seqs, then send one batch.
+   * Never throws: failures are classified, logged by impact and answered with "failed".
+   */
+  async step(): Promise<"sent" | "idle" | "failed"> {
+    try {
+      const sql = this.#connection();
+      if (!this.#reconciled) {
+        await this.#reconcile(sql);
+        this.#reconciled = true;
+      }
+      await this.#reportGaps(sql);
+      await this.#reportQuarantine(sql);
+      const batch = this.#opts.spool.read(0, this.#opts.config.forward_batch_rows);
+      if (batch.length === 0) {
+        this.#recovered();
+        return "idle";
+      }
+      await this.#sendIsolating(sql, batch);
+      this.#recovered();
+      return "sent";
+    } catch (err) {
+      this.#failed(err);
+      return "failed";
+    }
+  }
+
+  async close(): Promise<void> {
+    const sql = this.#sql;
+    this.#sql = undefined;
+    if (sql) await sql.end({ timeout: 1 }).catch(() => {});
+  }
+
+  #connection(): Sql {
+    if (!this.#sql) {
+      const make = this.#opts.connectFn ?? ((e: Endpoint) => connect(e, { applicationName: "kwollector forwarder" }));
+      this.#sql = make(this.#opts.endpoint);
+    }
+    return this.#sql;
+  }
+
+  /** Drops the connection (its state is uncertain) and forces reconciliation before the next send. */
+  #reset(): void {
+    const sql = this.#sql;
+    this.#sql = undefined;
+    this.#reconciled = false;
+    if (sql) sql.end({ timeout: 0 }).catch(() => {});
+  }
+
+  /** Removes from the spool every range the central ledger already holds. */
+  async #reconcile(sql: Sql): Promise<void> {
+    const spool = this.#opts.spool;
+    const min = spool.minSeq();
+    if (min === undefined) return;
+    const ranges = await this.#timed(sql`
+      SELECT first_seq::float8 AS first, last_seq::float8 AS last FROM kwollect_ledger
+      WHERE spool_id = ${spool.spoolId} AND last_seq >= ${min} ORDER BY first_seq`);
+    let removed = 0;
+    for (const r of ranges as unknown as { first: number; last: number }[]) {
+      removed += spool.removeForwarded(r.first, r.last);
+    }
+    if (removed > 0) {
+      this.counters.reconciledRows += removed;
+      logger.info("Reconciled spool with the central ledger: removed samples already committed", {
+        samples: removed,
+      });
+    }
+  }
+
+  async #reportGaps(sql: Sql): Promise<void> {
+    const spool = this.#opts.spool;
+    for (const gap of spool.gaps()) {
+      const claimed = await this.#claimOnly(sql, gap.firstSeq, gap.lastSeq, gap.rows, "dropped");
+      if (!claimed) {
+        // Part of the range reached the ledger another way (a concurrent flush): record the rest.
+        const taken = await this.#timed(sql`
+          SELECT first_seq::float8 AS first, last_seq::float8 AS last FROM kwollect_ledger
+          WHERE spool_id = ${spool.spoolId} AND last_seq >= ${gap.firstSeq} AND first_seq <= ${gap.lastSeq}
+          ORDER BY first_seq`) as unknown as { first: number; last: number }[];
+        let cursor = gap.firstSeq;
+        for (const t of taken) {
+          if (t.first > cursor) await this.#claimOnly(sql, cursor, t.first - 1, 0, "dropped");
+          cursor = Math.max(cursor, t.last + 1);
+        }
+        if (cursor <= gap.lastSeq) await this.#claimOnly(sql, cursor, gap.lastSeq, 0, "dropped");
+      }
+      spool.removeGap(gap.firstSeq);
+      this.counters.droppedReported += gap.rows;
+    }
+  }
+
+  async #reportQuarantine(sql: Sql): Promise<void> {
+    const spool = this.#opts.spool;
+    for (const q of spool.unreportedQuarantine()) {
+      await this.#claimOnly(sql, q.seq, q.seq, 0, "quarantined");
+      spool.markQuarantineReported(q.seq);
+    }
+  }
+
+  /** Records a ledger row with no data rows; false when the range was already claimed. */
+  async #claimOnly(sql: Sql, first: number, last: number, rows: number, kind: string): Promise<boolean> {
+    const spool = this.#opts.spool;
+    const [row] = await this.#timed(sql`
+      SELECT kwollect_claim(${spool.spoolId}, ${this.#opts.config.edge_id}, ${first}, ${last}, ${rows},
+                            ${kind}, NULL, NULL, ${VERSION}) AS ok`) as unknown as { ok: boolean }[];
+    return row?.ok === true;
+  }
+
+  /** Sends a batch; on a data error, bisects it so only the rows that fail alone are set aside. */
+  async #sendIsolating(sql: Sql, batch: SpooledSample[]): Promise<void> {
+    try {
+      await this.#send(sql, batch);
+    } catch (err) {
+      if (err instanceof OverlapError || classify(err) !== "data") throw err;
+      if (batch.length === 1) {
+        const reason = errorMessage(err);
+        const spool = this.#opts.spool;
+        spool.quarantine(batch, reason);
+        this.counters.quarantined++;
+        logger.warning("Sample rejected by the central database: quarantined", {
+          seq: batch[0]!.seq,
+          device: batch[0]!.deviceId,
+          metric: batch[0]!.metricId,
+          reason,
+        });
+        await this.#reportQuarantine(sql);
+        return;
+      }
+      const mid = Math.floor(batch.length / 2);
+      await this.#sendIsolating(sql, batch.slice(0, mid));
+      await this.#sendIsolating(sql, batch.slice(mid));
+    }
+  }
+
+  async #send(sql: Sql, batch: SpooledSample[]): Promise<void> {
+    const spool = this.#opts.spool;
+    const first = batch[0]!.seq;
+    const last = batch.at(-1)!.seq;
+    let minTs = Infinity;
+    let maxTs = -Infinity;
+    const chunks: string[] = [];
+    let chunk = "";
+    for (const s of batch) {
+      if (s.timestampMs < minTs) minTs = s.timestampMs;
+      if (s.timestampMs > maxTs) maxTs = s.timestampMs;
+      chunk += copyRow(s);
+      if (chunk.length > 65536) {
+        chunks.push(chunk);
+        chunk = "";
+      }
+    }
+    if (chunk) chunks.push(chunk);
+    await this.#timed(sql.begin(async (tx) => {
+      const [claim] = await tx`
+        SELECT kwollect_claim(${spool.spoolId}, ${this.#opts.config.edge_id}, ${first}, ${last}, ${batch.length},
+                              'data', ${new Date(minTs)}, ${new Date(maxTs)}, ${VERSION}) AS ok`;
+      if (claim?.ok !== true) throw new OverlapError(first, last);
+      const writable = await tx`COPY metrics ("timestamp", device_id, metric_id, value, labels) FROM STDIN`.writable();
+      await writeAll(writable, chunks);
+    }));
+    spool.removeForwarded(first, last);
+    this.counters.batches++;
+    this.counters.rows += batch.length;
+    this.counters.lastForwardAtMs = this.#clock.now();
+  }
+
+  /** Bounds a central operation by forward_timeout_ms; on expiry the connection is dropped. */
+  #timed<T>(p: Promise<T>): Promise<T> {
+    const ms = this.#opts.config.forward_timeout_ms;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = this.#clock.setTimeout(() => {
+        const e = new Error(`Central database did not answer within ${ms} ms`);
+        (e as Error & { code: string }).code = "ETIMEDOUT";
+        reject(e);
+      }, ms);
+    });
+    return Promise.race([p, timeout]).finally(() => this.#clock.clearTimeout(timer!));
+  }
+
+  #failed(err: unknown): void {
+    const kind: FailureKind = err instanceof OverlapError ? "retry" : classify(err);
+    const message = errorMessage(err);
+    this.counters.retries++;
+    // Whatever happened, the commit may or may not have reached the server: reconcile first.
+    this.#reset();
+    if (err instanceof OverlapError) {
+      logger.info("Batch was already committed (acknowledgement lost); reconciling", { error: message });
+      this.#backoff.reset();
+      return;
+    }
+    if (kind === "config") {
+      if (this.#configProblem !== message) {
+        logger.error("Central database refuses the collector; samples are kept in the spool until fixed", {
+          endpoint: describe(this.#opts.endpoint),
+          error: message,
+        });
+      }
+      this.#configProblem = message;
+    }
+    if (this.#outageSince === undefined) {
+      this.#outageSince = this.#clock.now();
+      if (kind !== "config") {
+        logger.warning("Central database unreachable; samples are kept in the spool", {
+          endpoint: describe(this.#opts.endpoint),
+          error: message,
+        });
+      }
+    } else {
+      logger.debug("Forward attempt failed", { error: message, attempt: this.#backoff.attempts });
+    }
+  }
+
+  #recovered(): void {
+    this.#backoff.reset();
+    this.#configProblem = undefined;
+    if (this.#outageSince === undefined) return;
+    logger.info("Central database reachable again; forwarding the backlog", {
+      endpoint: describe(this.#opts.endpoint),
+      outage_s: Math.round((this.#clock.now() - this.#outageSince) / 1000),
+      backlog_rows: this.#opts.spool.stats().rows,
+    });
+    this.#outageSince = undefined;
+  }
+}
+
+/** Writes the COPY data and waits until the server has consumed it. */
+function writeAll(
+  w: {
+    write(chunk: string, cb?: (err?: Error | null) => void): boolean;
+    end(): void;
+    once(ev: string, fn: (e?: unknown) => void): unknown;
+  },
+  chunks: string[],
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    w.once("error", reject);
+    w.once("finish", () => resolve());
+    for (const c of chunks) w.write(c);
+    w.end();
+  });
+}

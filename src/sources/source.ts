@@ -1,0 +1,61 @@
+import type { MetricEntry } from "../config/metrics_dir.ts";
+import type { Config } from "../config/defaults.ts";
+import type { Labels, RawValue } from "../sample.ts";
+
+/**
+ * The small interface every protocol implements. One Source serves one poll group: the entries
+ * that share a protocol, a device endpoint (host, port, credentials) and an update period, and so
+ * are fetched by one request per cycle.
+ */
+export interface Source {
+  /**
+   * Fetches the current value of `entries` (the group's entries active this cycle). Throws when
+   * the whole device failed (unreachable, timeout, authentication); returns per-entry errors for
+   * entries that failed alone. Must stop promptly when `signal` aborts.
+   */
+  poll(entries: readonly MetricEntry[], signal: AbortSignal): Promise<PollResult>;
+  /** Releases connections, sessions and child processes. */
+  close(): Promise<void>;
+}
+
+/** A value read for one entry. */
+export interface Reading {
+  entry: MetricEntry;
+  value: RawValue;
+  /** Metric id when it differs from `entry.name` (Prometheus `prom_<name>`, `_metric_id`). */
+  metricId?: string;
+  /** Labels from the device (Prometheus labels), merged under the entry's configured labels. */
+  labels?: Labels;
+  /** Timestamp from the device (exposition timestamp, `_timestamp`), ms since the epoch. */
+  timestampMs?: number;
+}
+
+export interface EntryError {
+  entry: MetricEntry;
+  message: string;
+}
+
+export interface PollResult {
+  readings: Reading[];
+  errors: EntryError[];
+}
+
+export interface SourceContext {
+  config: Config;
+  /** Timeout of one poll of this group, always below its period. */
+  timeoutMs: number;
+}
+
+/** One line of the registry: how a URL scheme is validated, grouped and polled. */
+export interface Protocol {
+  /** Checks an entry before any network access; returns an error message naming what is wrong. */
+  validate(entry: MetricEntry, config: Config): string | undefined;
+  /**
+   * Entries with the same key (and period) are polled by one request. It must include everything
+   * that selects the device endpoint: host, port, credentials, protocol options.
+   */
+  groupKey(entry: MetricEntry): string;
+  /** Human-readable name of the endpoint, without credentials (for logs and status). */
+  endpoint(entry: MetricEntry): string;
+  create(entries: readonly MetricEntry[], ctx: SourceContext): Source;
+}

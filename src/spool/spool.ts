@@ -1,0 +1,786 @@
+/**
+ * # The spool: every sample is written here first
+ *
+ * ## Invariants
+ *
+ * 1. **Acknowledged means durable.** `append()` resolves only after the SQLite transaction that
+ *    holds the samples has committed with `synchronous=FULL` (the default; `normal` is an opt-in
+ *    that may lose the last commit on a power cut, never on a process crash). Commits are grouped:
+ *    at most one per `commitIntervalMs`, so fsyncs stay ≤ 1000/commitIntervalMs per second at any
+ *    load.
+ * 2. **Sequence numbers are never reused.** Each sample gets the next `seq`, strictly increasing in
+ *    commit order. `meta.next_seq` is written in the same transaction as the samples, so a spool
+ *    emptied by forwarding, reopened, or rebuilt by salvage continues after the last seq it ever
+ *    gave. A spool has an id of its own (`meta.spool_id`, a UUID created with it); (spool id, seq)
+ *    names one sample for ever.
+ * 3. **Rows leave only after the central commit that contains them.** `removeForwarded()` is called
+ *    by the forwarder after the central transaction holding those seqs (and their ledger row)
+ *    committed. A crash between the two leaves the rows here; the forwarder's reconciliation with
+ *    the central ledger removes them before anything is re-sent.
+ * 4. **Every seq is accounted for.** A seq is either still here, forwarded (central ledger row of
+ *    kind `data`), set aside in `quarantine` (ledger kind `quarantined`), or given up under the
+ *    full-spool policy (a `gaps` row, forwarded as ledger kind `dropped`). So the central ledger
+ *    of a spool tiles 1..next_seq-1 without holes once the spool is drained.
+ * 5. **Bounded.** The bytes in use never exceed `maxBytes` by more than one commit; when they would,
+ *    the policy (`drop_oldest` or `drop_newest`) applies, is logged as an error and counted.
+ * 6. **One writer.** A writer holds an exclusive lock on `<spool>.lock` for its lifetime; readers
+ *    (`status`, `flush` reading only) use SQLite's WAL snapshot isolation.
+ *
+ * ## On-disk format (SQLite, WAL mode, `PRAGMA user_version` = SCHEMA_VERSION)
+ *
+ * - `meta(key, value)`: spool_id, epoch_ms (origin of sample timestamps), next_seq, rows,
+ *   created_at_ms, last_forward_at_ms.
+ * - `series(id, device_id, metric_id, labels, last_seq)`: dictionary of (device, metric, labels
+ *   JSON). `last_seq` is a lower bound of the last seq that uses the series, kept within
+ *   SERIES_SEQ_SLACK of the truth so garbage collection never removes a series still in use.
+ * - `samples(seq INTEGER PRIMARY KEY, series, ts, value)`: `ts` in microseconds since
+ *   `meta.epoch_ms` (6-byte integers for 4 years), `value` REAL with NaN stored as NULL. About
+ *   25–30 bytes per sample on disk.
+ * - `gaps(first_seq, last_seq, rows, reason, at_ms)`: ranges given up when the spool was full.
+ * - `quarantine(seq, ..., reported)`: samples the central database rejected, with the reason;
+ *   `reported` once the central ledger has a `quarantined` row for the seq.
+ * - `devices(key, ...)`: last poll and error per device group, for `status`.
+ * - `promoted(device_id, metric_id)`: last known content of the central promoted_metrics.
+ *
+ * ## Recovery
+ *
+ * At open, `PRAGMA quick_check` runs. A spool that cannot be opened or fails the check is moved
+ * aside (`<spool>.damaged-<time>`, with its -wal), a fresh spool is created, and every readable
+ * sample is salvaged into it with its original seq and the original spool id when those can be
+ * read (so the ledger still recognises what was already forwarded). The collector then starts; a
+ * damaged spool never causes a crash loop.
+ */
+
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { dirname } from "node:path";
+import type { Labels, Sample } from "../sample.ts";
+import { errorMessage, logger } from "../log.ts";
+import { salvageInto } from "./salvage.ts";
+
+export const SCHEMA_VERSION = 1;
+/** See invariant "series.last_seq": how stale a series' recorded last_seq may be. */
+const SERIES_SEQ_SLACK = 100_000;
+/** The series dictionary cache is cleared beyond this many entries, to bound memory. */
+const SERIES_CACHE_MAX = 200_000;
+
+export type FullPolicy = "drop_oldest" | "drop_newest";
+
+export interface SpoolOptions {
+  path: string;
+  maxBytes: number;
+  fullPolicy: FullPolicy;
+  synchronous: "full" | "normal";
+  commitIntervalMs: number;
+  /** Open for reading only (status): no lock, no writes, no salvage. */
+  readOnly?: boolean;
+}
+
+/** A sample read back for forwarding. */
+export interface SpooledSample extends Sample {
+  seq: number;
+}
+
+export interface SpoolStats {
+  spoolId: string;
+  rows: number;
+  bytes: number;
+  fileBytes: number;
+  nextSeq: number;
+  oldestTimestampMs: number | undefined;
+  lastForwardAtMs: number | undefined;
+  gaps: number;
+  quarantined: number;
+}
+
+export interface GapRange {
+  firstSeq: number;
+  lastSeq: number;
+  rows: number;
+  reason: string;
+}
+
+export interface DeviceStatus {
+  key: string;
+  deviceId: string;
+  lastPollAtMs: number | undefined;
+  lastOkAtMs: number | undefined;
+  lastError: string | undefined;
+  pollsOk: number;
+  pollsFailed: number;
+  pollsSkipped: number;
+}
+
+export interface SpoolCounters {
+  appended: number;
+  commits: number;
+  droppedOldest: number;
+  droppedNewest: number;
+  forwarded: number;
+  quarantined: number;
+}
+
+interface Pending {
+  samples: Sample[];
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+export class SpoolFullError extends Error {}
+
+export class Spool {
+  readonly path: string;
+  readonly spoolId: string;
+  readonly counters: SpoolCounters = {
+    appended: 0,
+    commits: 0,
+    droppedOldest: 0,
+    droppedNewest: 0,
+    forwarded: 0,
+    quarantined: 0,
+  };
+  #db: DatabaseSync;
+  #opts: SpoolOptions;
+  #lock: Deno.FsFile | undefined;
+  #epochMs: number;
+  #nextSeq: number;
+  #rows: number;
+  #pending: Pending[] = [];
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #closed = false;
+  #seriesByKey = new Map<string, { id: number; lastSeq: number }>();
+  #seriesById = new Map<number, { deviceId: string; metricId: string; labels: Labels }>();
+  #st: Record<string, StatementSync> = {};
+  /** Highest seq handed to the forwarder of this process; drop_oldest never drops at or below it. */
+  #leasedThrough = 0;
+  #pageSize: number;
+
+  private constructor(db: DatabaseSync, opts: SpoolOptions, lock: Deno.FsFile | undefined) {
+    this.#db = db;
+    this.#opts = opts;
+    this.#lock = lock;
+    this.path = opts.path;
+    const meta = readMeta(db);
+    this.spoolId = meta.get("spool_id") ?? "";
+    this.#epochMs = Number(meta.get("epoch_ms"));
+    const maxSeq = Number((db.prepare("SELECT coalesce(max(seq), 0) AS m FROM samples").get() as { m: number }).m);
+    this.#nextSeq = Math.max(Number(meta.get("next_seq") ?? 1), maxSeq + 1);
+    this.#rows = Number(meta.get("rows") ?? 0);
+    this.#pageSize = Number((db.prepare("PRAGMA page_size").get() as { page_size: number }).page_size);
+    if (!opts.readOnly) this.#prepare();
+  }
+
+  /**
+   * Opens (creating if needed) the spool at `opts.path`. A damaged spool is moved aside and
+   * salvaged; the returned spool is always usable.
+   */
+  static open(opts: SpoolOptions): Spool {
+    if (opts.readOnly) {
+      const db = new DatabaseSync(opts.path, { readOnly: true });
+      db.exec("PRAGMA busy_timeout = 5000");
+      return new Spool(db, opts, undefined);
+    }
+    ensurePrivateDir(dirname(opts.path));
+    const lock = acquireLock(opts.path);
+    try {
+      const db = openChecked(opts);
+      return new Spool(db, opts, lock);
+    } catch (err) {
+      lock.close();
+      throw err;
+    }
+  }
+
+  #prepare(): void {
+    const db = this.#db;
+    this.#st = {
+      insertSample: db.prepare("INSERT INTO samples(seq, series, ts, value) VALUES (?, ?, ?, ?)"),
+      findSeries: db.prepare("SELECT id, last_seq FROM series WHERE device_id = ? AND metric_id = ? AND labels = ?"),
+      insertSeries: db.prepare(
+        "INSERT INTO series(device_id, metric_id, labels, last_seq) VALUES (?, ?, ?, ?) RETURNING id",
+      ),
+      touchSeries: db.prepare("UPDATE series SET last_seq = ? WHERE id = ?"),
+      setMeta: db.prepare(
+        "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+      ),
+      seriesById: db.prepare("SELECT device_id, metric_id, labels FROM series WHERE id = ?"),
+      readAfter: db.prepare("SELECT seq, series, ts, value FROM samples WHERE seq > ? ORDER BY seq LIMIT ?"),
+      readNewest: db.prepare("SELECT seq, series, ts, value FROM samples WHERE seq > ? ORDER BY seq DESC LIMIT ?"),
+      deleteRange: db.prepare("DELETE FROM samples WHERE seq BETWEEN ? AND ?"),
+      deleteSeq: db.prepare("DELETE FROM samples WHERE seq = ?"),
+      oldestRange: db.prepare("SELECT seq FROM samples WHERE seq > ? ORDER BY seq LIMIT 1 OFFSET ?"),
+      countRange: db.prepare(
+        "SELECT count(*) AS n, min(seq) AS lo, max(seq) AS hi FROM samples WHERE seq > ? AND seq <= ?",
+      ),
+      insertGap: db.prepare("INSERT INTO gaps(first_seq, last_seq, rows, reason, at_ms) VALUES (?, ?, ?, ?, ?)"),
+      pageCount: db.prepare("PRAGMA page_count"),
+      freelist: db.prepare("PRAGMA freelist_count"),
+    };
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Writing
+
+  /**
+   * Queues samples for the next group commit; resolves once they are durable. Under the
+   * `drop_newest` policy a full spool resolves without writing them (they are counted as
+   * dropped and logged).
+   */
+  append(samples: Sample[]): Promise<void> {
+    if (this.#closed) return Promise.reject(new Error(`Spool '${this.path}' is closed`));
+    if (samples.length === 0) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.#pending.push({ samples, resolve, reject });
+      this.#timer ??= setTimeout(() => {
+        this.#timer = undefined;
+        this.commitPending();
+      }, this.#opts.commitIntervalMs);
+    });
+  }
+
+  /** Number of samples waiting for the next group commit. */
+  get pendingCount(): number {
+    let n = 0;
+    for (const p of this.#pending) n += p.samples.length;
+    return n;
+  }
+
+  /** Commits everything queued now (also called on shutdown). */
+  commitPending(): void {
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+    const batch = this.#pending;
+    if (batch.length === 0) return;
+    this.#pending = [];
+    const count = batch.reduce((n, p) => n + p.samples.length, 0);
+    try {
+      const admitted = this.#makeRoom(count);
+      if (admitted) this.#write(batch);
+      for (const p of batch) p.resolve();
+    } catch (err) {
+      const e = new Error(`Cannot commit ${count} samples to spool '${this.path}': ${errorMessage(err)}`);
+      for (const p of batch) p.reject(e);
+    }
+  }
+
+  #write(batch: Pending[]): void {
+    const db = this.#db;
+    const st = this.#st;
+    const firstSeq = this.#nextSeq;
+    let seq = firstSeq;
+    const touched: [number, number][] = [];
+    db.exec("BEGIN IMMEDIATE");
+    try {
+      for (const p of batch) {
+        for (const s of p.samples) {
+          const seriesId = this.#seriesFor(s, seq, touched);
+          const tsUs = Math.round((s.timestampMs - this.#epochMs) * 1000);
+          st.insertSample!.run(seq, seriesId, tsUs, Number.isNaN(s.value) ? null : s.value);
+          seq++;
+        }
+      }
+      for (const [id, lastSeq] of touched) st.touchSeries!.run(lastSeq, id);
+      const written = seq - firstSeq;
+      st.setMeta!.run("next_seq", String(seq));
+      const rows = this.#readRows() + written;
+      st.setMeta!.run("rows", String(rows));
+      db.exec("COMMIT");
+      this.#nextSeq = seq;
+      this.#rows = rows;
+      this.counters.appended += written;
+      this.counters.commits++;
+    } catch (err) {
+      try {
+        db.exec("ROLLBACK");
+      } catch { /* the transaction may already be rolled back by SQLite */ }
+      // Series ids created in the failed transaction do not exist: forget the cache.
+      this.#seriesByKey.clear();
+      throw err;
+    }
+  }
+
+  #seriesFor(s: Sample, seq: number, touched: [number, number][]): number {
+    const labels = JSON.stringify(s.labels);
+    const key = `${s.deviceId}\u0000${s.metricId}\u0000${labels}`;
+    let entry = this.#seriesByKey.get(key);
+    if (!entry) {
+      const row = this.#st.findSeries!.get(s.deviceId, s.metricId, labels) as
+        | { id: number; last_seq: number }
+        | undefined;
+      if (row) entry = { id: Number(row.id), lastSeq: Number(row.last_seq) };
+      else {
+        const ins = this.#st.insertSeries!.get(s.deviceId, s.metricId, labels, seq) as { id: number };
+        entry = { id: Number(ins.id), lastSeq: seq };
+      }
+      if (this.#seriesByKey.size >= SERIES_CACHE_MAX) this.#seriesByKey.clear();
+      this.#seriesByKey.set(key, entry);
+    }
+    if (seq - entry.lastSeq > SERIES_SEQ_SLACK) {
+      entry.lastSeq = seq;
+      touched.push([entry.id, seq]);
+    }
+    return entry.id;
+  }
+
+  /** Applies the full-spool policy; returns false when the new samples must be dropped. */
+  #makeRoom(incoming: number): boolean {
+    const estimate = incoming * 40;
+    if (this.usedBytes() + estimate <= this.#opts.maxBytes) return true;
+    if (this.#opts.fullPolicy === "drop_newest") {
+      this.counters.droppedNewest += incoming;
+      logger.error("Spool full: new samples dropped", {
+        spool: this.path,
+        samples: incoming,
+        max_bytes: this.#opts.maxBytes,
+        dropped_total: this.counters.droppedNewest,
+      });
+      return false;
+    }
+    // drop_oldest: free about 5% of the budget (at least room for this commit), oldest first,
+    // never touching rows leased to the forwarder.
+    const target = Math.max(estimate * 2, this.#opts.maxBytes * 0.05);
+    const rowsToDrop = Math.max(incoming, Math.ceil(target / 30));
+    const lo = this.#leasedThrough;
+    const edge = this.#st.oldestRange!.get(lo, rowsToDrop - 1) as { seq: number } | undefined;
+    const hi = edge ? Number(edge.seq) : this.#nextSeq - 1;
+    const range = this.#st.countRange!.get(lo, hi) as { n: number; lo: number | null; hi: number | null };
+    if (!range.n || range.lo === null || range.hi === null) return true;
+    const now = Date.now();
+    this.#db.exec("BEGIN IMMEDIATE");
+    try {
+      const deleted = Number(this.#st.deleteRange!.run(range.lo, range.hi).changes);
+      this.#st.insertGap!.run(range.lo, range.hi, deleted, "spool full (drop_oldest)", now);
+      const rows = this.#readRows() - deleted;
+      this.#st.setMeta!.run("rows", String(rows));
+      this.#db.exec("COMMIT");
+      this.#rows = rows;
+      this.counters.droppedOldest += deleted;
+      logger.error("Spool full: oldest unsent samples dropped", {
+        spool: this.path,
+        samples: deleted,
+        first_seq: range.lo,
+        last_seq: range.hi,
+        max_bytes: this.#opts.maxBytes,
+        dropped_total: this.counters.droppedOldest,
+      });
+    } catch (err) {
+      this.#db.exec("ROLLBACK");
+      throw err;
+    }
+    return true;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Reading for the forwarder
+
+  /**
+   * Reads up to `limit` samples with seq > `afterSeq`, oldest first (or the newest ones with
+   * `newest`), returned in ascending seq order. The rows stay in the spool.
+   */
+  read(afterSeq: number, limit: number, opts: { newest?: boolean } = {}): SpooledSample[] {
+    const rows = (opts.newest ? this.#st.readNewest! : this.#st.readAfter!).all(afterSeq, limit) as {
+      seq: number;
+      series: number;
+      ts: number;
+      value: number | null;
+    }[];
+    if (opts.newest) rows.reverse();
+    const out: SpooledSample[] = [];
+    for (const r of rows) {
+      const series = this.#series(Number(r.series));
+      out.push({
+        seq: Number(r.seq),
+        timestampMs: this.#epochMs + Number(r.ts) / 1000,
+        deviceId: series.deviceId,
+        metricId: series.metricId,
+        value: r.value === null ? NaN : Number(r.value),
+        labels: series.labels,
+      });
+    }
+    const last = out.at(-1);
+    if (last && last.seq > this.#leasedThrough) this.#leasedThrough = last.seq;
+    return out;
+  }
+
+  #series(id: number): { deviceId: string; metricId: string; labels: Labels } {
+    let s = this.#seriesById.get(id);
+    if (!s) {
+      const row = this.#st.seriesById!.get(id) as { device_id: string; metric_id: string; labels: string } | undefined;
+      if (!row) throw new Error(`Spool '${this.path}' is inconsistent: series ${id} is missing`);
+      s = { deviceId: row.device_id, metricId: row.metric_id, labels: JSON.parse(row.labels) as Labels };
+      if (this.#seriesById.size >= SERIES_CACHE_MAX) this.#seriesById.clear();
+      this.#seriesById.set(id, s);
+    }
+    return s;
+  }
+
+  /** Ranges given up under the full-spool policy, not yet reported to the central ledger. */
+  gaps(): GapRange[] {
+    return (this.#db.prepare("SELECT first_seq, last_seq, rows, reason FROM gaps ORDER BY first_seq").all() as {
+      first_seq: number;
+      last_seq: number;
+      rows: number;
+      reason: string;
+    }[]).map((g) => ({
+      firstSeq: Number(g.first_seq),
+      lastSeq: Number(g.last_seq),
+      rows: Number(g.rows),
+      reason: g.reason,
+    }));
+  }
+
+  /**
+   * Removes the samples with seq in [firstSeq, lastSeq] after their central commit, and any gap
+   * rows inside that range. Returns the number of samples removed.
+   */
+  removeForwarded(firstSeq: number, lastSeq: number): number {
+    const db = this.#db;
+    db.exec("BEGIN IMMEDIATE");
+    try {
+      const deleted = Number(this.#st.deleteRange!.run(firstSeq, lastSeq).changes);
+      db.prepare("DELETE FROM gaps WHERE first_seq >= ? AND last_seq <= ?").run(firstSeq, lastSeq);
+      const rows = this.#readRows() - deleted;
+      this.#st.setMeta!.run("rows", String(rows));
+      this.#st.setMeta!.run("last_forward_at_ms", String(Date.now()));
+      db.exec("COMMIT");
+      this.#rows = rows;
+      this.counters.forwarded += deleted;
+      return deleted;
+    } catch (err) {
+      db.exec("ROLLBACK");
+      throw err;
+    }
+  }
+
+  /** Moves samples the central database rejected to the quarantine table, with the reason. */
+  quarantine(samples: SpooledSample[], reason: string): void {
+    const db = this.#db;
+    const ins = db.prepare(
+      "INSERT OR REPLACE INTO quarantine(seq, ts_ms, device_id, metric_id, value, labels, reason, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    );
+    const now = Date.now();
+    db.exec("BEGIN IMMEDIATE");
+    try {
+      let deleted = 0;
+      for (const s of samples) {
+        ins.run(
+          s.seq,
+          s.timestampMs,
+          s.deviceId,
+          s.metricId,
+          Number.isNaN(s.value) ? null : s.value,
+          JSON.stringify(s.labels),
+          reason,
+          now,
+        );
+        deleted += Number(this.#st.deleteSeq!.run(s.seq).changes);
+      }
+      const rows = this.#readRows() - deleted;
+      this.#st.setMeta!.run("rows", String(rows));
+      db.exec("COMMIT");
+      this.#rows = rows;
+      this.counters.quarantined += samples.length;
+    } catch (err) {
+      db.exec("ROLLBACK");
+      throw err;
+    }
+  }
+
+  /** Quarantined seqs not yet recorded in the central ledger (kind `quarantined`). */
+  unreportedQuarantine(): { seq: number; reason: string }[] {
+    return (this.#db.prepare("SELECT seq, reason FROM quarantine WHERE reported = 0 ORDER BY seq").all() as {
+      seq: number;
+      reason: string;
+    }[]).map((r) => ({ seq: Number(r.seq), reason: r.reason }));
+  }
+
+  markQuarantineReported(seq: number): void {
+    this.#db.prepare("UPDATE quarantine SET reported = 1 WHERE seq = ?").run(seq);
+  }
+
+  /** Forgets a gap once the central ledger has it. */
+  removeGap(firstSeq: number): void {
+    this.#db.prepare("DELETE FROM gaps WHERE first_seq = ?").run(firstSeq);
+  }
+
+  /** The rows counter as committed (another process, e.g. `flush`, may have changed it). */
+  #readRows(): number {
+    const row = this.#db.prepare("SELECT value FROM meta WHERE key = 'rows'").get() as { value: string } | undefined;
+    return Number(row?.value ?? 0);
+  }
+
+  /** Lowest seq still in the spool, or undefined when it is empty. */
+  minSeq(): number | undefined {
+    const row = this.#db.prepare("SELECT min(seq) AS m FROM samples").get() as { m: number | null };
+    const g = this.#db.prepare("SELECT min(first_seq) AS m FROM gaps").get() as { m: number | null };
+    const values = [row.m, g.m].filter((v): v is number => v !== null).map(Number);
+    return values.length ? Math.min(...values) : undefined;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Status
+
+  usedBytes(): number {
+    const pages = Number((this.#db.prepare("PRAGMA page_count").get() as { page_count: number }).page_count);
+    const free = Number((this.#db.prepare("PRAGMA freelist_count").get() as { freelist_count: number }).freelist_count);
+    return (pages - free) * this.#pageSize;
+  }
+
+  stats(): SpoolStats {
+    const meta = readMeta(this.#db);
+    const oldest = this.#db.prepare("SELECT ts FROM samples ORDER BY seq LIMIT 1").get() as { ts: number } | undefined;
+    const pages = Number((this.#db.prepare("PRAGMA page_count").get() as { page_count: number }).page_count);
+    const count = (table: string) =>
+      Number((this.#db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n);
+    const lastForward = meta.get("last_forward_at_ms");
+    return {
+      spoolId: this.spoolId,
+      rows: Number(meta.get("rows") ?? 0),
+      bytes: this.usedBytes(),
+      fileBytes: pages * this.#pageSize,
+      nextSeq: Number(meta.get("next_seq") ?? 1),
+      oldestTimestampMs: oldest ? this.#epochMs + Number(oldest.ts) / 1000 : undefined,
+      lastForwardAtMs: lastForward ? Number(lastForward) : undefined,
+      gaps: count("gaps"),
+      quarantined: count("quarantine"),
+    };
+  }
+
+  /** Records the latest state of each device group, for `status` (one transaction). */
+  writeDeviceStatus(devices: DeviceStatus[]): void {
+    if (devices.length === 0) return;
+    const db = this.#db;
+    const up = db.prepare(
+      `INSERT INTO devices(key, device_id, last_poll_at_ms, last_ok_at_ms, last_error, polls_ok, polls_failed, polls_skipped)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT(key) DO UPDATE SET device_id = excluded.device_id, last_poll_at_ms = excluded.last_poll_at_ms,
+         last_ok_at_ms = excluded.last_ok_at_ms, last_error = excluded.last_error, polls_ok = excluded.polls_ok,
+         polls_failed = excluded.polls_failed, polls_skipped = excluded.polls_skipped`,
+    );
+    db.exec("BEGIN IMMEDIATE");
+    try {
+      db.prepare("DELETE FROM devices").run();
+      for (const d of devices) {
+        up.run(
+          d.key,
+          d.deviceId,
+          d.lastPollAtMs ?? null,
+          d.lastOkAtMs ?? null,
+          d.lastError ?? null,
+          d.pollsOk,
+          d.pollsFailed,
+          d.pollsSkipped,
+        );
+      }
+      db.exec("COMMIT");
+    } catch (err) {
+      db.exec("ROLLBACK");
+      throw err;
+    }
+  }
+
+  deviceStatus(): DeviceStatus[] {
+    return (this.#db.prepare("SELECT * FROM devices ORDER BY key").all() as {
+      key: string;
+      device_id: string;
+      last_poll_at_ms: number | null;
+      last_ok_at_ms: number | null;
+      last_error: string | null;
+      polls_ok: number;
+      polls_failed: number;
+      polls_skipped: number;
+    }[]).map((r) => ({
+      key: r.key,
+      deviceId: r.device_id,
+      lastPollAtMs: r.last_poll_at_ms ?? undefined,
+      lastOkAtMs: r.last_ok_at_ms ?? undefined,
+      lastError: r.last_error ?? undefined,
+      pollsOk: Number(r.polls_ok),
+      pollsFailed: Number(r.polls_failed),
+      pollsSkipped: Number(r.polls_skipped),
+    }));
+  }
+
+  /** Replaces the last known content of the central promoted_metrics table. */
+  writePromoted(rows: { deviceId: string; metricId: string | null }[]): void {
+    const db = this.#db;
+    const ins = db.prepare("INSERT INTO promoted(device_id, metric_id) VALUES (?, ?)");
+    db.exec("BEGIN IMMEDIATE");
+    try {
+      db.prepare("DELETE FROM promoted").run();
+      for (const r of rows) ins.run(r.deviceId, r.metricId);
+      db.exec("COMMIT");
+    } catch (err) {
+      db.exec("ROLLBACK");
+      throw err;
+    }
+  }
+
+  readPromoted(): { deviceId: string; metricId: string | null }[] {
+    return (this.#db.prepare("SELECT device_id, metric_id FROM promoted").all() as {
+      device_id: string;
+      metric_id: string | null;
+    }[]).map((r) => ({ deviceId: r.device_id, metricId: r.metric_id }));
+  }
+
+  /**
+   * Deletes series that no sample can still reference (see SERIES_SEQ_SLACK). Cheap: uses the
+   * index on series.last_seq.
+   */
+  collectGarbage(): number {
+    const min = this.minSeq() ?? this.#nextSeq;
+    const limit = min - SERIES_SEQ_SLACK - 1;
+    if (limit <= 0) return 0;
+    const n = Number(this.#db.prepare("DELETE FROM series WHERE last_seq < ?").run(limit).changes);
+    if (n > 0) {
+      this.#seriesByKey.clear();
+      this.#seriesById.clear();
+    }
+    return n;
+  }
+
+  /** Commits what is queued, then closes the database and releases the writer lock. */
+  close(): void {
+    if (this.#closed) return;
+    if (!this.#opts.readOnly) this.commitPending();
+    this.#closed = true;
+    this.#db.close();
+    this.#lock?.close();
+  }
+}
+
+// -----------------------------------------------------------------------------------------------
+// Opening, schema and recovery
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS series(
+  id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, metric_id TEXT NOT NULL, labels TEXT NOT NULL,
+  last_seq INTEGER NOT NULL, UNIQUE(device_id, metric_id, labels));
+CREATE INDEX IF NOT EXISTS series_last_seq ON series(last_seq);
+CREATE TABLE IF NOT EXISTS samples(seq INTEGER PRIMARY KEY, series INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL);
+CREATE TABLE IF NOT EXISTS gaps(first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, rows INTEGER NOT NULL,
+  reason TEXT NOT NULL, at_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS quarantine(seq INTEGER PRIMARY KEY, ts_ms REAL NOT NULL, device_id TEXT NOT NULL,
+  metric_id TEXT NOT NULL, value REAL, labels TEXT NOT NULL, reason TEXT NOT NULL, at_ms INTEGER NOT NULL,
+  reported INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS devices(key TEXT PRIMARY KEY, device_id TEXT NOT NULL, last_poll_at_ms INTEGER,
+  last_ok_at_ms INTEGER, last_error TEXT, polls_ok INTEGER NOT NULL, polls_failed INTEGER NOT NULL,
+  polls_skipped INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS promoted(device_id TEXT NOT NULL, metric_id TEXT);
+`;
+
+function readMeta(db: DatabaseSync): Map<string, string> {
+  const rows = db.prepare("SELECT key, value FROM meta").all() as { key: string; value: string }[];
+  return new Map(rows.map((r) => [r.key, r.value]));
+}
+
+function configure(db: DatabaseSync, opts: SpoolOptions): void {
+  db.exec("PRAGMA busy_timeout = 10000");
+  db.exec("PRAGMA journal_mode = WAL");
+  db.exec(`PRAGMA synchronous = ${opts.synchronous === "normal" ? "NORMAL" : "FULL"}`);
+}
+
+/** Creates the schema of a new spool, or checks the version of an existing one. */
+function initialize(db: DatabaseSync, identity?: { spoolId: string; nextSeq: number }): void {
+  const version = Number((db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version);
+  if (version > SCHEMA_VERSION) {
+    throw new Error(`Spool format version ${version} is newer than this kwollector understands (${SCHEMA_VERSION})`);
+  }
+  db.exec("BEGIN IMMEDIATE");
+  db.exec(SCHEMA);
+  const meta = readMeta(db);
+  const set = db.prepare("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)");
+  set.run("spool_id", identity?.spoolId ?? crypto.randomUUID());
+  set.run("epoch_ms", String(Date.now()));
+  set.run("next_seq", String(identity?.nextSeq ?? 1));
+  set.run("rows", "0");
+  set.run("created_at_ms", String(Date.now()));
+  if (!meta.has("spool_id")) db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+  db.exec("COMMIT");
+}
+
+function openChecked(opts: SpoolOptions): DatabaseSync {
+  createPrivateFile(opts.path);
+  let problem: string | undefined;
+  let db: DatabaseSync | undefined;
+  try {
+    db = new DatabaseSync(opts.path);
+    configure(db, opts);
+    const rows = db.prepare("PRAGMA quick_check").all() as { quick_check: string }[];
+    const result = rows.map((r) => r.quick_check).join("; ");
+    if (result !== "ok") problem = `quick_check reported: ${result.slice(0, 300)}`;
+    else {
+      initialize(db);
+      return db;
+    }
+  } catch (err) {
+    problem = errorMessage(err);
+  }
+  try {
+    db?.close();
+  } catch { /* closing a damaged database may fail too */ }
+  return recoverDamaged(opts, problem ?? "unknown damage");
+}
+
+/** Moves a damaged spool aside, creates a new one and salvages what can be read. */
+function recoverDamaged(opts: SpoolOptions, problem: string): DatabaseSync {
+  const stamp = new Date().toISOString().replace(/[:.]/g, "-");
+  const aside = `${opts.path}.damaged-${stamp}`;
+  for (const suffix of ["", "-wal", "-shm"]) {
+    try {
+      Deno.renameSync(opts.path + suffix, aside + suffix);
+    } catch { /* -wal and -shm may not exist */ }
+  }
+  logger.error("Spool is damaged; moved aside and salvaging", { spool: opts.path, moved_to: aside, problem });
+  const salvage = salvageInto(aside);
+  createPrivateFile(opts.path);
+  const db = new DatabaseSync(opts.path);
+  configure(db, opts);
+  initialize(db, salvage.identity);
+  const copied = salvage.copy(db);
+  logger.error("Spool salvage finished", {
+    spool: opts.path,
+    samples_salvaged: copied.samples,
+    samples_lost_at_least: copied.lost,
+    same_spool_id: salvage.identity !== undefined,
+  });
+  return db;
+}
+
+function ensurePrivateDir(dir: string): void {
+  try {
+    Deno.statSync(dir);
+  } catch {
+    Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  }
+}
+
+/** Creates the spool file readable by its owner only, before SQLite opens it. */
+function createPrivateFile(path: string): void {
+  try {
+    Deno.statSync(path);
+  } catch {
+    Deno.openSync(path, { create: true, write: true, mode: 0o600 }).close();
+  }
+  Deno.chmodSync(path, 0o600);
+}
+
+function acquireLock(path: string): Deno.FsFile {
+  const lockPath = `${path}.lock`;
+  const file = Deno.openSync(lockPath, { create: true, read: true, write: true, mode: 0o600 });
+  if (!file.tryLockSync(true)) {
+    file.close();
+    let holder = "";
+    try {
+      holder = Deno.readTextFileSync(lockPath).trim();
+    } catch { /* the holder's pid is informative only */ }
+    throw new Error(
+      `Spool '${path}' is in use by another kwollector process${holder ? ` (pid ${holder})` : ""}`,
+    );
+  }
+  file.truncateSync(0);
+  file.writeSync(new TextEncoder().encode(`${Deno.pid}\n`));
+  return file;
+}
