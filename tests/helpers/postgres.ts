@@ -35,7 +35,7 @@ export function timescaleInstalled(): boolean {
   }
 }
 
-export async function freePort(): Promise<number> {
+export function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
@@ -136,7 +136,7 @@ export async function startPostgres(opts: { timescaledb?: boolean } = {}): Promi
       "host all all 127.0.0.1/32 scram-sha-256",
     ].join("\n") + "\n",
   );
-  const port = await freePort();
+  const port = freePort();
   const options = [
     `-p ${port}`,
     "-c listen_addresses=127.0.0.1",
