@@ -107,7 +107,8 @@ function sslOption(e: Endpoint): false | "prefer" | "require" | Record<string, u
     case "verify-ca":
       return { ca: ca(), rejectUnauthorized: true, checkServerIdentity: () => undefined };
     case "verify-full":
-      return { ca: ca(), rejectUnauthorized: true, servername: e.host, host: e.host };
+      // The identity is checked against `host` (DNS name or IP SAN); SNI is sent for names only.
+      return { ca: ca(), rejectUnauthorized: true, host: e.host, ...(net.isIP(e.host) ? {} : { servername: e.host }) };
     default:
       throw new Error(`Invalid db_sslmode '${e.sslmode}'`);
   }

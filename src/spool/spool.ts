@@ -71,8 +71,12 @@ export interface SpoolOptions {
   fullPolicy: FullPolicy;
   synchronous: "full" | "normal";
   commitIntervalMs: number;
-  /** Open for reading only (status): no lock, no writes, no salvage. */
-  readOnly?: boolean;
+  /**
+   * `writer` (run, wattmetre): takes the writer lock, checks and salvages, appends.
+   * `forwarder` (flush): forwards and removes rows next to a running writer; no lock, no salvage.
+   * `reader` (status): read only.
+   */
+  mode?: "writer" | "forwarder" | "reader";
 }
 
 /** A sample read back for forwarding. */
@@ -166,7 +170,7 @@ export class Spool {
     this.#nextSeq = Math.max(Number(meta.get("next_seq") ?? 1), maxSeq + 1);
     this.#rows = Number(meta.get("rows") ?? 0);
     this.#pageSize = Number((db.prepare("PRAGMA page_size").get() as { page_size: number }).page_size);
-    if (!opts.readOnly) this.#prepare();
+    this.#prepare();
   }
 
   /**
@@ -174,9 +178,11 @@ export class Spool {
    * salvaged; the returned spool is always usable.
    */
   static open(opts: SpoolOptions): Spool {
-    if (opts.readOnly) {
-      const db = new DatabaseSync(opts.path, { readOnly: true });
-      db.exec("PRAGMA busy_timeout = 5000");
+    const mode = opts.mode ?? "writer";
+    if (mode !== "writer") {
+      Deno.statSync(opts.path); // a missing spool is an error here, not a new spool
+      const db = new DatabaseSync(opts.path, { readOnly: mode === "reader" });
+      db.exec("PRAGMA busy_timeout = 10000");
       return new Spool(db, opts, undefined);
     }
     ensurePrivateDir(dirname(opts.path));
@@ -643,7 +649,7 @@ export class Spool {
   /** Commits what is queued, then closes the database and releases the writer lock. */
   close(): void {
     if (this.#closed) return;
-    if (!this.#opts.readOnly) this.commitPending();
+    if ((this.#opts.mode ?? "writer") === "writer") this.commitPending();
     this.#closed = true;
     this.#db.close();
     this.#lock?.close();

@@ -1,0 +1,76 @@
+import { endpointOf } from "../central/connect.ts";
+import { systemClock } from "../collect/clock.ts";
+import { Scheduler } from "../collect/scheduler.ts";
+import { Forwarder } from "../forward/forwarder.ts";
+import { errorMessage, logger } from "../log.ts";
+import { parseCommand } from "./args.ts";
+import { loadGroupsForRun, openSpool, stopSignal, surviveStrayErrors } from "./runtime.ts";
+
+export const RUN_HELP = `kwollector run [CONFIG] [--key value ...]
+
+Polls every metric of metrics_dir at its update_every, writes each sample to the spool first,
+and forwards the spool to the central database whenever it is reachable. Stops cleanly on
+SIGTERM or SIGINT: in-flight polls finish and are committed to the spool.
+
+Examples:
+  kwollector run /etc/kwollect/kwollector.yaml
+  kwollector /etc/kwollect/kwollector.yaml --log_level info
+  KWOLLECT_DB_HOST=db.example.org kwollector run kwollector.yaml`;
+
+const STATUS_EVERY_MS = 1000;
+const GC_EVERY_MS = 60_000;
+
+export async function runCommand(argv: string[]): Promise<number> {
+  const { resolved } = parseCommand(argv);
+  const c = resolved.config;
+  surviveStrayErrors();
+  if (c.worker !== 8) logger.info("Option 'worker' is accepted for Kwollect compatibility and has no effect");
+  const groups = loadGroupsForRun(c);
+  const spool = openSpool(c);
+  const stop = stopSignal();
+  const scheduler = new Scheduler({
+    groups,
+    config: c,
+    clock: systemClock,
+    deliver: (samples) => spool.append(samples),
+  });
+  const forwarder = new Forwarder({ spool, endpoint: endpointOf(c), config: c });
+  logger.info("kwollector started", {
+    groups: groups.length,
+    entries: groups.reduce((n, g) => n + g.entries.length, 0),
+    spool: c.spool_path,
+    spool_id: spool.spoolId,
+    backlog_rows: spool.stats().rows,
+  });
+
+  const statusTimer = setInterval(() => {
+    try {
+      spool.writeDeviceStatus(scheduler.deviceStatus());
+    } catch (err) {
+      logger.warning("Cannot record device status in the spool", { error: errorMessage(err) });
+    }
+  }, STATUS_EVERY_MS);
+  const gcTimer = setInterval(() => {
+    try {
+      spool.collectGarbage();
+    } catch (err) {
+      logger.warning("Spool garbage collection failed", { error: errorMessage(err) });
+    }
+  }, GC_EVERY_MS);
+
+  scheduler.start();
+  const forwarding = forwarder.run(stop.signal);
+  await new Promise<void>((resolve) => stop.signal.addEventListener("abort", () => resolve(), { once: true }));
+
+  await scheduler.stop();
+  spool.commitPending();
+  await forwarding;
+  clearInterval(statusTimer);
+  clearInterval(gcTimer);
+  spool.writeDeviceStatus(scheduler.deviceStatus());
+  await forwarder.close();
+  spool.close();
+  stop.dispose();
+  logger.info("kwollector stopped", { forwarded_rows: forwarder.counters.rows });
+  return 0;
+}

@@ -1,0 +1,67 @@
+import type { Config } from "../config/defaults.ts";
+import { formatProblem } from "../config/errors.ts";
+import { loadMetricsDir } from "../config/metrics_dir.ts";
+import { buildGroups, type PollGroup } from "../collect/groups.ts";
+import { Spool } from "../spool/spool.ts";
+import { errorMessage, logger } from "../log.ts";
+
+/** Pieces shared by the subcommands that collect, forward or inspect. */
+
+export function spoolOptions(c: Config, mode: "writer" | "forwarder" | "reader" = "writer") {
+  return {
+    path: c.spool_path,
+    maxBytes: c.spool_max_bytes,
+    fullPolicy: c.spool_full_policy as "drop_oldest" | "drop_newest",
+    synchronous: c.spool_synchronous as "full" | "normal",
+    commitIntervalMs: c.spool_commit_interval_ms,
+    mode,
+  };
+}
+
+export function openSpool(c: Config, mode: "writer" | "forwarder" | "reader" = "writer"): Spool {
+  return Spool.open(spoolOptions(c, mode));
+}
+
+/**
+ * Loads metrics.d for `run`: a bad entry is reported with its file and line and left out, the
+ * good ones are collected (one bad entry never stops the others; `check` reports them as errors).
+ */
+export function loadGroupsForRun(c: Config): PollGroup[] {
+  const { entries, problems } = loadMetricsDir(c.metrics_dir);
+  const built = buildGroups(entries, c);
+  for (const p of [...problems, ...built.problems]) {
+    logger.error("Metric entry ignored: a person must fix it", { problem: formatProblem(p) });
+  }
+  return built.groups;
+}
+
+/**
+ * A long-running collector must not die from an asynchronous error a library failed to route to
+ * its caller (e.g. inside a TLS handshake): such an error is logged, and the operation that
+ * waits for it fails by its own timeout and is retried.
+ */
+export function surviveStrayErrors(): void {
+  globalThis.addEventListener("unhandledrejection", (e) => {
+    e.preventDefault();
+    logger.error("Unexpected asynchronous error (recovered)", { error: errorMessage(e.reason) });
+  });
+}
+
+/** Resolves on the first SIGINT or SIGTERM; a second one exits at once. */
+export function stopSignal(): { signal: AbortSignal; dispose(): void } {
+  const controller = new AbortController();
+  const handler = () => {
+    if (controller.signal.aborted) Deno.exit(130);
+    logger.info("Stopping: finishing in-flight polls and committing them");
+    controller.abort();
+  };
+  Deno.addSignalListener("SIGINT", handler);
+  Deno.addSignalListener("SIGTERM", handler);
+  return {
+    signal: controller.signal,
+    dispose() {
+      Deno.removeSignalListener("SIGINT", handler);
+      Deno.removeSignalListener("SIGTERM", handler);
+    },
+  };
+}

@@ -1,0 +1,29 @@
+import { setupDatabase } from "../central/setup.ts";
+import { parseCommand } from "./args.ts";
+
+export const SETUP_DB_HELP = `kwollector setup-db [CONFIG] [--key value ...]
+
+Creates or upgrades the central Kwollect database as db_admin: roles <kwollect_user> and
+<kwollect_user>_ro, the database, TimescaleDB when the server has it, the numbered migrations of
+sql/ (embedded), and settings (chunk interval, compression, timeouts). Idempotent. Prints the
+PostgREST configuration and the API token.
+
+Examples:
+  sudo -u postgres kwollector setup-db --db_host /var/run/postgresql --kwollect_password s3cret
+  kwollector setup-db kwollector.yaml --db_admin postgres --db_admin_password ... --chunk_interval_hour 24`;
+
+export async function setupDbCommand(argv: string[]): Promise<number> {
+  const { resolved } = parseCommand(argv);
+  const result = await setupDatabase(resolved.config);
+  const m = result.migrations;
+  console.log(
+    `Schema ready (${result.timescaledb ? "TimescaleDB" : "plain PostgreSQL"}): ${
+      m.applied.length ? `applied ${m.applied.join(", ")}` : "no new migration"
+    }${m.alreadyApplied.length ? ` (${m.alreadyApplied.length} already applied)` : ""}`,
+  );
+  console.log("\n# PostgREST configuration:");
+  console.log(result.postgrestConfig);
+  console.log("\n# API token (Authorization: Bearer <token>):");
+  console.log(result.apiToken);
+  return 0;
+}
