@@ -12,9 +12,11 @@ import type { PollGroup } from "./groups.ts";
  * Owns every poll timer. Each group is polled on its own fixed grid (slot k at
  * phase + k × period in monotonic time), so periods never drift; the phase is derived from the
  * group's key, so restarts keep it and groups do not all fire together. The timestamp of a
- * sample is the wall-clock time when its request is sent. A poll never overlaps the previous one
- * of its group: a slot that comes while a poll is still running is skipped and counted. Every
- * group has its own timer and timeout, so one slow or dead device never delays another.
+ * sample is the wall-clock time when its request is sent. Each poll has a timeout below the
+ * period; the poll is failed when it expires, and the source is told to stop. A poll never
+ * overlaps the previous one of its group: until the source has really let go of its request, the
+ * group's slots are skipped and counted. Every group has its own timer and timeout, so one slow
+ * or dead device never delays another.
  */
 export interface SchedulerOptions {
   groups: PollGroup[];
@@ -165,13 +167,17 @@ export class Scheduler {
     );
     const sentAtMs = clock.now();
     let result: PollResult;
+    // The group stays busy until the source itself has settled, even past the timeout.
+    const polling = s.source.poll(entries, abort.signal);
+    const settled = polling.then(() => {}, () => {});
     try {
-      result = await raceAbort(s.source.poll(entries, abort.signal), abort.signal);
+      result = await raceAbort(polling, abort.signal);
     } catch (err) {
       const message = abort.signal.aborted ? errorMessage(abort.signal.reason) : errorMessage(err);
       s.counters.pollsFailed++;
       this.#recordDevices(s, entries, sentAtMs, message, new Map());
       this.#groupFailed(s, message);
+      await settled;
       return;
     } finally {
       clock.clearTimeout(timer);

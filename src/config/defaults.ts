@@ -174,6 +174,13 @@ export const DEFAULTS = {
     doc: "Longest a batch may take to commit before the connection is dropped and retried",
     group: "forward",
   },
+  forward_method: {
+    type: "string",
+    default: "copy",
+    choices: ["copy", "insert"],
+    doc: "copy (fastest) or insert (INSERT ... SELECT FROM unnest, for servers without COPY such as PGlite)",
+    group: "forward",
+  },
   forward_backfill_rows_per_s: {
     type: "integer",
     default: 0,

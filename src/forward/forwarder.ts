@@ -5,7 +5,7 @@ import type { Spool, SpooledSample } from "../spool/spool.ts";
 import { VERSION } from "../version.ts";
 import { Backoff } from "../forward/backoff.ts";
 import { classify, type FailureKind } from "./classify.ts";
-import { copyRow } from "./copy_text.ts";
+import { copyFloat, copyRow, copyTimestamp } from "./copy_text.ts";
 import { type Clock, sleep, systemClock } from "../collect/clock.ts";
 
 /**
@@ -249,9 +249,11 @@ export class Forwarder {
     let maxTs = -Infinity;
     const chunks: string[] = [];
     let chunk = "";
+    const copy = this.#opts.config.forward_method === "copy";
     for (const s of batch) {
       if (s.timestampMs < minTs) minTs = s.timestampMs;
       if (s.timestampMs > maxTs) maxTs = s.timestampMs;
+      if (!copy) continue;
       chunk += copyRow(s);
       if (chunk.length > 65536) {
         chunks.push(chunk);
@@ -264,6 +266,15 @@ export class Forwarder {
         SELECT kwollect_claim(${spool.spoolId}, ${this.#opts.config.edge_id}, ${first}, ${last}, ${batch.length},
                               'data', ${new Date(minTs)}, ${new Date(maxTs)}, ${VERSION}) AS ok`;
       if (claim?.ok !== true) throw new OverlapError(first, last);
+      if (this.#opts.config.forward_method === "insert") {
+        await tx`
+          INSERT INTO metrics ("timestamp", device_id, metric_id, value, labels)
+          SELECT * FROM unnest(${batch.map((s) => copyTimestamp(s.timestampMs))}::timestamptz[],
+                               ${batch.map((s) => s.deviceId)}::text[], ${batch.map((s) => s.metricId)}::text[],
+                               ${batch.map((s) => copyFloat(s.value))}::float8[],
+                               ${batch.map((s) => JSON.stringify(s.labels))}::jsonb[])`;
+        return;
+      }
       const writable = await tx`COPY metrics ("timestamp", device_id, metric_id, value, labels) FROM STDIN`.writable();
       await writeAll(writable, chunks);
     }));

@@ -1,0 +1,194 @@
+import assert from "node:assert/strict";
+import { Scheduler } from "../../src/collect/scheduler.ts";
+import { buildGroups } from "../../src/collect/groups.ts";
+import type { MetricEntry } from "../../src/config/metrics_dir.ts";
+import type { Sample } from "../../src/sample.ts";
+import { PROTOCOLS } from "../../src/sources/registry.ts";
+import type { PollResult, Protocol } from "../../src/sources/source.ts";
+import { entryFor } from "../helpers/entries.ts";
+import { testConfig } from "../helpers/config.ts";
+import { FakeClock } from "../helpers/fake_clock.ts";
+
+/**
+ * A scripted protocol: each host answers after `delayMs[host]` of fake time (or never when
+ * "dead"), and every poll is recorded with the fake time it started.
+ */
+function scriptedProtocol(clock: FakeClock, behaviour: Record<string, number | "dead" | { ignoresAbortMs: number }>) {
+  const polls: { host: string; at: number; entries: string[] }[] = [];
+  const protocol: Protocol = {
+    validate: () => undefined,
+    groupKey: (e) => `test://${e.target.host}`,
+    endpoint: (e) => e.target.host,
+    create: (entries) => ({
+      poll(active: readonly MetricEntry[], signal: AbortSignal): Promise<PollResult> {
+        const host = entries[0]!.target.host;
+        polls.push({ host, at: clock.monotonic(), entries: active.map((e) => e.name) });
+        const delay = behaviour[host] ?? 0;
+        return new Promise((resolve, reject) => {
+          if (typeof delay === "object") {
+            clock.setTimeout(() => resolve({ readings: [], errors: [] }), delay.ignoresAbortMs);
+            return;
+          }
+          signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+          if (delay === "dead") return;
+          clock.setTimeout(() => resolve({ readings: active.map((e) => ({ entry: e, value: 1 })), errors: [] }), delay);
+        });
+      },
+      close: () => Promise.resolve(),
+    }),
+  };
+  return { protocol, polls };
+}
+
+function withProtocol<T>(protocol: Protocol, fn: () => Promise<T>): Promise<T> {
+  PROTOCOLS.test = protocol;
+  return fn().finally(() => delete PROTOCOLS.test);
+}
+
+/** Stops a scheduler running on fake time: time keeps moving until in-flight polls end. */
+async function stopOn(clock: FakeClock, scheduler: Scheduler): Promise<void> {
+  let done = false;
+  const stopping = scheduler.stop().then(() => {
+    done = true;
+  });
+  while (!done) await clock.advance(100);
+  await stopping;
+}
+
+function startScheduler(clock: FakeClock, entries: MetricEntry[], delivered: Sample[]) {
+  const config = testConfig();
+  const { groups, problems } = buildGroups(entries, config);
+  assert.deepEqual(problems, []);
+  const scheduler = new Scheduler({
+    groups,
+    config,
+    clock,
+    deliver: (s) => {
+      delivered.push(...s);
+      return Promise.resolve();
+    },
+  });
+  scheduler.start();
+  return scheduler;
+}
+
+Deno.test("scheduler polls each entry at its own period, on a grid that does not drift", async () => {
+  const clock = new FakeClock();
+  const { protocol, polls } = scriptedProtocol(clock, { fast: 30, slow: 30 });
+  await withProtocol(protocol, async () => {
+    const delivered: Sample[] = [];
+    const scheduler = startScheduler(clock, [
+      entryFor("test://fast/a", { name: "a", updateEveryMs: 100 }),
+      entryFor("test://fast/b", { name: "b", updateEveryMs: 1000 }),
+    ], delivered);
+    await clock.advance(10_000);
+    await stopOn(clock, scheduler);
+    const a = polls.filter((p) => p.entries.includes("a"));
+    const b = polls.filter((p) => p.entries.includes("b"));
+    assert.ok(a.length >= 99 && a.length <= 100, `a polled ${a.length} times`);
+    assert.ok(b.length >= 9 && b.length <= 10, `b polled ${b.length} times`);
+    // Every poll of a starts exactly on its 100 ms grid: no drift after 100 periods.
+    const phase = a[0]!.at % 100;
+    for (const p of a) assert.equal(p.at % 100, phase);
+    assert.equal(delivered.length, a.length + b.length);
+  });
+});
+
+Deno.test("scheduler skips and counts slots while a slow device is still answering", async () => {
+  const clock = new FakeClock();
+  const { protocol, polls } = scriptedProtocol(clock, { slow: 250 });
+  await withProtocol(protocol, async () => {
+    const scheduler = startScheduler(clock, [entryFor("test://slow/a", { updateEveryMs: 1000 })], []);
+    // A period of 1000 ms gives a 900 ms timeout; the device answers in 250 ms: no skip.
+    await clock.advance(5000);
+    assert.equal(scheduler.counters()[0]!.counters.pollsSkipped, 0);
+    await stopOn(clock, scheduler);
+    assert.ok(polls.length >= 4);
+  });
+  const clock2 = new FakeClock();
+  const slow = scriptedProtocol(clock2, { slow: { ignoresAbortMs: 2500 } });
+  await withProtocol(slow.protocol, async () => {
+    const config = testConfig({ poll_timeout_ms: 5000 });
+    const { groups } = buildGroups([entryFor("test://slow/a", { updateEveryMs: 1000 })], config);
+    const scheduler = new Scheduler({ groups, config, clock: clock2, deliver: () => Promise.resolve() });
+    scheduler.start();
+    await clock2.advance(10_000);
+    await stopOn(clock2, scheduler);
+    const c = scheduler.counters()[0]!.counters;
+    // The poll fails at its 900 ms timeout, but the device keeps the request 2.5 s: the next
+    // two slots are skipped and counted, never overlapped.
+    assert.equal(c.pollsOk, 0);
+    assert.ok(c.pollsFailed >= 3 && c.pollsFailed <= 4, `failed ${c.pollsFailed}`);
+    assert.ok(c.pollsSkipped >= 6, `skipped ${c.pollsSkipped}`);
+    const starts = slow.polls.map((p) => p.at);
+    assert.ok(starts.slice(1).every((t, i) => t - starts[i]! >= 2500), `overlap in ${starts}`);
+  });
+});
+
+Deno.test("scheduler keeps healthy devices on time while another device is dead", async () => {
+  const clock = new FakeClock();
+  const { protocol, polls } = scriptedProtocol(clock, { dead: "dead", healthy: 5 });
+  await withProtocol(protocol, async () => {
+    const scheduler = startScheduler(clock, [
+      entryFor("test://dead/a", { name: "d", updateEveryMs: 500 }),
+      entryFor("test://healthy/a", { name: "h", updateEveryMs: 500 }),
+    ], []);
+    await clock.advance(5000);
+    await stopOn(clock, scheduler);
+    const healthy = polls.filter((p) => p.host === "healthy");
+    assert.ok(healthy.length >= 9, `healthy polled ${healthy.length} times`);
+    const phase = healthy[0]!.at % 500;
+    for (const p of healthy) assert.equal(p.at % 500, phase, "a healthy poll was delayed");
+    const counters = scheduler.counters();
+    const dead = counters.find((c) => c.group.startsWith("test://dead"))!.counters;
+    assert.ok(dead.pollsFailed >= 9);
+    const status = scheduler.deviceStatus().find((d) => d.deviceId === "test-device" && d.key.includes("dead"));
+    assert.match(status?.lastError ?? "", /timed out after 450 ms/);
+  });
+});
+
+Deno.test("scheduler timestamps samples when the request is sent, and polls only active entries", async () => {
+  const clock = new FakeClock();
+  const { protocol } = scriptedProtocol(clock, { h: 80 });
+  await withProtocol(protocol, async () => {
+    const delivered: Sample[] = [];
+    const config = testConfig();
+    const { groups } = buildGroups([
+      entryFor("test://h/a", { name: "always", updateEveryMs: 1000 }),
+      entryFor("test://h/b", { name: "opt", updateEveryMs: 1000, optional: true }),
+    ], config);
+    const scheduler = new Scheduler({
+      groups,
+      config,
+      clock,
+      deliver: (s) => {
+        delivered.push(...s);
+        return Promise.resolve();
+      },
+    });
+    scheduler.start();
+    await clock.advance(3000);
+    await stopOn(clock, scheduler);
+    assert.ok(delivered.length >= 2);
+    assert.ok(delivered.every((s) => s.metricId === "always"), "an optional entry was polled");
+    // Sent on the grid (ms multiple of the period plus phase), not when the answer came 80 ms later.
+    const stamps = delivered.map((s) => s.timestampMs % 1000);
+    assert.ok(stamps.every((t) => t === stamps[0]));
+  });
+});
+
+Deno.test("scheduler polls on schedule when the wall clock is stepped back an hour", async () => {
+  const clock = new FakeClock();
+  const { protocol, polls } = scriptedProtocol(clock, { h: 1 });
+  await withProtocol(protocol, async () => {
+    const delivered: Sample[] = [];
+    const scheduler = startScheduler(clock, [entryFor("test://h/a", { updateEveryMs: 1000 })], delivered);
+    await clock.advance(3000);
+    clock.stepWallClock(-3_600_000);
+    await clock.advance(3000);
+    await stopOn(clock, scheduler);
+    assert.ok(polls.length >= 5, `polled ${polls.length} times`);
+    const gaps = polls.slice(1).map((p, i) => p.at - polls[i]!.at);
+    assert.ok(gaps.every((g) => g === 1000), `gaps ${gaps}`);
+  });
+});

@@ -1,0 +1,61 @@
+import type { Clock, TimerId } from "../../src/collect/clock.ts";
+
+/** A clock whose time moves only when the test advances it; timers fire in time order. */
+export class FakeClock implements Clock {
+  #wall: number;
+  #mono = 0;
+  #seq = 0;
+  #timers = new Map<number, { at: number; fn: () => void; seq: number }>();
+
+  constructor(wallStartMs = Date.UTC(2026, 0, 1)) {
+    this.#wall = wallStartMs;
+  }
+
+  now(): number {
+    return this.#wall + this.#mono;
+  }
+
+  monotonic(): number {
+    return this.#mono;
+  }
+
+  setTimeout(fn: () => void, ms: number): TimerId {
+    const id = ++this.#seq;
+    this.#timers.set(id, { at: this.#mono + Math.max(0, ms), fn, seq: id });
+    return id as unknown as TimerId;
+  }
+
+  clearTimeout(id: TimerId): void {
+    this.#timers.delete(id as unknown as number);
+  }
+
+  /** Steps the wall clock alone (an NTP step), without firing timers. */
+  stepWallClock(ms: number): void {
+    this.#wall += ms;
+  }
+
+  /** Advances time by `ms`, firing due timers in order and letting promises settle between. */
+  async advance(ms: number): Promise<void> {
+    const end = this.#mono + ms;
+    for (;;) {
+      let next: [number, { at: number; fn: () => void; seq: number }] | undefined;
+      for (const e of this.#timers) {
+        if (e[1].at <= end && (!next || e[1].at < next[1].at || (e[1].at === next[1].at && e[1].seq < next[1].seq))) {
+          next = e;
+        }
+      }
+      if (!next) break;
+      this.#timers.delete(next[0]);
+      this.#mono = next[1].at;
+      next[1].fn();
+      await settle();
+    }
+    this.#mono = end;
+    await settle();
+  }
+}
+
+/** Lets pending promise callbacks run (a real macrotask turn). */
+export function settle(): Promise<void> {
+  return new Promise((r) => setTimeout(r, 0));
+}
