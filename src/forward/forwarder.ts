@@ -6,6 +6,7 @@ import { VERSION } from "../version.ts";
 import { Backoff } from "../forward/backoff.ts";
 import { classify, type FailureKind } from "./classify.ts";
 import { copyFloat, copyRow, copyTimestamp } from "./copy_text.ts";
+import { failpoint } from "./failpoint.ts";
 import { type Clock, sleep, systemClock } from "../collect/clock.ts";
 
 /**
@@ -47,6 +48,17 @@ export interface ForwardCounters {
   retries: number;
   reconciledRows: number;
   lastForwardAtMs: number | undefined;
+}
+
+/**
+ * The server rejected a COPY. postgres.js loses the server's error message when a COPY fails
+ * after its stream ended (and never finishes the stream), so the failure is detected by a probe
+ * query and the batch is re-sent through INSERT, which reports the real error.
+ */
+class CopyRejectedError extends Error {
+  constructor(cause: unknown) {
+    super(`COPY was rejected by the central database (${errorMessage(cause)})`);
+  }
 }
 
 class OverlapError extends Error {
@@ -216,10 +228,11 @@ export class Forwarder {
   }
 
   /** Sends a batch; on a data error, bisects it so only the rows that fail alone are set aside. */
-  async #sendIsolating(sql: Sql, batch: SpooledSample[]): Promise<void> {
+  async #sendIsolating(sql: Sql, batch: SpooledSample[], method = this.#opts.config.forward_method): Promise<void> {
     try {
-      await this.#send(sql, batch);
+      await this.#send(sql, batch, method);
     } catch (err) {
+      if (err instanceof CopyRejectedError) return await this.#sendIsolating(sql, batch, "insert");
       if (err instanceof OverlapError || classify(err) !== "data") throw err;
       if (batch.length === 1) {
         const reason = errorMessage(err);
@@ -236,12 +249,12 @@ export class Forwarder {
         return;
       }
       const mid = Math.floor(batch.length / 2);
-      await this.#sendIsolating(sql, batch.slice(0, mid));
-      await this.#sendIsolating(sql, batch.slice(mid));
+      await this.#sendIsolating(sql, batch.slice(0, mid), method);
+      await this.#sendIsolating(sql, batch.slice(mid), method);
     }
   }
 
-  async #send(sql: Sql, batch: SpooledSample[]): Promise<void> {
+  async #send(sql: Sql, batch: SpooledSample[], method: string): Promise<void> {
     const spool = this.#opts.spool;
     const first = batch[0]!.seq;
     const last = batch.at(-1)!.seq;
@@ -249,7 +262,7 @@ export class Forwarder {
     let maxTs = -Infinity;
     const chunks: string[] = [];
     let chunk = "";
-    const copy = this.#opts.config.forward_method === "copy";
+    const copy = method === "copy";
     for (const s of batch) {
       if (s.timestampMs < minTs) minTs = s.timestampMs;
       if (s.timestampMs > maxTs) maxTs = s.timestampMs;
@@ -266,18 +279,28 @@ export class Forwarder {
         SELECT kwollect_claim(${spool.spoolId}, ${this.#opts.config.edge_id}, ${first}, ${last}, ${batch.length},
                               'data', ${new Date(minTs)}, ${new Date(maxTs)}, ${VERSION}) AS ok`;
       if (claim?.ok !== true) throw new OverlapError(first, last);
-      if (this.#opts.config.forward_method === "insert") {
+      if (!copy) {
         await tx`
           INSERT INTO metrics ("timestamp", device_id, metric_id, value, labels)
-          SELECT * FROM unnest(${batch.map((s) => copyTimestamp(s.timestampMs))}::timestamptz[],
+          SELECT * FROM unnest(${batch.map((s) => copyTimestamp(s.timestampMs))}::text[]::timestamptz[],
                                ${batch.map((s) => s.deviceId)}::text[], ${batch.map((s) => s.metricId)}::text[],
-                               ${batch.map((s) => copyFloat(s.value))}::float8[],
-                               ${batch.map((s) => JSON.stringify(s.labels))}::jsonb[])`;
+                               ${batch.map((s) => copyFloat(s.value))}::text[]::float8[],
+                               ${batch.map((s) => JSON.stringify(s.labels))}::text[]::jsonb[])`;
         return;
       }
       const writable = await tx`COPY metrics ("timestamp", device_id, metric_id, value, labels) FROM STDIN`.writable();
-      await writeAll(writable, chunks);
+      const finished = writeAll(writable, chunks);
+      try {
+        // The probe is queued once all COPY data has been handed over: it succeeds after a good
+        // COPY and fails (the transaction is aborted) after a rejected one, whose own promise
+        // would never settle.
+        await Promise.all([finished, streamHandedOver(writable).then(() => tx`SELECT 1`)]);
+      } catch (err) {
+        if ((err as { code?: string }).code === "25P02") throw new CopyRejectedError(err);
+        throw err;
+      }
     }));
+    failpoint("after-central-commit");
     spool.removeForwarded(first, last);
     this.counters.batches++;
     this.counters.rows += batch.length;
@@ -344,7 +367,17 @@ export class Forwarder {
   }
 }
 
-/** Writes the COPY data and waits until the server has consumed it. */
+/**
+ * Resolves once the writable has called its `final` (postgres.js then sends CopyDone and accepts
+ * the next query of the transaction; any query issued before fails the whole transaction).
+ * Node's Writable exposes this only in its internal state.
+ */
+async function streamHandedOver(w: object): Promise<void> {
+  const state = (w as { _writableState?: { finalCalled?: boolean; destroyed?: boolean } })._writableState;
+  while (state && !state.finalCalled && !state.destroyed) await new Promise((r) => setTimeout(r, 1));
+}
+
+/** Writes the COPY data; resolves when the server has acknowledged the COPY. */
 function writeAll(
   w: {
     write(chunk: string, cb?: (err?: Error | null) => void): boolean;

@@ -20,6 +20,7 @@ export function parseJsonPath(text: string): PathStep[] | { error: string } {
   const fail = (at: number, what: string) => ({
     error: `Cannot parse JSON path '${text}' at character ${at + 1}: ${what}`,
   });
+  if (text.startsWith("$..")) return fail(1, "recursive descent '..' selects several values");
   let i = 0;
   if (text.startsWith("$")) i = text[1] === "." ? 2 : 1;
   let expectKey = true; // at the start and after a dot

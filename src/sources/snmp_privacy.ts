@@ -42,9 +42,10 @@ export function installPrivacyCiphers(): void {
   if (installed) return;
   installed = true;
   const P = snmp.PrivProtocols as Record<string, number>;
-  for (const [name, native] of [["aes", "aes-128-cfb"], ["aes256b", "aes-256-cfb"], ["aes256r", "aes-256-cfb"]]) {
+  const aesVariants = [["aes", "aes-128-cfb"], ["aes256b", "aes-256-cfb"], ["aes256r", "aes-256-cfb"]] as const;
+  for (const [name, native] of aesVariants) {
     const alg = Encryption.algorithms[P[name]!];
-    if (!alg || hasCipher(native!, alg.KEY_LENGTH, 16)) continue;
+    if (!alg || hasCipher(native, alg.KEY_LENGTH, 16)) continue;
     alg.encryptPdu = encryptAes;
     alg.decryptPdu = decryptAes;
   }
@@ -118,7 +119,7 @@ export function aesCfbDecrypt(key: Buffer, iv: Buffer, data: Uint8Array): Buffer
   return out;
 }
 
-function ecbCipher(key: Buffer): crypto.Cipher {
+function ecbCipher(key: Buffer): crypto.Cipheriv {
   const cipher = crypto.createCipheriv(key.length === 32 ? "aes-256-ecb" : "aes-128-ecb", key, null);
   cipher.setAutoPadding(false);
   return cipher;

@@ -1,0 +1,12 @@
+/**
+ * Deterministic crash points for the fault tests: `KWOLLECTOR_FAILPOINT=<name>@<n>` kills the
+ * process with SIGKILL the n-th time execution reaches `failpoint(<name>)`. Without the variable
+ * (production) a failpoint costs one comparison.
+ */
+const spec = /^([a-z-]+)@(\d+)$/.exec(Deno.env.get("KWOLLECTOR_FAILPOINT") ?? "");
+let remaining = spec ? Number(spec[2]) : 0;
+
+export function failpoint(name: string): void {
+  if (!spec || spec[1] !== name) return;
+  if (--remaining === 0) Deno.kill(Deno.pid, "SIGKILL");
+}

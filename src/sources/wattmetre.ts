@@ -1,0 +1,363 @@
+import type { Problem } from "../config/errors.ts";
+import { parseLocatedYaml } from "../config/yaml_file.ts";
+import { errorMessage, logger, type LogLevel, log } from "../log.ts";
+import type { Labels, Sample } from "../sample.ts";
+
+/**
+ * The OmegaWatt wattmeter stream (`wattmetre-read /dev/ttyUSB0 42 20 | kwollector wattmetre`),
+ * turned into samples as Kwollect's kwollector-wattmetre did.
+ *
+ * Input, one CSV line per frame (about 50 per second): fields 1 and 2 are ignored, field 3 is
+ * the time in epoch seconds with a fraction, field 4 must be `OK` (other lines are dropped), and
+ * fields 5, 6, ... are the power in W of ports 0, 1, ...; an empty field is no value.
+ *
+ * Output: samples of `wattmetre_power_watt` for device `<wattmetre_id>-port<N>`, with label
+ * `_device_alias: <node>` when the mapping file names the node the port powers. Lines are grouped
+ * by whole second; when a line of another second arrives, the finished second is delivered as one
+ * batch. In it, a port whose node is promoted (a promoted_metrics row for the node matches
+ * `wattmetre_power_watt`, checked once per second) has every raw sample with its own timestamp;
+ * every other port has one sample, the mean of the second, stamped with the whole second.
+ *
+ * A bad line never stops the stream: it is dropped and counted, and each kind of trouble
+ * (malformed lines, lines not OK, skipped seconds, time going backwards, spool failures) is
+ * logged when it starts and when it ends, not per line.
+ */
+
+export const WATTMETRE_METRIC = "wattmetre_power_watt";
+
+/** Seconds without a gap after which a gappy stream is reported continuous again. */
+const GAP_QUIET_SECONDS = 60;
+/**
+ * Default bound on delivered seconds not yet durable: it bounds memory when the spool stalls, and
+ * lets a backlog (input buffered while the spool was slow) drain many seconds per commit.
+ */
+const DEFAULT_MAX_PENDING_SECONDS = 20;
+/** Longest excerpt of a bad line quoted in a log message. */
+const EXCERPT_CHARS = 120;
+
+export interface WattmetreReaderOptions {
+  wattmetreId: string;
+  /** Port device id (`<wattmetre_id>-port<N>`) → the node it powers. */
+  mapping: ReadonlyMap<string, string>;
+  /** Whether the node's samples are kept raw (promoted) instead of averaged per second. */
+  isPromoted(node: string): boolean;
+  /** Hands a batch to the spool; resolves once it is durable. */
+  deliver(samples: Sample[]): Promise<void>;
+  /** Delivered seconds awaiting their commit beyond which `pushLine` asks the caller to wait. */
+  maxPendingSeconds?: number;
+}
+
+export interface WattmetreCounters {
+  /** Non-empty lines read. */
+  lines: number;
+  linesMalformed: number;
+  linesNotOk: number;
+  /** Whole seconds with no line, between two lines. */
+  secondsSkipped: number;
+  /** Lines whose second is earlier than the one before. */
+  timeSteps: number;
+  samplesAcknowledged: number;
+  samplesLost: number;
+}
+
+interface Port {
+  deviceId: string;
+  labels: Labels;
+  node: string | undefined;
+  sum: number;
+  count: number;
+  promoted: boolean;
+}
+
+export class WattmetreReader {
+  readonly counters: WattmetreCounters = {
+    lines: 0,
+    linesMalformed: 0,
+    linesNotOk: 0,
+    secondsSkipped: 0,
+    timeSteps: 0,
+    samplesAcknowledged: 0,
+    samplesLost: 0,
+  };
+  #opts: WattmetreReaderOptions;
+  #ports: Port[] = [];
+  #second: number | undefined;
+  #raw: Sample[] = [];
+  #values: (number | undefined)[] = [];
+  #secondsSinceGap = 0;
+  #pending = new Set<Promise<void>>();
+  #malformed: Condition;
+  #notOk: Condition;
+  #gaps: Condition;
+  #backwards: Condition;
+  #spoolFailing: Condition;
+
+  constructor(opts: WattmetreReaderOptions) {
+    this.#opts = opts;
+    const id = opts.wattmetreId;
+    this.#malformed = new Condition("warning", `Wattmeter ${id}: dropping malformed lines`, "Wattmeter lines well-formed again");
+    this.#notOk = new Condition("warning", `Wattmeter ${id}: dropping lines not marked OK`, "Wattmeter lines OK again");
+    this.#gaps = new Condition("warning", `Wattmeter ${id}: seconds missing from the stream`, "Wattmeter stream continuous again");
+    this.#backwards = new Condition("warning", `Wattmeter ${id}: time went backwards`, "Wattmeter time moving forward again");
+    this.#spoolFailing = new Condition("error", `Wattmeter ${id}: samples lost, the spool could not store them`, "Wattmeter samples stored again");
+  }
+
+  /**
+   * Takes one line of the stream. Returns a promise when too many delivered seconds are still
+   * waiting for the spool: the caller should await it before reading on (backpressure).
+   */
+  pushLine(line: string): Promise<void> | undefined {
+    const text = line.endsWith("\r") ? line.slice(0, -1) : line;
+    if (text.trim() === "") return undefined;
+    this.counters.lines++;
+    const fields = text.split(",");
+    if (fields.length <= 4) {
+      return this.#reject(text, `expected more than 4 comma-separated fields, found ${fields.length}`);
+    }
+    const timeText = fields[2]!.trim();
+    const seconds = Number(timeText);
+    if (timeText === "" || !Number.isFinite(seconds) || seconds < 0) {
+      return this.#reject(text, `field 3 '${timeText}' is not a time in epoch seconds`);
+    }
+    const values = this.#values;
+    values.length = fields.length - 4;
+    for (let i = 4; i < fields.length; i++) {
+      const f = fields[i]!;
+      const v = f === "" ? undefined : Number(f);
+      if (v !== undefined && Number.isNaN(v)) {
+        const t = f.trim();
+        if (t !== "" && t.toLowerCase() !== "nan") return this.#reject(text, `field ${i + 1} '${f}' is not a number`);
+        values[i - 4] = t === "" ? undefined : NaN;
+      } else values[i - 4] = f.trim() === "" ? undefined : v;
+    }
+    if (fields[3]!.trim() !== "OK") {
+      this.counters.linesNotOk++;
+      this.#notOk.hit({ status: fields[3]!.trim(), line: excerpt(text) });
+      return undefined;
+    }
+    this.#malformed.clear();
+    this.#notOk.clear();
+
+    const second = Math.floor(seconds);
+    let waiting: Promise<void> | undefined;
+    if (this.#second === undefined) this.#second = second;
+    else if (second !== this.#second) {
+      waiting = this.#flush();
+      this.#noteStep(this.#second, second);
+      this.#second = second;
+    }
+    const timestampMs = seconds * 1000;
+    for (let p = 0; p < values.length; p++) {
+      const v = values[p];
+      if (v === undefined) continue;
+      const port = this.#port(p);
+      if (port.promoted) {
+        this.#raw.push({ timestampMs, deviceId: port.deviceId, metricId: WATTMETRE_METRIC, value: v, labels: port.labels });
+      } else {
+        port.sum += v;
+        port.count++;
+      }
+    }
+    return waiting;
+  }
+
+  /** Delivers the last second and waits until every delivered sample is acknowledged. */
+  async end(): Promise<void> {
+    if (this.#second !== undefined) this.#flush();
+    this.#second = undefined;
+    while (this.#pending.size > 0) await Promise.all(this.#pending);
+  }
+
+  #port(p: number): Port {
+    let port = this.#ports[p];
+    if (!port) {
+      for (let q = this.#ports.length; q <= p; q++) {
+        const deviceId = `${this.#opts.wattmetreId}-port${q}`;
+        const node = this.#opts.mapping.get(deviceId);
+        const created: Port = {
+          deviceId,
+          labels: node === undefined ? {} : { _device_alias: node },
+          node,
+          sum: 0,
+          count: 0,
+          promoted: node !== undefined && this.#opts.isPromoted(node),
+        };
+        this.#ports.push(created);
+      }
+      port = this.#ports[p]!;
+    }
+    return port;
+  }
+
+  /** Delivers the current second: raw samples of promoted ports, means of the others. */
+  #flush(): Promise<void> | undefined {
+    const samples = this.#raw;
+    this.#raw = [];
+    const timestampMs = this.#second! * 1000;
+    for (const port of this.#ports) {
+      if (port.count > 0) {
+        samples.push({
+          timestampMs,
+          deviceId: port.deviceId,
+          metricId: WATTMETRE_METRIC,
+          value: port.sum / port.count,
+          labels: port.labels,
+        });
+      }
+      port.sum = 0;
+      port.count = 0;
+      // Promotion is decided once per second, for the second that starts now.
+      port.promoted = port.node !== undefined && this.#opts.isPromoted(port.node);
+    }
+    if (samples.length > 0) this.#deliver(samples);
+    const limit = this.#opts.maxPendingSeconds ?? DEFAULT_MAX_PENDING_SECONDS;
+    return this.#pending.size >= limit ? Promise.race(this.#pending) : undefined;
+  }
+
+  #deliver(samples: Sample[]): void {
+    const n = samples.length;
+    const delivery = this.#opts.deliver(samples).then(
+      () => {
+        this.counters.samplesAcknowledged += n;
+        this.#spoolFailing.clear();
+      },
+      (err) => {
+        this.counters.samplesLost += n;
+        this.#spoolFailing.hit({ samples: n, error: errorMessage(err) });
+      },
+    );
+    this.#pending.add(delivery);
+    delivery.finally(() => this.#pending.delete(delivery));
+  }
+
+  #noteStep(previous: number, next: number): void {
+    if (next < previous) {
+      this.counters.timeSteps++;
+      this.#backwards.hit({ from: isoSecond(previous), to: isoSecond(next) });
+      return;
+    }
+    this.#backwards.clear();
+    const skipped = next - previous - 1;
+    if (skipped > 0) {
+      this.counters.secondsSkipped += skipped;
+      this.#secondsSinceGap = 0;
+      this.#gaps.hit({ skipped_s: skipped, after: isoSecond(previous), before: isoSecond(next) });
+    } else if (++this.#secondsSinceGap >= GAP_QUIET_SECONDS) {
+      this.#gaps.clear();
+    }
+  }
+
+  #reject(text: string, reason: string): undefined {
+    this.counters.linesMalformed++;
+    this.#malformed.hit({ reason, line: excerpt(text) });
+    return undefined;
+  }
+}
+
+/** A trouble that persists: logged when it starts (with its first occurrence) and when it ends. */
+class Condition {
+  #active = false;
+  #count = 0;
+  #sinceMs = 0;
+
+  constructor(readonly level: LogLevel, readonly startMessage: string, readonly endMessage: string) {}
+
+  hit(fields: Record<string, unknown>): void {
+    this.#count++;
+    if (this.#active) return;
+    this.#active = true;
+    this.#sinceMs = Date.now();
+    log(this.level, this.startMessage, fields);
+  }
+
+  clear(): void {
+    if (!this.#active) return;
+    logger.info(this.endMessage, { occurrences: this.#count, lasted_s: Math.round((Date.now() - this.#sinceMs) / 1000) });
+    this.#active = false;
+    this.#count = 0;
+  }
+}
+
+function excerpt(text: string): string {
+  return text.length > EXCERPT_CHARS ? `${text.slice(0, EXCERPT_CHARS)}…` : text;
+}
+
+function isoSecond(second: number): string {
+  return new Date(second * 1000).toISOString();
+}
+
+// -----------------------------------------------------------------------------------------------
+// The mapping file
+
+const PORT_RE = /^(.+)-port(\d+)$/;
+
+/**
+ * Parses a mapping file: `<node>: [<wattmetre_id>-port<N>, ...]` (a single port may be written
+ * without brackets). Returns port device id → node. A file may describe several wattmeters
+ * (Grid'5000 generates one per site): ports of other wattmeter ids are kept and simply never
+ * match this reader's ports. Every problem is reported with its line: a port that is not
+ * `<id>-port<N>`, a port given to two nodes, a value that is not a list of ports.
+ */
+export function parseMappingFile(text: string, file: string): { mapping: Map<string, string>; problems: Problem[] } {
+  const mapping = new Map<string, string>();
+  const lines = new Map<string, number>();
+  const { doc, problems } = parseLocatedYaml(text, file);
+  if (doc === undefined) return { mapping, problems };
+  if (doc.kind !== "map") {
+    problems.push({
+      file,
+      line: doc.line,
+      message: "Expected a mapping of node names to lists of wattmeter ports (node: [wattmetre1-port3, ...])",
+    });
+    return { mapping, problems };
+  }
+  for (const { key: node, keyLine, value } of doc.entries) {
+    const items = value.kind === "seq" ? value.items : value.kind === "scalar" && value.value !== null ? [value] : [];
+    if (value.kind === "map") {
+      problems.push({ file, line: keyLine, key: node, message: "Expected a list of wattmeter ports" });
+      continue;
+    }
+    for (const item of items) {
+      const text = item.kind === "scalar" ? String(item.value) : undefined;
+      const m = text === undefined ? null : PORT_RE.exec(text.trim());
+      if (!m) {
+        problems.push({
+          file,
+          line: item.line,
+          key: node,
+          message: `Invalid wattmeter port ${text === undefined ? `(${item.kind})` : `'${text}'`}: expected <wattmetre_id>-port<N>`,
+        });
+        continue;
+      }
+      const port = `${m[1]}-port${Number(m[2])}`;
+      const owner = mapping.get(port);
+      if (owner !== undefined && owner !== node) {
+        problems.push({
+          file,
+          line: item.line,
+          key: node,
+          message: `Port '${port}' is already mapped to node '${owner}' (line ${lines.get(port)})`,
+        });
+        continue;
+      }
+      mapping.set(port, node);
+      lines.set(port, item.line);
+    }
+  }
+  return { mapping, problems };
+}
+
+/** Reads and parses `mapping_file_path` ("" means no mapping). */
+export function loadMappingFile(path: string): { mapping: Map<string, string>; problems: Problem[] } {
+  if (path === "") return { mapping: new Map(), problems: [] };
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (err) {
+    return {
+      mapping: new Map(),
+      problems: [{ file: path, key: "mapping_file_path", message: `Cannot read file: ${(err as Error).message}` }],
+    };
+  }
+  return parseMappingFile(text, path);
+}

@@ -1,0 +1,216 @@
+import assert from "node:assert/strict";
+import { Forwarder } from "../../src/forward/forwarder.ts";
+import { Spool } from "../../src/spool/spool.ts";
+import { endpointOf } from "../../src/central/connect.ts";
+import { setupDatabase } from "../../src/central/setup.ts";
+import type { Config } from "../../src/config/defaults.ts";
+import type { Sample } from "../../src/sample.ts";
+import { setLogSink } from "../../src/log.ts";
+import { destroyPostgres, type PgCluster, startPostgres } from "../helpers/postgres.ts";
+import { pgConfig } from "../helpers/config.ts";
+import { startCutProxy } from "../helpers/cut_proxy.ts";
+
+const pgReady = startPostgres({ timescaledb: false }).then(async (pg) => {
+  const dir = await Deno.makeTempDir();
+  await setupDatabase(pgConfig(pg, dir));
+  return pg;
+});
+
+function samples(n: number, from = 0): Sample[] {
+  return Array.from({ length: n }, (_, i) => ({
+    timestampMs: 1_790_000_000_000 + (from + i) * 10,
+    deviceId: `node-${(from + i) % 7}`,
+    metricId: "power_watt",
+    value: from + i,
+    labels: { k: "v" },
+  }));
+}
+
+async function fixture(pg: PgCluster, overrides: Record<string, string | number> = {}) {
+  const dir = await Deno.makeTempDir();
+  const config: Config = pgConfig(pg, dir, { forward_retry_max_ms: 50, ...overrides });
+  const spool = Spool.open({
+    path: config.spool_path,
+    maxBytes: config.spool_max_bytes,
+    fullPolicy: "drop_oldest",
+    synchronous: "full",
+    commitIntervalMs: 1,
+  });
+  const admin = pg.admin("kwdb");
+  await admin`TRUNCATE metrics`;
+  return { dir, config, spool, admin };
+}
+
+async function values(admin: ReturnType<PgCluster["admin"]>, spoolId: string): Promise<number[]> {
+  const rows = await admin<{ value: number }[]>`
+    SELECT m.value FROM metrics m ORDER BY m.value`;
+  void spoolId;
+  return rows.map((r) => r.value);
+}
+
+function quietLogs(): string[] {
+  const logs: string[] = [];
+  setLogSink((l) => logs.push(l));
+  return logs;
+}
+
+Deno.test("forwarder lands each batch once, with a ledger row covering its seqs", async () => {
+  const pg = await pgReady;
+  const { config, spool, admin } = await fixture(pg, { forward_batch_rows: 1000 });
+  await spool.append(samples(2500));
+  const fwd = new Forwarder({ spool, endpoint: endpointOf(config), config });
+  assert.equal(await fwd.drain({ deadlineMs: performance.now() + 30_000 }), true);
+  await fwd.close();
+  assert.deepEqual(await values(admin, spool.spoolId), Array.from({ length: 2500 }, (_, i) => i));
+  const ledger = await admin`SELECT first_seq::int AS f, last_seq::int AS l, rows FROM kwollect_ledger
+                             WHERE spool_id = ${spool.spoolId} ORDER BY first_seq`;
+  assert.deepEqual(ledger.map((r) => [r.f, r.l, r.rows]), [[1, 1000, 1000], [1001, 2000, 1000], [2001, 2500, 500]]);
+  assert.equal(spool.stats().rows, 0);
+  spool.close();
+});
+
+Deno.test("forwarder recognises a batch whose COMMIT acknowledgement was lost and duplicates nothing", async () => {
+  const pg = await pgReady;
+  const proxy = startCutProxy(pg.port);
+  const logs = quietLogs();
+  try {
+    const { config, spool, admin } = await fixture(pg, { db_port: proxy.port, forward_batch_rows: 500 });
+    await spool.append(samples(1200));
+    const fwd = new Forwarder({ spool, endpoint: endpointOf(config), config });
+    proxy.armCommitCut();
+    assert.equal(await fwd.drain({ deadlineMs: performance.now() + 30_000 }), true);
+    await fwd.close();
+    assert.equal(proxy.cuts(), 1, "the acknowledgement of one COMMIT was cut");
+    assert.deepEqual(await values(admin, spool.spoolId), Array.from({ length: 1200 }, (_, i) => i));
+    assert.ok(fwd.counters.reconciledRows === 500, `reconciled ${fwd.counters.reconciledRows}`);
+    assert.equal((await admin`SELECT count(*)::int AS n FROM kwollect_ledger_gaps WHERE spool_id = ${spool.spoolId}`)[0]!.n, 0);
+    assert.ok(logs.some((l) => l.includes("Central database unreachable")));
+    spool.close();
+  } finally {
+    await proxy.close();
+    setLogSink((l) => console.error(l));
+  }
+});
+
+Deno.test("forwarder quarantines a row the server rejects and lands the rest of its batch", async () => {
+  const pg = await pgReady;
+  const logs = quietLogs();
+  const admin0 = pg.admin("kwdb");
+  await admin0`ALTER TABLE metrics ADD CONSTRAINT no_poison CHECK (metric_id <> 'poison')`;
+  try {
+    const { config, spool, admin } = await fixture(pg, { forward_batch_rows: 1000 });
+    const batch = samples(1000);
+    batch[617] = { ...batch[617]!, metricId: "poison" };
+    await spool.append(batch);
+    const fwd = new Forwarder({ spool, endpoint: endpointOf(config), config });
+    assert.equal(await fwd.drain({ deadlineMs: performance.now() + 30_000 }), true);
+    await fwd.close();
+    const landed = await values(admin, spool.spoolId);
+    assert.equal(landed.length, 999);
+    assert.ok(!landed.includes(617));
+    assert.equal(fwd.counters.quarantined, 1);
+    assert.equal(spool.stats().quarantined, 1);
+    const ledger = await admin`SELECT kind, first_seq::int AS f, last_seq::int AS l FROM kwollect_ledger
+                               WHERE spool_id = ${spool.spoolId} AND kind = 'quarantined'`;
+    assert.deepEqual(ledger.map((r) => [r.kind, r.f, r.l]), [["quarantined", 618, 618]]);
+    assert.equal((await admin`SELECT count(*)::int AS n FROM kwollect_ledger_gaps WHERE spool_id = ${spool.spoolId}`)[0]!.n, 0);
+    assert.ok(logs.some((l) => l.includes("quarantined") && l.includes("no_poison")));
+    spool.close();
+  } finally {
+    await admin0`ALTER TABLE metrics DROP CONSTRAINT no_poison`;
+    setLogSink((l) => console.error(l));
+  }
+});
+
+Deno.test("forwarder records samples given up by a full spool as a dropped range, leaving no ledger gap", async () => {
+  const pg = await pgReady;
+  quietLogs();
+  try {
+    const { config, spool, admin } = await fixture(pg, { spool_max_bytes: 1024 * 1024 });
+    const small = Spool.open({ path: `${config.spool_path}.small`, maxBytes: 1024 * 1024, fullPolicy: "drop_oldest", synchronous: "full", commitIntervalMs: 1 });
+    spool.close();
+    for (let i = 0; i < 60_000; i += 5000) await small.append(samples(5000, i));
+    const dropped = small.gaps().reduce((n, g) => n + g.rows, 0);
+    assert.ok(dropped > 0);
+    const fwd = new Forwarder({ spool: small, endpoint: endpointOf(config), config });
+    assert.equal(await fwd.drain({ deadlineMs: performance.now() + 30_000 }), true);
+    await fwd.close();
+    const [d] = await admin`SELECT rows::int AS rows, dropped::int AS dropped FROM kwollect_delivery WHERE spool_id = ${small.spoolId}`;
+    assert.equal(d!.rows + d!.dropped, 60_000);
+    assert.equal(d!.dropped, dropped);
+    assert.equal((await admin`SELECT count(*)::int AS n FROM kwollect_ledger_gaps WHERE spool_id = ${small.spoolId}`)[0]!.n, 0);
+    small.close();
+  } finally {
+    setLogSink((l) => console.error(l));
+  }
+});
+
+Deno.test("forwarder connects with TLS verify-full against the CA and refuses an unknown CA", async () => {
+  const pg = await pgReady;
+  const logs = quietLogs();
+  try {
+    const { config, spool, admin } = await fixture(pg, { db_sslmode: "verify-full", db_sslrootcert: pg.caFile });
+    await spool.append(samples(10));
+    const fwd = new Forwarder({ spool, endpoint: endpointOf(config), config });
+    assert.equal(await fwd.drain({ deadlineMs: performance.now() + 10_000 }), true);
+    await fwd.close();
+    const [ssl] = await admin`SELECT count(*)::int AS n FROM pg_stat_ssl WHERE ssl`;
+    assert.ok(ssl!.n >= 0);
+    assert.equal((await values(admin, spool.spoolId)).length, 10);
+
+    const otherCa = `${pg.dir}/other-ca.crt`;
+    const cmd = await new Deno.Command("openssl", {
+      args: ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", `${pg.dir}/other.key`, "-out", otherCa, "-days", "1", "-subj", "/CN=other"],
+      stderr: "null",
+    }).output();
+    assert.ok(cmd.success);
+    const bad = { ...config, db_sslrootcert: otherCa };
+    await spool.append(samples(5, 100));
+    const refused = new Forwarder({ spool, endpoint: endpointOf(bad), config: bad });
+    assert.equal(await refused.drain({ deadlineMs: performance.now() + 1500 }), false);
+    await refused.close();
+    assert.equal(spool.stats().rows, 5, "samples stay in the spool");
+    assert.ok(logs.some((l) => /certificate|self.signed|verify/i.test(l)), logs.join("\n"));
+    spool.close();
+  } finally {
+    setLogSink((l) => console.error(l));
+  }
+});
+
+Deno.test("forwarder keeps everything and never logs the password when the database refuses it", async () => {
+  const pg = await pgReady;
+  const logs = quietLogs();
+  try {
+    const { config, spool } = await fixture(pg, { db_password: "Wr0ng-Secret-Pw" });
+    await spool.append(samples(3));
+    const fwd = new Forwarder({ spool, endpoint: endpointOf(config), config });
+    assert.equal(await fwd.drain({ deadlineMs: performance.now() + 1500 }), false);
+    await fwd.close();
+    assert.equal(spool.stats().rows, 3);
+    assert.ok(logs.some((l) => l.startsWith("ERROR Central database refuses the collector")), logs.join("\n"));
+    assert.ok(logs.every((l) => !l.includes("Wr0ng-Secret-Pw")));
+    spool.close();
+  } finally {
+    setLogSink((l) => console.error(l));
+  }
+});
+
+Deno.test("forwarder over the insert method lands the same rows as COPY", async () => {
+  const pg = await pgReady;
+  const { config, spool, admin } = await fixture(pg, { forward_method: "insert" });
+  const batch = samples(300);
+  batch[3] = { ...batch[3]!, value: NaN, labels: { value_str: "off\t\"x\"" } };
+  await spool.append(batch);
+  const fwd = new Forwarder({ spool, endpoint: endpointOf(config), config });
+  assert.equal(await fwd.drain({ deadlineMs: performance.now() + 10_000 }), true);
+  await fwd.close();
+  const rows = await admin`SELECT value, labels FROM metrics ORDER BY "timestamp"`;
+  assert.equal(rows.length, 300);
+  assert.ok(Number.isNaN(rows[3]!.value));
+  assert.deepEqual(rows[3]!.labels, { value_str: 'off\t"x"' });
+  spool.close();
+});
+
+Deno.test("forwarder test cluster shuts down", async () => {
+  await destroyPostgres(await pgReady);
+});
