@@ -170,9 +170,12 @@ export class PromotionRefresher {
         this.#opts.spool.writePromoted(rows);
         this.#saved = key;
       } catch (err) {
-        logger.warning("Cannot save promoted metrics in the spool: a restart without the central database would not see them", {
-          error: errorMessage(err),
-        });
+        logger.warning(
+          "Cannot save promoted metrics in the spool: a restart without the central database would not see them",
+          {
+            error: errorMessage(err),
+          },
+        );
       }
     }
     return true;

@@ -27,7 +27,8 @@ import type { EntryError, PollResult, Protocol, Reading, Source, SourceContext }
  * Failures: an OID the agent does not have (noSuchObject, noSuchInstance, endOfMibView, or the
  * v1 noSuchName that fails a whole v1 PDU: that OID is dropped and the rest asked again) is an
  * error of its entries only. A GET the agent refuses with another error-status fails the entries
- * of that GET; a tooBig answer splits the GET in halves. When no GET of the cycle got an answer,
+ * of that GET (for tooBig, the message suggests a lower snmp_max_oids_per_request). When no GET
+ * of the cycle got an answer,
  * the whole poll fails (the scheduler records a device failure); when some did, the entries of
  * the unanswered ones fail alone and the others are kept.
  *
@@ -46,7 +47,14 @@ export const snmp: Protocol = {
   groupKey(entry) {
     const t = targetOf(entry);
     const auth = t.user
-      ? [t.user.name, t.user.level, t.user.auth?.protocol, t.user.auth?.password, t.user.priv?.protocol, t.user.priv?.password]
+      ? [
+        t.user.name,
+        t.user.level,
+        t.user.auth?.protocol,
+        t.user.auth?.password,
+        t.user.priv?.protocol,
+        t.user.priv?.password,
+      ]
       : [t.community];
     return `snmp${JSON.stringify([t.version, t.host, t.port, ...auth])}`;
   },
@@ -185,7 +193,10 @@ class SnmpSource implements Source {
     return results;
   }
 
-  /** One GET, with the retries an error-status calls for; throws when the agent did not answer. */
+  /**
+   * One GET; a v1 noSuchName drops the OID it names and asks again for the others. Throws when
+   * the agent did not answer.
+   */
   async #get(
     session: SnmpSession,
     oids: string[],
@@ -200,7 +211,10 @@ class SnmpSource implements Source {
         state.answered = true;
         pending.forEach((oid, i) => {
           const vb = vbs[i];
-          results.set(oid, vb ? varbindValue(vb) : { error: `No varbind for ${oid} in the answer of ${this.#endpoint}` });
+          results.set(
+            oid,
+            vb ? varbindValue(vb) : { error: `No varbind for ${oid} in the answer of ${this.#endpoint}` },
+          );
         });
         return;
       } catch (err) {
@@ -212,13 +226,8 @@ class SnmpSource implements Source {
           pending = pending.filter((oid) => oid !== culprit);
           continue;
         }
-        if ((err.status === ErrorStatus.TooBig || err.status === ErrorStatus.NoSuchName) && pending.length > 1) {
-          const half = Math.ceil(pending.length / 2);
-          await this.#get(session, pending.slice(0, half), signal, results, state);
-          await this.#get(session, pending.slice(half), signal, results, state);
-          return;
-        }
-        for (const oid of pending) results.set(oid, { error: err.message });
+        const hint = err.status === ErrorStatus.TooBig ? " (lower snmp_max_oids_per_request)" : "";
+        for (const oid of pending) results.set(oid, { error: err.message + hint });
         return;
       }
     }

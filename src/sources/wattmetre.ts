@@ -1,6 +1,6 @@
 import type { Problem } from "../config/errors.ts";
 import { parseLocatedYaml } from "../config/yaml_file.ts";
-import { errorMessage, logger, type LogLevel, log } from "../log.ts";
+import { errorMessage, log, logger, type LogLevel } from "../log.ts";
 import type { Labels, Sample } from "../sample.ts";
 
 /**
@@ -95,11 +95,27 @@ export class WattmetreReader {
   constructor(opts: WattmetreReaderOptions) {
     this.#opts = opts;
     const id = opts.wattmetreId;
-    this.#malformed = new Condition("warning", `Wattmeter ${id}: dropping malformed lines`, "Wattmeter lines well-formed again");
+    this.#malformed = new Condition(
+      "warning",
+      `Wattmeter ${id}: dropping malformed lines`,
+      "Wattmeter lines well-formed again",
+    );
     this.#notOk = new Condition("warning", `Wattmeter ${id}: dropping lines not marked OK`, "Wattmeter lines OK again");
-    this.#gaps = new Condition("warning", `Wattmeter ${id}: seconds missing from the stream`, "Wattmeter stream continuous again");
-    this.#backwards = new Condition("warning", `Wattmeter ${id}: time went backwards`, "Wattmeter time moving forward again");
-    this.#spoolFailing = new Condition("error", `Wattmeter ${id}: samples lost, the spool could not store them`, "Wattmeter samples stored again");
+    this.#gaps = new Condition(
+      "warning",
+      `Wattmeter ${id}: seconds missing from the stream`,
+      "Wattmeter stream continuous again",
+    );
+    this.#backwards = new Condition(
+      "warning",
+      `Wattmeter ${id}: time went backwards`,
+      "Wattmeter time moving forward again",
+    );
+    this.#spoolFailing = new Condition(
+      "error",
+      `Wattmeter ${id}: samples lost, the spool could not store them`,
+      "Wattmeter samples stored again",
+    );
   }
 
   /**
@@ -152,7 +168,13 @@ export class WattmetreReader {
       if (v === undefined) continue;
       const port = this.#port(p);
       if (port.promoted) {
-        this.#raw.push({ timestampMs, deviceId: port.deviceId, metricId: WATTMETRE_METRIC, value: v, labels: port.labels });
+        this.#raw.push({
+          timestampMs,
+          deviceId: port.deviceId,
+          metricId: WATTMETRE_METRIC,
+          value: v,
+          labels: port.labels,
+        });
       } else {
         port.sum += v;
         port.count++;
@@ -272,7 +294,10 @@ class Condition {
 
   clear(): void {
     if (!this.#active) return;
-    logger.info(this.endMessage, { occurrences: this.#count, lasted_s: Math.round((Date.now() - this.#sinceMs) / 1000) });
+    logger.info(this.endMessage, {
+      occurrences: this.#count,
+      lasted_s: Math.round((Date.now() - this.#sinceMs) / 1000),
+    });
     this.#active = false;
     this.#count = 0;
   }
@@ -325,7 +350,9 @@ export function parseMappingFile(text: string, file: string): { mapping: Map<str
           file,
           line: item.line,
           key: node,
-          message: `Invalid wattmeter port ${text === undefined ? `(${item.kind})` : `'${text}'`}: expected <wattmetre_id>-port<N>`,
+          message: `Invalid wattmeter port ${
+            text === undefined ? `(${item.kind})` : `'${text}'`
+          }: expected <wattmetre_id>-port<N>`,
         });
         continue;
       }

@@ -83,7 +83,10 @@ Deno.test("forwarder recognises a batch whose COMMIT acknowledgement was lost an
     assert.equal(proxy.cuts(), 1, "the acknowledgement of one COMMIT was cut");
     assert.deepEqual(await values(admin, spool.spoolId), Array.from({ length: 1200 }, (_, i) => i));
     assert.ok(fwd.counters.reconciledRows === 500, `reconciled ${fwd.counters.reconciledRows}`);
-    assert.equal((await admin`SELECT count(*)::int AS n FROM kwollect_ledger_gaps WHERE spool_id = ${spool.spoolId}`)[0]!.n, 0);
+    assert.equal(
+      (await admin`SELECT count(*)::int AS n FROM kwollect_ledger_gaps WHERE spool_id = ${spool.spoolId}`)[0]!.n,
+      0,
+    );
     assert.ok(logs.some((l) => l.includes("Central database unreachable")));
     spool.close();
   } finally {
@@ -113,7 +116,10 @@ Deno.test("forwarder quarantines a row the server rejects and lands the rest of 
     const ledger = await admin`SELECT kind, first_seq::int AS f, last_seq::int AS l FROM kwollect_ledger
                                WHERE spool_id = ${spool.spoolId} AND kind = 'quarantined'`;
     assert.deepEqual(ledger.map((r) => [r.kind, r.f, r.l]), [["quarantined", 618, 618]]);
-    assert.equal((await admin`SELECT count(*)::int AS n FROM kwollect_ledger_gaps WHERE spool_id = ${spool.spoolId}`)[0]!.n, 0);
+    assert.equal(
+      (await admin`SELECT count(*)::int AS n FROM kwollect_ledger_gaps WHERE spool_id = ${spool.spoolId}`)[0]!.n,
+      0,
+    );
     assert.ok(logs.some((l) => l.includes("quarantined") && l.includes("no_poison")));
     spool.close();
   } finally {
@@ -127,7 +133,13 @@ Deno.test("forwarder records samples given up by a full spool as a dropped range
   quietLogs();
   try {
     const { config, spool, admin } = await fixture(pg, { spool_max_bytes: 1024 * 1024 });
-    const small = Spool.open({ path: `${config.spool_path}.small`, maxBytes: 1024 * 1024, fullPolicy: "drop_oldest", synchronous: "full", commitIntervalMs: 1 });
+    const small = Spool.open({
+      path: `${config.spool_path}.small`,
+      maxBytes: 1024 * 1024,
+      fullPolicy: "drop_oldest",
+      synchronous: "full",
+      commitIntervalMs: 1,
+    });
     spool.close();
     for (let i = 0; i < 60_000; i += 5000) await small.append(samples(5000, i));
     const dropped = small.gaps().reduce((n, g) => n + g.rows, 0);
@@ -135,10 +147,14 @@ Deno.test("forwarder records samples given up by a full spool as a dropped range
     const fwd = new Forwarder({ spool: small, endpoint: endpointOf(config), config });
     assert.equal(await fwd.drain({ deadlineMs: performance.now() + 30_000 }), true);
     await fwd.close();
-    const [d] = await admin`SELECT rows::int AS rows, dropped::int AS dropped FROM kwollect_delivery WHERE spool_id = ${small.spoolId}`;
+    const [d] =
+      await admin`SELECT rows::int AS rows, dropped::int AS dropped FROM kwollect_delivery WHERE spool_id = ${small.spoolId}`;
     assert.equal(d!.rows + d!.dropped, 60_000);
     assert.equal(d!.dropped, dropped);
-    assert.equal((await admin`SELECT count(*)::int AS n FROM kwollect_ledger_gaps WHERE spool_id = ${small.spoolId}`)[0]!.n, 0);
+    assert.equal(
+      (await admin`SELECT count(*)::int AS n FROM kwollect_ledger_gaps WHERE spool_id = ${small.spoolId}`)[0]!.n,
+      0,
+    );
     small.close();
   } finally {
     setLogSink((l) => console.error(l));
@@ -160,7 +176,21 @@ Deno.test("forwarder connects with TLS verify-full against the CA and refuses an
 
     const otherCa = `${pg.dir}/other-ca.crt`;
     const cmd = await new Deno.Command("openssl", {
-      args: ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", `${pg.dir}/other.key`, "-out", otherCa, "-days", "1", "-subj", "/CN=other"],
+      args: [
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        `${pg.dir}/other.key`,
+        "-out",
+        otherCa,
+        "-days",
+        "1",
+        "-subj",
+        "/CN=other",
+      ],
       stderr: "null",
     }).output();
     assert.ok(cmd.success);
@@ -199,7 +229,7 @@ Deno.test("forwarder over the insert method lands the same rows as COPY", async 
   const pg = await pgReady;
   const { config, spool, admin } = await fixture(pg, { forward_method: "insert" });
   const batch = samples(300);
-  batch[3] = { ...batch[3]!, value: NaN, labels: { value_str: "off\t\"x\"" } };
+  batch[3] = { ...batch[3]!, value: NaN, labels: { value_str: 'off\t"x"' } };
   await spool.append(batch);
   const fwd = new Forwarder({ spool, endpoint: endpointOf(config), config });
   assert.equal(await fwd.drain({ deadlineMs: performance.now() + 10_000 }), true);
