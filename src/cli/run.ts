@@ -1,4 +1,5 @@
-import { endpointOf } from "../central/connect.ts";
+import { connect, endpointOf } from "../central/connect.ts";
+import { PromotionFilter, PromotionRefresher } from "../collect/promotion.ts";
 import { systemClock } from "../collect/clock.ts";
 import { Scheduler } from "../collect/scheduler.ts";
 import { Forwarder } from "../forward/forwarder.ts";
@@ -28,11 +29,23 @@ export async function runCommand(argv: string[]): Promise<number> {
   const groups = loadGroupsForRun(c);
   const spool = openSpool(c);
   const stop = stopSignal();
+  // Optional entries are polled while promoted_metrics asks for them; without any optional
+  // entry there is nothing to refresh and no connection is opened for it.
+  const filter = new PromotionFilter();
+  const refresher = groups.some((g) => g.entries.some((e) => e.optional))
+    ? new PromotionRefresher({
+      filter,
+      spool,
+      connect: () => connect(endpointOf(c), { applicationName: "kwollector promotion" }),
+      refreshMs: c.promoted_refresh_ms,
+    })
+    : undefined;
   const scheduler = new Scheduler({
     groups,
     config: c,
     clock: systemClock,
     deliver: (samples) => spool.append(samples),
+    isActive: (entry) => filter.isActive(entry),
   });
   const forwarder = new Forwarder({ spool, endpoint: endpointOf(c), config: c });
   logger.info("kwollector started", {
@@ -58,11 +71,13 @@ export async function runCommand(argv: string[]): Promise<number> {
     }
   }, GC_EVERY_MS);
 
+  refresher?.start();
   scheduler.start();
   const forwarding = forwarder.run(stop.signal);
   await new Promise<void>((resolve) => stop.signal.addEventListener("abort", () => resolve(), { once: true }));
 
   await scheduler.stop();
+  await refresher?.stop();
   spool.commitPending();
   await forwarding;
   clearInterval(statusTimer);

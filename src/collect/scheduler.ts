@@ -44,6 +44,8 @@ interface GroupState {
   timeoutMs: number;
   phaseMs: number;
   timer: TimerId | undefined;
+  /** Index of the last slot armed: a timer that fires early must not arm the same slot again. */
+  lastSlot: number;
   inFlight: Promise<void> | undefined;
   abort: AbortController | undefined;
   counters: GroupCounters;
@@ -71,6 +73,7 @@ export class Scheduler {
         timeoutMs,
         phaseMs: phaseOf(group.key, group.periodMs),
         timer: undefined,
+        lastSlot: -Infinity,
         inFlight: undefined,
         abort: undefined,
         counters: {
@@ -125,7 +128,9 @@ export class Scheduler {
     const { clock } = this.#opts;
     const period = s.group.periodMs;
     const now = clock.monotonic() - this.#originMono;
-    const k = Math.floor((now - s.phaseMs) / period) + 1;
+    // Timers may fire up to a millisecond early: never arm a slot that was already armed.
+    const k = Math.max(s.lastSlot + 1, Math.floor((now - s.phaseMs) / period) + 1);
+    s.lastSlot = k;
     const next = s.phaseMs + k * period;
     s.timer = clock.setTimeout(() => this.#slot(s), next - now);
   }

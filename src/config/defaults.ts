@@ -102,6 +102,19 @@ export const DEFAULTS = {
     doc: "How often promoted_metrics is re-read from the central database",
     group: "collector",
   },
+  redfish_tls_verify: {
+    type: "string",
+    default: "full",
+    choices: ["full", "ca", "none"],
+    doc: "https metric urls: full checks the certificate chain and host name, ca the chain only, none nothing",
+    group: "collector",
+  },
+  redfish_ca_file: {
+    type: "string",
+    default: "",
+    doc: "PEM file of the certificates trusted for https metric urls instead of the built-in roots",
+    group: "collector",
+  },
   metrics_listen: {
     type: "string",
     default: "",

@@ -76,7 +76,9 @@ export function resolveConfig(inputs: ConfigInputs): ResolvedConfig {
   applyDerivedDefaults(resolved);
   for (const key of CONFIG_KEYS) {
     const spec: KeySpec = DEFAULTS[key];
-    if (spec.secret) registerSecret(String(resolved[key]));
+    const value = String(resolved[key]);
+    // A short default ("ro", "read") is a common word: redacting it would garble every log line.
+    if (spec.secret && (origin[key] !== "default" || value.length >= 6)) registerSecret(value);
   }
   return { config: resolved, origin };
 }

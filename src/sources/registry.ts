@@ -3,6 +3,7 @@ import { prometheus } from "./prometheus.ts";
 import { ipmi } from "./ipmi.ts";
 import { modbus, modbusRtu } from "./modbus.ts";
 import { snmp } from "./snmp.ts";
+import { redfish } from "./redfish.ts";
 
 /** URL scheme → protocol. One line per protocol. */
 export const PROTOCOLS: Record<string, Protocol> = {
@@ -13,4 +14,6 @@ export const PROTOCOLS: Record<string, Protocol> = {
   snmp,
   snmpv1: snmp,
   snmpv3: snmp,
+  https: redfish,
+  http: redfish,
 };

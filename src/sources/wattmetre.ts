@@ -276,6 +276,37 @@ export class WattmetreReader {
   }
 }
 
+/**
+ * Feeds `reader` with the lines of `stream` (wattmetre-read's stdout) until it ends or `signal`
+ * aborts, waiting whenever the reader asks to, then ends the reader so every sample is durable.
+ * A last line without its newline was cut short (the writer died mid-line): it is dropped.
+ */
+export async function pumpWattmetreStream(
+  stream: ReadableStream<Uint8Array>,
+  reader: WattmetreReader,
+  signal?: AbortSignal,
+): Promise<void> {
+  const text = stream.pipeThrough(new TextDecoderStream()).getReader();
+  const onAbort = () => void text.cancel().catch(() => {});
+  signal?.addEventListener("abort", onAbort, { once: true });
+  let rest = "";
+  try {
+    for (;;) {
+      const { value, done } = await text.read();
+      if (done) break;
+      const lines = (rest + value).split("\n");
+      rest = lines.pop()!;
+      for (const line of lines) await reader.pushLine(line);
+    }
+    if (rest !== "" && !signal?.aborted) {
+      logger.warning("Wattmeter stream ended in the middle of a line: line dropped", { line: excerpt(rest) });
+    }
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+    await reader.end();
+  }
+}
+
 /** A trouble that persists: logged when it starts (with its first occurrence) and when it ends. */
 class Condition {
   #active = false;

@@ -60,6 +60,8 @@ import { salvageInto } from "./salvage.ts";
 export const SCHEMA_VERSION = 1;
 /** See invariant "series.last_seq": how stale a series' recorded last_seq may be. */
 const SERIES_SEQ_SLACK = 100_000;
+/** Samples per INSERT statement: one call into SQLite per 64 samples instead of per sample. */
+const ROWS_PER_INSERT = 64;
 /** The series dictionary cache is cleared beyond this many entries, to bound memory. */
 const SERIES_CACHE_MAX = 200_000;
 
@@ -200,6 +202,9 @@ export class Spool {
     const db = this.#db;
     this.#st = {
       insertSample: db.prepare("INSERT INTO samples(seq, series, ts, value) VALUES (?, ?, ?, ?)"),
+      insertSamples: db.prepare(
+        `INSERT INTO samples(seq, series, ts, value) VALUES ${Array(ROWS_PER_INSERT).fill("(?, ?, ?, ?)").join(", ")}`,
+      ),
       findSeries: db.prepare("SELECT id, last_seq FROM series WHERE device_id = ? AND metric_id = ? AND labels = ?"),
       insertSeries: db.prepare(
         "INSERT INTO series(device_id, metric_id, labels, last_seq) VALUES (?, ?, ?, ?) RETURNING id",
@@ -276,16 +281,22 @@ export class Spool {
     const firstSeq = this.#nextSeq;
     let seq = firstSeq;
     const touched: [number, number][] = [];
+    const params: (number | null)[] = [];
     db.exec("BEGIN IMMEDIATE");
     try {
       for (const p of batch) {
         for (const s of p.samples) {
           const seriesId = this.#seriesFor(s, seq, touched);
           const tsUs = Math.round((s.timestampMs - this.#epochMs) * 1000);
-          st.insertSample!.run(seq, seriesId, tsUs, Number.isNaN(s.value) ? null : s.value);
+          params.push(seq, seriesId, tsUs, Number.isNaN(s.value) ? null : s.value);
+          if (params.length === ROWS_PER_INSERT * 4) {
+            st.insertSamples!.run(...params);
+            params.length = 0;
+          }
           seq++;
         }
       }
+      for (let i = 0; i < params.length; i += 4) st.insertSample!.run(params[i]!, params[i + 1]!, params[i + 2]!, params[i + 3]!);
       for (const [id, lastSeq] of touched) st.touchSeries!.run(lastSeq, id);
       const written = seq - firstSeq;
       st.setMeta!.run("next_seq", String(seq));

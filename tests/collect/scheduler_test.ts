@@ -192,3 +192,15 @@ Deno.test("scheduler polls on schedule when the wall clock is stepped back an ho
     assert.ok(gaps.every((g) => g === 1000), `gaps ${gaps}`);
   });
 });
+
+Deno.test("scheduler polls each slot once even when timers fire early", async () => {
+  const clock = new FakeClock(Date.UTC(2026, 0, 1), { earlyMs: 1 });
+  const { protocol, polls } = scriptedProtocol(clock, { h: 1 });
+  await withProtocol(protocol, async () => {
+    const scheduler = startScheduler(clock, [entryFor("test://h/a", { updateEveryMs: 100 })], []);
+    await clock.advance(5000);
+    await stopOn(clock, scheduler);
+    assert.ok(polls.length >= 49 && polls.length <= 51, `polled ${polls.length} times in 50 slots`);
+    assert.equal(scheduler.counters()[0]!.counters.pollsSkipped, 0);
+  });
+});

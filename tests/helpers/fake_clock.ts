@@ -7,8 +7,12 @@ export class FakeClock implements Clock {
   #seq = 0;
   #timers = new Map<number, { at: number; fn: () => void; seq: number }>();
 
-  constructor(wallStartMs = Date.UTC(2026, 0, 1)) {
+  #earlyMs: number;
+
+  /** `earlyMs`: timers fire that much before their due time, as Deno's sometimes do. */
+  constructor(wallStartMs = Date.UTC(2026, 0, 1), opts: { earlyMs?: number } = {}) {
     this.#wall = wallStartMs;
+    this.#earlyMs = opts.earlyMs ?? 0;
   }
 
   now(): number {
@@ -21,7 +25,7 @@ export class FakeClock implements Clock {
 
   setTimeout(fn: () => void, ms: number): TimerId {
     const id = ++this.#seq;
-    this.#timers.set(id, { at: this.#mono + Math.max(0, ms), fn, seq: id });
+    this.#timers.set(id, { at: this.#mono + Math.max(0, ms - this.#earlyMs), fn, seq: id });
     return id as unknown as TimerId;
   }
 

@@ -51,7 +51,7 @@ async function run(cmd: string, args: string[], opts: { asPostgres?: boolean; cw
   return text;
 }
 
-export async function startPostgres(opts: { timescaledb?: boolean } = {}): Promise<PgCluster> {
+export async function startPostgres(opts: { timescaledb?: boolean; fsync?: boolean } = {}): Promise<PgCluster> {
   const timescaledb = opts.timescaledb ?? timescaleInstalled();
   const dir = await Deno.makeTempDir({ prefix: "kwollector-pg-" });
   await Deno.chmod(dir, 0o755);
@@ -142,7 +142,7 @@ export async function startPostgres(opts: { timescaledb?: boolean } = {}): Promi
     "-c listen_addresses=127.0.0.1",
     `-c unix_socket_directories=${dir}`,
     "-c ssl=on",
-    "-c fsync=off",
+    `-c fsync=${opts.fsync ? "on" : "off"}`,
     "-c max_connections=200",
     ...(timescaledb ? ["-c shared_preload_libraries=timescaledb", "-c timescaledb.telemetry_level=off"] : []),
   ].join(" ");
