@@ -1,4 +1,5 @@
 import type { MetricEntry } from "../config/metrics_dir.ts";
+import { redactUrl } from "../config/metric_url.ts";
 import { redact, registerSecret } from "../log.ts";
 import { parseSensorOutput, type SensorRow } from "./ipmi_sensors_csv.ts";
 import type { EntryError, PollResult, Protocol, Reading, Source, SourceContext } from "./source.ts";
@@ -34,10 +35,13 @@ import type { EntryError, PollResult, Protocol, Reading, Source, SourceContext }
  * its cache rebuilt in the same run); without it, such a poll would fail with "SDR Cache ... out of
  * date: Please flush the cache" and need a second child.
  *
- * Time limit: the child is killed (SIGKILL) when the poll's timeout (`ctx.timeoutMs`) passes or
- * its signal aborts, and always waited for, so no zombie is left behind. A BMC that never answers
- * therefore fails the poll after the timeout, and other BMCs, having their own groups, are not
- * delayed.
+ * Time limit: the child is killed (SIGKILL) as soon as the poll's signal aborts (the scheduler
+ * aborts it after `ctx.timeoutMs`), and in any case KILL_GRACE_MS after `ctx.timeoutMs`: that
+ * second limit covers callers without a deadline, and comes a little later so that the caller's
+ * own timeout message is the one reported every time (two timers racing would make the error,
+ * and so the log, alternate between two texts). The child is always waited for, so no zombie is
+ * left behind. A BMC that never answers fails the poll at the timeout; other BMCs, having their
+ * own groups and children, are not delayed.
  *
  * Per entry: an unknown sensor, an ambiguous name or an `N/A` reading is an EntryError for that
  * entry only. N/A is common (a powered-off node, an absent PSU); reporting it as an entry error
@@ -48,6 +52,7 @@ import type { EntryError, PollResult, Protocol, Reading, Source, SourceContext }
 
 const COMMAND = "ipmi-sensors";
 const DEFAULT_PORT = 623;
+const KILL_GRACE_MS = 50;
 /** IPMI 2.0 limits (freeipmi refuses longer values). */
 const MAX_USERNAME_BYTES = 16;
 const MAX_PASSWORD_BYTES = 20;
@@ -86,7 +91,7 @@ interface BmcTarget {
 
 function parseTarget(entry: MetricEntry): BmcTarget | { error: string } {
   const t = entry.target;
-  const where = `url '${redactPassword(entry)}'`;
+  const where = `url '${redactUrl(entry.url)}'`;
   // A host list or range (`node-[1-4]`, `a,b`) would make freeipmi poll several hosts.
   if (!/^[a-z0-9._-]+$/i.test(t.host) && !/^[0-9a-f:.]+$/i.test(t.host)) {
     return { error: `Invalid BMC host '${t.host}' in ${where}` };
@@ -98,6 +103,8 @@ function parseTarget(entry: MetricEntry): BmcTarget | { error: string } {
       MAX_PASSWORD_BYTES,
     ]] as const
   ) {
+    // A newline would end the configuration file's line and let the value add options.
+    // deno-lint-ignore no-control-regex
     if (/[\x00-\x1f\x7f]/.test(value)) return { error: `The ${what} in ${where} contains a control character` };
     const bytes = new TextEncoder().encode(value).length;
     if (bytes > max) return { error: `The ${what} in ${where} is ${bytes} bytes long; IPMI allows ${max}` };
@@ -129,10 +136,6 @@ function parseTarget(entry: MetricEntry): BmcTarget | { error: string } {
   };
 }
 
-function redactPassword(entry: MetricEntry): string {
-  return entry.target.password ? entry.url.split(entry.target.password).join("***") : entry.url;
-}
-
 function hostPort(entry: MetricEntry): string {
   const host = entry.target.host.includes(":") ? `[${entry.target.host}]` : entry.target.host;
   return `${host}:${entry.target.port ?? DEFAULT_PORT}`;
@@ -142,9 +145,9 @@ export const ipmi: Protocol = {
   validate(entry) {
     registerSecret(entry.target.password);
     if (entry.target.path.trim() === "") {
-      return `Missing sensor record ID or name in url '${redactPassword(entry)}'`;
+      return `Missing sensor record ID or name in url '${redactUrl(entry.url)}'`;
     }
-    if (entry.target.fragment) return `Unexpected fragment in url '${redactPassword(entry)}'`;
+    if (entry.target.fragment) return `Unexpected fragment in url '${redactUrl(entry.url)}'`;
     const target = parseTarget(entry);
     return "error" in target ? target.error : undefined;
   },
@@ -325,7 +328,7 @@ class IpmiSource implements Source {
     const timer = setTimeout(() => {
       timedOut = true;
       kill(child);
-    }, Math.max(0, deadline - performance.now()));
+    }, Math.max(0, deadline + KILL_GRACE_MS - performance.now()));
     const onAbort = () => kill(child);
     signal.addEventListener("abort", onAbort, { once: true });
     try {

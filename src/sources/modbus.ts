@@ -7,12 +7,12 @@ import type { EntryError, PollResult, Protocol, Reading, Source, SourceContext }
  * Modbus devices, read with npm:modbus-serial:
  *
  *   modbus://host[:port]/<unit>/<register>/<type>[?table=input]       Modbus TCP, port 502 by default
- *   modbusrtu://host:port/<unit>/<register>/<type>[?table=input]      RTU frames over a TCP socket
+ *   modbusrtu://host:port/<unit>/<register>/<type>[?table=input]      RTU frames over TCP, port required
  *
  * - `unit`: the unit (slave) id, 0..255; a Modbus TCP device usually answers 1 or any id, a gateway
  *   forwards the id to the serial device it names.
- * - `register`: the register address as sent in the request, 0..65535 (0-based: the Modicon
- *   number 40001 and the address 0 are the same register).
+ * - `register`: the register address as sent in the request, 0..65535 (0-based: holding register
+ *   40001 or input register 30001 in Modicon numbering is address 0).
  * - `type`: see modbus_types.ts (`le_le_f32`, `be_be_u32`, `be_u16`, ...).
  * - `table`: `holding` (the default, function 3) or `input` (input registers, function 4).
  *
@@ -33,7 +33,9 @@ import type { EntryError, PollResult, Protocol, Reading, Source, SourceContext }
  * that request only. When a coalesced request gets one, its entries are read one by one so that one
  * bad register affects only itself; such a register is then read alone on later polls (and
  * coalesced again once it reads fine). A connection failure, a closed connection or a timeout
- * fails the whole poll.
+ * fails the whole poll: behind a gateway, a unit that never answers fails the poll of every unit
+ * of that gateway, unless the gateway answers for it with exception 11 (target device failed to
+ * respond), which fails only that unit's entries.
  */
 
 // modbus-serial's typings say `export default` while the runtime is CommonJS (peers.md §1).
@@ -287,17 +289,18 @@ class ModbusSource implements Source {
       : client.readInputRegisters(block.start, block.count);
     const what = `${block.table} registers ${block.start}..${block.start + block.count - 1} of unit ${block.unit}` +
       ` at ${this.#endpoint}`;
+    let data: number[];
     try {
-      const { data } = await guard(request, signal, lost);
-      if (data.length < block.count) {
-        throw new Error(`Short answer reading ${what}: ${data.length} registers instead of ${block.count}`);
-      }
-      return data;
+      ({ data } = await guard(request, signal, lost));
     } catch (err) {
       const code = (err as { modbusCode?: unknown }).modbusCode;
       if (typeof code === "number") throw new ModbusException(`${describe(err)} reading ${what}`);
       throw new Error(`Reading ${what} failed: ${describe(err)}`);
     }
+    if (data.length < block.count) {
+      throw new Error(`Short answer reading ${what}: ${data.length} registers instead of ${block.count}`);
+    }
+    return data;
   }
 
   #disconnect(): void {

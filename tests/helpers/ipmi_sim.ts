@@ -41,6 +41,7 @@ export interface IpmiSim {
   /** Record ID of each sensor, by sensor number. */
   recordId(sensorNumber: number): number;
   setRaw(sensorNumber: number, raw: number): Promise<void>;
+  /** Kills the simulator and removes its files; a second call does nothing. */
   stop(): Promise<void>;
 }
 
@@ -69,9 +70,18 @@ export function freeUdpPort(): Promise<number> {
 }
 
 export async function startIpmiSim(opts: IpmiSimOptions): Promise<IpmiSim> {
+  const dir = await Deno.makeTempDir({ prefix: "kwollector-ipmisim-" });
+  try {
+    return await start(opts, dir);
+  } catch (err) {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    throw err;
+  }
+}
+
+async function start(opts: IpmiSimOptions, dir: string): Promise<IpmiSim> {
   const sensors = opts.sensors ?? DEFAULT_SENSORS;
   const port = opts.port ?? await freeUdpPort();
-  const dir = await Deno.makeTempDir({ prefix: "kwollector-ipmisim-" });
   const name = "simbmc";
   await Deno.mkdir(`${dir}/state/ipmi_sim/${name}`, { recursive: true });
 
@@ -115,8 +125,9 @@ export async function startIpmiSim(opts: IpmiSimOptions): Promise<IpmiSim> {
       emu.push(`sensor_add 0x20 0 ${s.number} 0x01 0x01 poll 1000 file "${valueFile(s.number)}"`);
     } else {
       emu.push(`sensor_add 0x20 0 ${s.number} 0x01 0x01`);
-      if (s.scanning !== false) emu.push(`sensor_set_value 0x20 0 ${s.number} ${s.raw} 0`);
     }
+    // Also for file-backed sensors, which read 0 until their first file poll.
+    if (s.scanning !== false) emu.push(`sensor_set_value 0x20 0 ${s.number} ${s.raw} 0`);
   }
   emu.push("mc_enable 0x20");
   await Deno.writeTextFile(`${dir}/bmc.emu`, emu.join("\n") + "\n");
@@ -142,7 +153,10 @@ export async function startIpmiSim(opts: IpmiSimOptions): Promise<IpmiSim> {
     stderr: "piped",
   }).spawn();
   const stderr = new Response(child.stderr).text();
+  let stopped = false;
   const stop = async () => {
+    if (stopped) return;
+    stopped = true;
     try {
       child.kill("SIGKILL");
     } catch { /* already gone */ }
@@ -155,7 +169,7 @@ export async function startIpmiSim(opts: IpmiSimOptions): Promise<IpmiSim> {
   while (!(await udpListening(port))) {
     if (await Promise.race([exited, delay(50).then(() => false)]) || Date.now() > deadline) {
       const why = await Promise.race([stderr, delay(200).then(() => "")]);
-      await stop();
+      await stop(); // removes the directory too
       throw new Error(`ipmi_sim did not start on udp port ${port}: ${why}`);
     }
   }

@@ -123,8 +123,11 @@ asyncio.run(main())
 
 export async function startPymodbus(opts: PymodbusOptions = {}): Promise<PymodbusServer> {
   const dir = await Deno.makeTempDir({ prefix: "kwollector-pymodbus-" });
-  const tcpPorts = Array.from({ length: opts.tcpPorts ?? 1 }, () => freePort());
-  const rtuPorts = Array.from({ length: opts.rtuPorts ?? 0 }, () => freePort());
+  // freePort() may hand out a port it just released again: draw until every port is distinct.
+  const ports = new Set<number>();
+  while (ports.size < (opts.tcpPorts ?? 1) + (opts.rtuPorts ?? 0)) ports.add(freePort());
+  const tcpPorts = [...ports].slice(0, opts.tcpPorts ?? 1);
+  const rtuPorts = [...ports].slice(opts.tcpPorts ?? 1);
   const spec = {
     size: opts.size ?? 1000,
     // Values go as text so that 64-bit integers reach Python exactly.
@@ -170,7 +173,12 @@ export async function startPymodbus(opts: PymodbusOptions = {}): Promise<Pymodbu
     } catch { /* already gone */ }
     await c.status;
   };
-  await start();
+  try {
+    await start();
+  } catch (err) {
+    await Deno.remove(dir, { recursive: true });
+    throw err;
+  }
   return {
     tcpPorts,
     rtuPorts,
