@@ -30,6 +30,15 @@ import { type Clock, sleep, systemClock } from "../collect/clock.ts";
  *
  * Memory is bounded by one batch (`forward_batch_rows`) whatever the backlog: the spool is read
  * by seq range.
+ *
+ * # Two lanes after an outage
+ *
+ * When a backlog larger than one batch is found, the seqs up to the newest one at that moment
+ * are the backfill; every later sample belongs to the live lane. Each step first sends the live
+ * samples (dashboards and alerts recover at once), then one batch of the oldest backfill. The backfill is paced: capped at `forward_backfill_rows_per_s` when set, and its batch
+ * shrinks when the central database slows down (a batch slower than BACKFILL_SLOW_MS halves it,
+ * a fast one doubles it back), so a fleet of collectors returning together does not flatten the
+ * central database. Both lanes use the same ledger, so exactly-once holds across them.
  */
 export interface ForwarderOptions {
   spool: Spool;
@@ -47,6 +56,8 @@ export interface ForwardCounters {
   droppedReported: number;
   retries: number;
   reconciledRows: number;
+  /** Rows sent by the live lane while a backlog was draining. */
+  liveRows: number;
   lastForwardAtMs: number | undefined;
 }
 
@@ -60,6 +71,10 @@ class CopyRejectedError extends Error {
     super(`COPY was rejected by the central database (${errorMessage(cause)})`);
   }
 }
+
+const BACKFILL_SLOW_MS = 2000;
+const BACKFILL_FAST_MS = 500;
+const BACKFILL_MIN_ROWS = 500;
 
 class OverlapError extends Error {
   constructor(first: number, last: number) {
@@ -75,6 +90,7 @@ export class Forwarder {
     droppedReported: 0,
     retries: 0,
     reconciledRows: 0,
+    liveRows: 0,
     lastForwardAtMs: undefined,
   };
   #opts: ForwarderOptions;
@@ -84,11 +100,18 @@ export class Forwarder {
   #backoff: Backoff;
   #outageSince: number | undefined;
   #configProblem: string | undefined;
+  #backfillRows: number;
+  /** While draining a backlog: the newest seq of the backlog; later seqs are the live lane. */
+  #liveAfter: number | undefined;
+  #backfillTokens = 0;
+  #backfillRefilledAt: number;
 
   constructor(opts: ForwarderOptions) {
     this.#opts = opts;
     this.#clock = opts.clock ?? systemClock;
     this.#backoff = new Backoff({ capMs: opts.config.forward_retry_max_ms });
+    this.#backfillRows = opts.config.forward_batch_rows;
+    this.#backfillRefilledAt = this.#clock.monotonic();
   }
 
   /** Forwards until `signal` aborts: everything queued, then new samples as they come. */
@@ -96,7 +119,11 @@ export class Forwarder {
     while (!signal.aborted) {
       const outcome = await this.step();
       if (outcome === "sent") continue;
-      const wait = outcome === "idle" ? this.#opts.config.forward_interval_ms : this.#backoff.next();
+      const wait = outcome === "idle"
+        ? this.#opts.config.forward_interval_ms
+        : outcome === "paced"
+        ? Math.max(10, this.#opts.config.forward_interval_ms / 5)
+        : this.#backoff.next();
       await sleep(this.#clock, wait, signal);
     }
   }
@@ -112,6 +139,7 @@ export class Forwarder {
       opts.onProgress?.();
       if (outcome === "idle") return true;
       if (this.#clock.monotonic() >= opts.deadlineMs) return false;
+      if (outcome === "paced") await sleep(this.#clock, 20, opts.signal);
       if (outcome === "failed") {
         const wait = Math.min(this.#backoff.next(), Math.max(0, opts.deadlineMs - this.#clock.monotonic()));
         await sleep(this.#clock, wait, opts.signal);
@@ -123,7 +151,7 @@ export class Forwarder {
    * One unit of work: reconcile if needed, report gaps and quarantined seqs, then send one batch.
    * Never throws: failures are classified, logged by impact and answered with "failed".
    */
-  async step(): Promise<"sent" | "idle" | "failed"> {
+  async step(): Promise<"sent" | "idle" | "paced" | "failed"> {
     try {
       const sql = this.#connection();
       if (!this.#reconciled) {
@@ -132,17 +160,69 @@ export class Forwarder {
       }
       await this.#reportGaps(sql);
       await this.#reportQuarantine(sql);
-      const batch = this.#opts.spool.read(0, this.#opts.config.forward_batch_rows);
-      if (batch.length === 0) {
+      const spool = this.#opts.spool;
+      const batchRows = this.#opts.config.forward_batch_rows;
+      if (spool.rowCount() <= batchRows) {
+        this.#liveAfter = undefined;
+        const batch = spool.read(0, batchRows);
+        if (batch.length === 0) {
+          this.#recovered();
+          return "idle";
+        }
+        await this.#sendIsolating(sql, batch);
         this.#recovered();
-        return "idle";
+        return "sent";
       }
-      await this.#sendIsolating(sql, batch);
+      // A backlog: the live lane first, then a paced backfill batch.
+      if (this.#liveAfter === undefined) {
+        this.#liveAfter = spool.lastSeq();
+        logger.info("Draining the backlog: new samples go first, the backlog is paced", {
+          backlog_rows: spool.rowCount(),
+          cap_rows_per_s: this.#opts.config.forward_backfill_rows_per_s || undefined,
+        });
+      }
+      const live = spool.read(this.#liveAfter, batchRows);
+      if (live.length > 0) await this.#sendIsolating(sql, live);
+      this.counters.liveRows += live.length;
+      const allowed = this.#backfillAllowance();
+      let backfilled = 0;
+      if (allowed > 0) {
+        const old = spool.read(0, allowed);
+        const started = this.#clock.monotonic();
+        await this.#sendIsolating(sql, old);
+        this.#adaptBackfill(this.#clock.monotonic() - started);
+        backfilled = old.length;
+        this.#backfillTokens -= backfilled;
+      }
       this.#recovered();
-      return "sent";
+      return backfilled > 0 || live.length >= batchRows ? "sent" : "paced";
     } catch (err) {
       this.#failed(err);
       return "failed";
+    }
+  }
+
+  /** Rows the backfill lane may send now (token bucket when forward_backfill_rows_per_s > 0). */
+  #backfillAllowance(): number {
+    const cap = this.#opts.config.forward_backfill_rows_per_s;
+    if (cap <= 0) return this.#backfillRows;
+    const now = this.#clock.monotonic();
+    this.#backfillTokens = Math.min(cap, this.#backfillTokens + ((now - this.#backfillRefilledAt) / 1000) * cap);
+    this.#backfillRefilledAt = now;
+    return Math.min(this.#backfillRows, Math.floor(this.#backfillTokens));
+  }
+
+  /** Shrinks the backfill batch while the central database is slow, grows it back when fast. */
+  #adaptBackfill(elapsedMs: number): void {
+    const max = this.#opts.config.forward_batch_rows;
+    if (elapsedMs > BACKFILL_SLOW_MS && this.#backfillRows > BACKFILL_MIN_ROWS) {
+      this.#backfillRows = Math.max(BACKFILL_MIN_ROWS, Math.floor(this.#backfillRows / 2));
+      logger.info("Central database slow: backfill batches reduced", {
+        rows: this.#backfillRows,
+        batch_ms: Math.round(elapsedMs),
+      });
+    } else if (elapsedMs < BACKFILL_FAST_MS && this.#backfillRows < max) {
+      this.#backfillRows = Math.min(max, this.#backfillRows * 2);
     }
   }
 
@@ -165,6 +245,7 @@ export class Forwarder {
     const sql = this.#sql;
     this.#sql = undefined;
     this.#reconciled = false;
+    this.#opts.spool.releaseLeases();
     if (sql) sql.end({ timeout: 0 }).catch(() => {});
   }
 

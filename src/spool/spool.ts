@@ -156,8 +156,12 @@ export class Spool {
   #seriesByKey = new Map<string, { id: number; lastSeq: number }>();
   #seriesById = new Map<number, { deviceId: string; metricId: string; labels: Labels }>();
   #st: Record<string, StatementSync> = {};
-  /** Highest seq handed to the forwarder of this process; drop_oldest never drops at or below it. */
-  #leasedThrough = 0;
+  /**
+   * Seq ranges handed to the forwarder of this process and not yet removed (at most one per
+   * lane): drop_oldest never drops inside them, so a batch in flight is never also reported as
+   * dropped.
+   */
+  #leases = new Map<number, number>();
   #pageSize: number;
 
   private constructor(db: DatabaseSync, opts: SpoolOptions, lock: Deno.FsFile | undefined) {
@@ -215,7 +219,6 @@ export class Spool {
       ),
       seriesById: db.prepare("SELECT device_id, metric_id, labels FROM series WHERE id = ?"),
       readAfter: db.prepare("SELECT seq, series, ts, value FROM samples WHERE seq > ? ORDER BY seq LIMIT ?"),
-      readNewest: db.prepare("SELECT seq, series, ts, value FROM samples WHERE seq > ? ORDER BY seq DESC LIMIT ?"),
       deleteRange: db.prepare("DELETE FROM samples WHERE seq BETWEEN ? AND ?"),
       deleteSeq: db.prepare("DELETE FROM samples WHERE seq = ?"),
       oldestRange: db.prepare("SELECT seq FROM samples WHERE seq > ? ORDER BY seq LIMIT 1 OFFSET ?"),
@@ -296,7 +299,9 @@ export class Spool {
           seq++;
         }
       }
-      for (let i = 0; i < params.length; i += 4) st.insertSample!.run(params[i]!, params[i + 1]!, params[i + 2]!, params[i + 3]!);
+      for (let i = 0; i < params.length; i += 4) {
+        st.insertSample!.run(params[i]!, params[i + 1]!, params[i + 2]!, params[i + 3]!);
+      }
       for (const [id, lastSeq] of touched) st.touchSeries!.run(lastSeq, id);
       const written = seq - firstSeq;
       st.setMeta!.run("next_seq", String(seq));
@@ -358,7 +363,18 @@ export class Spool {
     // never touching rows leased to the forwarder.
     const target = Math.max(estimate * 2, this.#opts.maxBytes * 0.05);
     const rowsToDrop = Math.max(incoming, Math.ceil(target / 30));
-    const lo = this.#leasedThrough;
+    // Start after any lease that sits at the old end of the spool.
+    let lo = 0;
+    for (let moved = true; moved;) {
+      moved = false;
+      const next = this.#st.oldestRange!.get(lo, 0) as { seq: number } | undefined;
+      for (const [first, last] of this.#leases) {
+        if (next && first <= Number(next.seq) && last >= Number(next.seq)) {
+          lo = last;
+          moved = true;
+        }
+      }
+    }
     const edge = this.#st.oldestRange!.get(lo, rowsToDrop - 1) as { seq: number } | undefined;
     const hi = edge ? Number(edge.seq) : this.#nextSeq - 1;
     const range = this.#st.countRange!.get(lo, hi) as { n: number; lo: number | null; hi: number | null };
@@ -392,17 +408,16 @@ export class Spool {
   // Reading for the forwarder
 
   /**
-   * Reads up to `limit` samples with seq > `afterSeq`, oldest first (or the newest ones with
-   * `newest`), returned in ascending seq order. The rows stay in the spool.
+   * Reads up to `limit` samples with seq > `afterSeq`, oldest first. The rows stay in the spool
+   * (leased) until removeForwarded() or quarantine().
    */
-  read(afterSeq: number, limit: number, opts: { newest?: boolean } = {}): SpooledSample[] {
-    const rows = (opts.newest ? this.#st.readNewest! : this.#st.readAfter!).all(afterSeq, limit) as {
+  read(afterSeq: number, limit: number): SpooledSample[] {
+    const rows = this.#st.readAfter!.all(afterSeq, limit) as {
       seq: number;
       series: number;
       ts: number;
       value: number | null;
     }[];
-    if (opts.newest) rows.reverse();
     const out: SpooledSample[] = [];
     for (const r of rows) {
       const series = this.#series(Number(r.series));
@@ -415,8 +430,9 @@ export class Spool {
         labels: series.labels,
       });
     }
+    const first = out[0];
     const last = out.at(-1);
-    if (last && last.seq > this.#leasedThrough) this.#leasedThrough = last.seq;
+    if (first && last) this.#leases.set(first.seq, last.seq);
     return out;
   }
 
@@ -457,6 +473,7 @@ export class Spool {
     try {
       const deleted = Number(this.#st.deleteRange!.run(firstSeq, lastSeq).changes);
       db.prepare("DELETE FROM gaps WHERE first_seq >= ? AND last_seq <= ?").run(firstSeq, lastSeq);
+      for (const [first, last] of this.#leases) if (first >= firstSeq && last <= lastSeq) this.#leases.delete(first);
       const rows = this.#readRows() - deleted;
       this.#st.setMeta!.run("rows", String(rows));
       this.#st.setMeta!.run("last_forward_at_ms", String(Date.now()));
@@ -468,6 +485,11 @@ export class Spool {
       db.exec("ROLLBACK");
       throw err;
     }
+  }
+
+  /** Forgets the leases of batches that were not sent (the forwarder will read them again). */
+  releaseLeases(): void {
+    this.#leases.clear();
   }
 
   /** Moves samples the central database rejected to the quarantine table, with the reason. */
@@ -519,6 +541,19 @@ export class Spool {
   /** Forgets a gap once the central ledger has it. */
   removeGap(firstSeq: number): void {
     this.#db.prepare("DELETE FROM gaps WHERE first_seq = ?").run(firstSeq);
+  }
+
+  /** The last seq given to a sample (0 for a new spool). */
+  lastSeq(): number {
+    const row = this.#db.prepare("SELECT value FROM meta WHERE key = 'next_seq'").get() as
+      | { value: string }
+      | undefined;
+    return Number(row?.value ?? 1) - 1;
+  }
+
+  /** Samples in the spool (a counter kept in the same transactions as the rows: no scan). */
+  rowCount(): number {
+    return this.#readRows();
   }
 
   /** The rows counter as committed (another process, e.g. `flush`, may have changed it). */

@@ -241,6 +241,37 @@ Deno.test("forwarder over the insert method lands the same rows as COPY", async 
   spool.close();
 });
 
+Deno.test("forwarder sends new samples ahead of a backlog and paces the backfill", async () => {
+  const pg = await pgReady;
+  quietLogs();
+  try {
+    const { config, spool, admin } = await fixture(pg, { forward_batch_rows: 2000, forward_backfill_rows_per_s: 4000 });
+    await spool.append(samples(20_000));
+    const fwd = new Forwarder({ spool, endpoint: endpointOf(config), config });
+    await fwd.step(); // finds the backlog; the backfill bucket starts empty
+    const fresh = samples(10, 1_000_000);
+    await spool.append(fresh);
+    await fwd.step();
+    const [landed] = await admin`SELECT count(*)::int AS n FROM metrics WHERE value >= 1000000`;
+    assert.equal(landed!.n, 10, "new samples reached the central table first");
+    assert.ok(spool.rowCount() > 15_000, `backlog left: ${spool.rowCount()}`);
+    const started = performance.now();
+    assert.equal(await fwd.drain({ deadlineMs: performance.now() + 60_000 }), true);
+    const seconds = (performance.now() - started) / 1000;
+    assert.ok(seconds >= 3, `20,000 rows at 4,000 rows/s drained in ${seconds.toFixed(1)} s`);
+    await fwd.close();
+    assert.deepEqual(
+      await values(admin, spool.spoolId),
+      [...Array.from({ length: 20_000 }, (_, i) => i), ...fresh.map((s) => s.value)],
+    );
+    const [gaps] = await admin`SELECT count(*)::int AS n FROM kwollect_ledger_gaps WHERE spool_id = ${spool.spoolId}`;
+    assert.equal(gaps!.n, 0);
+    spool.close();
+  } finally {
+    setLogSink((l) => console.error(l));
+  }
+});
+
 Deno.test("forwarder test cluster shuts down", async () => {
   await destroyPostgres(await pgReady);
 });
