@@ -17,6 +17,8 @@ import { destroyPostgres, startPostgres } from "../../tests/helpers/postgres.ts"
 import { pgConfig } from "../../tests/helpers/config.ts";
 
 setLogSink(() => {});
+/** V8 flags of the collector under test (the compiled binary embeds the same ones). */
+const V8_FLAGS = (Deno.env.get("BENCH_V8_FLAGS") ?? "").split(" ").filter((f) => f !== "");
 const BACKLOG = Number(Deno.env.get("BENCH_BACKLOG") ?? 10_000_000);
 const commit = new TextDecoder().decode(
   (await new Deno.Command("git", { args: ["rev-parse", "--short", "HEAD"], stdout: "piped", stderr: "null" }).output())
@@ -194,7 +196,7 @@ async function drainWhilePolling(dir: string) {
     const admin = pg.admin("kwdb");
     const started = performance.now();
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", new URL("../../main.ts", import.meta.url).pathname, "run", yaml],
+      args: ["run", "-A", ...V8_FLAGS, new URL("../../main.ts", import.meta.url).pathname, "run", yaml],
       stdout: "null",
       stderr: "null",
     }).spawn();
@@ -267,10 +269,11 @@ async function idleCollectorRss(dir: string) {
 
 const dir = await Deno.makeTempDir({ prefix: "kwollector-bench-" });
 try {
-  await idleCollectorRss(dir);
-  await spoolAppend(dir);
-  await forwardRate(dir);
-  await drainWhilePolling(dir);
+  const only = Deno.env.get("BENCH_ONLY");
+  if (!only || only === "idle") await idleCollectorRss(dir);
+  if (!only || only === "append") await spoolAppend(dir);
+  if (!only || only === "forward") await forwardRate(dir);
+  if (!only || only === "drain") await drainWhilePolling(dir);
 } finally {
   await Deno.remove(dir, { recursive: true });
 }

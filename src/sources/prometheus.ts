@@ -11,7 +11,7 @@ import type { EntryError, PollResult, Protocol, Reading, Source, SourceContext }
  * rules: `_metric_id` becomes the metric id as is, `_timestamp` (epoch seconds) the timestamp.
  */
 
-const MAX_BODY_BYTES = 64 * 1024 * 1024;
+const MAX_BODY_BYTES = 16 * 1024 * 1024;
 const CUSTOM = "kwollect_custom";
 
 export const prometheus: Protocol = {
