@@ -10,7 +10,7 @@ import { RUN_HELP, runCommand } from "./src/cli/run.ts";
 import { FLUSH_HELP, flushCommand } from "./src/cli/flush.ts";
 import { STATUS_HELP, statusCommand } from "./src/cli/status.ts";
 import { CHECK_HELP, checkCommand } from "./src/cli/check.ts";
-import { SETUP_DB_HELP, setupDbCommand } from "./src/cli/setup_db.ts";
+import { SETUP_DB_HELP, SETUP_DB_OAR_HELP, setupDbCommand, setupDbOarCommand } from "./src/cli/setup_db.ts";
 import { WATTMETRE_HELP, wattmetreCommand } from "./src/cli/wattmetre.ts";
 
 interface Subcommand {
@@ -24,6 +24,7 @@ const SUBCOMMANDS: Record<string, Subcommand> = {
   status: { help: STATUS_HELP, run: statusCommand },
   check: { help: CHECK_HELP, run: checkCommand },
   "setup-db": { help: SETUP_DB_HELP, run: setupDbCommand },
+  "setup-db-oar": { help: SETUP_DB_OAR_HELP, run: setupDbOarCommand },
   wattmetre: { help: WATTMETRE_HELP, run: wattmetreCommand },
   version: { help: "kwollector version\n\nPrints the version.", run: () => (console.log(VERSION), 0) },
 };

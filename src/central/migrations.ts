@@ -2,6 +2,8 @@
 // `deno compile` carries them and nothing is read from disk at run time). Every file of sql/
 // named NNNN_*.sql must be listed here, in order; a test checks it.
 import m0001 from "../../sql/0001_core.sql" with { type: "text" };
+import m0002 from "../../sql/0002_views_summary.sql" with { type: "text" };
+import m0003 from "../../sql/0003_api.sql" with { type: "text" };
 import settings from "../../sql/settings.sql" with { type: "text" };
 
 export interface Migration {
@@ -12,6 +14,8 @@ export interface Migration {
 
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: "0001_core", sql: m0001 },
+  { version: 2, name: "0002_views_summary", sql: m0002 },
+  { version: 3, name: "0003_api", sql: m0003 },
 ];
 
 /** Idempotent statements re-applied on every setup-db run. */

@@ -8,15 +8,26 @@ import { scramVerifier } from "./scram.ts";
 /**
  * `setup-db`: creates or upgrades the central database, idempotently. As the administrator it
  * creates the Kwollect roles and database when missing, re-applies their passwords (as SCRAM
- * verifiers), installs TimescaleDB when the server has it, applies the migrations and settings,
- * and returns the PostgREST configuration and API token to print.
+ * verifiers), installs TimescaleDB when the server has it, creates the archive tablespace, applies
+ * the migrations and settings (with get_job_metrics' requests), schedules the summary refresh with
+ * pg_cron when TimescaleDB is absent, and returns the PostgREST and reverse proxy configurations
+ * and the API token to print.
  */
 export interface SetupResult {
   migrations: MigrationResult;
   timescaledb: boolean;
+  /** Who keeps metrics_summary materialised. */
+  summaryRefresh: "timescaledb" | "pg_cron" | "systemd timer";
   postgrestConfig: string;
+  /** nginx snippet for the proxy in front of PostgREST (insert_user_metrics relies on it). */
+  reverseProxyConfig: string;
   apiToken: string;
 }
+
+/** Tablespace that archive_path becomes. */
+export const ARCHIVE_TABLESPACE = "kwollect_archive";
+/** Port PostgREST listens on, on 127.0.0.1 only, in the printed configuration. */
+export const POSTGREST_PORT = 3000;
 
 export function adminEndpoint(c: Config, database: string): Endpoint {
   return {
@@ -50,9 +61,13 @@ export async function setupDatabase(c: Config): Promise<SetupResult> {
     await maintenance.end();
   }
 
+  const requests = c.jobmetrics_requests_path === ""
+    ? undefined
+    : await readJobmetricsRequests(c.jobmetrics_requests_path);
   const db = connect(adminEndpoint(c, dbName), { applicationName: "kwollector setup-db" });
   try {
     const timescaledb = await ensureTimescale(db);
+    const archive = await ensureArchiveTablespace(db, c.archive_path, timescaledb);
     const migrations = await migrate(db, {
       user,
       user_ro: ro,
@@ -61,8 +76,16 @@ export async function setupDatabase(c: Config): Promise<SetupResult> {
       chunk_interval_hour: String(c.chunk_interval_hour),
       chunk_compress_hour: String(c.chunk_compress_hour),
       request_timeout_min: String(c.request_timeout_min),
+      retention_days: String(c.retention_days),
+      archive_tablespace: archive,
+      jobmetrics_requests: requests === undefined ? "" : JSON.stringify(requests),
+    }).catch((err: Error) => {
+      if (!err.message.startsWith("jobmetrics request")) throw err;
+      throw new Error(`Invalid jobmetrics_requests_path '${c.jobmetrics_requests_path}': ${err.message}`);
     });
-    const secret = await jwtSecret(db);
+    const secret = await storedSecret(db, "jwt_secret");
+    const proxyKey = await storedSecret(db, "proxy_key");
+    const summaryRefresh = timescaledb ? "timescaledb" : await scheduleMaintenance(c, db, dbName);
     const payload: Record<string, unknown> = { role: user };
     if (c.api_token_expiry_days > 0) {
       payload.exp = Math.floor(Date.now() / 1000) + c.api_token_expiry_days * 86400;
@@ -76,8 +99,17 @@ export async function setupDatabase(c: Config): Promise<SetupResult> {
       `db-schemas = "api"`,
       `db-anon-role = "${ro}"`,
       `jwt-secret = "${secret}"`,
+      `server-host = "127.0.0.1"`,
+      `server-port = ${POSTGREST_PORT}`,
     ].join("\n");
-    return { migrations, timescaledb, postgrestConfig, apiToken };
+    return {
+      migrations,
+      timescaledb,
+      summaryRefresh,
+      postgrestConfig,
+      reverseProxyConfig: reverseProxyConfig(proxyKey),
+      apiToken,
+    };
   } finally {
     await db.end();
   }
@@ -95,9 +127,10 @@ async function ensureRole(sql: Sql, role: string, password: string): Promise<voi
 async function ensureTimescale(sql: Sql): Promise<boolean> {
   const installed = await sql`SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'`;
   if (installed.length > 0) return true;
-  const [row] = await sql<{ available: boolean; preloaded: string }[]>`
+  const [row] = await sql<{ available: boolean; preloaded: string; metrics_exists: boolean }[]>`
     SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') AS available,
-           current_setting('shared_preload_libraries') AS preloaded`;
+           current_setting('shared_preload_libraries') AS preloaded,
+           to_regclass('public.metrics') IS NOT NULL AS metrics_exists`;
   if (!row?.available) {
     logger.info("TimescaleDB is not installed on the server: using plain PostgreSQL tables");
     return false;
@@ -108,25 +141,143 @@ async function ensureTimescale(sql: Sql): Promise<boolean> {
     );
     return false;
   }
+  if (row.metrics_exists) {
+    // The schema was built for plain tables (the summary, its trigger): keep it consistent.
+    logger.warning(
+      "TimescaleDB is available but this database was set up without it: keeping plain PostgreSQL tables",
+    );
+    return false;
+  }
   await sql`CREATE EXTENSION IF NOT EXISTS timescaledb`;
   return true;
 }
 
 /**
- * The PostgREST JWT secret: random, created once and kept in a table only the administrator can
- * read, so every setup-db run prints the same configuration and tokens stay valid.
+ * Creates the archive tablespace at archive_path (TimescaleDB moves chunks there). Returns its
+ * name, or "" when archiving is off. CREATE TABLESPACE cannot run in a transaction, hence here and
+ * not in a migration.
  */
-async function jwtSecret(sql: Sql): Promise<string> {
+async function ensureArchiveTablespace(sql: Sql, path: string, timescaledb: boolean): Promise<string> {
+  if (path === "") return "";
+  if (!timescaledb) {
+    logger.warning(
+      "archive_path is set but TimescaleDB is not in use: nothing is archived (only TimescaleDB can move old chunks to another tablespace)",
+      { archive_path: path },
+    );
+    return "";
+  }
+  const [existing] = await sql<{ location: string }[]>`
+    SELECT pg_tablespace_location(oid) AS location FROM pg_tablespace WHERE spcname = ${ARCHIVE_TABLESPACE}`;
+  if (existing) {
+    if (existing.location.replace(/\/+$/, "") !== path.replace(/\/+$/, "")) {
+      throw new Error(
+        `Tablespace ${ARCHIVE_TABLESPACE} is at '${existing.location}', not at archive_path '${path}': move it or set archive_path to it`,
+      );
+    }
+    return ARCHIVE_TABLESPACE;
+  }
+  try {
+    await sql.unsafe(`CREATE TABLESPACE ${ident(ARCHIVE_TABLESPACE)} LOCATION ${literal(path)}`);
+  } catch (err) {
+    throw new Error(
+      `Cannot create tablespace ${ARCHIVE_TABLESPACE} at archive_path '${path}': ${
+        (err as Error).message
+      } (the directory must exist on the database server, be empty and belong to the postgres user)`,
+    );
+  }
+  logger.info("Archive tablespace created", { archive_path: path });
+  return ARCHIVE_TABLESPACE;
+}
+
+/** One job-wide request of the jobmetrics_requests_path file, with its line number. */
+export interface JobmetricsRequest {
+  line: number;
+  request: string;
+}
+
+/**
+ * Reads the jobmetrics_requests_path file: one SQL request per line; blank lines and lines
+ * starting with `#` or `--` are skipped, a trailing `;` is dropped.
+ */
+export async function readJobmetricsRequests(path: string): Promise<JobmetricsRequest[]> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (err) {
+    throw new Error(`Cannot read jobmetrics_requests_path '${path}': ${(err as Error).message}`);
+  }
+  return text.split("\n").flatMap((raw, i) => {
+    const request = raw.trim().replace(/;+\s*$/, "").trim();
+    if (request === "" || request.startsWith("#") || request.startsWith("--")) return [];
+    return [{ line: i + 1, request }];
+  });
+}
+
+const MAINTENANCE_JOB = "kwollect-maintenance";
+
+/**
+ * Without TimescaleDB, kwollect_maintenance() keeps the summary materialised and applies
+ * retention. With pg_cron preloaded it is scheduled every 5 minutes (pg_cron lives in the database
+ * named by cron.database_name and runs the job in ours); otherwise the operator enables
+ * config/kwollect-summary-refresh.timer.
+ */
+async function scheduleMaintenance(c: Config, db: Sql, dbName: string): Promise<"pg_cron" | "systemd timer"> {
+  const [row] = await db<{ preloaded: string; cron_db: string | null }[]>`
+    SELECT current_setting('shared_preload_libraries') AS preloaded,
+           current_setting('cron.database_name', true) AS cron_db`;
+  const preloaded = row?.preloaded.split(",").map((s) => s.trim()).includes("pg_cron") ?? false;
+  if (!preloaded || !row?.cron_db) {
+    logger.warning(
+      "Neither TimescaleDB nor pg_cron is available: enable config/kwollect-summary-refresh.timer on the database host so that metrics_summary stays materialised and retention applies",
+      { database: dbName },
+    );
+    return "systemd timer";
+  }
+  const cron = connect(adminEndpoint(c, row.cron_db), { applicationName: "kwollector setup-db" });
+  try {
+    await cron`CREATE EXTENSION IF NOT EXISTS pg_cron`;
+    const name = `${MAINTENANCE_JOB}-${dbName}`;
+    await cron`SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = ${name}`;
+    await cron`SELECT cron.schedule_in_database(${name}, '*/5 * * * *', 'SELECT * FROM kwollect_maintenance()', ${dbName})`;
+  } finally {
+    await cron.end();
+  }
+  return "pg_cron";
+}
+
+/** The proxy sets both headers itself, replacing any a client sent (see sql/0003_api.sql). */
+function reverseProxyConfig(proxyKey: string): string {
+  return [
+    "# nginx: the only way to PostgREST (which listens on 127.0.0.1) from the nodes",
+    "location / {",
+    `    proxy_pass http://127.0.0.1:${POSTGREST_PORT};`,
+    "    proxy_set_header X-Kwollect-Client $remote_addr;",
+    `    proxy_set_header X-Kwollect-Proxy-Key "${proxyKey}";`,
+    "}",
+  ].join("\n");
+}
+
+/**
+ * A random secret (the PostgREST JWT secret, the reverse proxy key), created once and kept in a
+ * table only the administrator can read, so every setup-db run prints the same configuration and
+ * tokens stay valid.
+ */
+async function storedSecret(sql: Sql, name: string): Promise<string> {
   await sql`CREATE TABLE IF NOT EXISTS kwollect_secrets (name text PRIMARY KEY, value text NOT NULL)`;
   await sql`REVOKE ALL ON kwollect_secrets FROM PUBLIC`;
   const fresh = b64url(crypto.getRandomValues(new Uint8Array(48)));
-  await sql`INSERT INTO kwollect_secrets (name, value) VALUES ('jwt_secret', ${fresh}) ON CONFLICT (name) DO NOTHING`;
-  const [row] = await sql<{ value: string }[]>`SELECT value FROM kwollect_secrets WHERE name = 'jwt_secret'`;
-  if (!row) throw new Error("Cannot read the JWT secret from table kwollect_secrets");
+  await sql`INSERT INTO kwollect_secrets (name, value) VALUES (${name}, ${fresh}) ON CONFLICT (name) DO NOTHING`;
+  const [row] = await sql<{ value: string }[]>`SELECT value FROM kwollect_secrets WHERE name = ${name}`;
+  if (!row) throw new Error(`Cannot read secret '${name}' from table kwollect_secrets`);
   return row.value;
 }
 
 /** Quotes an SQL identifier. */
 export function ident(name: string): string {
   return `"${name.replaceAll('"', '""')}"`;
+}
+
+/** Quotes an SQL string literal (standard_conforming_strings is on since PostgreSQL 9.1). */
+export function literal(text: string): string {
+  return `'${text.replaceAll("'", "''")}'`;
 }

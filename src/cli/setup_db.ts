@@ -1,4 +1,5 @@
 import { setupDatabase } from "../central/setup.ts";
+import { setupOar } from "../central/oar.ts";
 import { parseCommand } from "./args.ts";
 
 export const SETUP_DB_HELP = `kwollector setup-db [CONFIG] [--key value ...]
@@ -25,5 +26,28 @@ export async function setupDbCommand(argv: string[]): Promise<number> {
   console.log(result.postgrestConfig);
   console.log("\n# API token (Authorization: Bearer <token>):");
   console.log(result.apiToken);
+  console.log("\n# Reverse proxy (nginx) in front of PostgREST, for insert_user_metrics:");
+  console.log(result.reverseProxyConfig);
+  if (result.summaryRefresh === "systemd timer") {
+    console.log(
+      "\nNeither TimescaleDB nor pg_cron is available: enable config/kwollect-summary-refresh.timer on the database host",
+    );
+  }
+  return 0;
+}
+
+export const SETUP_DB_OAR_HELP = `kwollector setup-db-oar [CONFIG] [--key value ...]
+
+Connects the Kwollect database to the OAR job scheduler's database through postgres_fdw:
+nodetime_per_job and job-driven promotion ('monitor' and 'monitor=<regex>' job types) come from
+OAR. Run setup-db first. Uses oardb_host, oardb_port, oardb_name, oardb_user, oardb_password.
+
+Examples:
+  kwollector setup-db-oar --oardb_host oar.site --oardb_password ... --db_admin_password ...`;
+
+export async function setupDbOarCommand(argv: string[]): Promise<number> {
+  const { resolved } = parseCommand(argv);
+  const result = await setupOar(resolved.config);
+  console.log(`OAR integration ready: ${result.jobs} jobs, ${result.nodes} job nodes visible`);
   return 0;
 }
