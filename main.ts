@@ -12,6 +12,7 @@ import { STATUS_HELP, statusCommand } from "./src/cli/status.ts";
 import { CHECK_HELP, checkCommand } from "./src/cli/check.ts";
 import { SETUP_DB_HELP, SETUP_DB_OAR_HELP, setupDbCommand, setupDbOarCommand } from "./src/cli/setup_db.ts";
 import { WATTMETRE_HELP, wattmetreCommand } from "./src/cli/wattmetre.ts";
+import { INIT_HELP, initCommand } from "./src/cli/init.ts";
 
 interface Subcommand {
   help: string;
@@ -26,6 +27,7 @@ const SUBCOMMANDS: Record<string, Subcommand> = {
   "setup-db": { help: SETUP_DB_HELP, run: setupDbCommand },
   "setup-db-oar": { help: SETUP_DB_OAR_HELP, run: setupDbOarCommand },
   wattmetre: { help: WATTMETRE_HELP, run: wattmetreCommand },
+  init: { help: INIT_HELP, run: initCommand },
   version: { help: "kwollector version\n\nPrints the version.", run: () => (console.log(VERSION), 0) },
 };
 

@@ -13,6 +13,7 @@ import { connect, endpointOf } from "../../src/central/connect.ts";
 import { setupDatabase } from "../../src/central/setup.ts";
 import { copyRow } from "../../src/forward/copy_text.ts";
 import { setLogSink } from "../../src/log.ts";
+import { report } from "./report.ts";
 import { destroyPostgres, startPostgres } from "../../tests/helpers/postgres.ts";
 import { pgConfig } from "../../tests/helpers/config.ts";
 
@@ -20,24 +21,9 @@ setLogSink(() => {});
 /** V8 flags of the collector under test (the compiled binary embeds the same ones). */
 const V8_FLAGS = (Deno.env.get("BENCH_V8_FLAGS") ?? "").split(" ").filter((f) => f !== "");
 const BACKLOG = Number(Deno.env.get("BENCH_BACKLOG") ?? 10_000_000);
-const commit = new TextDecoder().decode(
-  (await new Deno.Command("git", { args: ["rev-parse", "--short", "HEAD"], stdout: "piped", stderr: "null" }).output())
-    .stdout,
-).trim();
-const machine = `${Deno.build.os}-${Deno.build.arch} ${navigator.hardwareConcurrency} cores`;
 
 function emit(name: string, value: number, unit: string, goal?: string, extra: Record<string, unknown> = {}) {
-  console.log(
-    JSON.stringify({
-      name,
-      value: Math.round(value * 100) / 100,
-      unit,
-      ...(goal && { goal }),
-      machine,
-      commit,
-      ...extra,
-    }),
-  );
+  report({ name, value, unit, ...(goal && { goal }), ...extra });
 }
 
 function batch(n: number, from: number, series = 10_000): Sample[] {

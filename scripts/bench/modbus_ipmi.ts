@@ -30,17 +30,7 @@ import { testConfig } from "../../tests/helpers/config.ts";
 import { entryFor } from "../../tests/helpers/entries.ts";
 import { startIpmiSim } from "../../tests/helpers/ipmi_sim.ts";
 import { startPymodbus } from "../../tests/helpers/pymodbus.ts";
-
-interface Result {
-  name: string;
-  value: number;
-  unit: string;
-  goal: string;
-}
-
-function report(r: Result): void {
-  console.log(JSON.stringify(r));
-}
+import { report } from "./report.ts";
 
 /** CPU time of this process, and of its waited-for children (clock ticks of /proc/self/stat). */
 function cpuMs(): { self: number; children: number } {

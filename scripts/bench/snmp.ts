@@ -22,17 +22,7 @@ import type { Protocol, Source } from "../../src/sources/source.ts";
 import { testConfig } from "../../tests/helpers/config.ts";
 import { entryFor } from "../../tests/helpers/entries.ts";
 import { boundUdpPorts, freeUdpPort, OIDS, startSnmpd } from "../../tests/helpers/snmpd.ts";
-
-interface Result {
-  name: string;
-  value: number;
-  unit: string;
-  goal: string;
-}
-
-function report(r: Result): void {
-  console.log(JSON.stringify(r));
-}
+import { report } from "./report.ts";
 
 function cpuMs(): number {
   const u = process.cpuUsage();

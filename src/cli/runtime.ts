@@ -45,6 +45,12 @@ export function surviveStrayErrors(): void {
     e.preventDefault();
     logger.error("Unexpected asynchronous error (recovered)", { error: errorMessage(e.reason) });
   });
+  // postgres.js can also throw synchronously from a socket callback when a connection dies
+  // inside a transaction ("Cannot read properties of null (reading 'write')").
+  globalThis.addEventListener("error", (e) => {
+    e.preventDefault();
+    logger.error("Unexpected error in a library callback (recovered)", { error: errorMessage(e.error ?? e.message) });
+  });
 }
 
 /** Resolves on the first SIGINT or SIGTERM; a second one exits at once. */

@@ -17,7 +17,8 @@ export interface Clock {
 export const systemClock: Clock = {
   now: () => Date.now(),
   monotonic: () => performance.now(),
-  setTimeout: (fn, ms) => setTimeout(fn, Math.max(0, ms)),
+  // Deno truncates fractional delays: round up so a timer never fires before its slot.
+  setTimeout: (fn, ms) => setTimeout(fn, Math.max(0, Math.ceil(ms))),
   clearTimeout: (id) => clearTimeout(id),
 };
 

@@ -115,12 +115,6 @@ export const DEFAULTS = {
     doc: "PEM file of the certificates trusted for https metric urls instead of the built-in roots",
     group: "collector",
   },
-  metrics_listen: {
-    type: "string",
-    default: "",
-    doc: "host:port of a local Prometheus endpoint with the collector's own metrics (off when empty)",
-    group: "collector",
-  },
 
   // The local spool.
   spool_path: {

@@ -25,12 +25,18 @@ Deno.test("wattmetre subcommand spools a stream while the database is down and f
     await admin`INSERT INTO promoted_metrics (device_id, metric_id) VALUES ('node-2', 'wattmetre_.*')`;
     await Deno.writeTextFile(`${dir}/mapping.yaml`, "node-1: [wattmetre1-port0]\nnode-2: [wattmetre1-port1]\n");
     const args = [
-      "--wattmetre_id", "wattmetre1",
-      "--mapping_file_path", `${dir}/mapping.yaml`,
-      "--spool_path", config.spool_path,
-      "--db_host", "127.0.0.1",
-      "--db_port", String(pg.port),
-      "--promoted_refresh_ms", "200",
+      "--wattmetre_id",
+      "wattmetre1",
+      "--mapping_file_path",
+      `${dir}/mapping.yaml`,
+      "--spool_path",
+      config.spool_path,
+      "--db_host",
+      "127.0.0.1",
+      "--db_port",
+      String(pg.port),
+      "--promoted_refresh_ms",
+      "200",
     ];
     const start = 1_790_000_000;
     // First run: promotion known, the database reachable.
@@ -53,7 +59,15 @@ Deno.test("wattmetre subcommand spools a stream while the database is down and f
     // Second run: the central database is down (wrong port); the stream is spooled, not lost.
     const second = await feed(stream(2, 3, 50, start + 3), ["--db_port", "1"]);
     assert.equal(second.code, 0, second.stderr);
-    const flush = await kwollector(["flush", "--spool_path", config.spool_path, "--db_host", "127.0.0.1", "--db_port", String(pg.port)]);
+    const flush = await kwollector([
+      "flush",
+      "--spool_path",
+      config.spool_path,
+      "--db_host",
+      "127.0.0.1",
+      "--db_port",
+      String(pg.port),
+    ]);
     assert.equal(flush.code, 0, flush.stderr);
     const rows = await admin<{ device_id: string; n: number; alias: string | null; avg: number }[]>`
       SELECT device_id, count(*)::int AS n, max(labels->>'_device_alias') AS alias, avg(value) AS avg
@@ -66,7 +80,8 @@ Deno.test("wattmetre subcommand spools a stream while the database is down and f
     assert.equal(by["wattmetre1-port2"]!.alias, null);
     assert.equal(by["wattmetre1-port1"]!.n, 250);
     assert.ok(Math.abs(by["wattmetre1-port0"]!.avg - 124.5) < 1e-9, `avg ${by["wattmetre1-port0"]!.avg}`);
-    const [dups] = await admin`SELECT count(*)::int AS n FROM (SELECT 1 FROM metrics GROUP BY device_id, "timestamp", labels HAVING count(*) > 1) d`;
+    const [dups] =
+      await admin`SELECT count(*)::int AS n FROM (SELECT 1 FROM metrics GROUP BY device_id, "timestamp", labels HAVING count(*) > 1) d`;
     assert.equal(dups!.n, 0);
   } finally {
     await destroyPostgres(pg);
