@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { PGlite } from "@electric-sql/pglite";
-import { connect, type Endpoint } from "../src/central/connect.ts";
+import { connect } from "../src/central/connect.ts";
+import { pgliteEndpoint } from "../scripts/demo/central.ts";
 import { servePglite } from "../scripts/demo/pglite_server.ts";
 import { destroyPostgres, startPostgres } from "./helpers/postgres.ts";
 
@@ -78,17 +79,8 @@ Deno.test("the demo against a real PostgreSQL runs setup-db and loses and duplic
 Deno.test("the demo's PGlite server keeps concurrent clients apart and rolls back a cut-off client", async () => {
   const db = await PGlite.create();
   const server = servePglite(db);
-  const endpoint = (port: number): Endpoint => ({
-    host: "127.0.0.1",
-    port,
-    database: "postgres",
-    user: "postgres",
-    password: "",
-    sslmode: "disable",
-    sslrootcert: "",
-  });
-  const a = connect(endpoint(server.port));
-  const b = connect(endpoint(server.port));
+  const a = connect(pgliteEndpoint(server.port));
+  const b = connect(pgliteEndpoint(server.port));
   try {
     await a`CREATE TABLE t (x int, who text)`;
     // Parameterised statements and transactions from two clients, interleaved.

@@ -7,6 +7,7 @@
  */
 import { DatabaseSync } from "node:sqlite";
 import { Spool } from "../../src/spool/spool.ts";
+import { openSpool } from "../../src/cli/runtime.ts";
 import type { Sample } from "../../src/sample.ts";
 import { Forwarder } from "../../src/forward/forwarder.ts";
 import { connect, endpointOf } from "../../src/central/connect.ts";
@@ -97,16 +98,10 @@ async function spoolAppend(dir: string) {
 async function forwardRate(dir: string) {
   const pg = await startPostgres({ timescaledb: false, fsync: true });
   try {
-    const config = pgConfig(pg, dir, { spool_path: `${dir}/fwd.db`, forward_batch_rows: 20_000 });
+    const config = pgConfig(pg, dir, { spool_path: `${dir}/fwd.db`, spool_max_bytes: 2 ** 40 });
     await setupDatabase(config);
     const rows = 1_000_000;
-    const spool = Spool.open({
-      path: config.spool_path,
-      maxBytes: 2 ** 40,
-      fullPolicy: "drop_oldest",
-      synchronous: "full",
-      commitIntervalMs: 100,
-    });
+    const spool = openSpool(config);
     for (let i = 0; i < rows; i += 50_000) await spool.append(batch(50_000, i));
     const fwd = new Forwarder({ spool, endpoint: endpointOf(config), config });
     const started = performance.now();
@@ -156,15 +151,9 @@ async function drainWhilePolling(dir: string) {
   const lines = Array.from({ length: 10_000 }, (_, i) => `node_power_watt{psu="${i}"} ${i}`).join("\n") + "\n";
   const exporter = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, () => new Response(lines));
   try {
-    const config = pgConfig(pg, dir, { spool_path: `${dir}/drain/spool.db` });
+    const config = pgConfig(pg, dir, { spool_path: `${dir}/drain/spool.db`, spool_max_bytes: 2 ** 40 });
     await setupDatabase(config);
-    const spool = Spool.open({
-      path: config.spool_path,
-      maxBytes: 2 ** 40,
-      fullPolicy: "drop_oldest",
-      synchronous: "full",
-      commitIntervalMs: 100,
-    });
+    const spool = openSpool(config);
     const fillStart = performance.now();
     for (let i = 0; i < BACKLOG; i += 50_000) await spool.append(batch(50_000, i));
     const fillS = (performance.now() - fillStart) / 1000;
@@ -194,14 +183,7 @@ async function drainWhilePolling(dir: string) {
       rss.push(processRssMb(child.pid));
       const [row] = await admin`SELECT count(*)::int AS n FROM kwollect_ledger`;
       if (firstForwardS === undefined && row!.n > 0) firstForwardS = (performance.now() - started) / 1000;
-      const reader = Spool.open({
-        path: config.spool_path,
-        maxBytes: 2 ** 40,
-        fullPolicy: "drop_oldest",
-        synchronous: "full",
-        commitIntervalMs: 100,
-        mode: "reader",
-      });
+      const reader = openSpool(config, "reader");
       const left = reader.stats().rows;
       reader.close();
       if (left < 20_000) {

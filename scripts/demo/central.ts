@@ -43,16 +43,7 @@ export async function startEmbeddedCentral(): Promise<Central> {
     clearTimeout(timer);
     worker.terminate();
   };
-  // PGlite has one database and no authentication: every session is `postgres` in `postgres`.
-  const endpoint: Endpoint = {
-    host: "127.0.0.1",
-    port,
-    database: "postgres",
-    user: "postgres",
-    password: "",
-    sslmode: "disable",
-    sslrootcert: "",
-  };
+  const endpoint = pgliteEndpoint(port);
   const sql = connect(endpoint, { applicationName: "kwollector demo" });
   try {
     for (const role of [USER_RO, USER]) {
@@ -86,6 +77,19 @@ export async function startEmbeddedCentral(): Promise<Central> {
     await stopWorker();
     throw err;
   }
+}
+
+/** PGlite has one database and no authentication: every session is `postgres` in `postgres`. */
+export function pgliteEndpoint(port: number): Endpoint {
+  return {
+    host: "127.0.0.1",
+    port,
+    database: "postgres",
+    user: "postgres",
+    password: "",
+    sslmode: "disable",
+    sslrootcert: "",
+  };
 }
 
 export interface RealCentralOptions {

@@ -152,21 +152,10 @@ Deno.test("scheduler timestamps samples when the request is sent, and polls only
   const { protocol } = scriptedProtocol(clock, { h: 80 });
   await withProtocol(protocol, async () => {
     const delivered: Sample[] = [];
-    const config = testConfig();
-    const { groups } = buildGroups([
+    const scheduler = startScheduler(clock, [
       entryFor("test://h/a", { name: "always", updateEveryMs: 1000 }),
       entryFor("test://h/b", { name: "opt", updateEveryMs: 1000, optional: true }),
-    ], config);
-    const scheduler = new Scheduler({
-      groups,
-      config,
-      clock,
-      deliver: (s) => {
-        delivered.push(...s);
-        return Promise.resolve();
-      },
-    });
-    scheduler.start();
+    ], delivered);
     await clock.advance(3000);
     await stopOn(clock, scheduler);
     assert.ok(delivered.length >= 2);

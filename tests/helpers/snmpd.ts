@@ -85,6 +85,54 @@ export async function waitForUdpPort(port: number, what: string, log: () => stri
   throw new Error(`${what} did not listen on udp 127.0.0.1:${port} within 10 s: ${log()}`);
 }
 
+/** Reads a peer's log file for an error message; "(no log)" when it does not exist yet. */
+export function tail(path: string): () => string {
+  return () => {
+    try {
+      return Deno.readTextFileSync(path).slice(-2000);
+    } catch {
+      return "(no log)";
+    }
+  };
+}
+
+/**
+ * Starts a UDP daemon that the test owns, waits until it holds `port`, and returns how to stop
+ * it (by its PID) and remove its directory. A daemon that never listens is stopped at once.
+ */
+export async function startUdpDaemon(opts: {
+  command: string;
+  args: string[];
+  env?: Record<string, string>;
+  port: number;
+  dir: string;
+  log: () => string;
+}): Promise<{ pid: number; stop(): Promise<void> }> {
+  const child = new Deno.Command(opts.command, {
+    args: opts.args,
+    env: opts.env ?? {},
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const stop = async () => {
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // Already exited.
+    }
+    await child.status;
+    await Deno.remove(opts.dir, { recursive: true });
+  };
+  try {
+    await waitForUdpPort(opts.port, opts.command, opts.log);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { pid: child.pid, stop };
+}
+
 function passScript(vals: string): string {
   const b = `.${OIDS.pass}`;
   return `#!/bin/sh
@@ -145,38 +193,17 @@ export async function startSnmpd(opts: { port?: number } = {}): Promise<Snmpd> {
   await Deno.writeTextFile(`${dir}/vals/gauge`, "1234\n");
   await Deno.writeTextFile(`${dir}/pass.sh`, passScript(`${dir}/vals`));
   await Deno.writeTextFile(`${dir}/snmpd.conf`, config(port, dir));
-  const log = () => {
-    try {
-      return Deno.readTextFileSync(`${dir}/snmpd.log`);
-    } catch {
-      return "(no log)";
-    }
-  };
-  const child = new Deno.Command("/usr/sbin/snmpd", {
+  const { pid, stop } = await startUdpDaemon({
+    command: "/usr/sbin/snmpd",
     args: ["-f", "-C", "-c", `${dir}/snmpd.conf`, "-Lf", `${dir}/snmpd.log`, "-M", "/nonexistent", "-m", ""],
     env: { SNMP_PERSISTENT_DIR: `${dir}/persist` },
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // Already exited.
-    }
-    await child.status;
-    await Deno.remove(dir, { recursive: true });
-  };
-  try {
-    await waitForUdpPort(port, "snmpd", log);
-  } catch (err) {
-    await stop();
-    throw err;
-  }
+    port,
+    dir,
+    log: tail(`${dir}/snmpd.log`),
+  });
   return {
     port,
-    pid: child.pid,
+    pid,
     dir,
     setCounter64: (v) => Deno.writeTextFile(`${dir}/vals/c64`, `${v}\n`),
     setGauge: (v) => Deno.writeTextFile(`${dir}/vals/gauge`, `${v}\n`),

@@ -4,7 +4,7 @@
  * data directory readable by `nobody`, since snmpsimd drops root privileges. The SNMP v2c
  * community selects the recording: its file name without `.snmprec`.
  */
-import { freeUdpPort, waitForUdpPort } from "./snmpd.ts";
+import { freeUdpPort, startUdpDaemon, tail } from "./snmpd.ts";
 
 export const SNMPREC_DIR = new URL("../../../shared/testdata/snmprec/", import.meta.url).pathname;
 
@@ -27,7 +27,8 @@ export async function startSnmpsim(recordings: readonly string[]): Promise<Snmps
     await Deno.copyFile(`${SNMPREC_DIR}/${name}.snmprec`, `${dir}/data/${name}.snmprec`);
     await Deno.chmod(`${dir}/data/${name}.snmprec`, 0o644);
   }
-  const child = new Deno.Command("snmpsimd", {
+  const { pid, stop } = await startUdpDaemon({
+    command: "snmpsimd",
     args: [
       `--data-dir=${dir}/data`,
       `--cache-dir=${dir}/cache`,
@@ -36,30 +37,9 @@ export async function startSnmpsim(recordings: readonly string[]): Promise<Snmps
       "--process-group=nogroup",
       `--logging-method=file:${dir}/cache/snmpsim.log`,
     ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // Already exited.
-    }
-    await child.status;
-    await Deno.remove(dir, { recursive: true });
-  };
-  try {
-    await waitForUdpPort(port, "snmpsimd", () => {
-      try {
-        return Deno.readTextFileSync(`${dir}/cache/snmpsim.log`).slice(-2000);
-      } catch {
-        return "(no log)";
-      }
-    });
-  } catch (err) {
-    await stop();
-    throw err;
-  }
-  return { port, pid: child.pid, communities: [...recordings], stop };
+    port,
+    dir,
+    log: tail(`${dir}/cache/snmpsim.log`),
+  });
+  return { port, pid, communities: [...recordings], stop };
 }
