@@ -14,7 +14,8 @@ import { fileURLToPath } from "node:url";
 /**
  * net: devices and the central database; read/write: the config, metrics.d, the spool and
  * IPMI's private temp files, wherever the operator puts them; env: KWOLLECT_<KEY> (and
- * postgres.js and modbus-serial read many names); sys=hostname: the default edge_id;
+ * postgres.js and modbus-serial read many names); sys=hostname: the default edge_id,
+ * sys=statfs: the free disk space behind the telemetry's outage budget;
  * run=ipmi-sensors: the IPMI source's reader.
  */
 export const PERMISSIONS = [
@@ -22,7 +23,7 @@ export const PERMISSIONS = [
   "--allow-read",
   "--allow-write",
   "--allow-env",
-  "--allow-sys=hostname",
+  "--allow-sys=hostname,statfs",
   "--allow-run=ipmi-sensors",
 ];
 

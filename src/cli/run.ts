@@ -5,7 +5,9 @@ import { Scheduler } from "../collect/scheduler.ts";
 import { Forwarder } from "../forward/forwarder.ts";
 import { errorMessage, logger } from "../log.ts";
 import { parseCommand } from "./args.ts";
-import { loadGroupsForRun, openSpool, stopSignal, surviveStrayErrors } from "./runtime.ts";
+import { CONDITIONS, DEVICE_STATUS_UNRECORDED } from "../telemetry/events.ts";
+import { Telemetry } from "../telemetry/telemetry.ts";
+import { loadGroupsForRun, openSpool, startTelemetry, stopSignal, surviveStrayErrors } from "./runtime.ts";
 
 export const RUN_HELP = `kwollector run [CONFIG] [--key value ...]
 
@@ -27,7 +29,8 @@ export async function runCommand(argv: string[]): Promise<number> {
   surviveStrayErrors();
   if (c.worker !== 8) logger.info("Option 'worker' is accepted for Kwollect compatibility and has no effect");
   const groups = loadGroupsForRun(c);
-  const spool = openSpool(c);
+  const telemetry = new Telemetry({ conditions: CONDITIONS });
+  const spool = openSpool(c, "writer", telemetry);
   const stop = stopSignal();
   // Optional entries are polled while promoted_metrics asks for them; without any optional
   // entry there is nothing to refresh and no connection is opened for it.
@@ -46,8 +49,10 @@ export async function runCommand(argv: string[]): Promise<number> {
     clock: systemClock,
     deliver: (samples) => spool.append(samples),
     isActive: (entry) => filter.isActive(entry),
+    telemetry,
   });
-  const forwarder = new Forwarder({ spool, endpoint: endpointOf(c), config: c });
+  const forwarder = new Forwarder({ spool, endpoint: endpointOf(c), config: c, telemetry });
+  const health = startTelemetry({ config: c, spool, telemetry, forwarder });
   logger.info("kwollector started", {
     groups: groups.length,
     entries: groups.reduce((n, g) => n + g.entries.length, 0),
@@ -59,8 +64,10 @@ export async function runCommand(argv: string[]): Promise<number> {
   const statusTimer = setInterval(() => {
     try {
       spool.writeDeviceStatus(scheduler.deviceStatus());
+      telemetry.end(DEVICE_STATUS_UNRECORDED, "spool");
     } catch (err) {
-      logger.warning("Cannot record device status in the spool", { error: errorMessage(err) });
+      const error = errorMessage(err);
+      telemetry.begin(DEVICE_STATUS_UNRECORDED, "spool", { error }, error);
     }
   }, STATUS_EVERY_MS);
   const gcTimer = setInterval(() => {
@@ -77,6 +84,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   await new Promise<void>((resolve) => stop.signal.addEventListener("abort", () => resolve(), { once: true }));
 
   await scheduler.stop();
+  await health.stop();
   await refresher?.stop();
   spool.commitPending();
   await forwarding;

@@ -1,4 +1,9 @@
-import type { Config } from "../config/defaults.ts";
+import { type Config, parseListenAddress } from "../config/defaults.ts";
+import { systemClock } from "../collect/clock.ts";
+import type { Forwarder } from "../forward/forwarder.ts";
+import { HealthSampler } from "../telemetry/health.ts";
+import { type MetricsEndpoint, serveMetrics } from "../telemetry/prometheus_endpoint.ts";
+import type { Telemetry } from "../telemetry/telemetry.ts";
 import { formatProblem } from "../config/errors.ts";
 import { loadMetricsDir } from "../config/metrics_dir.ts";
 import { buildGroups, type PollGroup } from "../collect/groups.ts";
@@ -18,8 +23,12 @@ export function spoolOptions(c: Config, mode: "writer" | "forwarder" | "reader" 
   };
 }
 
-export function openSpool(c: Config, mode: "writer" | "forwarder" | "reader" = "writer"): Spool {
-  return Spool.open(spoolOptions(c, mode));
+export function openSpool(
+  c: Config,
+  mode: "writer" | "forwarder" | "reader" = "writer",
+  telemetry?: Telemetry,
+): Spool {
+  return Spool.open({ ...spoolOptions(c, mode), ...(telemetry && { telemetry }) });
 }
 
 /**
@@ -68,6 +77,54 @@ export function stopSignal(): { signal: AbortSignal; dispose(): void } {
     dispose() {
       Deno.removeSignalListener("SIGINT", handler);
       Deno.removeSignalListener("SIGTERM", handler);
+    },
+  };
+}
+
+/** How often the wall clock is compared with the monotonic one, to report steps. */
+const CLOCK_WATCH_MS = 1000;
+
+/**
+ * Starts the collector's own telemetry: its health stored as samples of device `<edge_id>`
+ * every telemetry_interval_ms, and the Prometheus endpoint when metrics_listen is set.
+ */
+export function startTelemetry(opts: {
+  config: Config;
+  spool: Spool;
+  telemetry: Telemetry;
+  forwarder: Forwarder;
+}): { endpoint: MetricsEndpoint | undefined; stop(): Promise<void> } {
+  const { config: c, telemetry } = opts;
+  const health = new HealthSampler({
+    telemetry,
+    spool: opts.spool,
+    clock: systemClock,
+    edgeId: c.edge_id,
+    maxBytes: c.spool_max_bytes,
+    lastForwardAtMs: () => opts.forwarder.counters.lastForwardAtMs,
+  });
+  const listen = parseListenAddress(c.metrics_listen);
+  const endpoint = listen
+    ? serveMetrics(listen, () => {
+      health.refresh();
+      return telemetry.snapshot();
+    })
+    : undefined;
+  health.watchClock();
+  const clockWatch = setInterval(() => health.watchClock(), CLOCK_WATCH_MS);
+  let recording: Promise<void> | undefined;
+  const timer = c.telemetry_interval_ms > 0
+    ? setInterval(() => {
+      recording ??= health.record().finally(() => recording = undefined);
+    }, c.telemetry_interval_ms)
+    : undefined;
+  return {
+    endpoint,
+    async stop() {
+      clearInterval(timer);
+      clearInterval(clockWatch);
+      await recording;
+      await endpoint?.close();
     },
   };
 }

@@ -5,7 +5,9 @@ import { Forwarder } from "../forward/forwarder.ts";
 import { loadMappingFile, pumpWattmetreStream, WATTMETRE_METRIC, WattmetreReader } from "../sources/wattmetre.ts";
 import { logger } from "../log.ts";
 import { parseCommand } from "./args.ts";
-import { openSpool, stopSignal, surviveStrayErrors } from "./runtime.ts";
+import { CONDITIONS } from "../telemetry/events.ts";
+import { Telemetry } from "../telemetry/telemetry.ts";
+import { openSpool, startTelemetry, stopSignal, surviveStrayErrors } from "./runtime.ts";
 
 export const WATTMETRE_HELP = `kwollector wattmetre [CONFIG] [--key value ...]
 
@@ -28,7 +30,8 @@ export async function wattmetreCommand(argv: string[]): Promise<number> {
     if (loaded.problems.length > 0) throw new ConfigError(loaded.problems);
     mapping = loaded.mapping;
   }
-  const spool = openSpool(c);
+  const telemetry = new Telemetry({ conditions: CONDITIONS });
+  const spool = openSpool(c, "writer", telemetry);
   const stop = stopSignal();
   const filter = new PromotionFilter();
   const refresher = new PromotionRefresher({
@@ -37,7 +40,8 @@ export async function wattmetreCommand(argv: string[]): Promise<number> {
     connect: () => connect(endpointOf(c), { applicationName: "kwollector wattmetre" }),
     refreshMs: c.promoted_refresh_ms,
   });
-  const forwarder = new Forwarder({ spool, endpoint: endpointOf(c), config: c });
+  const forwarder = new Forwarder({ spool, endpoint: endpointOf(c), config: c, telemetry });
+  const health = startTelemetry({ config: c, spool, telemetry, forwarder });
   const reader = new WattmetreReader({
     wattmetreId: c.wattmetre_id,
     mapping,
@@ -49,6 +53,7 @@ export async function wattmetreCommand(argv: string[]): Promise<number> {
   const forwardLoop = forwarder.run(forwarding.signal);
   logger.info("kwollector wattmetre started", { wattmetre_id: c.wattmetre_id, mapped_ports: mapping.size });
   await pumpWattmetreStream(Deno.stdin.readable, reader, stop.signal);
+  await health.stop();
   spool.commitPending();
   await refresher.stop();
   forwarding.abort();

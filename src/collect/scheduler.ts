@@ -1,12 +1,25 @@
 import type { Config } from "../config/defaults.ts";
 import type { MetricEntry } from "../config/metrics_dir.ts";
-import { errorMessage, logger } from "../log.ts";
+import { errorMessage } from "../log.ts";
 import type { Sample } from "../sample.ts";
 import { toSampleValue } from "../sample.ts";
 import type { DeviceStatus } from "../spool/spool.ts";
 import type { PollResult, Reading, Source } from "../sources/source.ts";
 import type { Clock, TimerId } from "./clock.ts";
 import type { PollGroup } from "./groups.ts";
+import {
+  DEVICE_BEHIND,
+  DEVICE_FAILING,
+  ENTRY_ERROR,
+  ENTRY_FAILING,
+  POLL_FAILED,
+  POLL_OK,
+  POLL_SKIPPED,
+  SAMPLES_LOST,
+  SAMPLES_POLLED,
+  SPOOL_WRITE_FAILING,
+} from "../telemetry/events.ts";
+import { Telemetry } from "../telemetry/telemetry.ts";
 
 /**
  * Owns every poll timer. Each group is polled on its own fixed grid (slot k at
@@ -26,6 +39,8 @@ export interface SchedulerOptions {
   deliver(samples: Sample[]): Promise<void>;
   /** Optional metrics: whether an entry is polled this cycle (default: non-optional only). */
   isActive?(entry: MetricEntry): boolean;
+  /** Where polls, failures and losses are logged and counted (a private one by default). */
+  telemetry?: Telemetry;
 }
 
 export interface GroupCounters {
@@ -49,10 +64,7 @@ interface GroupState {
   inFlight: Promise<void> | undefined;
   abort: AbortController | undefined;
   counters: GroupCounters;
-  failing: string | undefined;
-  failingSince: number | undefined;
-  failingEntries: Map<string, string>;
-  skipping: boolean;
+  failingEntries: Set<string>;
   devices: Map<string, DeviceStatus>;
 }
 
@@ -62,9 +74,11 @@ export class Scheduler {
   #running = false;
   #deliveries = new Set<Promise<void>>();
   #originMono = 0;
+  #telemetry: Telemetry;
 
   constructor(opts: SchedulerOptions) {
     this.#opts = opts;
+    this.#telemetry = opts.telemetry ?? new Telemetry({ now: () => opts.clock.monotonic() });
     this.#states = opts.groups.map((group) => {
       const timeoutMs = pollTimeoutMs(group.periodMs, opts.config.poll_timeout_ms);
       return {
@@ -85,10 +99,7 @@ export class Scheduler {
           samplesLost: 0,
           entryErrors: 0,
         },
-        failing: undefined,
-        failingSince: undefined,
-        failingEntries: new Map(),
-        skipping: false,
+        failingEntries: new Set(),
         devices: new Map(),
       };
     });
@@ -100,7 +111,12 @@ export class Scheduler {
     // whole multiples of the period (plus the group's phase) in wall-clock time too.
     const { clock } = this.#opts;
     this.#originMono = clock.monotonic() - clock.now();
-    for (const s of this.#states) this.#arm(s);
+    // The first poll goes out at once, so a (re)started collector has data within moments; the
+    // group then joins its grid at the first slot at least half a period later.
+    for (const s of this.#states) {
+      this.#launch(s);
+      this.#arm(s, s.group.periodMs / 2);
+    }
   }
 
   /** Stops the timers, lets in-flight polls finish (or time out) and waits for their commit. */
@@ -123,13 +139,14 @@ export class Scheduler {
     return this.#states.flatMap((s) => [...s.devices.values()]);
   }
 
-  #arm(s: GroupState): void {
+  /** Arms the group's next grid slot that is at least `minDelayMs` away. */
+  #arm(s: GroupState, minDelayMs = 0): void {
     if (!this.#running) return;
     const { clock } = this.#opts;
     const period = s.group.periodMs;
     const now = clock.monotonic() - this.#originMono;
     // Timers may fire up to a millisecond early: never arm a slot that was already armed.
-    const k = Math.max(s.lastSlot + 1, Math.floor((now - s.phaseMs) / period) + 1);
+    const k = Math.max(s.lastSlot + 1, Math.floor((now + minDelayMs - s.phaseMs) / period) + 1);
     s.lastSlot = k;
     const next = s.phaseMs + k * period;
     s.timer = clock.setTimeout(() => this.#slot(s), next - now);
@@ -138,25 +155,22 @@ export class Scheduler {
   #slot(s: GroupState): void {
     s.timer = undefined;
     if (!this.#running) return;
+    const t = this.#telemetry;
     if (s.inFlight) {
       s.counters.pollsSkipped++;
-      if (!s.skipping) {
-        s.skipping = true;
-        logger.warning("Device slower than its period: skipping poll slots", {
-          group: s.group.name,
-          timeout_ms: s.timeoutMs,
-        });
-      }
+      t.emit(POLL_SKIPPED, { group: s.group.name }, { labels: { protocol: s.group.scheme } });
+      t.begin(DEVICE_BEHIND, s.group.name, { group: s.group.name, timeout_ms: s.timeoutMs });
     } else {
-      if (s.skipping) {
-        s.skipping = false;
-        logger.info("Device back on schedule", { group: s.group.name, skipped_total: s.counters.pollsSkipped });
-      }
-      s.inFlight = this.#poll(s).finally(() => {
-        s.inFlight = undefined;
-      });
+      t.end(DEVICE_BEHIND, s.group.name, { group: s.group.name, skipped_total: s.counters.pollsSkipped });
+      this.#launch(s);
     }
     this.#arm(s);
+  }
+
+  #launch(s: GroupState): void {
+    s.inFlight = this.#poll(s).finally(() => {
+      s.inFlight = undefined;
+    });
   }
 
   async #poll(s: GroupState): Promise<void> {
@@ -180,79 +194,67 @@ export class Scheduler {
     } catch (err) {
       const message = abort.signal.aborted ? errorMessage(abort.signal.reason) : errorMessage(err);
       s.counters.pollsFailed++;
+      this.#telemetry.emit(POLL_FAILED, { group: s.group.name, error: message }, {
+        labels: { protocol: s.group.scheme },
+      });
+      this.#telemetry.begin(DEVICE_FAILING, s.group.name, { group: s.group.name, error: message }, message);
       this.#recordDevices(s, entries, sentAtMs, message, new Map());
-      this.#groupFailed(s, message);
       await settled;
       return;
     } finally {
       clock.clearTimeout(timer);
       s.abort = undefined;
     }
+    const t = this.#telemetry;
+    const protocol = { labels: { protocol: s.group.scheme } };
     s.counters.pollsOk++;
-    this.#groupRecovered(s);
+    t.emit(POLL_OK, { group: s.group.name }, protocol);
+    t.end(DEVICE_FAILING, s.group.name, { group: s.group.name });
     const entryErrors = this.#entryErrors(s, result);
     this.#recordDevices(s, entries, sentAtMs, undefined, entryErrors);
     const samples = result.readings.map((r) => toSample(r, sentAtMs));
     if (samples.length === 0) return;
     s.counters.samples += samples.length;
+    t.emit(SAMPLES_POLLED, { group: s.group.name, samples: samples.length }, { ...protocol, n: samples.length });
     const delivery = this.#opts.deliver(samples).then(
       () => {
         s.counters.samplesAcknowledged += samples.length;
+        t.end(SPOOL_WRITE_FAILING, "spool", { lost_total: t.total(SAMPLES_LOST.counter) });
       },
       (err) => {
         s.counters.samplesLost += samples.length;
-        logger.error("Samples lost: the spool could not store them", {
-          group: s.group.name,
-          samples: samples.length,
-          error: errorMessage(err),
-        });
+        const fields = { group: s.group.name, samples: samples.length, error: errorMessage(err) };
+        t.emit(SAMPLES_LOST, fields, { n: samples.length });
+        t.begin(SPOOL_WRITE_FAILING, "spool", fields);
       },
     );
     this.#deliveries.add(delivery);
     delivery.finally(() => this.#deliveries.delete(delivery));
   }
 
-  #groupFailed(s: GroupState, message: string): void {
-    if (s.failing === undefined) {
-      s.failingSince = this.#opts.clock.now();
-      logger.warning("Device poll failing", { group: s.group.name, error: message });
-    } else if (s.failing !== message) {
-      logger.warning("Device poll failing differently", { group: s.group.name, error: message });
-    }
-    s.failing = message;
-  }
-
-  #groupRecovered(s: GroupState): void {
-    if (s.failing === undefined) return;
-    logger.info("Device poll recovered", {
-      group: s.group.name,
-      failing_for_s: Math.round((this.#opts.clock.now() - (s.failingSince ?? 0)) / 1000),
-    });
-    s.failing = undefined;
-    s.failingSince = undefined;
-  }
-
   /** Logs per-entry errors when they start and end; returns device id → first error. */
   #entryErrors(s: GroupState, result: PollResult): Map<string, string> {
-    const now = new Map<string, string>();
+    const t = this.#telemetry;
+    const now = new Set<string>();
     const byDevice = new Map<string, string>();
     for (const e of result.errors) {
       const key = `${e.entry.file}:${e.entry.line}`;
-      if (!now.has(key)) now.set(key, e.message);
+      const first = !now.has(key);
+      now.add(key);
       if (!byDevice.has(e.entry.deviceId)) byDevice.set(e.entry.deviceId, e.message);
       s.counters.entryErrors++;
-      if (s.failingEntries.get(key) !== e.message) {
-        logger.warning("Metric entry failing", {
-          group: s.group.name,
-          metric: e.entry.name,
-          device: e.entry.deviceId,
-          entry: key,
-          error: e.message,
-        });
-      }
+      const fields = {
+        group: s.group.name,
+        metric: e.entry.name,
+        device: e.entry.deviceId,
+        entry: key,
+        error: e.message,
+      };
+      t.emit(ENTRY_ERROR, fields, { labels: { protocol: s.group.scheme } });
+      if (first) t.begin(ENTRY_FAILING, key, fields, e.message);
     }
-    for (const [key] of s.failingEntries) {
-      if (!now.has(key)) logger.info("Metric entry recovered", { group: s.group.name, entry: key });
+    for (const key of s.failingEntries) {
+      if (!now.has(key)) t.end(ENTRY_FAILING, key, { group: s.group.name, entry: key });
     }
     s.failingEntries = now;
     return byDevice;

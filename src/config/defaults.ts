@@ -21,6 +21,8 @@ export interface KeySpec {
   secret?: boolean;
   /** Smallest allowed value, for numbers. */
   min?: number;
+  /** Further validation of a string value: the problem, or undefined when it is valid. */
+  check?: (value: string) => string | undefined;
   group: "collector" | "spool" | "forward" | "database" | "setup-db" | "wattmetre" | "oar";
 }
 
@@ -100,6 +102,20 @@ export const DEFAULTS = {
     default: 10000,
     min: 100,
     doc: "How often promoted_metrics is re-read from the central database",
+    group: "collector",
+  },
+  telemetry_interval_ms: {
+    type: "integer",
+    default: 10000,
+    min: 0,
+    doc: "How often the collector stores its own health as samples of device <edge_id> (0: never)",
+    group: "collector",
+  },
+  metrics_listen: {
+    type: "string",
+    default: "",
+    check: checkListenAddress,
+    doc: "host:port of a Prometheus endpoint (/metrics) with the same health figures (empty: off)",
     group: "collector",
   },
   redfish_tls_verify: {
@@ -321,4 +337,17 @@ export const CONFIG_KEYS = Object.keys(DEFAULTS) as ConfigKey[];
 
 export function keySpec(key: ConfigKey): KeySpec {
   return DEFAULTS[key];
+}
+
+/** `host:port`, `[v6]:port` or `:port` (all interfaces), with a port from 1 to 65535. */
+export function parseListenAddress(value: string): { hostname: string; port: number } | undefined {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s\[\]]*)):(\d{1,5})$/.exec(value);
+  const port = Number(m?.[3]);
+  if (!m || port < 1 || port > 65535) return undefined;
+  return { hostname: m[1] ?? (m[2] || "0.0.0.0"), port };
+}
+
+function checkListenAddress(value: string): string | undefined {
+  if (value === "" || parseListenAddress(value)) return undefined;
+  return `Invalid value ${JSON.stringify(value)}: expected host:port, [ipv6]:port or :port (port 1-65535)`;
 }

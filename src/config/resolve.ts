@@ -142,6 +142,8 @@ function coerce(spec: KeySpec, value: unknown): string | number | boolean | { er
       if (spec.choices && !spec.choices.includes(s.toLowerCase())) {
         return { error: `Invalid value ${quoted}: expected one of ${spec.choices.join(", ")}` };
       }
+      const problem = spec.check?.(s);
+      if (problem !== undefined) return { error: problem };
       return spec.choices ? s.toLowerCase() : s;
     }
     case "integer":

@@ -1,6 +1,6 @@
 import type { Config } from "../config/defaults.ts";
 import { connect, describe, type Endpoint, type Sql } from "../central/connect.ts";
-import { errorMessage, logger } from "../log.ts";
+import { errorMessage } from "../log.ts";
 import type { Spool, SpooledSample } from "../spool/spool.ts";
 import { VERSION } from "../version.ts";
 import { Backoff } from "../forward/backoff.ts";
@@ -8,6 +8,18 @@ import { classify, type FailureKind } from "./classify.ts";
 import { copyFloat, copyRow, copyTimestamp } from "./copy_text.ts";
 import { failpoint } from "./failpoint.ts";
 import { type Clock, sleep, systemClock } from "../collect/clock.ts";
+import {
+  ACK_LOST,
+  BACKLOG_DRAINING,
+  CENTRAL_REFUSES,
+  CENTRAL_SLOW,
+  CENTRAL_UNREACHABLE,
+  FORWARD_FAILED,
+  ROWS_FORWARDED,
+  ROWS_QUARANTINED,
+  ROWS_RECONCILED,
+} from "../telemetry/events.ts";
+import { Telemetry } from "../telemetry/telemetry.ts";
 
 /**
  * # Delivery protocol (exactly once)
@@ -47,6 +59,8 @@ export interface ForwarderOptions {
   clock?: Clock;
   /** Makes the central connection (tests inject failures here). */
   connectFn?: (e: Endpoint) => Sql;
+  /** Where forwards, failures and outages are logged and counted (a private one by default). */
+  telemetry?: Telemetry;
 }
 
 export interface ForwardCounters {
@@ -98,8 +112,7 @@ export class Forwarder {
   #sql: Sql | undefined;
   #reconciled = false;
   #backoff: Backoff;
-  #outageSince: number | undefined;
-  #configProblem: string | undefined;
+  #telemetry: Telemetry;
   #backfillRows: number;
   /** While draining a backlog: the newest seq of the backlog; later seqs are the live lane. */
   #liveAfter: number | undefined;
@@ -109,6 +122,7 @@ export class Forwarder {
   constructor(opts: ForwarderOptions) {
     this.#opts = opts;
     this.#clock = opts.clock ?? systemClock;
+    this.#telemetry = opts.telemetry ?? new Telemetry({ now: () => this.#clock.monotonic() });
     this.#backoff = new Backoff({ capMs: opts.config.forward_retry_max_ms });
     this.#backfillRows = opts.config.forward_batch_rows;
     this.#backfillRefilledAt = this.#clock.monotonic();
@@ -163,7 +177,10 @@ export class Forwarder {
       const spool = this.#opts.spool;
       const batchRows = this.#opts.config.forward_batch_rows;
       if (spool.rowCount() <= batchRows) {
-        this.#liveAfter = undefined;
+        if (this.#liveAfter !== undefined) {
+          this.#liveAfter = undefined;
+          this.#telemetry.end(BACKLOG_DRAINING, "spool", { live_rows: this.counters.liveRows });
+        }
         const batch = spool.read(0, batchRows);
         if (batch.length === 0) {
           this.#recovered();
@@ -176,7 +193,7 @@ export class Forwarder {
       // A backlog: the live lane first, then a paced backfill batch.
       if (this.#liveAfter === undefined) {
         this.#liveAfter = spool.lastSeq();
-        logger.info("Draining the backlog: new samples go first, the backlog is paced", {
+        this.#telemetry.begin(BACKLOG_DRAINING, "spool", {
           backlog_rows: spool.rowCount(),
           cap_rows_per_s: this.#opts.config.forward_backfill_rows_per_s || undefined,
         });
@@ -217,12 +234,10 @@ export class Forwarder {
     const max = this.#opts.config.forward_batch_rows;
     if (elapsedMs > BACKFILL_SLOW_MS && this.#backfillRows > BACKFILL_MIN_ROWS) {
       this.#backfillRows = Math.max(BACKFILL_MIN_ROWS, Math.floor(this.#backfillRows / 2));
-      logger.info("Central database slow: backfill batches reduced", {
-        rows: this.#backfillRows,
-        batch_ms: Math.round(elapsedMs),
-      });
+      this.#telemetry.begin(CENTRAL_SLOW, "central", { rows: this.#backfillRows, batch_ms: Math.round(elapsedMs) });
     } else if (elapsedMs < BACKFILL_FAST_MS && this.#backfillRows < max) {
       this.#backfillRows = Math.min(max, this.#backfillRows * 2);
+      if (this.#backfillRows === max) this.#telemetry.end(CENTRAL_SLOW, "central", { rows: max });
     }
   }
 
@@ -263,9 +278,7 @@ export class Forwarder {
     }
     if (removed > 0) {
       this.counters.reconciledRows += removed;
-      logger.info("Reconciled spool with the central ledger: removed samples already committed", {
-        samples: removed,
-      });
+      this.#telemetry.emit(ROWS_RECONCILED, { samples: removed }, { n: removed });
     }
   }
 
@@ -320,7 +333,7 @@ export class Forwarder {
         const spool = this.#opts.spool;
         spool.quarantine(batch, reason);
         this.counters.quarantined++;
-        logger.warning("Sample rejected by the central database: quarantined", {
+        this.#telemetry.emit(ROWS_QUARANTINED, {
           seq: batch[0]!.seq,
           device: batch[0]!.deviceId,
           metric: batch[0]!.metricId,
@@ -386,6 +399,7 @@ export class Forwarder {
     this.counters.batches++;
     this.counters.rows += batch.length;
     this.counters.lastForwardAtMs = this.#clock.now();
+    this.#telemetry.emit(ROWS_FORWARDED, { rows: batch.length, first_seq: first, last_seq: last }, { n: batch.length });
   }
 
   /** Bounds a central operation by forward_timeout_ms; on expiry the connection is dropped. */
@@ -405,46 +419,29 @@ export class Forwarder {
   #failed(err: unknown): void {
     const kind: FailureKind = err instanceof OverlapError ? "retry" : classify(err);
     const message = errorMessage(err);
+    const t = this.#telemetry;
+    const endpoint = describe(this.#opts.endpoint);
     this.counters.retries++;
     // Whatever happened, the commit may or may not have reached the server: reconcile first.
     this.#reset();
     if (err instanceof OverlapError) {
-      logger.info("Batch was already committed (acknowledgement lost); reconciling", { error: message });
+      t.emit(ACK_LOST, { error: message });
       this.#backoff.reset();
       return;
     }
-    if (kind === "config") {
-      if (this.#configProblem !== message) {
-        logger.error("Central database refuses the collector; samples are kept in the spool until fixed", {
-          endpoint: describe(this.#opts.endpoint),
-          error: message,
-        });
-      }
-      this.#configProblem = message;
-    }
-    if (this.#outageSince === undefined) {
-      this.#outageSince = this.#clock.now();
-      if (kind !== "config") {
-        logger.warning("Central database unreachable; samples are kept in the spool", {
-          endpoint: describe(this.#opts.endpoint),
-          error: message,
-        });
-      }
-    } else {
-      logger.debug("Forward attempt failed", { error: message, attempt: this.#backoff.attempts });
-    }
+    t.emit(FORWARD_FAILED, { error: message, attempt: this.#backoff.attempts });
+    // A refusal (bad password, missing table) needs a person; an outage only needs patience.
+    if (kind === "config") t.begin(CENTRAL_REFUSES, "central", { endpoint, error: message }, message);
+    else t.begin(CENTRAL_UNREACHABLE, "central", { endpoint, error: message });
   }
 
   #recovered(): void {
     this.#backoff.reset();
-    this.#configProblem = undefined;
-    if (this.#outageSince === undefined) return;
-    logger.info("Central database reachable again; forwarding the backlog", {
-      endpoint: describe(this.#opts.endpoint),
-      outage_s: Math.round((this.#clock.now() - this.#outageSince) / 1000),
-      backlog_rows: this.#opts.spool.stats().rows,
-    });
-    this.#outageSince = undefined;
+    const t = this.#telemetry;
+    if (!t.isActive(CENTRAL_REFUSES, "central") && !t.isActive(CENTRAL_UNREACHABLE, "central")) return;
+    const fields = { endpoint: describe(this.#opts.endpoint), backlog_rows: this.#opts.spool.rowCount() };
+    t.end(CENTRAL_REFUSES, "central", fields);
+    t.end(CENTRAL_UNREACHABLE, "central", fields);
   }
 }
 

@@ -319,7 +319,7 @@ class Condition {
     this.#count++;
     if (this.#active) return;
     this.#active = true;
-    this.#sinceMs = Date.now();
+    this.#sinceMs = performance.now();
     log(this.level, this.startMessage, fields);
   }
 
@@ -327,7 +327,7 @@ class Condition {
     if (!this.#active) return;
     logger.info(this.endMessage, {
       occurrences: this.#count,
-      lasted_s: Math.round((Date.now() - this.#sinceMs) / 1000),
+      lasted_s: Math.round((performance.now() - this.#sinceMs) / 1000),
     });
     this.#active = false;
     this.#count = 0;

@@ -20,7 +20,8 @@
  * 4. **Every seq is accounted for.** A seq is either still here, forwarded (central ledger row of
  *    kind `data`), set aside in `quarantine` (ledger kind `quarantined`), or given up under the
  *    full-spool policy (a `gaps` row, forwarded as ledger kind `dropped`). So the central ledger
- *    of a spool tiles 1..next_seq-1 without holes once the spool is drained.
+ *    of a spool tiles 1..next_seq-1 without holes once the spool is drained. `read()` returns a run
+ *    of consecutive seqs, so the ledger range of a batch never covers a seq that left another way.
  * 5. **Bounded.** The bytes in use never exceed `maxBytes` by more than one commit; when they would,
  *    the policy (`drop_oldest` or `drop_newest`) applies, is logged as an error and counted.
  * 6. **One writer.** A writer holds an exclusive lock on `<spool>.lock` for its lifetime; readers
@@ -56,6 +57,8 @@ import { dirname } from "node:path";
 import type { Labels, Sample } from "../sample.ts";
 import { errorMessage, logger } from "../log.ts";
 import { salvageInto } from "./salvage.ts";
+import { ROWS_DROPPED, SPOOL_FULL } from "../telemetry/events.ts";
+import { Telemetry } from "../telemetry/telemetry.ts";
 
 export const SCHEMA_VERSION = 1;
 /** See invariant "series.last_seq": how stale a series' recorded last_seq may be. */
@@ -67,6 +70,13 @@ const ROWS_PER_INSERT = 64;
  * collector runs with a 64 MB V8 heap (deno.json), which keeps its RSS flat during a drain.
  */
 const SERIES_CACHE_MAX = 50_000;
+/** Conservative bytes one sample takes on disk (measured: about 21), for room and budget estimates. */
+export const SAMPLE_BYTES_ESTIMATE = 40;
+/**
+ * The spool-full condition lasts until the forwarder has brought the spool back under this share
+ * of its budget: drop_oldest's trims (5% of the budget each) then read as one condition.
+ */
+const SPOOL_FULL_CLEARS_AT = 0.5;
 
 export type FullPolicy = "drop_oldest" | "drop_newest";
 
@@ -82,6 +92,8 @@ export interface SpoolOptions {
    * `reader` (status): read only.
    */
   mode?: "writer" | "forwarder" | "reader";
+  /** Where samples dropped by the full-spool policy are logged and counted. */
+  telemetry?: Telemetry;
 }
 
 /** A sample read back for forwarding. */
@@ -166,10 +178,12 @@ export class Spool {
    */
   #leases = new Map<number, number>();
   #pageSize: number;
+  #telemetry: Telemetry;
 
   private constructor(db: DatabaseSync, opts: SpoolOptions, lock: Deno.FsFile | undefined) {
     this.#db = db;
     this.#opts = opts;
+    this.#telemetry = opts.telemetry ?? new Telemetry();
     this.#lock = lock;
     this.path = opts.path;
     const meta = readMeta(db);
@@ -350,22 +364,29 @@ export class Spool {
 
   /** Applies the full-spool policy; returns false when the new samples must be dropped. */
   #makeRoom(incoming: number): boolean {
-    const estimate = incoming * 40;
-    if (this.usedBytes() + estimate <= this.#opts.maxBytes) return true;
+    const estimate = incoming * SAMPLE_BYTES_ESTIMATE;
+    const t = this.#telemetry;
+    const policy = { labels: { policy: this.#opts.fullPolicy } };
+    const used = this.usedBytes();
+    if (used + estimate <= this.#opts.maxBytes) {
+      if (used + estimate <= this.#opts.maxBytes * SPOOL_FULL_CLEARS_AT && t.isActive(SPOOL_FULL, this.path)) {
+        t.end(SPOOL_FULL, this.path, { spool: this.path, dropped_total: t.total(ROWS_DROPPED.counter) });
+      }
+      return true;
+    }
+    const full = { spool: this.path, policy: this.#opts.fullPolicy, max_bytes: this.#opts.maxBytes };
     if (this.#opts.fullPolicy === "drop_newest") {
       this.counters.droppedNewest += incoming;
-      logger.error("Spool full: new samples dropped", {
-        spool: this.path,
-        samples: incoming,
-        max_bytes: this.#opts.maxBytes,
-        dropped_total: this.counters.droppedNewest,
-      });
+      t.emit(ROWS_DROPPED, { ...full, samples: incoming }, { ...policy, n: incoming });
+      t.begin(SPOOL_FULL, this.path, full);
       return false;
     }
-    // drop_oldest: free about 5% of the budget (at least room for this commit), oldest first,
-    // never touching rows leased to the forwarder.
-    const target = Math.max(estimate * 2, this.#opts.maxBytes * 0.05);
-    const rowsToDrop = Math.max(incoming, Math.ceil(target / 30));
+    // drop_oldest: free about 5% of the budget (at least room for this commit) plus any excess
+    // (a commit larger than that may have overshot), oldest first, never touching rows leased to
+    // the forwarder.
+    const target = Math.max(estimate * 2, this.#opts.maxBytes * 0.05) + Math.max(0, used - this.#opts.maxBytes);
+    // Rows to free at the measured ~21 bytes per sample: dividing by more would free too little.
+    const rowsToDrop = Math.max(incoming, Math.ceil(target / 20));
     // Start after any lease that sits at the old end of the spool.
     let lo = 0;
     for (let moved = true; moved;) {
@@ -379,7 +400,9 @@ export class Spool {
       }
     }
     const edge = this.#st.oldestRange!.get(lo, rowsToDrop - 1) as { seq: number } | undefined;
-    const hi = edge ? Number(edge.seq) : this.#nextSeq - 1;
+    let hi = edge ? Number(edge.seq) : this.#nextSeq - 1;
+    // Nor into a lease further on (the live lane's batch in flight).
+    for (const [first] of this.#leases) if (first > lo && first <= hi) hi = first - 1;
     const range = this.#st.countRange!.get(lo, hi) as { n: number; lo: number | null; hi: number | null };
     if (!range.n || range.lo === null || range.hi === null) return true;
     const now = Date.now();
@@ -392,14 +415,9 @@ export class Spool {
       this.#db.exec("COMMIT");
       this.#rows = rows;
       this.counters.droppedOldest += deleted;
-      logger.error("Spool full: oldest unsent samples dropped", {
-        spool: this.path,
-        samples: deleted,
-        first_seq: range.lo,
-        last_seq: range.hi,
-        max_bytes: this.#opts.maxBytes,
-        dropped_total: this.counters.droppedOldest,
-      });
+      const fields = { ...full, samples: deleted, first_seq: range.lo, last_seq: range.hi };
+      t.emit(ROWS_DROPPED, fields, { ...policy, n: deleted });
+      t.begin(SPOOL_FULL, this.path, fields);
     } catch (err) {
       this.#db.exec("ROLLBACK");
       throw err;
@@ -411,8 +429,8 @@ export class Spool {
   // Reading for the forwarder
 
   /**
-   * Reads up to `limit` samples with seq > `afterSeq`, oldest first. The rows stay in the spool
-   * (leased) until removeForwarded() or quarantine().
+   * Reads up to `limit` samples with seq > `afterSeq`, oldest first, stopping before the first
+   * missing seq. The rows stay in the spool (leased) until removeForwarded() or quarantine().
    */
   read(afterSeq: number, limit: number): SpooledSample[] {
     const rows = this.#st.readAfter!.all(afterSeq, limit) as {
@@ -423,9 +441,14 @@ export class Spool {
     }[];
     const out: SpooledSample[] = [];
     for (const r of rows) {
+      const seq = Number(r.seq);
+      // A batch is a run of consecutive seqs, so its central claim [first, last] covers its own
+      // rows only, never a seq that left by another way (sent by the live lane, dropped,
+      // quarantined): a claim spanning one of those would be refused again at every retry.
+      if (out.length > 0 && seq !== out.at(-1)!.seq + 1) break;
       const series = this.#series(Number(r.series));
       out.push({
-        seq: Number(r.seq),
+        seq,
         timestampMs: this.#epochMs + Number(r.ts) / 1000,
         deviceId: series.deviceId,
         metricId: series.metricId,
@@ -476,7 +499,7 @@ export class Spool {
     try {
       const deleted = Number(this.#st.deleteRange!.run(firstSeq, lastSeq).changes);
       db.prepare("DELETE FROM gaps WHERE first_seq >= ? AND last_seq <= ?").run(firstSeq, lastSeq);
-      for (const [first, last] of this.#leases) if (first >= firstSeq && last <= lastSeq) this.#leases.delete(first);
+      this.#unlease(firstSeq, lastSeq);
       const rows = this.#readRows() - deleted;
       this.#st.setMeta!.run("rows", String(rows));
       this.#st.setMeta!.run("last_forward_at_ms", String(Date.now()));
@@ -487,6 +510,22 @@ export class Spool {
     } catch (err) {
       db.exec("ROLLBACK");
       throw err;
+    }
+  }
+
+  /**
+   * Shrinks the leases as their rows leave: a batch sent in parts (bisected around a rejected
+   * sample) keeps its unsent part protected, and no lease outlives its rows.
+   */
+  #unlease(firstSeq: number, lastSeq: number): void {
+    for (const [first, last] of [...this.#leases]) {
+      if (lastSeq < first || firstSeq > last) continue;
+      if (firstSeq <= first) {
+        this.#leases.delete(first);
+        if (lastSeq < last) this.#leases.set(lastSeq + 1, last);
+      } else if (lastSeq >= last) {
+        this.#leases.set(first, firstSeq - 1);
+      }
     }
   }
 
@@ -517,6 +556,7 @@ export class Spool {
           now,
         );
         deleted += Number(this.#st.deleteSeq!.run(s.seq).changes);
+        this.#unlease(s.seq, s.seq);
       }
       const rows = this.#readRows() - deleted;
       this.#st.setMeta!.run("rows", String(rows));

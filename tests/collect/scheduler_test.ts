@@ -85,11 +85,12 @@ Deno.test("scheduler polls each entry at its own period, on a grid that does not
     await stopOn(clock, scheduler);
     const a = polls.filter((p) => p.entries.includes("a"));
     const b = polls.filter((p) => p.entries.includes("b"));
-    assert.ok(a.length >= 99 && a.length <= 100, `a polled ${a.length} times`);
-    assert.ok(b.length >= 9 && b.length <= 10, `b polled ${b.length} times`);
-    // Every poll of a starts exactly on its 100 ms grid: no drift after 100 periods.
-    const phase = a[0]!.at % 100;
-    for (const p of a) assert.equal(p.at % 100, phase);
+    // Once at start, then on the grid.
+    assert.ok(a.length >= 100 && a.length <= 101, `a polled ${a.length} times`);
+    assert.ok(b.length >= 10 && b.length <= 11, `b polled ${b.length} times`);
+    // After the start, every poll of a starts exactly on its 100 ms grid: no drift after 100 periods.
+    const phase = a[1]!.at % 100;
+    for (const p of a.slice(1)) assert.equal(p.at % 100, phase);
     assert.equal(delivered.length, a.length + b.length);
   });
 });
@@ -137,8 +138,8 @@ Deno.test("scheduler keeps healthy devices on time while another device is dead"
     await stopOn(clock, scheduler);
     const healthy = polls.filter((p) => p.host === "healthy");
     assert.ok(healthy.length >= 9, `healthy polled ${healthy.length} times`);
-    const phase = healthy[0]!.at % 500;
-    for (const p of healthy) assert.equal(p.at % 500, phase, "a healthy poll was delayed");
+    const phase = healthy[1]!.at % 500;
+    for (const p of healthy.slice(1)) assert.equal(p.at % 500, phase, "a healthy poll was delayed");
     const counters = scheduler.counters();
     const dead = counters.find((c) => c.group.startsWith("test://dead"))!.counters;
     assert.ok(dead.pollsFailed >= 9);
@@ -161,7 +162,7 @@ Deno.test("scheduler timestamps samples when the request is sent, and polls only
     assert.ok(delivered.length >= 2);
     assert.ok(delivered.every((s) => s.metricId === "always"), "an optional entry was polled");
     // Sent on the grid (ms multiple of the period plus phase), not when the answer came 80 ms later.
-    const stamps = delivered.map((s) => s.timestampMs % 1000);
+    const stamps = delivered.slice(1).map((s) => s.timestampMs % 1000);
     assert.ok(stamps.every((t) => t === stamps[0]));
   });
 });
@@ -177,8 +178,30 @@ Deno.test("scheduler polls on schedule when the wall clock is stepped back an ho
     await clock.advance(3000);
     await stopOn(clock, scheduler);
     assert.ok(polls.length >= 5, `polled ${polls.length} times`);
-    const gaps = polls.slice(1).map((p, i) => p.at - polls[i]!.at);
+    const onGrid = polls.slice(1);
+    const gaps = onGrid.slice(1).map((p, i) => p.at - onGrid[i]!.at);
     assert.ok(gaps.every((g) => g === 1000), `gaps ${gaps}`);
+  });
+});
+
+Deno.test("scheduler polls every group at once on start, then joins its grid at least half a period later", async () => {
+  const clock = new FakeClock();
+  const { protocol, polls } = scriptedProtocol(clock, { h: 1 });
+  await withProtocol(protocol, async () => {
+    const started = clock.monotonic();
+    const scheduler = startScheduler(clock, [
+      entryFor("test://h/a", { name: "a", updateEveryMs: 10_000 }),
+      entryFor("test://h/b", { name: "b", updateEveryMs: 60_000 }),
+    ], []);
+    await clock.advance(200_000);
+    await stopOn(clock, scheduler);
+    for (const [name, period] of [["a", 10_000], ["b", 60_000]] as const) {
+      const at = polls.filter((p) => p.entries.includes(name)).map((p) => p.at - started);
+      assert.equal(at[0], 0, `${name} first polled at ${at[0]} ms`);
+      assert.ok(at[1]! >= period / 2 && at[1]! <= period * 1.5, `${name} joined its grid at ${at[1]} ms`);
+      assert.equal(at[2]! - at[1]!, period);
+    }
+    assert.equal(scheduler.counters()[0]!.counters.pollsSkipped, 0);
   });
 });
 

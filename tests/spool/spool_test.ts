@@ -1,21 +1,35 @@
 import assert from "node:assert/strict";
-import { type FullPolicy, Spool } from "../../src/spool/spool.ts";
+import { type FullPolicy, Spool, type SpooledSample } from "../../src/spool/spool.ts";
 import type { Sample } from "../../src/sample.ts";
-import { setLogSink } from "../../src/log.ts";
+import { setLogLevel, setLogSink } from "../../src/log.ts";
+import { Telemetry } from "../../src/telemetry/telemetry.ts";
 
 async function tempSpoolPath(): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "kwollector-spool-" });
   return `${dir}/state/spool.db`;
 }
 
-function open(path: string, opts: { maxBytes?: number; fullPolicy?: FullPolicy } = {}): Spool {
+function open(
+  path: string,
+  opts: { maxBytes?: number; fullPolicy?: FullPolicy; telemetry?: Telemetry } = {},
+): Spool {
   return Spool.open({
     path,
     maxBytes: opts.maxBytes ?? 1024 ** 3,
     fullPolicy: opts.fullPolicy ?? "drop_oldest",
     synchronous: "full",
     commitIntervalMs: 1,
+    ...(opts.telemetry && { telemetry: opts.telemetry }),
   });
+}
+
+/** Every sample in the spool: read() returns one run of consecutive seqs at a time. */
+function readAll(spool: Spool): SpooledSample[] {
+  const out: SpooledSample[] = [];
+  for (let run = spool.read(0, 1_000_000); run.length > 0; run = spool.read(run.at(-1)!.seq, 1_000_000)) {
+    out.push(...run);
+  }
+  return out;
 }
 
 function samples(n: number, from = 0, series = 10): Sample[] {
@@ -93,26 +107,41 @@ Deno.test("spool under drop_oldest gives up its oldest samples, records the gap 
     assert.equal(spool.stats().rows + dropped, 120_000);
     const newest = spool.read(0, 1_000_000).at(-1)!;
     assert.equal(newest.seq, 120_000);
-    assert.ok(logs.some((l) => l.startsWith("ERROR Spool full: oldest unsent samples dropped")));
+    // A persisting condition: logged once when it starts, however many trims it takes.
+    assert.equal(logs.filter((l) => l.startsWith("ERROR Spool full: samples are being dropped")).length, 1);
     spool.close();
   } finally {
     setLogSink((l) => console.error(l));
   }
 });
 
-Deno.test("spool under drop_newest keeps its backlog and counts the samples it refuses", async () => {
-  setLogSink(() => {});
+Deno.test("spool under drop_newest keeps its backlog, counts the samples it refuses and logs the condition once", async () => {
+  const logs: string[] = [];
+  setLogSink((l) => logs.push(l));
+  setLogLevel("info");
   try {
     const path = await tempSpoolPath();
-    const spool = open(path, { maxBytes: 1024 * 1024, fullPolicy: "drop_newest" });
+    const telemetry = new Telemetry();
+    const spool = open(path, { maxBytes: 1024 * 1024, fullPolicy: "drop_newest", telemetry });
     for (let i = 0; i < 120_000; i += 5000) await spool.append(samples(5000, i));
     const rows = spool.stats().rows;
     assert.ok(rows < 120_000);
     assert.equal(rows + spool.counters.droppedNewest, 120_000);
+    assert.equal(
+      telemetry.value("kwollector_rows_dropped_total", { policy: "drop_newest" }),
+      spool.counters.droppedNewest,
+    );
     assert.equal(spool.read(0, 1)[0]!.seq, 1);
     assert.deepEqual(spool.gaps(), []);
+    assert.equal(logs.filter((l) => l.startsWith("ERROR Spool full")).length, 1);
+    // Room comes back once the forwarder removes the backlog: the condition ends, logged once.
+    spool.removeForwarded(1, rows);
+    spool.collectGarbage();
+    await spool.append(samples(10, 0));
+    assert.equal(logs.filter((l) => l.startsWith("INFO Spool has room again")).length, 1);
     spool.close();
   } finally {
+    setLogLevel("warning");
     setLogSink((l) => console.error(l));
   }
 });
@@ -183,11 +212,11 @@ Deno.test("spool with damaged pages is moved aside and salvaged with its seqs an
     file.close();
     spool = open(path);
     assert.equal(spool.spoolId, id, "the salvaged spool keeps its id");
-    const kept = spool.read(0, 1_000_000);
+    const kept = readAll(spool);
     assert.ok(kept.length > 50_000 && kept.length < 100_000, `salvaged ${kept.length}`);
     for (const s of kept) assert.equal(s.value, s.seq - 1, "a salvaged sample changed seq");
     await spool.append(samples(1));
-    assert.equal(spool.read(0, 1_000_000).at(-1)!.seq, 100_001, "seqs continue after the old ones");
+    assert.equal(readAll(spool).at(-1)!.seq, 100_001, "seqs continue after the old ones");
     spool.close();
     const dir = path.replace(/\/spool\.db$/, "");
     assert.ok([...Deno.readDirSync(dir)].some((e) => e.name.startsWith("spool.db.damaged-")));
@@ -223,4 +252,51 @@ Deno.test("spool garbage collection removes only series no sample can reference"
   const rows = spool.read(0, 1_000_000);
   assert.ok(rows.every((s) => s.deviceId.startsWith("node-")));
   spool.close();
+});
+
+Deno.test("spool.read() stops before a missing seq, so a batch never spans a seq that left another way", async () => {
+  const spool = open(await tempSpoolPath());
+  await spool.append(samples(10));
+  spool.removeForwarded(4, 5); // e.g. sent by the live lane
+  assert.deepEqual(spool.read(0, 100).map((s) => s.seq), [1, 2, 3]);
+  assert.deepEqual(spool.read(3, 100).map((s) => s.seq), [6, 7, 8, 9, 10]);
+  spool.close();
+});
+
+Deno.test("spool under drop_oldest never drops a leased row, even past the old end or after a bisected send", async () => {
+  setLogSink(() => {});
+  try {
+    const spool = open(await tempSpoolPath(), { maxBytes: 1024 * 1024, fullPolicy: "drop_oldest" });
+    await spool.append(samples(20_000));
+    // A batch sent in parts around a rejected sample leaves no lease behind it...
+    const bisected = spool.read(0, 100);
+    spool.removeForwarded(1, 50);
+    spool.quarantine(bisected.slice(50, 51), "rejected");
+    spool.removeForwarded(52, 100);
+    // ...while the live lane's batch (the newest rows) is in flight.
+    const live = spool.read(19_900, 50);
+    await spool.append(samples(30_000, 20_000));
+    const gaps = spool.gaps();
+    assert.ok(gaps.length > 0 && gaps[0]!.firstSeq === 101, JSON.stringify(gaps));
+    assert.ok(gaps.every((g) => g.lastSeq < 19_901 || g.firstSeq > 19_950), JSON.stringify(gaps));
+    assert.deepEqual(spool.read(19_900, 50).map((s) => s.seq), live.map((s) => s.seq));
+    spool.close();
+  } finally {
+    setLogSink((l) => console.error(l));
+  }
+});
+
+Deno.test("spool under drop_oldest gets back under its budget after a commit larger than the budget", async () => {
+  setLogSink(() => {});
+  try {
+    const maxBytes = 1024 * 1024;
+    const spool = open(await tempSpoolPath(), { maxBytes, fullPolicy: "drop_oldest" });
+    await spool.append(samples(60_000));
+    assert.ok(spool.usedBytes() > maxBytes, `one commit of 60000 samples uses ${spool.usedBytes()} B`);
+    await spool.append(samples(100, 60_000));
+    assert.ok(spool.usedBytes() <= maxBytes + 100 * 40 + 4 * 4096, `${spool.usedBytes()} B used`);
+    spool.close();
+  } finally {
+    setLogSink((l) => console.error(l));
+  }
 });
