@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the demo and the test suite need on a Debian 12 machine (run as root):
 # Deno from the npm package `deno` into .tools/, and the real peers the tests start
-# (PostgreSQL 15, snmpd, snmpsim, pymodbus, OpenIPMI's ipmi_sim, freeipmi, node exporter).
+# (PostgreSQL 15, snmpd, snmpsim, pymodbus, OpenIPMI's ipmi_sim, freeipmi, node exporter), and
+# the fault injectors of the torture suite (libfaketime steps the wall clock, strace kills the
+# collector at its n-th spool write, e2fsprogs makes the small filesystem that fills up).
 # Idempotent: installed pieces are left as they are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +16,7 @@ PACKAGES=(
   openipmi freeipmi-tools
   prometheus-node-exporter
   systemd iproute2 procps
+  faketime strace e2fsprogs
 )
 
 missing=()

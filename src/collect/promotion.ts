@@ -119,6 +119,7 @@ export class PromotionRefresher {
   #inFlight: Promise<void> | undefined;
   #running = false;
   #failing: string | undefined;
+  /** Monotonic: a wall-clock step must not change how long the failure is said to last. */
   #failingSinceMs = 0;
   #saved: string;
 
@@ -158,7 +159,7 @@ export class PromotionRefresher {
     }
     if (this.#failing !== undefined) {
       logger.info("promoted_metrics reachable again", {
-        failing_for_s: Math.round((this.#clock.now() - this.#failingSinceMs) / 1000),
+        failing_for_s: Math.round((this.#clock.monotonic() - this.#failingSinceMs) / 1000),
       });
       this.#failing = undefined;
     }
@@ -226,7 +227,7 @@ export class PromotionRefresher {
 
   #failed(message: string): void {
     if (this.#failing === undefined) {
-      this.#failingSinceMs = this.#clock.now();
+      this.#failingSinceMs = this.#clock.monotonic();
       logger.warning("Cannot query promoted_metrics in the central database: keeping the last known promotions", {
         rows: this.#opts.filter.rows.length,
         error: message,

@@ -1,0 +1,8 @@
+import { ciSize } from "./scenario.ts";
+import assert from "node:assert/strict";
+import { runDiskFull } from "./disk_full.ts";
+
+Deno.test("collector survives a full spool disk, logs it once, resumes by itself and loses only what it counts", async () => {
+  const result = await runDiskFull(ciSize("disk-full"));
+  assert.ok(result.passed, JSON.stringify(result.counts, null, 2) + "\n" + result.notes.join("\n"));
+});
