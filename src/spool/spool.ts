@@ -167,6 +167,8 @@ export class Spool {
   #rows: number;
   #pending: Pending[] = [];
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** performance.now() when the last group commit started. */
+  #lastCommitAt = -Infinity;
   #closed = false;
   #seriesByKey = new Map<string, { id: number; lastSeq: number }>();
   #seriesById = new Map<number, { deviceId: string; metricId: string; labels: Labels }>();
@@ -261,10 +263,13 @@ export class Spool {
     if (samples.length === 0) return Promise.resolve();
     return new Promise((resolve, reject) => {
       this.#pending.push({ samples, resolve, reject });
+      // The next commit is due commitIntervalMs after the start of the previous one, not after
+      // this append: under load commits follow each other with no idle wait, and samples that
+      // come after a quiet spell commit at once. Still at most one commit per interval.
       this.#timer ??= setTimeout(() => {
         this.#timer = undefined;
         this.commitPending();
-      }, this.#opts.commitIntervalMs);
+      }, Math.max(0, this.#lastCommitAt + this.#opts.commitIntervalMs - performance.now()));
     });
   }
 
@@ -284,6 +289,7 @@ export class Spool {
     const batch = this.#pending;
     if (batch.length === 0) return;
     this.#pending = [];
+    this.#lastCommitAt = performance.now();
     const count = batch.reduce((n, p) => n + p.samples.length, 0);
     try {
       const admitted = this.#makeRoom(count);
