@@ -18,6 +18,7 @@ import {
   ROWS_FORWARDED,
   ROWS_QUARANTINED,
   ROWS_RECONCILED,
+  SEQS_REUSED,
 } from "../telemetry/events.ts";
 import { Telemetry } from "../telemetry/telemetry.ts";
 
@@ -111,6 +112,7 @@ export class Forwarder {
   #clock: Clock;
   #sql: Sql | undefined;
   #reconciled = false;
+  #seqsChecked = false;
   #backoff: Backoff;
   #telemetry: Telemetry;
   #backfillRows: number;
@@ -267,6 +269,10 @@ export class Forwarder {
   /** Removes from the spool every range the central ledger already holds. */
   async #reconcile(sql: Sql): Promise<void> {
     const spool = this.#opts.spool;
+    if (!this.#seqsChecked) {
+      await this.#checkReusedSeqs(sql);
+      this.#seqsChecked = true;
+    }
     const min = spool.minSeq();
     if (min === undefined) return;
     const ranges = await this.#timed(sql`
@@ -280,6 +286,32 @@ export class Forwarder {
       this.counters.reconciledRows += removed;
       this.#telemetry.emit(ROWS_RECONCILED, { samples: removed }, { n: removed });
     }
+  }
+
+  /**
+   * A spool that lost its latest commits (write-ahead log deleted or damaged) reopens with an
+   * older next seq and hands out seqs the ledger already holds for other samples: claimed data
+   * at or past the seq this process started from, with samples older than its start, proves it.
+   * The new samples then move past the ledger's last seq (the range in between is recorded as
+   * dropped), instead of being mistaken for the old ones and removed.
+   */
+  async #checkReusedSeqs(sql: Sql): Promise<void> {
+    const spool = this.#opts.spool;
+    if (!spool.isWriter) return;
+    const [row] = await this.#timed(sql`
+      SELECT max(last_seq)::float8 AS last, bool_or(kind = 'data' AND max_ts < ${new Date(spool.openedAtMs)}) AS old
+      FROM kwollect_ledger WHERE spool_id = ${spool.spoolId} AND last_seq >= ${spool.openedAtSeq}`) as unknown as {
+      last: number | null;
+      old: boolean | null;
+    }[];
+    if (row?.old !== true || row.last === null) return;
+    const shift = spool.renumberAfter(row.last, "lost with the spool's write-ahead log");
+    this.#telemetry.emit(SEQS_REUSED, {
+      spool: spool.path,
+      lost_first_seq: spool.openedAtSeq,
+      lost_last_seq: row.last,
+      shift,
+    });
   }
 
   async #reportGaps(sql: Sql): Promise<void> {

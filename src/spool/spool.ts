@@ -151,6 +151,9 @@ export class SpoolFullError extends Error {}
 export class Spool {
   readonly path: string;
   readonly spoolId: string;
+  /** next_seq when this process opened the spool, and when: every later seq is its own. */
+  readonly openedAtSeq: number;
+  readonly openedAtMs: number;
   readonly counters: SpoolCounters = {
     appended: 0,
     commits: 0,
@@ -193,6 +196,8 @@ export class Spool {
     this.#epochMs = Number(meta.get("epoch_ms"));
     const maxSeq = Number((db.prepare("SELECT coalesce(max(seq), 0) AS m FROM samples").get() as { m: number }).m);
     this.#nextSeq = Math.max(Number(meta.get("next_seq") ?? 1), maxSeq + 1);
+    this.openedAtSeq = this.#nextSeq;
+    this.openedAtMs = Date.now();
     this.#rows = Number(meta.get("rows") ?? 0);
     this.#pageSize = Number((db.prepare("PRAGMA page_size").get() as { page_size: number }).page_size);
     this.#prepare();
@@ -271,6 +276,47 @@ export class Spool {
         this.commitPending();
       }, Math.max(0, this.#lastCommitAt + this.#opts.commitIntervalMs - performance.now()));
     });
+  }
+
+  /** Whether this process appends to the spool (and so assigns seqs). */
+  get isWriter(): boolean {
+    return (this.#opts.mode ?? "writer") === "writer";
+  }
+
+  /**
+   * Moves every seq assigned since the spool was opened past `lastClaimedSeq`, and records the
+   * seqs in between as a gap. Needed when the spool lost commits it had already forwarded (its
+   * write-ahead log deleted or damaged): it then handed those seqs out again, and the central
+   * ledger, which holds them, would take the new samples for the old ones. One transaction;
+   * returns how far the seqs moved (0 when nothing overlaps).
+   */
+  renumberAfter(lastClaimedSeq: number, reason: string): number {
+    const from = this.openedAtSeq;
+    const shift = lastClaimedSeq + 1 - from;
+    if (shift <= 0 || !this.isWriter) return 0;
+    this.commitPending();
+    const db = this.#db;
+    db.exec("BEGIN IMMEDIATE");
+    try {
+      // Through negative values, so no updated key ever meets one not yet moved.
+      for (const [table, key] of [["samples", "seq"], ["quarantine", "seq"], ["gaps", "first_seq"]]) {
+        const extra = table === "gaps" ? ", last_seq = last_seq + ?" : "";
+        const args = table === "gaps" ? [shift, shift, from] : [shift, from];
+        db.prepare(`UPDATE ${table} SET ${key} = -(${key} + ?)${extra} WHERE ${key} >= ?`).run(...args);
+        db.prepare(`UPDATE ${table} SET ${key} = -${key} WHERE ${key} < 0`).run();
+      }
+      db.prepare("UPDATE series SET last_seq = last_seq + ? WHERE last_seq >= ?").run(shift, from - SERIES_SEQ_SLACK);
+      this.#st.insertGap!.run(from, lastClaimedSeq, 0, reason, Date.now());
+      this.#st.setMeta!.run("next_seq", String(this.#nextSeq + shift));
+      db.exec("COMMIT");
+    } catch (err) {
+      db.exec("ROLLBACK");
+      throw err;
+    }
+    this.#nextSeq += shift;
+    this.#seriesByKey.clear();
+    this.#leases.clear();
+    return shift;
   }
 
   /** Number of samples waiting for the next group commit. */

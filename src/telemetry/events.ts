@@ -133,6 +133,13 @@ export const ROWS_DROPPED: EventSpec = {
   level: "debug",
   message: "Spool full: samples dropped",
 };
+export const SEQS_REUSED: EventSpec = {
+  counter: "kwollector_seq_renumberings_total",
+  help: "Times the spool had lost commits it had already forwarded and its new seqs were moved past the ledger's",
+  level: "error",
+  message: "Spool lost commits it had already forwarded (write-ahead log lost or damaged): " +
+    "new samples renumbered after the central ledger's, the lost range recorded as dropped",
+};
 export const SPOOL_FULL: ConditionSpec = {
   name: "spool_full",
   level: "error",

@@ -161,6 +161,51 @@ Deno.test("forwarder records samples given up by a full spool as a dropped range
   }
 });
 
+Deno.test("forwarder moves samples past the ledger when the spool lost commits it had forwarded, losing none", async () => {
+  const pg = await pgReady;
+  const logs = quietLogs();
+  try {
+    const { config, spool, admin } = await fixture(pg, { forward_batch_rows: 1000 });
+    const open = () =>
+      Spool.open({
+        path: config.spool_path,
+        maxBytes: config.spool_max_bytes,
+        fullPolicy: "drop_oldest",
+        synchronous: "full",
+        commitIntervalMs: 1,
+      });
+    // The spool as it was on disk before its last commits: 50 samples, seqs 1..50.
+    await spool.append(samples(50));
+    spool.close();
+    await Deno.copyFile(config.spool_path, `${config.spool_path}.before`);
+    // Then 50 more, and all 100 forwarded.
+    const first = open();
+    await first.append(samples(50, 50));
+    let fwd = new Forwarder({ spool: first, endpoint: endpointOf(config), config });
+    assert.equal(await fwd.drain({ deadlineMs: performance.now() + 30_000 }), true);
+    await fwd.close();
+    first.close();
+    // The write-ahead log holding the last commits is lost: the spool reopens from the old image
+    // and hands out seqs 51.. again, for new samples.
+    await Deno.rename(`${config.spool_path}.before`, config.spool_path);
+    const reopened = open();
+    assert.equal(reopened.openedAtSeq, 51);
+    await reopened.append(samples(10, 1000));
+    fwd = new Forwarder({ spool: reopened, endpoint: endpointOf(config), config });
+    assert.equal(await fwd.drain({ deadlineMs: performance.now() + 30_000 }), true);
+    await fwd.close();
+    reopened.close();
+    const expected = [...Array.from({ length: 100 }, (_, i) => i), ...Array.from({ length: 10 }, (_, i) => 1000 + i)];
+    assert.deepEqual(await values(admin, reopened.spoolId), expected, "the new samples were taken for old ones");
+    const [gaps] =
+      await admin`SELECT count(*)::int AS n FROM kwollect_ledger_gaps WHERE spool_id = ${reopened.spoolId}`;
+    assert.equal(gaps!.n, 0);
+    assert.equal(logs.filter((l) => l.includes("Spool lost commits it had already forwarded")).length, 1);
+  } finally {
+    setLogSink((l) => console.error(l));
+  }
+});
+
 Deno.test("forwarder connects with TLS verify-full against the CA and refuses an unknown CA", async () => {
   const pg = await pgReady;
   const logs = quietLogs();

@@ -15,17 +15,7 @@ export function spawnCollector(args: string[], env: Record<string, string> = {})
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const lines: string[] = [];
-  const collect = async (stream: ReadableStream<Uint8Array>) => {
-    let rest = "";
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      const parts = (rest + chunk).split("\n");
-      rest = parts.pop()!;
-      lines.push(...parts);
-    }
-    if (rest) lines.push(rest);
-  };
-  const done = Promise.all([collect(child.stdout), collect(child.stderr)]);
+  const { lines, done } = collectLines(child);
   return {
     child,
     logs: () => lines,
@@ -54,4 +44,21 @@ export async function kwollector(args: string[], env: Record<string, string> = {
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Gathers a child's stdout and stderr lines as they come; `done` resolves at end of output. */
+export function collectLines(
+  child: { stdout: ReadableStream<Uint8Array>; stderr: ReadableStream<Uint8Array> },
+): { lines: string[]; done: Promise<unknown> } {
+  const lines: string[] = [];
+  const collect = async (stream: ReadableStream<Uint8Array>) => {
+    let rest = "";
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      const parts = (rest + chunk).split("\n");
+      rest = parts.pop()!;
+      lines.push(...parts);
+    }
+    if (rest) lines.push(rest);
+  };
+  return { lines, done: Promise.all([collect(child.stdout), collect(child.stderr)]) };
 }

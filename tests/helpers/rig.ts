@@ -14,6 +14,7 @@ import { destroyPostgres, type PgCluster, startPostgres } from "./postgres.ts";
 import { pgConfig } from "./config.ts";
 import { setupDatabase } from "../../src/central/setup.ts";
 import { Spool } from "../../src/spool/spool.ts";
+import { collectLines } from "./collector.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 /** device_id of the exporter's samples in metrics.d. */
@@ -175,17 +176,7 @@ export function startCollector(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const lines: string[] = [];
-  const collect = async (stream: ReadableStream<Uint8Array>) => {
-    let rest = "";
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      const parts = (rest + chunk).split("\n");
-      rest = parts.pop()!;
-      lines.push(...parts);
-    }
-    if (rest) lines.push(rest);
-  };
-  const done = Promise.all([collect(child.stdout), collect(child.stderr)]);
+  const { lines, done } = collectLines(child);
   let exited = false;
   const status = child.status.then(async (s) => {
     exited = true;
