@@ -47,6 +47,7 @@ export async function wattmetreCommand(argv: string[]): Promise<number> {
     mapping,
     isPromoted: (node) => filter.isPromotedNode(node, WATTMETRE_METRIC),
     deliver: (samples) => spool.append(samples),
+    telemetry,
   });
   refresher.start();
   const forwarding = new AbortController();

@@ -219,7 +219,9 @@ export class Scheduler {
     const delivery = this.#opts.deliver(samples).then(
       () => {
         s.counters.samplesAcknowledged += samples.length;
-        t.end(SPOOL_WRITE_FAILING, "spool", { lost_total: t.total(SAMPLES_LOST.counter) });
+        if (t.isActive(SPOOL_WRITE_FAILING, "spool")) {
+          t.end(SPOOL_WRITE_FAILING, "spool", { lost_total: t.total(SAMPLES_LOST.counter) });
+        }
       },
       (err) => {
         s.counters.samplesLost += samples.length;

@@ -1,6 +1,8 @@
 import type { Problem } from "../config/errors.ts";
 import { parseLocatedYaml } from "../config/yaml_file.ts";
-import { errorMessage, log, logger, type LogLevel } from "../log.ts";
+import { errorMessage, logger } from "../log.ts";
+import { SAMPLES_LOST, wattmeterConditions } from "../telemetry/events.ts";
+import { Telemetry } from "../telemetry/telemetry.ts";
 import type { Labels, Sample } from "../sample.ts";
 
 /**
@@ -45,6 +47,8 @@ export interface WattmetreReaderOptions {
   deliver(samples: Sample[]): Promise<void>;
   /** Delivered seconds awaiting their commit beyond which `pushLine` asks the caller to wait. */
   maxPendingSeconds?: number;
+  /** Where the stream's troubles are logged and counted (a private one by default). */
+  telemetry?: Telemetry;
 }
 
 export interface WattmetreCounters {
@@ -86,36 +90,23 @@ export class WattmetreReader {
   #values: (number | undefined)[] = [];
   #secondsSinceGap = 0;
   #pending = new Set<Promise<void>>();
-  #malformed: Condition;
-  #notOk: Condition;
-  #gaps: Condition;
-  #backwards: Condition;
-  #spoolFailing: Condition;
+  #telemetry: Telemetry;
+  #conditions: ReturnType<typeof wattmeterConditions>;
 
   constructor(opts: WattmetreReaderOptions) {
     this.#opts = opts;
-    const id = opts.wattmetreId;
-    this.#malformed = new Condition(
-      "warning",
-      `Wattmeter ${id}: dropping malformed lines`,
-      "Wattmeter lines well-formed again",
-    );
-    this.#notOk = new Condition("warning", `Wattmeter ${id}: dropping lines not marked OK`, "Wattmeter lines OK again");
-    this.#gaps = new Condition(
-      "warning",
-      `Wattmeter ${id}: seconds missing from the stream`,
-      "Wattmeter stream continuous again",
-    );
-    this.#backwards = new Condition(
-      "warning",
-      `Wattmeter ${id}: time went backwards`,
-      "Wattmeter time moving forward again",
-    );
-    this.#spoolFailing = new Condition(
-      "error",
-      `Wattmeter ${id}: samples lost, the spool could not store them`,
-      "Wattmeter samples stored again",
-    );
+    this.#telemetry = opts.telemetry ?? new Telemetry();
+    this.#conditions = wattmeterConditions(opts.wattmetreId);
+  }
+
+  /** Notes one more occurrence of a trouble; only its start is logged. */
+  #hit(kind: keyof ReturnType<typeof wattmeterConditions>, fields: Record<string, unknown>): void {
+    this.#telemetry.begin(this.#conditions[kind], this.#opts.wattmetreId, fields);
+  }
+
+  /** The trouble is over: logged with how many times it occurred. */
+  #clear(kind: keyof ReturnType<typeof wattmeterConditions>): void {
+    this.#telemetry.end(this.#conditions[kind], this.#opts.wattmetreId);
   }
 
   /**
@@ -148,11 +139,11 @@ export class WattmetreReader {
     }
     if (fields[3]!.trim() !== "OK") {
       this.counters.linesNotOk++;
-      this.#notOk.hit({ status: fields[3]!.trim(), line: excerpt(text) });
+      this.#hit("notOk", { status: fields[3]!.trim(), line: excerpt(text) });
       return undefined;
     }
-    this.#malformed.clear();
-    this.#notOk.clear();
+    this.#clear("malformed");
+    this.#clear("notOk");
 
     const second = Math.floor(seconds);
     let waiting: Promise<void> | undefined;
@@ -241,11 +232,13 @@ export class WattmetreReader {
     const delivery = this.#opts.deliver(samples).then(
       () => {
         this.counters.samplesAcknowledged += n;
-        this.#spoolFailing.clear();
+        this.#clear("spoolFailing");
       },
       (err) => {
         this.counters.samplesLost += n;
-        this.#spoolFailing.hit({ samples: n, error: errorMessage(err) });
+        const fields = { samples: n, error: errorMessage(err) };
+        this.#telemetry.emit(SAMPLES_LOST, fields, { labels: { protocol: "wattmetre" }, n });
+        this.#hit("spoolFailing", fields);
       },
     );
     this.#pending.add(delivery);
@@ -255,23 +248,23 @@ export class WattmetreReader {
   #noteStep(previous: number, next: number): void {
     if (next < previous) {
       this.counters.timeSteps++;
-      this.#backwards.hit({ from: isoSecond(previous), to: isoSecond(next) });
+      this.#hit("backwards", { from: isoSecond(previous), to: isoSecond(next) });
       return;
     }
-    this.#backwards.clear();
+    this.#clear("backwards");
     const skipped = next - previous - 1;
     if (skipped > 0) {
       this.counters.secondsSkipped += skipped;
       this.#secondsSinceGap = 0;
-      this.#gaps.hit({ skipped_s: skipped, after: isoSecond(previous), before: isoSecond(next) });
+      this.#hit("gaps", { skipped_s: skipped, after: isoSecond(previous), before: isoSecond(next) });
     } else if (++this.#secondsSinceGap >= GAP_QUIET_SECONDS) {
-      this.#gaps.clear();
+      this.#clear("gaps");
     }
   }
 
   #reject(text: string, reason: string): undefined {
     this.counters.linesMalformed++;
-    this.#malformed.hit({ reason, line: excerpt(text) });
+    this.#hit("malformed", { reason, line: excerpt(text) });
     return undefined;
   }
 }
@@ -304,33 +297,6 @@ export async function pumpWattmetreStream(
   } finally {
     signal?.removeEventListener("abort", onAbort);
     await reader.end();
-  }
-}
-
-/** A trouble that persists: logged when it starts (with its first occurrence) and when it ends. */
-class Condition {
-  #active = false;
-  #count = 0;
-  #sinceMs = 0;
-
-  constructor(readonly level: LogLevel, readonly startMessage: string, readonly endMessage: string) {}
-
-  hit(fields: Record<string, unknown>): void {
-    this.#count++;
-    if (this.#active) return;
-    this.#active = true;
-    this.#sinceMs = performance.now();
-    log(this.level, this.startMessage, fields);
-  }
-
-  clear(): void {
-    if (!this.#active) return;
-    logger.info(this.endMessage, {
-      occurrences: this.#count,
-      lasted_s: Math.round((performance.now() - this.#sinceMs) / 1000),
-    });
-    this.#active = false;
-    this.#count = 0;
   }
 }
 

@@ -70,6 +70,44 @@ export const DEVICE_STATUS_UNRECORDED: ConditionSpec = {
   ended: "Device status recorded in the spool again",
 };
 
+/** The troubles of a wattmeter stream; their messages name the wattmeter (the condition's key). */
+export function wattmeterConditions(id: string) {
+  const condition = (name: string, level: "warning" | "error", started: string, ended: string): ConditionSpec => ({
+    name,
+    level,
+    started: `Wattmeter ${id}: ${started}`,
+    ended,
+    countsOccurrences: true,
+  });
+  return {
+    malformed: condition(
+      "wattmeter_lines_malformed",
+      "warning",
+      "dropping malformed lines",
+      "Wattmeter lines well-formed again",
+    ),
+    notOk: condition("wattmeter_lines_not_ok", "warning", "dropping lines not marked OK", "Wattmeter lines OK again"),
+    gaps: condition(
+      "wattmeter_seconds_missing",
+      "warning",
+      "seconds missing from the stream",
+      "Wattmeter stream continuous again",
+    ),
+    backwards: condition(
+      "wattmeter_time_backwards",
+      "warning",
+      "time went backwards",
+      "Wattmeter time moving forward again",
+    ),
+    spoolFailing: condition(
+      "wattmeter_spool_write_failing",
+      "error",
+      "samples lost, the spool could not store them",
+      "Wattmeter samples stored again",
+    ),
+  };
+}
+
 // Forwarding.
 export const ROWS_FORWARDED: EventSpec = {
   counter: "kwollector_rows_forwarded_total",

@@ -30,6 +30,8 @@ export interface ConditionSpec {
   level: LogLevel;
   started: string;
   ended: string;
+  /** Log with the end how many times the condition was met while it lasted (bad lines ...). */
+  countsOccurrences?: boolean;
 }
 
 /** A value measured now (spool rows, oldest unsent age ...). */
@@ -49,6 +51,7 @@ export interface MetricPoint {
 interface ActiveCondition {
   sinceMs: number;
   detail: string | undefined;
+  occurrences: number;
 }
 
 const CONDITIONS_ACTIVE: GaugeSpec = {
@@ -86,9 +89,12 @@ export class Telemetry {
     if (!active) this.#conditions.set(spec.name, active = new Map());
     const current = active.get(key);
     if (current === undefined) {
-      active.set(key, { sinceMs: this.#now(), detail });
+      active.set(key, { sinceMs: this.#now(), detail, occurrences: 1 });
       log(spec.level, spec.started, fields);
-    } else if (current.detail !== detail) {
+      return;
+    }
+    current.occurrences++;
+    if (current.detail !== detail) {
       current.detail = detail;
       log(spec.level, `${spec.started} (changed)`, fields);
     }
@@ -100,7 +106,11 @@ export class Telemetry {
     const current = active?.get(key);
     if (!active || current === undefined) return;
     active.delete(key);
-    log("info", spec.ended, { ...fields, lasted_s: Math.round((this.#now() - current.sinceMs) / 1000) });
+    log("info", spec.ended, {
+      ...fields,
+      ...(spec.countsOccurrences && { occurrences: current.occurrences }),
+      lasted_s: Math.round((this.#now() - current.sinceMs) / 1000),
+    });
   }
 
   isActive(spec: ConditionSpec, key: string): boolean {

@@ -30,7 +30,7 @@ import {
   unexplainedMissing,
   writeRig,
 } from "../helpers/rig.ts";
-import type { ScenarioResult, ScenarioSize } from "./scenario.ts";
+import { type ScenarioResult, scenarioResult, type ScenarioSize } from "./scenario.ts";
 
 export const LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 const PERIOD_MS = 100;
@@ -185,17 +185,13 @@ export async function runClockStep(size: ScenarioSize): Promise<ScenarioResult> 
       "db_sslmode require: with verify-full, a certificate issued less than an hour ago is refused while the " +
         "clock is an hour behind (forwarding then waits, samples stay in the spool).",
     );
-    return {
+    return scenarioResult({
       name: "wall clock steps",
       fault: `the collector's wall clock stepped by ±${STEP_S / 3600} h ${size.iterations} times (libfaketime), ` +
         "PostgreSQL down across the first backward step",
       criteria: "timestamps follow the clock, polling keeps its monotonic period, seqs keep poll order, every sample " +
         "central exactly once, no ledger gap, logged durations unskewed",
-      passed: problems.length === 0,
-      counts,
-      durationMs: Math.round(performance.now() - started),
-      notes: [...problems.map((p) => `FAILED: ${p}`), ...notes],
-    };
+    }, { problems, notes, counts, startedMs: started });
   } finally {
     if (collector) await collector.stop("SIGKILL");
     await exporter.close();

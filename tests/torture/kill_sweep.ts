@@ -39,7 +39,7 @@ import {
   within,
   writeRig,
 } from "../helpers/rig.ts";
-import { prng, type ScenarioResult, type ScenarioSize } from "./scenario.ts";
+import { prng, type ScenarioResult, scenarioResult, type ScenarioSize } from "./scenario.ts";
 import { readWal } from "./sqlite_wal.ts";
 
 export const KILL_PHASES = [
@@ -285,16 +285,12 @@ export async function runKillSweep(
       "Samples polled but not yet committed when a kill lands are not acknowledged and not counted as lost " +
         "(neverSpooled); every committed one is checked.",
     );
-    return {
+    return scenarioResult({
       name: "kill -9 sweep",
       fault: "SIGKILL of the collector process at aimed points (startup, mid-poll, mid-spool-commit, WAL fsync, " +
         "checkpoint, mid-COPY, between central COMMIT and local delete, random), restart after each",
       criteria: "every committed sample central exactly once, no ledger gap, polling resumes after every restart",
-      passed: problems.length === 0,
-      counts,
-      durationMs: Math.round(performance.now() - started),
-      notes: [...problems.map((p) => `FAILED: ${p}`), ...notes],
-    };
+    }, { problems, notes, counts, startedMs: started });
   } finally {
     await admin.end({ timeout: 1 }).catch(() => {});
     await exporter.close();

@@ -22,7 +22,7 @@ import {
   unexplainedMissing,
   writeRig,
 } from "../helpers/rig.ts";
-import { prng, type ScenarioResult, type ScenarioSize } from "./scenario.ts";
+import { prng, type ScenarioResult, scenarioResult, type ScenarioSize } from "./scenario.ts";
 
 const SERIES = 10;
 
@@ -100,17 +100,13 @@ export async function runOutageRestarts(size: ScenarioSize): Promise<ScenarioRes
       ...deliveryCounts(check),
     });
     if (unexpected.length) notes.push(`Unexpected log lines: ${unexpected.slice(0, 5).join(" | ")}`);
-    return {
+    return scenarioResult({
       name: "restarts during an outage",
       fault:
         `PostgreSQL stopped; the collector restarted ${size.iterations} times meanwhile (SIGTERM and SIGKILL mixed)`,
       criteria: "the whole backlog delivered exactly once after PostgreSQL returns, no ledger gap, " +
         "polling through every restart",
-      passed: problems.length === 0,
-      counts,
-      durationMs: Math.round(performance.now() - started),
-      notes: [...problems.map((p) => `FAILED: ${p}`), ...notes],
-    };
+    }, { problems, notes, counts, startedMs: started });
   } finally {
     await exporter.close();
     await destroyPostgres(pg);

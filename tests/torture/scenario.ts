@@ -55,3 +55,17 @@ export const CI_SEED = 20261125;
 export function ciSize(scenario: keyof typeof CI_SIZES): ScenarioSize {
   return { iterations: CI_SIZES[scenario], seed: CI_SEED };
 }
+
+/** A scenario's result: passed when it found no problem; each problem leads the notes. */
+export function scenarioResult(
+  what: { name: string; fault: string; criteria: string },
+  found: { problems: string[]; notes: string[]; counts: Record<string, number | string>; startedMs: number },
+): ScenarioResult {
+  return {
+    ...what,
+    passed: found.problems.length === 0,
+    counts: found.counts,
+    durationMs: Math.round(performance.now() - found.startedMs),
+    notes: [...found.problems.map((p) => `FAILED: ${p}`), ...found.notes],
+  };
+}

@@ -36,7 +36,7 @@ import {
   unexplainedMissing,
   writeRig,
 } from "../helpers/rig.ts";
-import { prng, type ScenarioResult, type ScenarioSize } from "./scenario.ts";
+import { prng, type ScenarioResult, scenarioResult, type ScenarioSize } from "./scenario.ts";
 
 const SERIES = 20;
 const BATCH_ROWS = 1000;
@@ -207,17 +207,13 @@ export async function runSlowCentral(size: ScenarioSize): Promise<ScenarioResult
       quietAttemptsBound: quietQuarantined * perRowBound,
       maxPollGapMs,
     });
-    return {
+    return scenarioResult({
       name: "slow and refusing central database",
       fault: "metrics locked 1.2–3 s at a time and statements sleeping up to 2 s, against a 1 s statement_timeout; " +
         "a CHECK constraint refusing ~1% of rows throughout",
       criteria: "good rows all central exactly once, refused rows quarantined with the reason, bounded attempts per " +
         "refused row, no ledger gap, no poll gap over 1 s",
-      passed: problems.length === 0,
-      counts,
-      durationMs: Math.round(performance.now() - started),
-      notes: [...problems.map((p) => `FAILED: ${p}`), ...notes],
-    };
+    }, { problems, notes, counts, startedMs: started });
   } finally {
     if (collector) await collector.stop("SIGKILL");
     await admin.end({ timeout: 1 }).catch(() => {});
