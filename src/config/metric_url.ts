@@ -60,7 +60,13 @@ export function parseMetricUrl(url: string): MetricUrl | { error: string } {
   }
 }
 
-/** The URL with its password replaced by "***", for messages. */
+/**
+ * The URL for messages: its password replaced by "***", and a user part without a password
+ * (an SNMP community) replaced whole, since it is the secret itself.
+ */
 export function redactUrl(url: string): string {
-  return url.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#@:]*:)[^/?#]*@/, "$1***@");
+  return url.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)([^/?#]*)@/, (_, scheme: string, userinfo: string) => {
+    const colon = userinfo.indexOf(":");
+    return `${scheme}${colon >= 0 ? userinfo.slice(0, colon + 1) : ""}***@`;
+  });
 }

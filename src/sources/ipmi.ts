@@ -51,6 +51,8 @@ import type { EntryError, PollResult, Protocol, Reading, Source, SourceContext }
  */
 
 const COMMAND = "ipmi-sensors";
+/** Everything a child process gets from our environment: a search path and the C locale. */
+const CHILD_ENV = { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C", LC_ALL: "C" };
 const DEFAULT_PORT = 623;
 const KILL_GRACE_MS = 50;
 /** IPMI 2.0 limits (freeipmi refuses longer values). */
@@ -319,7 +321,15 @@ class IpmiSource implements Source {
     if (this.#closed) throw new Error(`IPMI source ${this.#endpoint} was closed during the poll`);
     let child: Deno.ChildProcess;
     try {
-      child = new Deno.Command(COMMAND, { args, stdin: "null", stdout: "piped", stderr: "piped" }).spawn();
+      child = new Deno.Command(COMMAND, {
+        args,
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+        // A minimal environment: the collector's own (KWOLLECT_DB_PASSWORD...) never reaches a child.
+        clearEnv: true,
+        env: CHILD_ENV,
+      }).spawn();
     } catch (err) {
       throw new Error(`Cannot run ${COMMAND} (freeipmi-tools) for ${this.#endpoint}: ${(err as Error).message}`);
     }

@@ -1,3 +1,4 @@
+import { redactUrl } from "../config/metric_url.ts";
 import ModbusMod from "modbus-serial";
 import type { MetricEntry } from "../config/metrics_dir.ts";
 import { decodeRegisters, type ModbusType, parseModbusType } from "./modbus_types.ts";
@@ -57,7 +58,7 @@ interface RegisterAddress {
 }
 
 function parseAddress(entry: MetricEntry): RegisterAddress | { error: string } {
-  const where = `url '${entry.url}'`;
+  const where = `url '${redactUrl(entry.url)}'`;
   const parts = entry.target.path.split("/");
   if (parts.length !== 3) {
     return { error: `Expected <unit>/<register>/<type> after the host in ${where}, got '${entry.target.path}'` };
@@ -94,11 +95,13 @@ function makeProtocol(framing: Framing): Protocol {
   return {
     validate(entry) {
       const t = entry.target;
-      if (t.username || t.password) return `Modbus has no credentials: remove them from url '${entry.url}'`;
+      if (t.username || t.password) return `Modbus has no credentials: remove them from url '${redactUrl(entry.url)}'`;
       if (framing === "rtu" && t.port === undefined) {
-        return `Missing gateway port in url '${entry.url}' (expected modbusrtu://host:port/<unit>/<register>/<type>)`;
+        return `Missing gateway port in url '${
+          redactUrl(entry.url)
+        }' (expected modbusrtu://host:port/<unit>/<register>/<type>)`;
       }
-      if (t.fragment) return `Unexpected fragment '#${t.fragment}' in url '${entry.url}'`;
+      if (t.fragment) return `Unexpected fragment '#${t.fragment}' in url '${redactUrl(entry.url)}'`;
       const address = parseAddress(entry);
       return "error" in address ? address.error : undefined;
     },

@@ -71,6 +71,7 @@ export function parseSnmpTarget(entry: MetricEntry): SnmpTarget | { error: strin
     if (t.username === "") {
       return { error: `Missing community in ${where} (expected ${t.scheme}://<community>@<host>/<oid>)` };
     }
+    registerSecret(t.username);
     return { ...common, community: t.username, user: undefined };
   }
   for (const key of t.query.keys()) {

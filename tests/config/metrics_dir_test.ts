@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { loadMetricsDir, parseMetricsText } from "../../src/config/metrics_dir.ts";
-import { parseMetricUrl } from "../../src/config/metric_url.ts";
+import { parseMetricUrl, redactUrl } from "../../src/config/metric_url.ts";
 
 Deno.test("metrics.d accepts a list, a single entry and an empty file, as Kwollect does", async () => {
   const dir = await Deno.makeTempDir();
@@ -81,4 +81,9 @@ Deno.test("parseMetricUrl() never quotes the password in its errors", () => {
   const bad = parseMetricUrl("ipmisensor://root:topsecret@host:99999/1");
   assert.ok("error" in bad);
   assert.ok(!bad.error.includes("topsecret"), bad.error);
+  const community = parseMetricUrl("snmp://TopSecretCommunity@pdu:99999/1.3.6.1");
+  assert.ok("error" in community);
+  assert.ok(!community.error.includes("TopSecretCommunity"), community.error);
+  assert.match(community.error, /'snmp:\/\/\*\*\*@pdu:99999\/1\.3\.6\.1'/);
+  assert.equal(redactUrl("snmpv3://alice:authpass1:privpass1@pdu/1.3"), "snmpv3://alice:***@pdu/1.3");
 });

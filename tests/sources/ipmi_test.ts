@@ -354,6 +354,33 @@ Deno.test("ipmi source keeps the password out of ps and out of its errors", asyn
   }
 });
 
+Deno.test("ipmi source gives ipmi-sensors a minimal environment, never the collector's secrets", async () => {
+  const dead = await freeUdpPort();
+  Deno.env.set("KWOLLECT_DB_PASSWORD", "db-secret-in-env");
+  const slow = [sensorEntry(dead, 2)];
+  const source = ipmi.create(slow, { config, timeoutMs: 1500 });
+  try {
+    const poll = source.poll(slow, AbortSignal.timeout(5000));
+    poll.catch(() => {});
+    let env: string[] = [];
+    for (let tries = 0; env.length === 0 && tries < 100; tries++) {
+      await new Promise((r) => setTimeout(r, 20));
+      const child = children("ipmi-sensors").find((c) => c.state !== "Z");
+      if (!child) continue;
+      try {
+        env = Deno.readTextFileSync(`/proc/${child.pid}/environ`).split("\0").filter((v) => v !== "");
+      } catch { /* exited meanwhile */ }
+    }
+    assert.ok(env.length > 0, "ipmi-sensors was never seen running");
+    assert.deepEqual(env.map((v) => v.split("=")[0]).sort(), ["LANG", "LC_ALL", "PATH"]);
+    assert.ok(!env.join("\n").includes("db-secret-in-env"));
+    await poll.then(() => undefined, () => undefined);
+  } finally {
+    Deno.env.delete("KWOLLECT_DB_PASSWORD");
+    await source.close();
+  }
+});
+
 Deno.test("ipmisensor urls are validated before any network access", () => {
   const cases: [string, RegExp][] = [
     ["ipmisensor://u:p@bmc.example.org/2", /^$/],
