@@ -1,7 +1,7 @@
 /**
  * kwollector: parses the subcommand, runs it, maps errors to exit codes (CONTRACT.md):
  * 0 success, 2 usage or configuration error, 3 central database unreachable (flush), 1 anything
- * else.
+ * else, our own bugs included (logged CRITICAL with their stack: see src/cli/crash.ts).
  */
 import { ConfigError, UsageError } from "./src/config/errors.ts";
 import { errorMessage, logger } from "./src/log.ts";
@@ -13,6 +13,8 @@ import { CHECK_HELP, checkCommand } from "./src/cli/check.ts";
 import { SETUP_DB_HELP, SETUP_DB_OAR_HELP, setupDbCommand, setupDbOarCommand } from "./src/cli/setup_db.ts";
 import { WATTMETRE_HELP, wattmetreCommand } from "./src/cli/wattmetre.ts";
 import { INIT_HELP, initCommand } from "./src/cli/init.ts";
+import { installCrashHandlers, stackOf } from "./src/cli/crash.ts";
+import { classify } from "./src/forward/classify.ts";
 
 interface Subcommand {
   help: string;
@@ -64,6 +66,7 @@ export async function main(args: string[]): Promise<number> {
     console.log(sub.help);
     return 0;
   }
+  installCrashHandlers();
   try {
     return await sub.run(argv);
   } catch (err) {
@@ -71,7 +74,9 @@ export async function main(args: string[]): Promise<number> {
       console.error(err.message);
       return 2;
     }
-    logger.critical(`${name} failed`, { error: errorMessage(err) });
+    // A bug carries its stack, so that the report says where; other failures say what and why.
+    const stack = classify(err) === "bug" ? stackOf(err) : undefined;
+    logger.critical(`${name} failed`, { error: errorMessage(err), stack });
     return 1;
   }
 }

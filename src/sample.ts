@@ -1,6 +1,19 @@
 /**
  * The one sample type every stage passes on: sources produce it, the spool stores it, the
  * forwarder writes it to the central `metrics` table.
+ *
+ * Guarantee: a sample that reaches the spool can be written centrally. Producers check it with
+ * `sampleProblem()` where they make it (the scheduler for polled readings, the wattmeter reader
+ * for its lines), so a device that sends an unrepresentable timestamp or text fails alone, with
+ * an error that names it, instead of a batch that the central database refuses for ever. The
+ * bounds are fixed and documented in docs/OPERATIONS.md:
+ *
+ * - timestamp from 2000-01-01T00:00:00Z to one year after the collector's clock (a factor-1000
+ *   unit mistake, seconds for milliseconds or nanoseconds for microseconds, always falls
+ *   outside, and the error names the unit the value looks like);
+ * - device_id and metric_id of 1 to MAX_ID_CHARS characters; labels a JSON object of at most
+ *   MAX_LABELS_JSON_CHARS characters; no NUL character anywhere (PostgreSQL's text and jsonb
+ *   refuse it). NaN and ±Infinity values are allowed.
  */
 export interface Sample {
   /** Milliseconds since the Unix epoch; fractions keep sub-millisecond precision. */
@@ -13,6 +26,72 @@ export interface Sample {
 }
 
 export type Labels = Record<string, unknown>;
+
+/** Earliest timestamp a sample may carry: 2000-01-01T00:00:00Z. */
+export const EARLIEST_TIMESTAMP_MS = Date.UTC(2000, 0, 1);
+/** How far after the collector's clock a sample's timestamp may be. */
+export const LATEST_AHEAD_MS = 366 * 86_400_000;
+/** Longest device_id or metric_id (PostgreSQL's btree index rows hold about 2,700 bytes). */
+export const MAX_ID_CHARS = 512;
+/** Longest labels object, as JSON text. */
+export const MAX_LABELS_JSON_CHARS = 16_384;
+
+const UNITS = ["seconds", "milliseconds", "microseconds", "nanoseconds"] as const;
+export type TimeUnit = (typeof UNITS)[number];
+
+/**
+ * Why a timestamp read from a device cannot be stored, or undefined when it can. `raw` is the
+ * number as the device sent it, in `unit` since the Unix epoch; the message quotes it and, when
+ * the value is off by a factor of 1000, 10^6 or 10^9, names the unit it looks like.
+ */
+export function timestampProblem(raw: number, unit: TimeUnit, nowMs: number): string | undefined {
+  const index = UNITS.indexOf(unit);
+  const ms = raw * 1000 ** (1 - index);
+  const latest = nowMs + LATEST_AHEAD_MS;
+  if (ms >= EARLIEST_TIMESTAMP_MS && ms <= latest) return undefined;
+  const range = `${isoDay(EARLIEST_TIMESTAMP_MS)} to ${isoDay(latest)}`;
+  let guess = "";
+  for (let i = 0; i < UNITS.length; i++) {
+    const asMs = raw * 1000 ** (1 - i);
+    if (i !== index && asMs >= EARLIEST_TIMESTAMP_MS && asMs <= latest) {
+      guess = `: it looks like ${UNITS[i]} (${isoDay(asMs)}), not ${unit}`;
+    }
+  }
+  const when = Number.isFinite(ms) && Math.abs(ms) <= 8.64e15 ? new Date(ms).toISOString() : "out of any calendar";
+  return `Timestamp ${raw} (${unit} since the epoch) is ${when}, outside the accepted ${range}${guess}`;
+}
+
+/** Why `s` cannot be stored and forwarded, or undefined when it can (see the module header). */
+export function sampleProblem(s: Sample, nowMs: number): string | undefined {
+  if (typeof s.timestampMs !== "number" || !Number.isFinite(s.timestampMs)) {
+    return `Timestamp ${String(s.timestampMs)} is not a number`;
+  }
+  const ts = timestampProblem(s.timestampMs, "milliseconds", nowMs);
+  if (ts) return ts;
+  if (typeof s.value !== "number") return `Value ${String(s.value)} is not a number`;
+  for (const [what, id] of [["device_id", s.deviceId], ["metric_id", s.metricId]] as const) {
+    if (typeof id !== "string" || id.length === 0 || id.length > MAX_ID_CHARS) {
+      return `Invalid ${what} '${String(id).slice(0, 80)}': expected 1 to ${MAX_ID_CHARS} characters`;
+    }
+    if (id.includes("\0")) return `Invalid ${what} '${id.slice(0, 80)}': it contains a NUL character`;
+  }
+  let json: string;
+  try {
+    json = JSON.stringify(s.labels);
+  } catch (err) {
+    return `Labels cannot be written as JSON: ${(err as Error).message}`;
+  }
+  if (typeof json !== "string" || !json.startsWith("{")) return `Labels ${json} are not a JSON object`;
+  if (json.length > MAX_LABELS_JSON_CHARS) {
+    return `Labels are ${json.length} characters of JSON, more than the ${MAX_LABELS_JSON_CHARS} accepted`;
+  }
+  if (json.includes("\\u0000")) return `Labels ${json.slice(0, 80)} contain a NUL character`;
+  return undefined;
+}
+
+function isoDay(ms: number): string {
+  return new Date(ms).toISOString().slice(0, 10);
+}
 
 /** A raw reading as a device returned it, before `scale_factor` and text handling. */
 export type RawValue = number | bigint | string | boolean;

@@ -1,6 +1,7 @@
 import net from "node:net";
 import postgres from "postgres";
 import type { Config } from "../config/defaults.ts";
+import { ConfigError } from "../config/errors.ts";
 
 /**
  * Connections to the central PostgreSQL. Every connection goes through our own socket factory so
@@ -86,12 +87,15 @@ function openSocket(host: string, port: number): Promise<net.Socket> {
 function sslOption(e: Endpoint): false | "prefer" | "require" | Record<string, unknown> {
   const ca = () => {
     if (e.sslrootcert === "") {
-      throw new Error(`db_sslmode '${e.sslmode}' needs db_sslrootcert, the CA certificate file to verify the server`);
+      throw runConfigError(
+        "db_sslrootcert",
+        `db_sslmode '${e.sslmode}' needs db_sslrootcert, the CA certificate file to verify the server`,
+      );
     }
     try {
       return Deno.readTextFileSync(e.sslrootcert);
     } catch (err) {
-      throw new Error(`Cannot read db_sslrootcert '${e.sslrootcert}': ${(err as Error).message}`);
+      throw runConfigError("db_sslrootcert", `Cannot read '${e.sslrootcert}': ${(err as Error).message}`);
     }
   };
   switch (e.sslmode) {
@@ -110,6 +114,11 @@ function sslOption(e: Endpoint): false | "prefer" | "require" | Record<string, u
       // The identity is checked against `host` (DNS name or IP SAN); SNI is sent for names only.
       return { ca: ca(), rejectUnauthorized: true, host: e.host, ...(net.isIP(e.host) ? {} : { servername: e.host }) };
     default:
-      throw new Error(`Invalid db_sslmode '${e.sslmode}'`);
+      throw runConfigError("db_sslmode", `Invalid value '${e.sslmode}'`);
   }
+}
+
+/** A configuration mistake found when connecting: classified `config` (a person must act). */
+function runConfigError(key: string, message: string): ConfigError {
+  return new ConfigError([{ file: "configuration", key, message }]);
 }

@@ -2,7 +2,7 @@ import type { Config } from "../config/defaults.ts";
 import type { MetricEntry } from "../config/metrics_dir.ts";
 import { errorMessage } from "../log.ts";
 import type { Sample } from "../sample.ts";
-import { toSampleValue } from "../sample.ts";
+import { sampleProblem, toSampleValue } from "../sample.ts";
 import type { DeviceStatus } from "../spool/spool.ts";
 import type { PollResult, Reading, Source } from "../sources/source.ts";
 import type { Clock, TimerId } from "./clock.ts";
@@ -210,9 +210,18 @@ export class Scheduler {
     s.counters.pollsOk++;
     t.emit(POLL_OK, { group: s.group.name }, protocol);
     t.end(DEVICE_FAILING, s.group.name, { group: s.group.name });
+    // The door of the spool: a reading that cannot be stored centrally fails as its entry's
+    // error (named, logged when it starts and ends) and never reaches the spool.
+    const samples: Sample[] = [];
+    const nowMs = clock.now();
+    for (const r of result.readings) {
+      const sample = toSample(r, sentAtMs);
+      const problem = sampleProblem(sample, nowMs);
+      if (problem === undefined) samples.push(sample);
+      else result.errors.push({ entry: r.entry, message: `Sample of ${sample.metricId} refused: ${problem}` });
+    }
     const entryErrors = this.#entryErrors(s, result);
     this.#recordDevices(s, entries, sentAtMs, undefined, entryErrors);
-    const samples = result.readings.map((r) => toSample(r, sentAtMs));
     if (samples.length === 0) return;
     s.counters.samples += samples.length;
     t.emit(SAMPLES_POLLED, { group: s.group.name, samples: samples.length }, { ...protocol, n: samples.length });

@@ -1,6 +1,7 @@
 import type { Config } from "../config/defaults.ts";
 import { connect, describe, type Endpoint, type Sql } from "../central/connect.ts";
 import { errorMessage } from "../log.ts";
+import { sampleProblem } from "../sample.ts";
 import type { Spool, SpooledSample } from "../spool/spool.ts";
 import { VERSION } from "../version.ts";
 import { Backoff } from "../forward/backoff.ts";
@@ -14,11 +15,13 @@ import {
   CENTRAL_REFUSES,
   CENTRAL_SLOW,
   CENTRAL_UNREACHABLE,
+  CLAIMED_ELSEWHERE,
   FORWARD_FAILED,
   ROWS_FORWARDED,
   ROWS_QUARANTINED,
   ROWS_RECONCILED,
   SEQS_REUSED,
+  SPOOL_REFUSES_FORWARDER,
 } from "../telemetry/events.ts";
 import { Telemetry } from "../telemetry/telemetry.ts";
 
@@ -82,6 +85,7 @@ export interface ForwardCounters {
  * query and the batch is re-sent through INSERT, which reports the real error.
  */
 class CopyRejectedError extends Error {
+  readonly code = "KWOLLECTOR_COPY_REJECTED";
   constructor(cause: unknown) {
     super(`COPY was rejected by the central database (${errorMessage(cause)})`);
   }
@@ -92,7 +96,8 @@ const BACKFILL_FAST_MS = 500;
 const BACKFILL_MIN_ROWS = 500;
 
 class OverlapError extends Error {
-  constructor(first: number, last: number) {
+  readonly code = "KWOLLECTOR_ALREADY_CLAIMED";
+  constructor(readonly first: number, readonly last: number) {
     super(`Seq range ${first}..${last} is already in the central ledger`);
   }
 }
@@ -108,6 +113,8 @@ export class Forwarder {
     liveRows: 0,
     lastForwardAtMs: undefined,
   };
+  /** The last failure since the last successful step (for `flush`'s final message). */
+  lastFailure: { kind: FailureKind; message: string } | undefined;
   #opts: ForwarderOptions;
   #clock: Clock;
   #sql: Sql | undefined;
@@ -119,6 +126,12 @@ export class Forwarder {
   /** While draining a backlog: the newest seq of the backlog; later seqs are the live lane. */
   #liveAfter: number | undefined;
   #backfillTokens = 0;
+  /** Whether the central database answered since the connection last failed. */
+  #answered = false;
+  /** Spool rows when the current step began: the backlog a recovery log line reports. */
+  #backlogAtStepStart = 0;
+  /** The batch whose commit went unanswered, until its range is found claimed. */
+  #inDoubt: { first: number; last: number } | undefined;
   #backfillRefilledAt: number;
 
   constructor(opts: ForwarderOptions) {
@@ -168,6 +181,7 @@ export class Forwarder {
    * Never throws: failures are classified, logged by impact and answered with "failed".
    */
   async step(): Promise<"sent" | "idle" | "paced" | "failed"> {
+    this.#backlogAtStepStart = this.#opts.spool.rowCount();
     try {
       const sql = this.#connection();
       if (!this.#reconciled) {
@@ -216,6 +230,8 @@ export class Forwarder {
       this.#recovered();
       return backfilled > 0 || live.length >= batchRows ? "sent" : "paced";
     } catch (err) {
+      // Our own bug is not a delivery failure: it leaves the loop, and the process (see main.ts).
+      if (classify(err) === "bug") throw err;
       this.#failed(err);
       return "failed";
     }
@@ -261,6 +277,7 @@ export class Forwarder {
   #reset(): void {
     const sql = this.#sql;
     this.#sql = undefined;
+    this.#answered = false;
     this.#reconciled = false;
     this.#opts.spool.releaseLeases();
     if (sql) sql.end({ timeout: 0 }).catch(() => {});
@@ -353,31 +370,43 @@ export class Forwarder {
     return row?.ok === true;
   }
 
-  /** Sends a batch; on a data error, bisects it so only the rows that fail alone are set aside. */
+  /**
+   * Sends a batch; on a data error, bisects it so only the rows that fail alone are set aside.
+   * A sample that cannot be written centrally at all (written to the spool before the door
+   * checked samples, see sample.ts) is set aside first, and the runs around it are sent.
+   */
   async #sendIsolating(sql: Sql, batch: SpooledSample[], method = this.#opts.config.forward_method): Promise<void> {
+    const now = this.#clock.now();
+    const bad = batch.findIndex((s) => sampleProblem(s, now) !== undefined);
+    if (bad >= 0) {
+      if (bad > 0) await this.#sendIsolating(sql, batch.slice(0, bad), method);
+      await this.#quarantine(sql, batch[bad]!, sampleProblem(batch[bad]!, now)!);
+      if (bad + 1 < batch.length) await this.#sendIsolating(sql, batch.slice(bad + 1), method);
+      return;
+    }
     try {
       await this.#send(sql, batch, method);
     } catch (err) {
       if (err instanceof CopyRejectedError) return await this.#sendIsolating(sql, batch, "insert");
       if (err instanceof OverlapError || classify(err) !== "data") throw err;
-      if (batch.length === 1) {
-        const reason = errorMessage(err);
-        const spool = this.#opts.spool;
-        spool.quarantine(batch, reason);
-        this.counters.quarantined++;
-        this.#telemetry.emit(ROWS_QUARANTINED, {
-          seq: batch[0]!.seq,
-          device: batch[0]!.deviceId,
-          metric: batch[0]!.metricId,
-          reason,
-        });
-        await this.#reportQuarantine(sql);
-        return;
-      }
+      if (batch.length === 1) return await this.#quarantine(sql, batch[0]!, errorMessage(err));
       const mid = Math.floor(batch.length / 2);
       await this.#sendIsolating(sql, batch.slice(0, mid), method);
       await this.#sendIsolating(sql, batch.slice(mid), method);
     }
+  }
+
+  /** Sets a sample aside in the spool's quarantine, with the reason, and records its seq centrally. */
+  async #quarantine(sql: Sql, sample: SpooledSample, reason: string): Promise<void> {
+    this.#opts.spool.quarantine([sample], reason);
+    this.counters.quarantined++;
+    this.#telemetry.emit(ROWS_QUARANTINED, {
+      seq: sample.seq,
+      device: sample.deviceId,
+      metric: sample.metricId,
+      reason,
+    });
+    await this.#reportQuarantine(sql);
   }
 
   async #send(sql: Sql, batch: SpooledSample[], method: string): Promise<void> {
@@ -400,7 +429,7 @@ export class Forwarder {
       }
     }
     if (chunk) chunks.push(chunk);
-    await this.#timed(sql.begin(async (tx) => {
+    const sent = this.#timed(sql.begin(async (tx) => {
       const [claim] = await tx`
         SELECT kwollect_claim(${spool.spoolId}, ${this.#opts.config.edge_id}, ${first}, ${last}, ${batch.length},
                               'data', ${new Date(minTs)}, ${new Date(maxTs)}, ${VERSION}) AS ok`;
@@ -426,6 +455,14 @@ export class Forwarder {
         throw err;
       }
     }));
+    try {
+      await sent;
+    } catch (err) {
+      // Cut off without an answer, the COMMIT may still land: a later refusal of this range is
+      // then our own lost acknowledgement, not another process's claim.
+      if (!(err instanceof OverlapError) && classify(err) === "retry") this.#inDoubt = { first, last };
+      throw err;
+    }
     failpoint("after-central-commit");
     spool.removeForwarded(first, last);
     this.counters.batches++;
@@ -445,33 +482,55 @@ export class Forwarder {
         reject(e);
       }, ms);
     });
-    return Promise.race([p, timeout]).finally(() => this.#clock.clearTimeout(timer!));
+    return Promise.race([p, timeout]).then((answer) => {
+      this.#answered = true;
+      return answer;
+    }, (err) => {
+      // A refusal by the server is an answer too: it is reachable.
+      if ((err as { name?: string }).name === "PostgresError" || err instanceof OverlapError) this.#answered = true;
+      throw err;
+    }).finally(() => this.#clock.clearTimeout(timer!));
   }
 
   #failed(err: unknown): void {
     const kind: FailureKind = err instanceof OverlapError ? "retry" : classify(err);
     const message = errorMessage(err);
+    this.lastFailure = { kind, message };
     const t = this.#telemetry;
     const endpoint = describe(this.#opts.endpoint);
     this.counters.retries++;
     // Whatever happened, the commit may or may not have reached the server: reconcile first.
     this.#reset();
     if (err instanceof OverlapError) {
-      t.emit(ACK_LOST, { error: message });
+      const doubt = this.#inDoubt;
+      if (doubt && err.first <= doubt.last && err.last >= doubt.first) {
+        this.#inDoubt = undefined;
+        t.emit(ACK_LOST, { error: message });
+      } else t.emit(CLAIMED_ELSEWHERE, { error: message });
       this.#backoff.reset();
       return;
     }
     t.emit(FORWARD_FAILED, { error: message, attempt: this.#backoff.attempts });
-    // A refusal (bad password, missing table) needs a person; an outage only needs patience.
-    if (kind === "config") t.begin(CENTRAL_REFUSES, "central", { endpoint, error: message }, message);
+    // A refusal (bad password, missing table) needs a person; an outage only needs patience; a
+    // spool that refuses (disk full, I/O error) is this host's problem, not the central one's.
+    if (kind === "local") {
+      t.begin(SPOOL_REFUSES_FORWARDER, "spool", { spool: this.#opts.spool.path, error: message }, message);
+    } else if (kind === "config") t.begin(CENTRAL_REFUSES, "central", { endpoint, error: message }, message);
     else t.begin(CENTRAL_UNREACHABLE, "central", { endpoint, error: message });
   }
 
+  /**
+   * A step went through. The central conditions end only once the central database has answered
+   * since the connection failed: a step over an empty spool may not have asked it anything.
+   */
   #recovered(): void {
     this.#backoff.reset();
+    this.lastFailure = undefined;
     const t = this.#telemetry;
+    if (t.isActive(SPOOL_REFUSES_FORWARDER, "spool")) t.end(SPOOL_REFUSES_FORWARDER, "spool");
+    if (!this.#answered) return;
     if (!t.isActive(CENTRAL_REFUSES, "central") && !t.isActive(CENTRAL_UNREACHABLE, "central")) return;
-    const fields = { endpoint: describe(this.#opts.endpoint), backlog_rows: this.#opts.spool.rowCount() };
+    const fields = { endpoint: describe(this.#opts.endpoint), backlog_rows: this.#backlogAtStepStart };
     t.end(CENTRAL_REFUSES, "central", fields);
     t.end(CENTRAL_UNREACHABLE, "central", fields);
   }

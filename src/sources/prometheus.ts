@@ -1,5 +1,6 @@
+import { redactUrl } from "../config/metric_url.ts";
 import type { MetricEntry } from "../config/metrics_dir.ts";
-import type { Labels } from "../sample.ts";
+import { type Labels, timestampProblem } from "../sample.ts";
 import { parsePrometheusText } from "./prometheus_text.ts";
 import type { EntryError, PollResult, Protocol, Reading, Source, SourceContext } from "./source.ts";
 
@@ -17,11 +18,11 @@ const CUSTOM = "kwollect_custom";
 export const prometheus: Protocol = {
   validate(entry) {
     if (entry.target.port === undefined) {
-      return `Missing exporter port in url '${entry.url}' (expected prometheus://host:port/...)`;
+      return `Missing exporter port in url '${redactUrl(entry.url)}' (expected prometheus://host:port/...)`;
     }
     for (const name of namesOf(entry)) {
       if (!/^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(name)) {
-        return `Invalid Prometheus metric name '${name}' in url '${entry.url}'`;
+        return `Invalid Prometheus metric name '${name}' in url '${redactUrl(entry.url)}'`;
       }
     }
     return undefined;
@@ -105,6 +106,8 @@ function customReading(
     if (labels._timestamp === "" || !Number.isFinite(t)) {
       return { error: `Cannot parse _timestamp '${String(labels._timestamp)}' of kwollect_custom` };
     }
+    const outOfRange = timestampProblem(t, "seconds", scrapeMs);
+    if (outOfRange) return { error: `_timestamp of kwollect_custom: ${outOfRange}` };
     timestampMs = t * 1000;
     delete labels._timestamp;
   }

@@ -3,7 +3,7 @@ import { parseLocatedYaml } from "../config/yaml_file.ts";
 import { errorMessage, logger } from "../log.ts";
 import { SAMPLES_LOST, wattmeterConditions } from "../telemetry/events.ts";
 import { Telemetry } from "../telemetry/telemetry.ts";
-import type { Labels, Sample } from "../sample.ts";
+import { type Labels, type Sample, timestampProblem } from "../sample.ts";
 
 /**
  * The OmegaWatt wattmeter stream (`wattmetre-read /dev/ttyUSB0 42 20 | kwollector wattmetre`),
@@ -36,6 +36,8 @@ const GAP_QUIET_SECONDS = 60;
 const DEFAULT_MAX_PENDING_SECONDS = 20;
 /** Longest excerpt of a bad line quoted in a log message. */
 const EXCERPT_CHARS = 120;
+/** Longest line kept from the stream (a wattmeter line is about 10 characters per port). */
+const MAX_LINE_CHARS = 65_536;
 
 export interface WattmetreReaderOptions {
   wattmetreId: string;
@@ -126,6 +128,8 @@ export class WattmetreReader {
     if (timeText === "" || !Number.isFinite(seconds) || seconds < 0) {
       return this.#reject(text, `field 3 '${timeText}' is not a time in epoch seconds`);
     }
+    const outOfRange = timestampProblem(seconds, "seconds", Date.now());
+    if (outOfRange) return this.#reject(text, `field 3: ${outOfRange}`);
     const values = this.#values;
     values.length = fields.length - 4;
     for (let i = 4; i < fields.length; i++) {
@@ -283,15 +287,29 @@ export async function pumpWattmetreStream(
   const onAbort = () => void text.cancel().catch(() => {});
   signal?.addEventListener("abort", onAbort, { once: true });
   let rest = "";
+  /** In the middle of a line too long to keep: its end is dropped too. */
+  let skipping = false;
   try {
     for (;;) {
       const { value, done } = await text.read();
       if (done) break;
       const lines = (rest + value).split("\n");
       rest = lines.pop()!;
+      if (skipping && lines.length > 0) {
+        lines.shift();
+        skipping = false;
+      }
       for (const line of lines) await reader.pushLine(line);
+      if (rest.length > MAX_LINE_CHARS) {
+        logger.warning("Wattmeter stream sent a line longer than the longest accepted: dropped", {
+          max_chars: MAX_LINE_CHARS,
+          line: excerpt(rest),
+        });
+        rest = "";
+        skipping = true;
+      }
     }
-    if (rest !== "" && !signal?.aborted) {
+    if (rest !== "" && !skipping && !signal?.aborted) {
       logger.warning("Wattmeter stream ended in the middle of a line: line dropped", { line: excerpt(rest) });
     }
   } finally {

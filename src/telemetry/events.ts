@@ -139,11 +139,23 @@ export const ACK_LOST: EventSpec = {
   level: "info",
   message: "Batch was already committed (acknowledgement lost); reconciling",
 };
+export const CLAIMED_ELSEWHERE: EventSpec = {
+  counter: "kwollector_batches_claimed_elsewhere_total",
+  help: "Batches another process (a concurrent flush) forwarded first; found in the ledger, not re-sent",
+  level: "info",
+  message: "Batch already forwarded by another process (a concurrent flush); reconciling",
+};
 export const CENTRAL_UNREACHABLE: ConditionSpec = {
   name: "central_unreachable",
   level: "warning",
   started: "Central database unreachable; samples are kept in the spool",
   ended: "Central database reachable again; forwarding the backlog",
+};
+export const SPOOL_REFUSES_FORWARDER: ConditionSpec = {
+  name: "spool_refuses_forwarder",
+  level: "error",
+  started: "Spool refuses the forwarder (disk or I/O error): forwarded samples stay in it until it accepts",
+  ended: "Spool accepts the forwarder again",
 };
 export const CENTRAL_REFUSES: ConditionSpec = {
   name: "central_refuses_collector",
@@ -177,6 +189,26 @@ export const SEQS_REUSED: EventSpec = {
   level: "error",
   message: "Spool lost commits it had already forwarded (write-ahead log lost or damaged): " +
     "new samples renumbered after the central ledger's, the lost range recorded as dropped",
+};
+export const SPOOL_UNAVAILABLE: ConditionSpec = {
+  name: "spool_unavailable",
+  level: "error",
+  started: "Spool cannot be opened: the disk or the operating system refuses; retrying in place, " +
+    "nothing is polled until it opens",
+  ended: "Spool opened",
+};
+export const SPOOL_SALVAGE_PENDING: ConditionSpec = {
+  name: "spool_salvage_pending",
+  level: "error",
+  started: "A spool moved aside cannot be salvaged yet (the disk or the operating system refuses); " +
+    "it is kept and retried",
+  ended: "Spool moved aside salvaged: it is being forwarded",
+};
+export const SPOOL_FILE_LOST: ConditionSpec = {
+  name: "spool_file_lost",
+  level: "error",
+  started: "Spool file was deleted or replaced while kwollector runs; writing it back",
+  ended: "Spool file written back: no sample lost",
 };
 export const SPOOL_FULL: ConditionSpec = {
   name: "spool_full",
@@ -225,7 +257,11 @@ export const CONDITIONS: readonly ConditionSpec[] = [
   DEVICE_STATUS_UNRECORDED,
   CENTRAL_UNREACHABLE,
   CENTRAL_REFUSES,
+  SPOOL_REFUSES_FORWARDER,
   BACKLOG_DRAINING,
   CENTRAL_SLOW,
   SPOOL_FULL,
+  SPOOL_UNAVAILABLE,
+  SPOOL_SALVAGE_PENDING,
+  SPOOL_FILE_LOST,
 ];
