@@ -3,13 +3,17 @@ import { systemClock } from "../collect/clock.ts";
 import { UsageError } from "../config/errors.ts";
 import { Forwarder } from "../forward/forwarder.ts";
 import { parseCommand } from "./args.ts";
-import { openSpool, stopSignal, surviveStrayErrors } from "./runtime.ts";
+import { openSpool, stopSignal } from "./runtime.ts";
+import type { Config } from "../config/defaults.ts";
+import { AsideForwarder } from "../forward/aside_forwarder.ts";
+import { Telemetry } from "../telemetry/telemetry.ts";
 import { formatCount, formatDuration } from "./format.ts";
 
 export const FLUSH_HELP = `kwollector flush [CONFIG] [--timeout_s N] [--key value ...]
 
 Forwards the whole spool to the central database now and exits: 0 when the spool is empty,
-3 when the central database is unreachable or the timeout (default: none) passed. Shows a
+3 when the central database is unreachable or the timeout (default: none) passed, 1 when the
+spool's disk refuses. Spools moved aside (damaged, salvaged) are forwarded too. Shows a
 progress bar with rate and ETA on a terminal, plain lines otherwise. Safe to run while
 'kwollector run' is running on the same spool.
 
@@ -22,26 +26,50 @@ export const EXIT_UNREACHABLE = 3;
 export async function flushCommand(argv: string[]): Promise<number> {
   const { resolved, values } = parseCommand(argv, { values: ["timeout_s"] });
   const c = resolved.config;
-  surviveStrayErrors();
   const timeoutText = values.get("timeout_s");
   const timeoutS = timeoutText === undefined ? Infinity : Number(timeoutText);
   if (!(timeoutS > 0)) throw new UsageError(`Invalid --timeout_s '${timeoutText}': expected a number of seconds > 0`);
+  const started = systemClock.monotonic();
+  const deadlineMs = started + timeoutS * 1000;
+  const stop = stopSignal();
+  try {
+    const live = await flushLive(c, deadlineMs, stop.signal, started);
+    const aside = new AsideForwarder({
+      spoolPath: c.spool_path,
+      config: c,
+      endpoint: endpointOf(c),
+      telemetry: new Telemetry(),
+      open: (path) => openSpool({ ...c, spool_path: path }, "forwarder"),
+    });
+    const asideDone = await aside.pass(deadlineMs, stop.signal);
+    if (!asideDone) {
+      console.error(`Spools moved aside next to '${c.spool_path}' still hold samples (see 'kwollector status')`);
+    }
+    return live === 0 && asideDone ? 0 : live === 0 ? EXIT_UNREACHABLE : live;
+  } finally {
+    stop.dispose();
+  }
+}
+
+/** Drains the live spool; returns the exit code (0 empty, 3 central unreachable, 1 local trouble). */
+async function flushLive(c: Config, deadlineMs: number, signal: AbortSignal, started: number): Promise<number> {
   let spool;
   try {
     spool = openSpool(c, "forwarder");
-  } catch {
-    console.log(`Spool '${c.spool_path}' does not exist: nothing to flush`);
-    return 0;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) {
+      console.log(`Spool '${c.spool_path}' does not exist: nothing to flush`);
+      return 0;
+    }
+    throw err;
   }
-  const stop = stopSignal();
   const forwarder = new Forwarder({ spool, endpoint: endpointOf(c), config: c });
   const total = spool.stats().rows;
-  const started = systemClock.monotonic();
   const progress = new Progress(total, Deno.stdout.isTerminal());
   try {
     const empty = await forwarder.drain({
-      deadlineMs: started + timeoutS * 1000,
-      signal: stop.signal,
+      deadlineMs,
+      signal,
       onProgress: () => progress.update(forwarder.counters.rows + forwarder.counters.reconciledRows),
     });
     progress.done();
@@ -54,14 +82,17 @@ export async function flushCommand(argv: string[]): Promise<number> {
       );
       return 0;
     }
-    console.error(
-      `Spool not empty: ${formatCount(stats.rows)} samples left (central database unreachable or timeout)`,
-    );
-    return EXIT_UNREACHABLE;
+    const last = forwarder.lastFailure;
+    const why = last === undefined
+      ? "timeout"
+      : last.kind === "local"
+      ? `the spool refused: ${last.message}`
+      : `central database unreachable: ${last.message}`;
+    console.error(`Spool not empty: ${formatCount(stats.rows)} samples left (${why})`);
+    return last?.kind === "local" ? 1 : EXIT_UNREACHABLE;
   } finally {
     await forwarder.close();
     spool.close();
-    stop.dispose();
   }
 }
 

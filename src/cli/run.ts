@@ -1,19 +1,19 @@
-import { connect, endpointOf } from "../central/connect.ts";
-import { PromotionFilter, PromotionRefresher } from "../collect/promotion.ts";
 import { systemClock } from "../collect/clock.ts";
 import { Scheduler } from "../collect/scheduler.ts";
-import { Forwarder } from "../forward/forwarder.ts";
+import type { PollGroup } from "../collect/groups.ts";
+import type { Config } from "../config/defaults.ts";
 import { errorMessage, logger } from "../log.ts";
 import { parseCommand } from "./args.ts";
-import { CONDITIONS, DEVICE_STATUS_UNRECORDED } from "../telemetry/events.ts";
-import { Telemetry } from "../telemetry/telemetry.ts";
-import { loadGroupsForRun, openSpool, startTelemetry, stopSignal, surviveStrayErrors } from "./runtime.ts";
+import { DEVICE_STATUS_UNRECORDED } from "../telemetry/events.ts";
+import { type Pipeline, startPipeline } from "./pipeline.ts";
+import { loadGroupsForRun, stopSignal } from "./runtime.ts";
 
 export const RUN_HELP = `kwollector run [CONFIG] [--key value ...]
 
 Polls every metric of metrics_dir at its update_every, writes each sample to the spool first,
 and forwards the spool to the central database whenever it is reachable. Stops cleanly on
-SIGTERM or SIGINT: in-flight polls finish and are committed to the spool.
+SIGTERM or SIGINT: in-flight polls finish and are committed to the spool. SIGHUP (systemctl
+reload) reads metrics_dir again: in-flight polls finish, then the new entries are polled.
 
 Examples:
   kwollector run /etc/kwollect/kwollector.yaml
@@ -26,50 +26,45 @@ const GC_EVERY_MS = 60_000;
 export async function runCommand(argv: string[]): Promise<number> {
   const { resolved } = parseCommand(argv);
   const c = resolved.config;
-  surviveStrayErrors();
   if (c.worker !== 8) logger.info("Option 'worker' is accepted for Kwollect compatibility and has no effect");
-  const groups = loadGroupsForRun(c);
-  const telemetry = new Telemetry({ conditions: CONDITIONS });
-  const spool = openSpool(c, "writer", telemetry);
-  const stop = stopSignal();
-  // Optional entries are polled while promoted_metrics asks for them; without any optional
-  // entry there is nothing to refresh and no connection is opened for it.
-  const filter = new PromotionFilter();
-  const refresher = groups.some((g) => g.entries.some((e) => e.optional))
-    ? new PromotionRefresher({
-      filter,
-      spool,
-      connect: () => connect(endpointOf(c), { applicationName: "kwollector promotion" }),
-      refreshMs: c.promoted_refresh_ms,
-    })
-    : undefined;
-  const scheduler = new Scheduler({
-    groups,
-    config: c,
-    clock: systemClock,
-    deliver: (samples) => spool.append(samples),
-    isActive: (entry) => filter.isActive(entry),
-    telemetry,
+  let groups = loadGroupsForRun(c);
+  // SIGHUP: the current polls finish and are committed, then the new metrics.d is polled.
+  let reloading = Promise.resolve();
+  let reloadNow = () => logger.info("SIGHUP ignored: the collector is still starting");
+  const stop = stopSignal({ onHangup: () => reloadNow() });
+  const pipeline = await startPipeline(c, {
+    name: "run",
+    signal: stop.signal,
+    refreshPromotions: () => groups.some((g) => g.entries.some((e) => e.optional)),
   });
-  const forwarder = new Forwarder({ spool, endpoint: endpointOf(c), config: c, telemetry });
-  const health = startTelemetry({ config: c, spool, telemetry, forwarder });
+  if (!pipeline) {
+    stop.dispose();
+    return 0;
+  }
+  const { spool } = pipeline;
+  let scheduler = startScheduler(groups, c, pipeline);
   logger.info("kwollector started", {
     groups: groups.length,
     entries: groups.reduce((n, g) => n + g.entries.length, 0),
     spool: c.spool_path,
     spool_id: spool.spoolId,
-    backlog_rows: spool.stats().rows,
+    backlog_rows: spool.rowCount(),
   });
+  reloadNow = () => {
+    reloading = reloading.then(async () => {
+      const next = loadGroupsForRun(c);
+      await scheduler.stop();
+      groups = next;
+      scheduler = startScheduler(groups, c, pipeline);
+      pipeline.refreshPromotionsIfNeeded();
+      logger.warning("metrics_dir read again (SIGHUP)", {
+        groups: groups.length,
+        entries: groups.reduce((n, g) => n + g.entries.length, 0),
+      });
+    });
+  };
 
-  const statusTimer = setInterval(() => {
-    try {
-      spool.writeDeviceStatus(scheduler.deviceStatus());
-      telemetry.end(DEVICE_STATUS_UNRECORDED, "spool");
-    } catch (err) {
-      const error = errorMessage(err);
-      telemetry.begin(DEVICE_STATUS_UNRECORDED, "spool", { error }, error);
-    }
-  }, STATUS_EVERY_MS);
+  const statusTimer = setInterval(() => recordDeviceStatus(pipeline, scheduler), STATUS_EVERY_MS);
   const gcTimer = setInterval(() => {
     try {
       spool.collectGarbage();
@@ -78,22 +73,42 @@ export async function runCommand(argv: string[]): Promise<number> {
     }
   }, GC_EVERY_MS);
 
-  refresher?.start();
-  scheduler.start();
-  const forwarding = forwarder.run(stop.signal);
-  await new Promise<void>((resolve) => stop.signal.addEventListener("abort", () => resolve(), { once: true }));
-
+  const stopped = new Promise<void>((resolve) =>
+    stop.signal.addEventListener("abort", () => resolve(), { once: true })
+  );
+  let bug: unknown;
+  await Promise.race([stopped, pipeline.failure.catch((err) => bug = err)]);
+  await reloading;
   await scheduler.stop();
-  await health.stop();
-  await refresher?.stop();
-  spool.commitPending();
-  await forwarding;
   clearInterval(statusTimer);
   clearInterval(gcTimer);
-  spool.writeDeviceStatus(scheduler.deviceStatus());
-  await forwarder.close();
-  spool.close();
+  recordDeviceStatus(pipeline, scheduler);
+  await pipeline.stop();
   stop.dispose();
-  logger.info("kwollector stopped", { forwarded_rows: forwarder.counters.rows });
+  if (bug !== undefined) throw bug;
+  logger.info("kwollector stopped", { forwarded_rows: pipeline.forwarder.counters.rows });
   return 0;
+}
+
+function startScheduler(groups: PollGroup[], c: Config, pipeline: Pipeline): Scheduler {
+  const scheduler = new Scheduler({
+    groups,
+    config: c,
+    clock: systemClock,
+    deliver: pipeline.deliver,
+    isActive: (entry) => pipeline.filter.isActive(entry),
+    telemetry: pipeline.telemetry,
+  });
+  scheduler.start();
+  return scheduler;
+}
+
+function recordDeviceStatus(pipeline: Pipeline, scheduler: Scheduler): void {
+  try {
+    pipeline.spool.writeDeviceStatus(scheduler.deviceStatus());
+    pipeline.telemetry.end(DEVICE_STATUS_UNRECORDED, "spool");
+  } catch (err) {
+    const error = errorMessage(err);
+    pipeline.telemetry.begin(DEVICE_STATUS_UNRECORDED, "spool", { error }, error);
+  }
 }

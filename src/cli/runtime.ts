@@ -8,7 +8,7 @@ import { formatProblem } from "../config/errors.ts";
 import { loadMetricsDir } from "../config/metrics_dir.ts";
 import { buildGroups, type PollGroup } from "../collect/groups.ts";
 import { Spool } from "../spool/spool.ts";
-import { errorMessage, logger } from "../log.ts";
+import { logger } from "../log.ts";
 
 /** Pieces shared by the subcommands that collect, forward or inspect. */
 
@@ -45,38 +45,27 @@ export function loadGroupsForRun(c: Config): PollGroup[] {
 }
 
 /**
- * A long-running collector must not die from an asynchronous error a library failed to route to
- * its caller (e.g. inside a TLS handshake): such an error is logged, and the operation that
- * waits for it fails by its own timeout and is retried.
+ * Resolves on the first SIGINT or SIGTERM; a second one exits at once. SIGHUP calls `onHangup`
+ * when given (run: reload metrics.d; wattmetre: logged and ignored), and otherwise stops cleanly
+ * like SIGTERM (flush, whose terminal went away): never the abrupt exit of its default action.
  */
-export function surviveStrayErrors(): void {
-  globalThis.addEventListener("unhandledrejection", (e) => {
-    e.preventDefault();
-    logger.error("Unexpected asynchronous error (recovered)", { error: errorMessage(e.reason) });
-  });
-  // postgres.js can also throw synchronously from a socket callback when a connection dies
-  // inside a transaction ("Cannot read properties of null (reading 'write')").
-  globalThis.addEventListener("error", (e) => {
-    e.preventDefault();
-    logger.error("Unexpected error in a library callback (recovered)", { error: errorMessage(e.error ?? e.message) });
-  });
-}
-
-/** Resolves on the first SIGINT or SIGTERM; a second one exits at once. */
-export function stopSignal(): { signal: AbortSignal; dispose(): void } {
+export function stopSignal(opts: { onHangup?: () => void } = {}): { signal: AbortSignal; dispose(): void } {
   const controller = new AbortController();
   const handler = () => {
     if (controller.signal.aborted) Deno.exit(130);
     logger.info("Stopping: finishing in-flight polls and committing them");
     controller.abort();
   };
+  const hangup = opts.onHangup ?? handler;
   Deno.addSignalListener("SIGINT", handler);
   Deno.addSignalListener("SIGTERM", handler);
+  Deno.addSignalListener("SIGHUP", hangup);
   return {
     signal: controller.signal,
     dispose() {
       Deno.removeSignalListener("SIGINT", handler);
       Deno.removeSignalListener("SIGTERM", handler);
+      Deno.removeSignalListener("SIGHUP", hangup);
     },
   };
 }

@@ -1,13 +1,9 @@
-import { connect, endpointOf } from "../central/connect.ts";
-import { PromotionFilter, PromotionRefresher } from "../collect/promotion.ts";
 import { ConfigError } from "../config/errors.ts";
-import { Forwarder } from "../forward/forwarder.ts";
 import { loadMappingFile, pumpWattmetreStream, WATTMETRE_METRIC, WattmetreReader } from "../sources/wattmetre.ts";
 import { logger } from "../log.ts";
 import { parseCommand } from "./args.ts";
-import { CONDITIONS } from "../telemetry/events.ts";
-import { Telemetry } from "../telemetry/telemetry.ts";
-import { openSpool, startTelemetry, stopSignal, surviveStrayErrors } from "./runtime.ts";
+import { startPipeline } from "./pipeline.ts";
+import { stopSignal } from "./runtime.ts";
 
 export const WATTMETRE_HELP = `kwollector wattmetre [CONFIG] [--key value ...]
 
@@ -23,44 +19,35 @@ Examples:
 export async function wattmetreCommand(argv: string[]): Promise<number> {
   const { resolved } = parseCommand(argv);
   const c = resolved.config;
-  surviveStrayErrors();
   let mapping = new Map<string, string>();
   if (c.mapping_file_path !== "") {
     const loaded = loadMappingFile(c.mapping_file_path);
     if (loaded.problems.length > 0) throw new ConfigError(loaded.problems);
     mapping = loaded.mapping;
   }
-  const telemetry = new Telemetry({ conditions: CONDITIONS });
-  const spool = openSpool(c, "writer", telemetry);
-  const stop = stopSignal();
-  const filter = new PromotionFilter();
-  const refresher = new PromotionRefresher({
-    filter,
-    spool,
-    connect: () => connect(endpointOf(c), { applicationName: "kwollector wattmetre" }),
-    refreshMs: c.promoted_refresh_ms,
+  const stop = stopSignal({
+    onHangup: () => logger.info("SIGHUP ignored: restart 'kwollector wattmetre' to read its configuration again"),
   });
-  const forwarder = new Forwarder({ spool, endpoint: endpointOf(c), config: c, telemetry });
-  const health = startTelemetry({ config: c, spool, telemetry, forwarder });
+  const pipeline = await startPipeline(c, { name: "wattmetre", signal: stop.signal, refreshPromotions: () => true });
+  if (!pipeline) {
+    stop.dispose();
+    return 0;
+  }
   const reader = new WattmetreReader({
     wattmetreId: c.wattmetre_id,
     mapping,
-    isPromoted: (node) => filter.isPromotedNode(node, WATTMETRE_METRIC),
-    deliver: (samples) => spool.append(samples),
-    telemetry,
+    isPromoted: (node) => pipeline.filter.isPromotedNode(node, WATTMETRE_METRIC),
+    deliver: pipeline.deliver,
+    telemetry: pipeline.telemetry,
   });
-  refresher.start();
-  const forwarding = new AbortController();
-  const forwardLoop = forwarder.run(forwarding.signal);
   logger.info("kwollector wattmetre started", { wattmetre_id: c.wattmetre_id, mapped_ports: mapping.size });
-  await pumpWattmetreStream(Deno.stdin.readable, reader, stop.signal);
-  await health.stop();
-  spool.commitPending();
-  await refresher.stop();
-  forwarding.abort();
-  await forwardLoop;
-  await forwarder.close();
-  spool.close();
+  let bug: unknown;
+  await Promise.race([
+    pumpWattmetreStream(Deno.stdin.readable, reader, stop.signal),
+    pipeline.failure.catch((err) => bug = err),
+  ]);
+  await pipeline.stop();
   stop.dispose();
+  if (bug !== undefined) throw bug;
   return 0;
 }

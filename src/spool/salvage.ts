@@ -1,41 +1,51 @@
 import { DatabaseSync } from "node:sqlite";
 import { errorMessage } from "../log.ts";
+import { SpoolError, spoolTrouble } from "./errors.ts";
+import type { SpoolIdentity } from "./schema.ts";
 
 /**
- * Salvage of a damaged spool (see the Recovery section of spool.ts). Reads what it can from the
- * file moved aside, row by row where whole ranges fail, and copies it into the new spool with
- * the original seq numbers and series, so the central ledger still recognises forwarded rows.
+ * Salvage of a damaged spool (see aside.ts). Reads what it can from the file moved aside, row by
+ * row where whole ranges fail, and copies it into a new spool with the original seq numbers,
+ * series, unreported gaps and quarantined seqs, so the central ledger still recognises what was
+ * already forwarded and every seq stays accounted for.
+ *
+ * A file the disk or the OS will not let us open now (full disk, permission) throws a `refused`
+ * SpoolError: the caller retries later. A file SQLite cannot read as a database salvages nothing.
  */
 export interface Salvage {
   /** The damaged spool's id and next seq, when they could be read. */
-  identity: { spoolId: string; nextSeq: number } | undefined;
+  identity: SpoolIdentity | undefined;
+  /** Copies into `target` (a new spool with `identity`) in one transaction. */
   copy(target: DatabaseSync): { samples: number; lost: number };
+  close(): void;
 }
 
 const CHUNK = 1000;
 
-export function salvageInto(damagedPath: string): Salvage {
-  let src: DatabaseSync | undefined;
+export function openSalvage(damagedPath: string): Salvage {
+  let src: DatabaseSync;
   try {
     src = new DatabaseSync(damagedPath, { readOnly: true });
-  } catch {
-    return { identity: undefined, copy: () => ({ samples: 0, lost: 0 }) };
+    src.prepare("SELECT count(*) FROM sqlite_master").get();
+  } catch (err) {
+    if (spoolTrouble(err) === "refused") {
+      throw new SpoolError(`Cannot read damaged spool '${damagedPath}': ${errorMessage(err)}`, "refused");
+    }
+    return { identity: undefined, copy: () => ({ samples: 0, lost: 0 }), close: () => {} };
   }
-  const source = src;
-  const identity = readIdentity(source);
+  const identity = readIdentity(src);
   return {
     identity,
-    copy(target) {
+    copy: (target) => copyAll(src, target, identity?.nextSeq),
+    close() {
       try {
-        return copySamples(source, target, identity?.nextSeq);
-      } finally {
-        source.close();
-      }
+        src.close();
+      } catch { /* closing a damaged database may fail too */ }
     },
   };
 }
 
-function readIdentity(src: DatabaseSync): { spoolId: string; nextSeq: number } | undefined {
+function readIdentity(src: DatabaseSync): SpoolIdentity | undefined {
   try {
     const rows = src.prepare("SELECT key, value FROM meta").all() as { key: string; value: string }[];
     const meta = new Map(rows.map((r) => [r.key, r.value]));
@@ -50,6 +60,55 @@ function readIdentity(src: DatabaseSync): { spoolId: string; nextSeq: number } |
   } catch {
     return undefined;
   }
+}
+
+function copyAll(src: DatabaseSync, dst: DatabaseSync, nextSeq: number | undefined): { samples: number; lost: number } {
+  dst.exec("BEGIN IMMEDIATE");
+  try {
+    const result = copySamples(src, dst, nextSeq);
+    copyLedgerState(src, dst);
+    const count = Number((dst.prepare("SELECT count(*) AS n FROM samples").get() as { n: number }).n);
+    dst.prepare("UPDATE meta SET value = ? WHERE key = 'rows'").run(String(count));
+    dst.exec("COMMIT");
+    return result;
+  } catch (err) {
+    try {
+      dst.exec("ROLLBACK");
+    } catch { /* already rolled back by SQLite */ }
+    throw new SpoolError(`Cannot store salvaged samples: ${errorMessage(err)}`, spoolTrouble(err) ?? "refused");
+  }
+}
+
+/** Gaps not yet reported and quarantined seqs: without them the ledger would have holes. */
+function copyLedgerState(src: DatabaseSync, dst: DatabaseSync): void {
+  try {
+    const gaps = src.prepare("SELECT first_seq, last_seq, rows, reason, at_ms FROM gaps").all() as {
+      first_seq: number;
+      last_seq: number;
+      rows: number;
+      reason: string;
+      at_ms: number;
+    }[];
+    const ins = dst.prepare(
+      "INSERT OR IGNORE INTO gaps(first_seq, last_seq, rows, reason, at_ms) VALUES (?, ?, ?, ?, ?)",
+    );
+    for (const g of gaps) ins.run(g.first_seq, g.last_seq, g.rows, g.reason, g.at_ms);
+  } catch { /* an unreadable gaps table: those ranges stay unreported (ledger gaps show them) */ }
+  try {
+    const rows = src.prepare(
+      "SELECT seq, ts_ms, device_id, metric_id, value, labels, reason, at_ms, reported FROM quarantine",
+    ).all() as Record<string, number | string | null>[];
+    const ins = dst.prepare(
+      `INSERT OR IGNORE INTO quarantine(seq, ts_ms, device_id, metric_id, value, labels, reason, at_ms, reported)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    for (const q of rows) {
+      const column = (name: string) => q[name] ?? null;
+      ins.run(
+        ...["seq", "ts_ms", "device_id", "metric_id", "value", "labels", "reason", "at_ms", "reported"].map(column),
+      );
+    }
+  } catch { /* an unreadable quarantine table: those seqs stay unreported (ledger gaps show them) */ }
 }
 
 function copySamples(
@@ -88,7 +147,10 @@ function copySamples(
         JSON.parse(s.labels);
         mapped = Number((upsertSeries.get(s.device_id, s.metric_id, s.labels, s.last_seq) as { id: number }).id);
       }
-    } catch { /* a damaged series row loses its samples */ }
+    } catch (err) {
+      if (spoolTrouble(err) === "refused") throw err;
+      /* a damaged series row loses its samples */
+    }
     seriesMap.set(id, mapped);
     return mapped;
   };
@@ -99,7 +161,6 @@ function copySamples(
   let lost = 0;
   let after = 0;
   const end = nextSeq ?? Number.MAX_SAFE_INTEGER;
-  dst.exec("BEGIN IMMEDIATE");
   const keep = (r: Row) => {
     const series = mapSeries(Number(r.series));
     if (series === null) {
@@ -120,7 +181,8 @@ function copySamples(
         try {
           const r = point.get(seq) as Row | undefined;
           if (r) keep(r);
-        } catch {
+        } catch (err) {
+          if (spoolTrouble(err) === "refused") throw err;
           lost++;
         }
       }
@@ -130,14 +192,6 @@ function copySamples(
     if (rows.length === 0) break;
     for (const r of rows) keep(r);
     after = Number(rows.at(-1)!.seq);
-  }
-  const count = Number((dst.prepare("SELECT count(*) AS n FROM samples").get() as { n: number }).n);
-  dst.prepare("UPDATE meta SET value = ? WHERE key = 'rows'").run(String(count));
-  try {
-    dst.exec("COMMIT");
-  } catch (err) {
-    dst.exec("ROLLBACK");
-    throw new Error(`Cannot store salvaged samples: ${errorMessage(err)}`);
   }
   return { samples: copied, lost };
 }

@@ -45,22 +45,31 @@
  *
  * ## Recovery
  *
- * At open, `PRAGMA quick_check` runs. A spool that cannot be opened or fails the check is moved
- * aside (`<spool>.damaged-<time>`, with its -wal), a fresh spool is created, and every readable
- * sample is salvaged into it with its original seq and the original spool id when those can be
- * read (so the ledger still recognises what was already forwarded). The collector then starts; a
- * damaged spool never causes a crash loop.
+ * At open, `PRAGMA quick_check` runs. What fails is told apart (errors.ts):
+ *
+ * - **The disk or the OS refused** (full disk, I/O error, permission, read-only file system):
+ *   the file may be perfectly sound. `open()` throws a `refused` SpoolError and touches nothing;
+ *   the caller retries in place, logging the path.
+ * - **The file is damaged** (fails the check, is not a database): it is moved aside and a new
+ *   spool (with a new id) starts at once, so a damaged spool never causes a crash loop. The file
+ *   moved aside is salvaged into a retired spool with its own id and seqs and forwarded like this
+ *   one, exactly once, salvage retried until it succeeds (aside.ts).
+ *
+ * While the collector runs, `fileState()` tells whether the spool file was deleted or replaced
+ * under it; `restoreFile()` writes the open database back to its path (a replacement is moved
+ * aside and drained as a retired spool), so its unsent samples are not lost when it stops.
  */
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { dirname } from "node:path";
 import type { Labels, Sample } from "../sample.ts";
 import { errorMessage, logger } from "../log.ts";
-import { salvageInto } from "./salvage.ts";
+import { createPrivateFile, moveAside, salvagePending } from "./aside.ts";
+import { SpoolError, spoolTrouble } from "./errors.ts";
+import { initializeSchema, readMeta } from "./schema.ts";
 import { ROWS_DROPPED, SPOOL_FULL } from "../telemetry/events.ts";
 import { Telemetry } from "../telemetry/telemetry.ts";
 
-export const SCHEMA_VERSION = 1;
 /** See invariant "series.last_seq": how stale a series' recorded last_seq may be. */
 const SERIES_SEQ_SLACK = 100_000;
 /** Samples per INSERT statement: one call into SQLite per 64 samples instead of per sample. */
@@ -184,6 +193,8 @@ export class Spool {
   #leases = new Map<number, number>();
   #pageSize: number;
   #telemetry: Telemetry;
+  /** Device and inode of the spool file when it was opened: tells a deleted or replaced file. */
+  #fileId: { dev: number; ino: number } | undefined;
 
   private constructor(db: DatabaseSync, opts: SpoolOptions, lock: Deno.FsFile | undefined) {
     this.#db = db;
@@ -200,6 +211,7 @@ export class Spool {
     this.openedAtMs = Date.now();
     this.#rows = Number(meta.get("rows") ?? 0);
     this.#pageSize = Number((db.prepare("PRAGMA page_size").get() as { page_size: number }).page_size);
+    this.#fileId = fileIdentity(opts.path);
     this.#prepare();
   }
 
@@ -215,15 +227,84 @@ export class Spool {
       db.exec("PRAGMA busy_timeout = 10000");
       return new Spool(db, opts, undefined);
     }
-    ensurePrivateDir(dirname(opts.path));
-    const lock = acquireLock(opts.path);
+    let lock: Deno.FsFile;
     try {
-      const db = openChecked(opts);
-      return new Spool(db, opts, lock);
+      ensurePrivateDir(dirname(opts.path));
+      lock = acquireLock(opts.path);
+    } catch (err) {
+      if (spoolTrouble(err) !== "refused") throw err;
+      throw new SpoolError(
+        `Cannot open spool '${opts.path}': ${errorMessage(err)} (the disk or the operating system refused)`,
+        "refused",
+      );
+    }
+    try {
+      const spool = new Spool(openStore(opts), opts, lock);
+      salvageAside(opts.path);
+      return spool;
     } catch (err) {
       lock.close();
       throw err;
     }
+  }
+
+  /** Whether the file at `path` is still the database open here (it may be deleted or replaced). */
+  fileState(): "ok" | "missing" | "replaced" {
+    const id = fileIdentity(this.path);
+    if (!id) return "missing";
+    return id.dev === this.#fileId?.dev && id.ino === this.#fileId?.ino ? "ok" : "replaced";
+  }
+
+  /**
+   * Writes the open spool back to its path after the file was deleted or replaced under us (see
+   * Recovery). The write-ahead log is emptied first, so no stale frame of it can ever be applied
+   * to another file; a replacement file is moved aside, to be salvaged and forwarded as a retired
+   * spool; the copy goes to a temporary file renamed when complete. Throws a `refused` SpoolError
+   * when the disk will not take the copy: the open database keeps every sample meanwhile.
+   */
+  restoreFile(): void {
+    const state = this.fileState();
+    if (state === "ok" || !this.isWriter) return;
+    this.commitPending();
+    const tmp = `${this.path}.restore`;
+    try {
+      ensurePrivateDir(dirname(this.path));
+      this.#db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+      if (state === "replaced") moveAside(this.path);
+      try {
+        Deno.removeSync(tmp);
+      } catch { /* absent */ }
+      createPrivateFile(tmp);
+      this.#db.exec(`VACUUM INTO '${tmp.replaceAll("'", "''")}'`);
+    } catch (err) {
+      try {
+        Deno.removeSync(tmp);
+      } catch { /* absent */ }
+      throw new SpoolError(`Cannot restore spool '${this.path}': ${errorMessage(err)}`, spoolTrouble(err) ?? "refused");
+    }
+    this.#db.close();
+    for (const suffix of ["-wal", "-shm"]) {
+      try {
+        Deno.removeSync(this.path + suffix);
+      } catch { /* SQLite removed it on close */ }
+    }
+    Deno.renameSync(tmp, this.path);
+    const db = new DatabaseSync(this.path);
+    configure(db, this.#opts);
+    this.#db = db;
+    this.#prepare();
+    this.#fileId = fileIdentity(this.path);
+    this.#relock();
+  }
+
+  /** Takes the writer lock again when its file was deleted or replaced with the spool's. */
+  #relock(): void {
+    const held = this.#lock?.statSync();
+    const now = fileIdentity(`${this.path}.lock`);
+    if (held && now && held.dev === now.dev && held.ino === now.ino) return;
+    const lock = acquireLock(this.path);
+    this.#lock?.close();
+    this.#lock = lock;
   }
 
   #prepare(): void {
@@ -499,6 +580,13 @@ export class Spool {
       // quarantined): a claim spanning one of those would be refused again at every retry.
       if (out.length > 0 && seq !== out.at(-1)!.seq + 1) break;
       const series = this.#series(Number(r.series));
+      if (!series) {
+        // A sample whose series row is gone (a damaged spool) cannot be rebuilt: it is set aside
+        // alone, so it never holds up the others.
+        if (out.length > 0) break;
+        this.#setAsideOrphan(seq, Number(r.ts), r.value, `series ${r.series} is missing from the spool`);
+        continue;
+      }
       out.push({
         seq,
         timestampMs: this.#epochMs + Number(r.ts) / 1000,
@@ -514,11 +602,11 @@ export class Spool {
     return out;
   }
 
-  #series(id: number): { deviceId: string; metricId: string; labels: Labels } {
+  #series(id: number): { deviceId: string; metricId: string; labels: Labels } | undefined {
     let s = this.#seriesById.get(id);
     if (!s) {
       const row = this.#st.seriesById!.get(id) as { device_id: string; metric_id: string; labels: string } | undefined;
-      if (!row) throw new Error(`Spool '${this.path}' is inconsistent: series ${id} is missing`);
+      if (!row) return undefined;
       s = { deviceId: row.device_id, metricId: row.metric_id, labels: JSON.parse(row.labels) as Labels };
       if (this.#seriesById.size >= SERIES_CACHE_MAX) this.#seriesById.clear();
       this.#seriesById.set(id, s);
@@ -619,6 +707,17 @@ export class Spool {
       db.exec("ROLLBACK");
       throw err;
     }
+  }
+
+  #setAsideOrphan(seq: number, tsUs: number, value: number | null, reason: string): void {
+    this.quarantine([{
+      seq,
+      timestampMs: this.#epochMs + tsUs / 1000,
+      deviceId: "",
+      metricId: "",
+      value: value ?? NaN,
+      labels: {},
+    }], reason);
   }
 
   /** Quarantined seqs not yet recorded in the central ledger (kind `quarantined`). */
@@ -798,30 +897,7 @@ export class Spool {
 }
 
 // -----------------------------------------------------------------------------------------------
-// Opening, schema and recovery
-
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS series(
-  id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, metric_id TEXT NOT NULL, labels TEXT NOT NULL,
-  last_seq INTEGER NOT NULL, UNIQUE(device_id, metric_id, labels));
-CREATE INDEX IF NOT EXISTS series_last_seq ON series(last_seq);
-CREATE TABLE IF NOT EXISTS samples(seq INTEGER PRIMARY KEY, series INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL);
-CREATE TABLE IF NOT EXISTS gaps(first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, rows INTEGER NOT NULL,
-  reason TEXT NOT NULL, at_ms INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS quarantine(seq INTEGER PRIMARY KEY, ts_ms REAL NOT NULL, device_id TEXT NOT NULL,
-  metric_id TEXT NOT NULL, value REAL, labels TEXT NOT NULL, reason TEXT NOT NULL, at_ms INTEGER NOT NULL,
-  reported INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS devices(key TEXT PRIMARY KEY, device_id TEXT NOT NULL, last_poll_at_ms INTEGER,
-  last_ok_at_ms INTEGER, last_error TEXT, polls_ok INTEGER NOT NULL, polls_failed INTEGER NOT NULL,
-  polls_skipped INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS promoted(device_id TEXT NOT NULL, metric_id TEXT);
-`;
-
-function readMeta(db: DatabaseSync): Map<string, string> {
-  const rows = db.prepare("SELECT key, value FROM meta").all() as { key: string; value: string }[];
-  return new Map(rows.map((r) => [r.key, r.value]));
-}
+// Opening and recovery
 
 function configure(db: DatabaseSync, opts: SpoolOptions): void {
   db.exec("PRAGMA busy_timeout = 10000");
@@ -829,71 +905,61 @@ function configure(db: DatabaseSync, opts: SpoolOptions): void {
   db.exec(`PRAGMA synchronous = ${opts.synchronous === "normal" ? "NORMAL" : "FULL"}`);
 }
 
-/** Creates the schema of a new spool, or checks the version of an existing one. */
-function initialize(db: DatabaseSync, identity?: { spoolId: string; nextSeq: number }): void {
-  const version = Number((db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version);
-  if (version > SCHEMA_VERSION) {
-    throw new Error(`Spool format version ${version} is newer than this kwollector understands (${SCHEMA_VERSION})`);
-  }
-  db.exec("BEGIN IMMEDIATE");
-  db.exec(SCHEMA);
-  const meta = readMeta(db);
-  const set = db.prepare("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)");
-  set.run("spool_id", identity?.spoolId ?? crypto.randomUUID());
-  set.run("epoch_ms", String(Date.now()));
-  set.run("next_seq", String(identity?.nextSeq ?? 1));
-  set.run("rows", "0");
-  set.run("created_at_ms", String(Date.now()));
-  if (!meta.has("spool_id")) db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
-  db.exec("COMMIT");
-}
-
-function openChecked(opts: SpoolOptions): DatabaseSync {
-  createPrivateFile(opts.path);
-  let problem: string | undefined;
+/**
+ * Opens the live spool file, checked. The disk or the OS refusing throws a `refused` SpoolError
+ * and moves nothing; a damaged file is moved aside and a new spool starts (see Recovery).
+ */
+function openStore(opts: SpoolOptions): DatabaseSync {
   let db: DatabaseSync | undefined;
+  let damage: string;
   try {
+    createPrivateFile(opts.path);
     db = new DatabaseSync(opts.path);
     configure(db, opts);
     const rows = db.prepare("PRAGMA quick_check").all() as { quick_check: string }[];
     const result = rows.map((r) => r.quick_check).join("; ");
-    if (result !== "ok") problem = `quick_check reported: ${result.slice(0, 300)}`;
-    else {
-      initialize(db);
+    if (result === "ok") {
+      initializeSchema(db);
       return db;
     }
+    damage = `quick_check reported: ${result.slice(0, 300)}`;
   } catch (err) {
-    problem = errorMessage(err);
+    closeQuietly(db);
+    const trouble = spoolTrouble(err);
+    if (trouble === "refused") {
+      throw new SpoolError(
+        `Cannot open spool '${opts.path}': ${errorMessage(err)} (the disk or the operating system refused; ` +
+          "the file is left as it is)",
+        "refused",
+      );
+    }
+    if (trouble !== "damaged") throw err;
+    damage = errorMessage(err);
   }
+  closeQuietly(db);
+  const aside = moveAside(opts.path);
+  logger.error("Spool is damaged: moved aside, a new spool starts and the old one is salvaged to be forwarded", {
+    spool: opts.path,
+    moved_to: aside,
+    problem: damage,
+  });
+  return openStore(opts);
+}
+
+/**
+ * Salvages the spool files moved aside into retired spools, now; a salvage the disk refuses is
+ * left for a later call (the forwarder of retired spools retries it).
+ */
+export function salvageAside(spoolPath: string): { refused: string[] } {
+  const { refused } = salvagePending(spoolPath);
+  for (const r of refused) logger.warning("Cannot salvage a spool moved aside yet; retrying later", { problem: r });
+  return { refused };
+}
+
+function closeQuietly(db: DatabaseSync | undefined): void {
   try {
     db?.close();
   } catch { /* closing a damaged database may fail too */ }
-  return recoverDamaged(opts, problem ?? "unknown damage");
-}
-
-/** Moves a damaged spool aside, creates a new one and salvages what can be read. */
-function recoverDamaged(opts: SpoolOptions, problem: string): DatabaseSync {
-  const stamp = new Date().toISOString().replace(/[:.]/g, "-");
-  const aside = `${opts.path}.damaged-${stamp}`;
-  for (const suffix of ["", "-wal", "-shm"]) {
-    try {
-      Deno.renameSync(opts.path + suffix, aside + suffix);
-    } catch { /* -wal and -shm may not exist */ }
-  }
-  logger.error("Spool is damaged; moved aside and salvaging", { spool: opts.path, moved_to: aside, problem });
-  const salvage = salvageInto(aside);
-  createPrivateFile(opts.path);
-  const db = new DatabaseSync(opts.path);
-  configure(db, opts);
-  initialize(db, salvage.identity);
-  const copied = salvage.copy(db);
-  logger.error("Spool salvage finished", {
-    spool: opts.path,
-    samples_salvaged: copied.samples,
-    samples_lost_at_least: copied.lost,
-    same_spool_id: salvage.identity !== undefined,
-  });
-  return db;
 }
 
 function ensurePrivateDir(dir: string): void {
@@ -904,14 +970,13 @@ function ensurePrivateDir(dir: string): void {
   }
 }
 
-/** Creates the spool file readable by its owner only, before SQLite opens it. */
-function createPrivateFile(path: string): void {
+function fileIdentity(path: string): { dev: number; ino: number } | undefined {
   try {
-    Deno.statSync(path);
+    const st = Deno.statSync(path);
+    return { dev: st.dev, ino: st.ino ?? 0 };
   } catch {
-    Deno.openSync(path, { create: true, write: true, mode: 0o600 }).close();
+    return undefined;
   }
-  Deno.chmodSync(path, 0o600);
 }
 
 function acquireLock(path: string): Deno.FsFile {

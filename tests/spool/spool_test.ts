@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type FullPolicy, Spool, type SpooledSample } from "../../src/spool/spool.ts";
+import { type FullPolicy, Spool } from "../../src/spool/spool.ts";
 import type { Sample } from "../../src/sample.ts";
 import { setLogLevel, setLogSink } from "../../src/log.ts";
 import { Telemetry } from "../../src/telemetry/telemetry.ts";
@@ -21,15 +21,6 @@ function open(
     commitIntervalMs: 1,
     ...(opts.telemetry && { telemetry: opts.telemetry }),
   });
-}
-
-/** Every sample in the spool: read() returns one run of consecutive seqs at a time. */
-function readAll(spool: Spool): SpooledSample[] {
-  const out: SpooledSample[] = [];
-  for (let run = spool.read(0, 1_000_000); run.length > 0; run = spool.read(run.at(-1)!.seq, 1_000_000)) {
-    out.push(...run);
-  }
-  return out;
 }
 
 function samples(n: number, from = 0, series = 10): Sample[] {
@@ -192,52 +183,6 @@ Deno.test("spool acknowledges only durable samples: kill -9 of the writer loses 
     spool.close();
     assert.ok(values.length >= lastAcked, `acked ${lastAcked}, found ${values.length}`);
     for (let v = 1; v <= lastAcked; v++) assert.equal(values[v - 1], v);
-  }
-});
-
-Deno.test("spool with damaged pages is moved aside and salvaged with its seqs and spool id", async () => {
-  const logs: string[] = [];
-  setLogSink((l) => logs.push(l));
-  try {
-    const path = await tempSpoolPath();
-    let spool = open(path);
-    const id = spool.spoolId;
-    for (let i = 0; i < 100_000; i += 10_000) await spool.append(samples(10_000, i));
-    spool.close();
-    // Scramble a run of pages in the middle of the file (sample pages), keeping the header.
-    const file = await Deno.open(path, { read: true, write: true });
-    const size = (await file.stat()).size;
-    await file.seek(Math.floor(size / 2), Deno.SeekMode.Start);
-    await file.write(crypto.getRandomValues(new Uint8Array(4096 * 3)));
-    file.close();
-    spool = open(path);
-    assert.equal(spool.spoolId, id, "the salvaged spool keeps its id");
-    const kept = readAll(spool);
-    assert.ok(kept.length > 50_000 && kept.length < 100_000, `salvaged ${kept.length}`);
-    for (const s of kept) assert.equal(s.value, s.seq - 1, "a salvaged sample changed seq");
-    await spool.append(samples(1));
-    assert.equal(readAll(spool).at(-1)!.seq, 100_001, "seqs continue after the old ones");
-    spool.close();
-    const dir = path.replace(/\/spool\.db$/, "");
-    assert.ok([...Deno.readDirSync(dir)].some((e) => e.name.startsWith("spool.db.damaged-")));
-    assert.ok(logs.some((l) => l.includes("Spool is damaged; moved aside and salvaging")));
-  } finally {
-    setLogSink((l) => console.error(l));
-  }
-});
-
-Deno.test("spool that is not a database at all is moved aside and a new spool starts", async () => {
-  setLogSink(() => {});
-  try {
-    const path = await tempSpoolPath();
-    await Deno.mkdir(path.replace(/\/spool\.db$/, ""), { recursive: true });
-    await Deno.writeTextFile(path, "this is not an SQLite file ".repeat(400));
-    const spool = open(path);
-    await spool.append(samples(2));
-    assert.deepEqual(spool.read(0, 10).map((s) => s.seq), [1, 2]);
-    spool.close();
-  } finally {
-    setLogSink((l) => console.error(l));
   }
 });
 

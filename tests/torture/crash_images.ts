@@ -16,13 +16,16 @@
  *
  * Every image must open (never an unopenable spool, never a crash loop: a second open finds it
  * healthy); salvage must keep every row that SQLite can still read from the image, which an
- * independent probe lists beforehand; a sample appended after the open must get a seq above
- * every seq the image holds or announced. What damage costs is counted, not hidden: rows of
+ * independent probe lists beforehand (a damaged image is salvaged into a retired spool with the
+ * image's spool id, read back here with the live one); a sample appended after the open must
+ * never reuse a (spool id, seq) of the image: same id and a seq above every seq the image holds
+ * or announced, or a new spool id. What damage costs is counted, not hidden: rows of
  * acknowledged commits no longer in the image, rows silently altered (SQLite has no checksum on
  * database pages), and images whose next seq went back below what was acknowledged.
  */
 import { DatabaseSync } from "node:sqlite";
 import { Spool } from "../../src/spool/spool.ts";
+import { listAside } from "../../src/spool/aside.ts";
 import { setLogSink } from "../../src/log.ts";
 import { LineChild } from "./lines.ts";
 import { prng, type ScenarioResult, type ScenarioSize } from "./scenario.ts";
@@ -171,7 +174,7 @@ async function probe(
   dir: string,
   from: number,
   upTo: number,
-): Promise<{ rows: Map<number, number>; maxSeen: number }> {
+): Promise<{ rows: Map<number, number>; maxSeen: number; spoolId: string | undefined }> {
   const copy = `${dir}/probe`;
   await Deno.mkdir(copy);
   for (const suffix of ["", "-wal", "-shm"]) {
@@ -179,9 +182,14 @@ async function probe(
   }
   const rows = new Map<number, number>();
   let maxSeen = 0;
+  let spoolId: string | undefined;
   let db: DatabaseSync | undefined;
   try {
     db = new DatabaseSync(`${copy}/spool.db`);
+    try {
+      spoolId = (db.prepare("SELECT value FROM meta WHERE key = 'spool_id'").get() as { value: string } | undefined)
+        ?.value;
+    } catch { /* meta may be unreadable */ }
     try {
       const m = db.prepare("SELECT value FROM meta WHERE key = 'next_seq'").get() as { value: string } | undefined;
       if (m && Number.isInteger(Number(m.value))) maxSeen = Number(m.value) - 1;
@@ -216,12 +224,13 @@ async function probe(
     } catch { /* closing a damaged database may fail */ }
   }
   await Deno.remove(copy, { recursive: true });
-  return { rows, maxSeen };
+  return { rows, maxSeen, spoolId };
 }
 
-function openImage(path: string): Spool {
+function openImage(path: string, mode: "writer" | "forwarder" = "writer"): Spool {
   return Spool.open({
     path,
+    mode,
     maxBytes: 1024 ** 3,
     fullPolicy: "drop_oldest",
     synchronous: "full",
@@ -251,7 +260,7 @@ async function evaluate(variant: Variant, dir: string, taken: WriterState): Prom
     seqRollback: false,
   };
   const fail = (what: string) => outcome.failures.push(`${variant} image: ${what}`);
-  const { rows: intact, maxSeen } = await probe(dir, taken.removing[0], taken.acked + 200);
+  const { rows: intact, maxSeen, spoolId: imageId } = await probe(dir, taken.removing[0], taken.acked + 200);
   for (const [seq, value] of intact) if (value === seq) outcome.intact++;
   const logs: string[] = [];
   setLogSink((l) => logs.push(l));
@@ -264,9 +273,19 @@ async function evaluate(variant: Variant, dir: string, taken: WriterState): Prom
       fail(`does not open: ${err instanceof Error ? err.message : err}`);
       return outcome;
     }
+    // The image's samples: in the live spool when it kept the image's id, else in the retired
+    // spool its salvage made.
     let present: Map<number, number>;
+    const sameId = spool.spoolId === imageId;
     try {
-      present = readAll(spool);
+      present = sameId ? readAll(spool) : new Map();
+      for (const retiredPath of sameId ? [] : listAside(path).retired) {
+        const retired = openImage(retiredPath, "forwarder");
+        if (retired.spoolId === imageId || imageId === undefined) {
+          for (const [k, v] of readAll(retired)) present.set(k, v);
+        }
+        retired.close();
+      }
     } catch (err) {
       spool.close();
       fail(`opened but cannot be read: ${err instanceof Error ? err.message : err}`);
@@ -296,8 +315,10 @@ async function evaluate(variant: Variant, dir: string, taken: WriterState): Prom
     try {
       await spool.append([{ timestampMs: Date.now(), deviceId: "after", metricId: "m", value: -1, labels: {} }]);
       const seq = spool.lastSeq();
-      if (seq <= highest) fail(`the first append after the open got seq ${seq}, the image holds seq ${highest}`);
-      outcome.seqRollback = seq <= taken.acked;
+      if (sameId && seq <= highest) {
+        fail(`the first append after the open got seq ${seq}, the image holds seq ${highest}`);
+      }
+      outcome.seqRollback = sameId && seq <= taken.acked;
       if (variant === "clean" && outcome.seqRollback) fail(`seq ${seq} reused: ${taken.acked} was acknowledged`);
       spool.removeForwarded(1, seq);
     } catch (err) {
