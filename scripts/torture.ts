@@ -58,6 +58,26 @@ const SCENARIOS: Scenario[] = [
     load: async () => (await import("../tests/torture/disk_full.ts")).runDiskFull,
     full: 10,
   },
+  {
+    name: "bad-samples",
+    load: async () => (await import("../tests/torture/bad_samples.ts")).runBadSamples,
+    full: 6,
+  },
+  {
+    name: "full-at-start",
+    load: async () => (await import("../tests/torture/full_at_start.ts")).runFullAtStart,
+    full: 10,
+  },
+  {
+    name: "spool-deleted",
+    load: async () => (await import("../tests/torture/spool_deleted.ts")).runSpoolDeleted,
+    full: 20,
+  },
+  {
+    name: "sighup",
+    load: async () => (await import("../tests/torture/sighup.ts")).runSighup,
+    full: 20,
+  },
 ];
 
 const DEFAULT_SEED = CI_SEED;

@@ -218,7 +218,13 @@ export class Scheduler {
       const sample = toSample(r, sentAtMs);
       const problem = sampleProblem(sample, nowMs);
       if (problem === undefined) samples.push(sample);
-      else result.errors.push({ entry: r.entry, message: `Sample of ${sample.metricId} refused: ${problem}` });
+      else {
+        result.errors.push({
+          entry: r.entry,
+          subject: sample.metricId,
+          message: `Sample of ${sample.metricId} refused: ${problem}`,
+        });
+      }
     }
     const entryErrors = this.#entryErrors(s, result);
     this.#recordDevices(s, entries, sentAtMs, undefined, entryErrors);
@@ -249,7 +255,7 @@ export class Scheduler {
     const now = new Set<string>();
     const byDevice = new Map<string, string>();
     for (const e of result.errors) {
-      const key = `${e.entry.file}:${e.entry.line}`;
+      const key = `${e.entry.file}:${e.entry.line}${e.subject === undefined ? "" : ` ${e.subject}`}`;
       const first = !now.has(key);
       now.add(key);
       if (!byDevice.has(e.entry.deviceId)) byDevice.set(e.entry.deviceId, e.message);

@@ -33,6 +33,8 @@ export interface Reading {
 export interface EntryError {
   entry: MetricEntry;
   message: string;
+  /** What of the entry failed, when not all of it (a metric id): each is logged on its own. */
+  subject?: string;
 }
 
 export interface PollResult {

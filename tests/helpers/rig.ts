@@ -40,7 +40,7 @@ export interface RecordingExporter {
   close(): Promise<void>;
 }
 
-export function startRecordingExporter(opts: { series?: number } = {}): RecordingExporter {
+export function startRecordingExporter(opts: { series?: number; extraLines?: string[] } = {}): RecordingExporter {
   const series = opts.series ?? 1;
   let count = 0;
   let inFlight = 0;
@@ -60,6 +60,7 @@ export function startRecordingExporter(opts: { series?: number } = {}): Recordin
       if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
       const lines = ["# TYPE scrape_count counter", `scrape_count ${v}`];
       for (let i = 1; i < series; i++) lines.push(`bulk{i="${i}"} ${v}`);
+      lines.push(...opts.extraLines ?? []);
       return new Response(lines.join("\n") + "\n", { headers: { "content-type": "text/plain; version=0.0.4" } });
     } finally {
       inFlight--;
@@ -114,6 +115,8 @@ export async function writeRig(opts: {
   pg: PgCluster;
   exporter: RecordingExporter;
   periodMs?: number;
+  /** More metrics.d entries (YAML list items), appended to the exporter's. */
+  extraEntries?: string;
   /** verify-full by default; `require` encrypts without checking the certificate. */
   sslmode?: "verify-full" | "require" | "disable";
   settings?: Record<string, string | number>;
@@ -124,7 +127,7 @@ export async function writeRig(opts: {
   await Deno.writeTextFile(
     `${dir}/metrics.d/exporter.yaml`,
     `- name: counter\n  device_id: ${EXPORTER_DEVICE}\n  url: prometheus://127.0.0.1:${opts.exporter.port}/${names}\n` +
-      `  update_every: ${opts.periodMs ?? 100}\n`,
+      `  update_every: ${opts.periodMs ?? 100}\n` + (opts.extraEntries ?? ""),
   );
   const spoolPath = `${dir}/spool/spool.db`;
   const settings: Record<string, string | number> = {
@@ -473,4 +476,27 @@ export function unexpectedLogLines(lines: string[]): string[] {
     /Unexpected|Samples lost|Spool is damaged|Spool full|panicked|Uncaught/.test(l) ||
     /^(ERROR|CRITICAL) /.test(l) && !/Central database refuses/.test(l)
   );
+}
+
+/**
+ * How well the exporter's polls kept their period between values `from` and `to`: the longest
+ * gap between two polls, and the share of gaps within `toleranceMs` of the period.
+ */
+export function scheduleOf(
+  exporter: RecordingExporter,
+  range: { from: number; to: number; periodMs: number; toleranceMs: number },
+): { polls: number; longestGapMs: number; onTime: number } {
+  let longest = 0;
+  let onTime = 0;
+  let gaps = 0;
+  for (let v = range.from + 1; v <= range.to; v++) {
+    const a = exporter.servedAt(v - 1);
+    const b = exporter.servedAt(v);
+    if (!a || !b) continue;
+    const gap = b.monoMs - a.monoMs;
+    longest = Math.max(longest, gap);
+    gaps++;
+    if (Math.abs(gap - range.periodMs) <= range.toleranceMs) onTime++;
+  }
+  return { polls: range.to - range.from + 1, longestGapMs: Math.round(longest), onTime: gaps ? onTime / gaps : 0 };
 }

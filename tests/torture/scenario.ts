@@ -48,6 +48,10 @@ export const CI_SIZES = {
   "spool-model": 10,
   "crash-images": 30,
   "disk-full": 2,
+  "bad-samples": 2,
+  "full-at-start": 2,
+  "spool-deleted": 3,
+  "sighup": 3,
 } as const;
 
 export const CI_SEED = 20261125;
