@@ -127,7 +127,7 @@ Deno.test("the systemd units pass systemd-analyze verify", async () => {
     await Deno.mkdir(`${root}/usr/lib/systemd`, { recursive: true });
     const copy = await run("cp", ["-r", "/usr/lib/systemd/system", `${root}/usr/lib/systemd/`]);
     assert.equal(copy.code, 0, copy.stderr);
-    for (const program of ["/bin/sh", "/usr/bin/psql"]) {
+    for (const program of ["/bin/sh", "/bin/kill", "/usr/bin/psql"]) {
       await Deno.mkdir(`${root}${program.replace(/\/[^/]+$/, "")}`, { recursive: true });
       await Deno.copyFile(program, `${root}${program}`);
       await Deno.chmod(`${root}${program}`, 0o755);
