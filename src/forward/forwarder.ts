@@ -126,8 +126,9 @@ export class Forwarder {
   /** While draining a backlog: the newest seq of the backlog; later seqs are the live lane. */
   #liveAfter: number | undefined;
   #backfillTokens = 0;
-  /** Whether the central database answered since the connection last failed. */
+  /** Whether the central database answered since the connection last failed, and when it last did. */
   #answered = false;
+  #lastAnswerAt: number | undefined;
   /** Spool rows when the current step began: the backlog a recovery log line reports. */
   #backlogAtStepStart = 0;
   /** The batch whose commit went unanswered, until its range is found claimed. */
@@ -482,12 +483,16 @@ export class Forwarder {
         reject(e);
       }, ms);
     });
-    return Promise.race([p, timeout]).then((answer) => {
+    const answered = () => {
       this.#answered = true;
+      this.#lastAnswerAt = this.#clock.monotonic();
+    };
+    return Promise.race([p, timeout]).then((answer) => {
+      answered();
       return answer;
     }, (err) => {
       // A refusal by the server is an answer too: it is reachable.
-      if ((err as { name?: string }).name === "PostgresError" || err instanceof OverlapError) this.#answered = true;
+      if ((err as { name?: string }).name === "PostgresError" || err instanceof OverlapError) answered();
       throw err;
     }).finally(() => this.#clock.clearTimeout(timer!));
   }
@@ -516,7 +521,8 @@ export class Forwarder {
     if (kind === "local") {
       t.begin(SPOOL_REFUSES_FORWARDER, "spool", { spool: this.#opts.spool.path, error: message }, message);
     } else if (kind === "config") t.begin(CENTRAL_REFUSES, "central", { endpoint, error: message }, message);
-    else t.begin(CENTRAL_UNREACHABLE, "central", { endpoint, error: message });
+    // An outage began when the database last answered: a black hole is noticed only at a timeout.
+    else t.begin(CENTRAL_UNREACHABLE, "central", { endpoint, error: message }, undefined, this.#lastAnswerAt);
   }
 
   /**

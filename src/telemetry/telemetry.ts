@@ -83,13 +83,20 @@ export class Telemetry {
    * Marks condition `spec` as active for `key` (a device group, an endpoint ...). Logs only when
    * it starts, or when its `detail` (usually the error) changes while it lasts.
    */
-  begin(spec: ConditionSpec, key: string, fields: Record<string, unknown> = {}, detail?: string): void {
+  begin(
+    spec: ConditionSpec,
+    key: string,
+    fields: Record<string, unknown> = {},
+    detail?: string,
+    /** When it really began (monotonic), if before now: a failure noticed only after a timeout. */
+    sinceMs?: number,
+  ): void {
     this.#knownConditions.add(spec.name);
     let active = this.#conditions.get(spec.name);
     if (!active) this.#conditions.set(spec.name, active = new Map());
     const current = active.get(key);
     if (current === undefined) {
-      active.set(key, { sinceMs: this.#now(), detail, occurrences: 1 });
+      active.set(key, { sinceMs: Math.min(sinceMs ?? Infinity, this.#now()), detail, occurrences: 1 });
       log(spec.level, spec.started, fields);
       return;
     }

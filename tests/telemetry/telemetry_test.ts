@@ -76,6 +76,22 @@ Deno.test("telemetry condition is logged once when it starts and once when it en
   }
 });
 
+Deno.test("telemetry condition noticed late counts its duration from when it really began", () => {
+  const { logs, restore } = capture();
+  try {
+    let now = 1_000_000;
+    const t = new Telemetry({ now: () => now, conditions: CONDITIONS });
+    const lastAnswer = now;
+    now += 60_000; // a black-holed database is noticed when the request times out
+    t.begin(CENTRAL_UNREACHABLE, "central", { error: "timeout" }, undefined, lastAnswer);
+    now += 36_000;
+    t.end(CENTRAL_UNREACHABLE, "central");
+    assert.equal(logs.at(-1), "INFO Central database reachable again; forwarding the backlog lasted_s=96");
+  } finally {
+    restore();
+  }
+});
+
 Deno.test("telemetry condition logs again when its error changes while it lasts", () => {
   const { logs, restore } = capture();
   try {
