@@ -106,8 +106,9 @@ export class HealthSampler {
 
   /**
    * The marginal disk cost of a sample: bytes grown over samples appended while nothing left
-   * the spool (during an outage, exactly what the prediction is about). Whole-spool averages
-   * would count the schema and the series dictionary, and overstate it by a third.
+   * the spool (during an outage, exactly what the prediction is about), measured over successive
+   * windows so that the latest one is free of one-off growth (the schema, the series dictionary
+   * of a new exporter). Whole-spool averages would overstate it by a third.
    */
   #measureGrowth(bytes: number, appended: number): void {
     const c = this.#opts.spool.counters;
@@ -119,6 +120,7 @@ export class HealthSampler {
     }
     if (appended - w.appended >= GROWTH_WINDOW_MIN_SAMPLES && bytes > w.bytes) {
       this.#bytesPerSample = (bytes - w.bytes) / (appended - w.appended);
+      this.#growth = { bytes, appended, removed };
     }
   }
 
