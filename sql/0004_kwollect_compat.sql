@@ -253,14 +253,17 @@ DECLARE
   job_end timestamptz;
   job_nodes text[];
 BEGIN
-  rate_mode := CASE lower(btrim(coalesce(get_metrics.as_rate, '')))
-    WHEN '' THEN 'none' WHEN '0' THEN 'none' WHEN 'false' THEN 'none' WHEN 'f' THEN 'none' WHEN 'no' THEN 'none'
-    WHEN '1' THEN 'all' WHEN 'true' THEN 'all' WHEN 't' THEN 'all' WHEN 'yes' THEN 'all'
-    WHEN 'auto' THEN 'auto'
-  END;
-  IF rate_mode IS NULL THEN
-    RAISE EXCEPTION 'Invalid as_rate ''%'': expected 1, true, auto, 0 or false', get_metrics.as_rate
-      USING ERRCODE = '22023';
+  -- Every spelling of Kwollect 1.3's boolean as_rate (PostgreSQL's: 1, true, yes, on, t, ...), and
+  -- Kwollect 1.8's auto.
+  IF lower(btrim(coalesce(get_metrics.as_rate, ''))) IN ('', 'auto') THEN
+    rate_mode := CASE WHEN btrim(coalesce(get_metrics.as_rate, '')) = '' THEN 'none' ELSE 'auto' END;
+  ELSE
+    BEGIN
+      rate_mode := CASE WHEN get_metrics.as_rate::boolean THEN 'all' ELSE 'none' END;
+    EXCEPTION WHEN invalid_text_representation THEN
+      RAISE EXCEPTION 'Invalid as_rate ''%'': expected 1, true, auto, 0 or false', get_metrics.as_rate
+        USING ERRCODE = '22023';
+    END;
   END IF;
 
   IF get_metrics.job_id IS NOT NULL THEN

@@ -181,7 +181,7 @@ async function apiSuite(backend: Backend, t: Deno.TestContext): Promise<void> {
     });
 
     await t.step("as_rate=1 gives per-second rates of every series across a counter reset", async () => {
-      for (const asRate of ["1", "true"]) {
+      for (const asRate of ["1", "true", "on", "yes"]) {
         const rows = await rpc(api, "get_metrics", {
           devices: "node-1",
           metrics: "network_ifacein_bytes_total",
