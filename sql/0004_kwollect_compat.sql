@@ -41,26 +41,6 @@ LANGUAGE sql AS $$
   FROM pg_class c WHERE c.oid = rel
 $$;
 
--- Metrics of each job's nodes during the job (bounds included, as api.get_metrics); nodes given
--- as FQDNs match their host name.
-CREATE OR REPLACE VIEW metrics_by_job AS
-SELECT d."timestamp", d.device_id, d.metric_id, d.value, d.labels, j.start_time, j.stop_time, j.job_id
-FROM nodetime_per_job j
-JOIN LATERAL (
-  SELECT * FROM metrics_by_device m
-  WHERE m.device_id = split_part(btrim(j.node), '.', 1) AND m."timestamp" >= j.start_time
-    AND (j.stop_time IS NULL OR m."timestamp" <= j.stop_time)
-) d ON true;
-
-CREATE OR REPLACE VIEW metrics_by_job_summary AS
-SELECT d."timestamp", d.device_id, d.metric_id, d.value, d.labels, j.start_time, j.stop_time, j.job_id
-FROM nodetime_per_job j
-JOIN LATERAL (
-  SELECT * FROM metrics_by_device_summary m
-  WHERE m.device_id = split_part(btrim(j.node), '.', 1) AND m."timestamp" >= kwollect_bucket(j.start_time)
-    AND (j.stop_time IS NULL OR m."timestamp" <= j.stop_time)
-) d ON true;
-
 -- 1. The adopted database's own objects.
 DO $do$
 DECLARE
@@ -201,7 +181,29 @@ BEGIN
   EXECUTE format('REVOKE CREATE ON SCHEMA public FROM PUBLIC, %I, %I', u, ro);
 END $do$;
 
--- 2. Kwollect's signature: get_metrics(job_id, nodes, devices, metrics, start_time, end_time,
+-- 2. Every database.
+
+-- Metrics of each job's nodes during the job (bounds included, as api.get_metrics); nodes given
+-- as FQDNs match their host name.
+CREATE OR REPLACE VIEW metrics_by_job AS
+SELECT d."timestamp", d.device_id, d.metric_id, d.value, d.labels, j.start_time, j.stop_time, j.job_id
+FROM nodetime_per_job j
+JOIN LATERAL (
+  SELECT * FROM metrics_by_device m
+  WHERE m.device_id = split_part(btrim(j.node), '.', 1) AND m."timestamp" >= j.start_time
+    AND (j.stop_time IS NULL OR m."timestamp" <= j.stop_time)
+) d ON true;
+
+CREATE OR REPLACE VIEW metrics_by_job_summary AS
+SELECT d."timestamp", d.device_id, d.metric_id, d.value, d.labels, j.start_time, j.stop_time, j.job_id
+FROM nodetime_per_job j
+JOIN LATERAL (
+  SELECT * FROM metrics_by_device_summary m
+  WHERE m.device_id = split_part(btrim(j.node), '.', 1) AND m."timestamp" >= kwollect_bucket(j.start_time)
+    AND (j.stop_time IS NULL OR m."timestamp" <= j.stop_time)
+) d ON true;
+
+-- Kwollect's signature: get_metrics(job_id, nodes, devices, metrics, start_time, end_time,
 -- summary, as_rate), so that positional calls written for Kwollect work. as_rate is text, not
 -- Kwollect 1.3's boolean, because it also takes 'auto' (as Kwollect 1.8 does): a positional call
 -- passes it quoted ('true', '1', 'auto').
@@ -272,7 +274,7 @@ BEGIN
            kwollect_device_list(string_agg(n.node, ','))
     INTO job_start, job_end, job_nodes
     FROM nodetime_per_job n WHERE n.job_id = get_metrics.job_id;
-    IF job_start IS NULL THEN
+    IF job_end IS NULL THEN
       RAISE EXCEPTION 'Unknown job_id %: no such job in nodetime_per_job', get_metrics.job_id USING ERRCODE = 'P0002';
     END IF;
     -- The job fills only what the caller left out.
