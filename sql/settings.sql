@@ -3,8 +3,9 @@
 -- kwollect.user, kwollect.user_ro, kwollect.db_name, kwollect.timescaledb,
 -- kwollect.chunk_interval_hour, kwollect.chunk_compress_hour, kwollect.request_timeout_min, and
 -- (read with missing_ok, default off/empty) kwollect.retention_days, kwollect.archive_tablespace
--- (the tablespace setup-db created at archive_path), kwollect.jobmetrics_requests (a JSON array of
--- {line, request}; empty leaves the installed requests as they are).
+-- (the tablespace at archive_path), kwollect.jobmetrics_requests (a JSON array of {line, request};
+-- empty leaves the installed requests as they are), kwollect.api_max_rows (default 1000000) and
+-- kwollect.api_anonymous_timeout_s (default 60).
 
 DO $$
 DECLARE
@@ -12,13 +13,18 @@ DECLARE
   ro text := current_setting('kwollect.user_ro');
   db text := current_setting('kwollect.db_name');
   timeout_min int := current_setting('kwollect.request_timeout_min')::int;
+  anonymous_timeout text := coalesce(nullif(current_setting('kwollect.api_anonymous_timeout_s', true), ''), '60') || 's';
 BEGIN
   -- Kwollect hard-coded these for a database named kwdb whatever its name; use the real one.
   EXECUTE format('ALTER DATABASE %I SET idle_in_transaction_session_timeout = %L', db, '1h');
   EXECUTE format('ALTER DATABASE %I SET statement_timeout = %L', db, '1h');
-  -- API requests run as these roles (PostgREST switches role per request).
+  -- The Kwollect user's sessions: PostgREST's own (the token's requests run in them), scripts.
   EXECUTE format('ALTER ROLE %I IN DATABASE %I SET statement_timeout = %L', u, db, timeout_min || 'min');
-  EXECUTE format('ALTER ROLE %I IN DATABASE %I SET statement_timeout = %L', ro, db, timeout_min || 'min');
+  -- The read-only role's work is bounded tighter: its own logins (Grafana) get the IN DATABASE
+  -- setting, and PostgREST (11 and later) applies the role-wide one, which is the one it reads, to
+  -- each anonymous request after switching to the role.
+  EXECUTE format('ALTER ROLE %I IN DATABASE %I SET statement_timeout = %L', ro, db, anonymous_timeout);
+  EXECUTE format('ALTER ROLE %I SET statement_timeout = %L', ro, anonymous_timeout);
 
   IF current_setting('kwollect.timescaledb') = 'on' THEN
     PERFORM set_chunk_time_interval('metrics',
@@ -42,7 +48,10 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM kwollect_schema_migrations WHERE version = 3) THEN
     RETURN;
   END IF;
-  INSERT INTO kwollect_settings (key, value) VALUES ('retention_days', keep_days::text)
+  INSERT INTO kwollect_settings (key, value) VALUES
+    ('retention_days', keep_days::text),
+    ('api_max_rows', coalesce(nullif(current_setting('kwollect.api_max_rows', true), ''), '1000000')),
+    ('kwollect_user', current_setting('kwollect.user'))
   ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 
   IF timescale THEN
@@ -56,8 +65,11 @@ BEGIN
     IF keep_days > 0 THEN
       PERFORM add_retention_policy('metrics', drop_after => make_interval(days => keep_days));
     END IF;
-    -- Archiving: daily, chunks older than 8 days (Kwollect's lag), raw rows and summary alike.
-    PERFORM delete_job(job_id) FROM timescaledb_information.jobs WHERE proc_name = 'kwollect_archive_chunks';
+    -- Archiving: daily, chunks older than 8 days (Kwollect's lag), raw rows and summary alike. The
+    -- job of an adopted Kwollect database (move_chunks_to_archive, the summary only) gives way to
+    -- ours when archive_path is set, and is left as Kwollect left it otherwise.
+    PERFORM delete_job(job_id) FROM timescaledb_information.jobs
+    WHERE proc_name = 'kwollect_archive_chunks' OR (archive <> '' AND proc_name = 'move_chunks_to_archive');
     IF archive <> '' THEN
       PERFORM add_job('kwollect_archive_chunks', interval '1 day',
                       config => jsonb_build_object('older_than', '8 days', 'tablespace', archive),

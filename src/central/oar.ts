@@ -1,3 +1,4 @@
+import type postgres from "postgres";
 import type { Config } from "../config/defaults.ts";
 import { logger, registerSecret } from "../log.ts";
 import { connect } from "./connect.ts";
@@ -52,6 +53,21 @@ JOIN oar.resources r ON r.resource_id = a.resource_id
 WHERE j.state IN ('Running', 'Launching') AND r.type = 'default'
   AND (t.type = 'monitor' OR t.type LIKE 'monitor=%')`;
 
+/**
+ * CREATE OR REPLACE VIEW, or DROP and CREATE when the existing view's columns differ (Kwollect's
+ * OAR views have OAR's bigint job_id). A site object that reads the view stops the setup, with
+ * PostgreSQL's message naming it.
+ */
+async function replaceView(tx: postgres.TransactionSql, name: string, query: string): Promise<void> {
+  await tx.savepoint((sp) => sp.unsafe(`CREATE OR REPLACE VIEW ${name} AS ${query}`)).catch(
+    async (err: { code?: string }) => {
+      if (err.code !== "42P16") throw err;
+      await tx.unsafe(`DROP VIEW ${name}`);
+      await tx.unsafe(`CREATE VIEW ${name} AS ${query}`);
+    },
+  );
+}
+
 export async function setupOar(c: Config): Promise<OarSetupResult> {
   registerSecret(c.oardb_password);
   const ro = `${c.kwollect_user}_ro`;
@@ -87,9 +103,12 @@ export async function setupOar(c: Config): Promise<OarSetupResult> {
         })`,
       );
 
-      // Detach Kwollect's views from the previous import before dropping it.
+      // Detach Kwollect's views from the previous import before dropping it. An upgraded
+      // Kwollect database kept its own nodetime_by_job and promoted_metrics_job (Kwollect's OAR
+      // integration's, over the same foreign tables): OAR through this import replaces them.
       await tx.unsafe(`CREATE OR REPLACE VIEW nodetime_per_job AS ${EMPTY_NODETIME}`);
-      await tx.unsafe(`CREATE OR REPLACE VIEW promoted_metrics_job AS ${EMPTY_PROMOTED}`);
+      await replaceView(tx, "nodetime_by_job", "SELECT job_id, start_time, stop_time, node FROM nodetime_per_job");
+      await replaceView(tx, "promoted_metrics_job", EMPTY_PROMOTED);
       await tx`DROP VIEW IF EXISTS nodetime_by_oarjob`;
       await tx`DROP SCHEMA IF EXISTS oar CASCADE`;
       await tx`CREATE SCHEMA oar`;
@@ -108,7 +127,7 @@ export async function setupOar(c: Config): Promise<OarSetupResult> {
       await tx.unsafe(NODETIME_BY_OARJOB);
       await tx`CREATE OR REPLACE VIEW nodetime_per_job AS SELECT job_id, start_time, stop_time, node FROM nodetime_by_oarjob`;
       await tx.unsafe(PROMOTED_METRICS_JOB);
-      await tx.unsafe(`GRANT SELECT ON nodetime_by_oarjob TO ${ident(ro)}`);
+      await tx.unsafe(`GRANT SELECT ON nodetime_by_oarjob, nodetime_by_job, promoted_metrics_job TO ${ident(ro)}`);
     });
     const [counts] = await db<{ jobs: number; nodes: number }[]>`
       SELECT count(DISTINCT job_id)::int AS jobs, count(*)::int AS nodes FROM nodetime_per_job`

@@ -76,6 +76,8 @@ export async function setupDatabase(c: Config): Promise<SetupResult> {
       chunk_interval_hour: String(c.chunk_interval_hour),
       chunk_compress_hour: String(c.chunk_compress_hour),
       request_timeout_min: String(c.request_timeout_min),
+      api_anonymous_timeout_s: String(c.api_anonymous_timeout_s),
+      api_max_rows: String(c.api_max_rows),
       retention_days: String(c.retention_days),
       archive_tablespace: archive,
       jobmetrics_requests: requests === undefined ? "" : JSON.stringify(requests),
@@ -83,6 +85,10 @@ export async function setupDatabase(c: Config): Promise<SetupResult> {
       if (!err.message.startsWith("jobmetrics request")) throw err;
       throw new Error(`Invalid jobmetrics_requests_path '${c.jobmetrics_requests_path}': ${err.message}`);
     });
+    if (migrations.adoptedKwollect) {
+      logger.info("Kwollect database upgraded in place", { database: dbName, applied: migrations.applied.join(",") });
+    }
+    if (timescaledb && archive === "") await reportKwollectArchiveJob(db);
     const secret = await storedSecret(db, "jwt_secret");
     const proxyKey = await storedSecret(db, "proxy_key");
     const summaryRefresh = timescaledb ? "timescaledb" : await scheduleMaintenance(c, db, dbName);
@@ -98,6 +104,7 @@ export async function setupDatabase(c: Config): Promise<SetupResult> {
       }@${host}:${c.db_port}/${encodeURIComponent(dbName)}"`,
       `db-schemas = "api"`,
       `db-anon-role = "${ro}"`,
+      ...(c.api_max_rows > 0 ? [`db-max-rows = ${c.api_max_rows}`] : []),
       `jwt-secret = "${secret}"`,
       `server-host = "127.0.0.1"`,
       `server-port = ${POSTGREST_PORT}`,
@@ -153,8 +160,8 @@ async function ensureTimescale(sql: Sql): Promise<boolean> {
 }
 
 /**
- * Creates the archive tablespace at archive_path (TimescaleDB moves chunks there). Returns its
- * name, or "" when archiving is off. CREATE TABLESPACE cannot run in a transaction, hence here and
+ * Creates the archive tablespace at archive_path (TimescaleDB moves chunks there), or adopts the
+ * one already there. Returns its name, or "" when archiving is off. CREATE TABLESPACE cannot run in a transaction, hence here and
  * not in a migration.
  */
 async function ensureArchiveTablespace(sql: Sql, path: string, timescaledb: boolean): Promise<string> {
@@ -166,15 +173,17 @@ async function ensureArchiveTablespace(sql: Sql, path: string, timescaledb: bool
     );
     return "";
   }
+  // A tablespace already at archive_path is the archive, whatever its name: Kwollect's is `archive`.
+  const [atPath] = await sql<{ name: string }[]>`
+    SELECT spcname AS name FROM pg_tablespace
+    WHERE rtrim(pg_tablespace_location(oid), '/') = rtrim(${path}, '/')`;
+  if (atPath) return atPath.name;
   const [existing] = await sql<{ location: string }[]>`
     SELECT pg_tablespace_location(oid) AS location FROM pg_tablespace WHERE spcname = ${ARCHIVE_TABLESPACE}`;
   if (existing) {
-    if (existing.location.replace(/\/+$/, "") !== path.replace(/\/+$/, "")) {
-      throw new Error(
-        `Tablespace ${ARCHIVE_TABLESPACE} is at '${existing.location}', not at archive_path '${path}': move it or set archive_path to it`,
-      );
-    }
-    return ARCHIVE_TABLESPACE;
+    throw new Error(
+      `Tablespace ${ARCHIVE_TABLESPACE} is at '${existing.location}', not at archive_path '${path}': move it or set archive_path to it`,
+    );
   }
   try {
     await sql.unsafe(`CREATE TABLESPACE ${ident(ARCHIVE_TABLESPACE)} LOCATION ${literal(path)}`);
@@ -187,6 +196,22 @@ async function ensureArchiveTablespace(sql: Sql, path: string, timescaledb: bool
   }
   logger.info("Archive tablespace created", { archive_path: path });
   return ARCHIVE_TABLESPACE;
+}
+
+/**
+ * Without archive_path, the archive job of an adopted Kwollect database (move_chunks_to_archive:
+ * the summary's chunks only) runs on as Kwollect left it; say so, since kwollector's own archiving
+ * (raw rows too) needs archive_path.
+ */
+async function reportKwollectArchiveJob(sql: Sql): Promise<void> {
+  const jobs = await sql<{ config: { tablespace?: string; lag?: string } }[]>`
+    SELECT config FROM timescaledb_information.jobs WHERE proc_name = 'move_chunks_to_archive'`;
+  for (const { config } of jobs) {
+    logger.info(
+      "Kwollect's archive job is kept as it is: it moves the summary's chunks only; set archive_path to its tablespace's directory to archive raw rows too",
+      { tablespace: config.tablespace ?? "", lag: config.lag ?? "" },
+    );
+  }
 }
 
 /** One job-wide request of the jobmetrics_requests_path file, with its line number. */

@@ -6,8 +6,10 @@ export const SETUP_DB_HELP = `kwollector setup-db [CONFIG] [--key value ...]
 
 Creates or upgrades the central Kwollect database as db_admin: roles <kwollect_user> and
 <kwollect_user>_ro, the database, TimescaleDB when the server has it, the numbered migrations of
-sql/ (embedded), and settings (chunk interval, compression, timeouts). Idempotent. Prints the
-PostgREST configuration and the API token.
+sql/ (embedded), and settings (chunk interval, compression, timeouts, API bounds). A database
+built by Kwollect's kwollect-setup-db is upgraded in place, in one transaction, keeping its rows,
+summary, job definition and roles. Idempotent. Prints the PostgREST configuration and the API
+token.
 
 Examples:
   sudo -u postgres kwollector setup-db --db_host /var/run/postgresql --kwollect_password s3cret
@@ -20,7 +22,9 @@ export async function setupDbCommand(argv: string[]): Promise<number> {
   console.log(
     `Schema ready (${result.timescaledb ? "TimescaleDB" : "plain PostgreSQL"}): ${
       m.applied.length ? `applied ${m.applied.join(", ")}` : "no new migration"
-    }${m.alreadyApplied.length ? ` (${m.alreadyApplied.length} already applied)` : ""}`,
+    }${m.alreadyApplied.length ? ` (${m.alreadyApplied.length} already applied)` : ""}${
+      m.adoptedKwollect ? "; the Kwollect database was upgraded in place, its data, jobs and roles kept" : ""
+    }`,
   );
   console.log("\n# PostgREST configuration:");
   console.log(result.postgrestConfig);

@@ -265,7 +265,21 @@ export const DEFAULTS = {
     type: "integer",
     default: 5,
     min: 1,
-    doc: "Statement timeout of API requests, in minutes",
+    doc: "Statement timeout of the Kwollect user (API token requests, scripts), in minutes",
+    group: "setup-db",
+  },
+  api_anonymous_timeout_s: {
+    type: "integer",
+    default: 60,
+    min: 1,
+    doc: "Statement timeout of the read-only role <user>_ro (anonymous API requests, Grafana)",
+    group: "setup-db",
+  },
+  api_max_rows: {
+    type: "integer",
+    default: 1000000,
+    min: 0,
+    doc: "Most rows one get_metrics call returns to readers, and PostgREST's db-max-rows (0: no limit)",
     group: "setup-db",
   },
   archive_path: {

@@ -127,6 +127,48 @@ async function apiSuite(backend: Backend, t: Deno.TestContext): Promise<void> {
       assert.deepEqual(other.map((r) => r.value), [1, 2, 3]);
     });
 
+    await t.step("get_metrics of a job whose nodes are FQDNs returns the host names' metrics", async () => {
+      const rows = await rpc(api, "get_metrics", { job_id: "9" });
+      assert.equal(rows.length, 10);
+      assert.deepEqual(new Set(rows.map((r) => r.device_id)), new Set(["node-3"]));
+      assert.deepEqual(new Set(rows.map((r) => r.metric_id)), new Set(["temp_celsius", "energy_joules_total"]));
+      const view = await request(
+        api,
+        {},
+        (tx) =>
+          tx<{ n: number }[]>`SELECT count(*)::int AS n FROM metrics_by_job WHERE job_id = 9 AND device_id = 'node-3'`,
+      );
+      assert.equal(view[0]!.n, 10);
+      const available = await rpc(api, "available_metrics", { at: at(30), params: { job_id: "9" } });
+      assert.deepEqual(available.map((r) => `${r.device_id} ${r.metric_id}`), [
+        "node-3 energy_joules_total",
+        "node-3 temp_celsius",
+      ]);
+    });
+
+    await t.step("get_metrics answers positional calls in Kwollect's parameter order", async () => {
+      const call = (args: string, params: unknown[]) =>
+        request(api, {}, (tx) =>
+          tx.unsafe<{ timestamp: Date; device_id: string; metric_id: string; value: number }[]>(
+            `SELECT * FROM api.get_metrics(${args})`,
+            params as never[],
+          ));
+      // get_metrics(job_id, nodes, devices, metrics, start_time, end_time, summary, as_rate)
+      const job = await call("7", []);
+      assert.equal(job.length, (await rpc(api, "get_metrics", { job_id: "7" })).length);
+      const window = await call("NULL, $1, NULL, $2, $3, $4", ["node-1", "bmc_node_power_watt", at(0), at(120)]);
+      assert.deepEqual(window.map((r) => r.value), [100, 101, 102]);
+      const devices = await call("NULL, NULL, 'node-3', 'temp_celsius', $1, $2, true", [at(0), at(600)]);
+      assert.deepEqual(devices.map((r) => r.value), [3, 10]);
+      const rates = await call("NULL, 'node-1', NULL, 'network_ifacein_bytes_total', $1, $2, false, 'true'", [
+        at(0),
+        at(30),
+      ]);
+      assert.deepEqual(rates.map((r) => r.value), [null, 10, 5, 10]);
+      const named = await call("job_id => 7, metrics => 'bmc_node_power_watt', start_time => $1", [at(60)]);
+      assert.deepEqual(named.map((r) => r.value), [101, 102]);
+    });
+
     await t.step("get_metrics of a running job ends now", async () => {
       const rows = await rpc(api, "get_metrics", { job_id: "8" });
       assert.deepEqual(rows.map((r) => [r.device_id, r.value]), [["node-4", 40]]);
@@ -139,7 +181,7 @@ async function apiSuite(backend: Backend, t: Deno.TestContext): Promise<void> {
     });
 
     await t.step("as_rate=1 gives per-second rates of every series across a counter reset", async () => {
-      for (const asRate of ["1", "true"]) {
+      for (const asRate of ["1", "true", "on", "yes"]) {
         const rows = await rpc(api, "get_metrics", {
           devices: "node-1",
           metrics: "network_ifacein_bytes_total",
@@ -157,6 +199,21 @@ async function apiSuite(backend: Backend, t: Deno.TestContext): Promise<void> {
         as_rate: "1",
       });
       assert.deepEqual(power.map((r) => r.value), [null, 1 / 60]);
+    });
+
+    await t.step("as_rate after a second counter reset is the new value per second", async () => {
+      await c.admin`INSERT INTO metrics ("timestamp", device_id, metric_id, value)
+        SELECT to_timestamp(${T0_EPOCH} + 10 * k), 'node-11', 'x_bytes_total', v
+        FROM unnest(ARRAY[100, 200, 50, 150, 20]) WITH ORDINALITY u(v, k)`;
+      const rows = await rpc(api, "get_metrics", {
+        devices: "node-11",
+        start_time: String(T0_EPOCH),
+        end_time: String(T0_EPOCH + 60),
+        as_rate: "1",
+      });
+      // Kwollect's running MAX gives (200 - 150 + 20) / 10 = 7 for the last one.
+      assert.deepEqual(rows.map((r) => r.value), [null, 10, 5, 10, 2]);
+      await c.admin`DELETE FROM metrics WHERE device_id = 'node-11'`;
     });
 
     await t.step("as_rate=auto gives rates of _total counters only", async () => {
@@ -269,6 +326,33 @@ async function apiSuite(backend: Backend, t: Deno.TestContext): Promise<void> {
       assert.ok(Number.isNaN(many[1]!.value as number));
       const [stored] = await c.admin`SELECT count(*)::int AS n FROM metrics WHERE device_id IN ('node-5', 'node-6')`;
       assert.equal(stored!.n, 3);
+    });
+
+    await t.step("insert_metrics takes the Kwollect README's bodies as written, and one in SQL", async () => {
+      const one = await rpcBody(api, "insert_metrics", {
+        "timestamp": "2020-01-06 14:00:00",
+        "device_id": "node-1",
+        "metric_id": "example_metric",
+        "value": 42,
+      }, withToken());
+      const [local] = await c.admin<{ t: Date }[]>`SELECT '2020-01-06 14:00:00'::timestamptz AS t`;
+      assert.deepEqual(one.map((r) => [r.timestamp, r.device_id, r.value]), [[local!.t, "node-1", 42]]);
+      const many = await rpcBody(api, "insert_metrics", [
+        { "device_id": "node-2", "metric_id": "example_metric1", "value": 42 },
+        { "device_id": "node-2", "metric_id": "example_metric2", "value": 22 },
+      ], withToken());
+      assert.deepEqual(many.map((r) => [r.metric_id, r.value]), [["example_metric1", 42], ["example_metric2", 22]]);
+      const sql = await request(
+        api,
+        withToken(),
+        (tx) =>
+          tx`SELECT * FROM api.insert_metrics(${
+            JSON.stringify({ device_id: "node-3", metric_id: "m", value: 1 })
+          }::text::jsonb)`,
+      );
+      assert.deepEqual(sql.map((r) => [r.device_id, r.value]), [["node-3", 1]]);
+      await c.admin`DELETE FROM metrics WHERE device_id IN ('node-1', 'node-2', 'node-3')
+                      AND metric_id IN ('example_metric', 'example_metric1', 'example_metric2', 'm')`;
     });
 
     await t.step("insert_metrics names the item and key it cannot use", async () => {

@@ -17,7 +17,8 @@
  * - node-4 bmc_node_power_watt 40 thirty minutes ago (running job 8).
  *
  * Jobs (an operator's nodetime_per_job over table test_jobs): job 7 on node-1 and node-2 from T0
- * to T0+120 s (finished); job 8 on node-4 started an hour ago and still running.
+ * to T0+120 s (finished); job 8 on node-4 started an hour ago and still running; job 9 on node-3,
+ * listed by its FQDN node-3.lyon.grid5000.fr as OAR lists nodes, from T0 to T0+240 s.
  */
 import type { Sql } from "../../src/central/connect.ts";
 
@@ -110,7 +111,8 @@ export async function loadFixture(admin: Sql): Promise<void> {
     INSERT INTO test_jobs VALUES
       (7, to_timestamp(${T0_EPOCH}), to_timestamp(${T0_EPOCH + 120}), 'node-1'),
       (7, to_timestamp(${T0_EPOCH}), to_timestamp(${T0_EPOCH + 120}), 'node-2'),
-      (8, now() - interval '1 hour', NULL, 'node-4')`;
+      (8, now() - interval '1 hour', NULL, 'node-4'),
+      (9, to_timestamp(${T0_EPOCH}), to_timestamp(${T0_EPOCH + 240}), 'node-3.lyon.grid5000.fr')`;
   await admin`CREATE OR REPLACE VIEW nodetime_per_job AS SELECT job_id, start_time, stop_time, node FROM test_jobs`;
 }
 

@@ -1,11 +1,13 @@
 /**
  * Shared setup of the central database tests: a throwaway cluster set up by `setupDatabase`, and
  * calls made the way PostgREST makes them. PostgREST logs in as the Kwollect user (its
- * authenticator), then per request opens a transaction (READ ONLY for GET), switches role with
- * `SET LOCAL ROLE` (the anonymous `<user>_ro`, or the token's role), publishes the JWT claims and
- * the request headers with `set_config(..., true)`, and calls the function with named arguments
- * decoded from a JSON object by `json_to_record` (so every value arrives as text, cast to the
- * parameter's type), or with the whole body for a function with a single unnamed json parameter.
+ * authenticator), then per request opens a transaction (READ ONLY for GET), applies the settings
+ * of the role it switches to (`ALTER ROLE <role> SET ...`, for the roles the authenticator is a
+ * member of: PostgREST 11 and later), switches role with `SET LOCAL ROLE` (the anonymous
+ * `<user>_ro`, or the token's role), publishes the JWT claims and the request headers with
+ * `set_config(..., true)`, and calls the function with named arguments decoded from a JSON object
+ * by `json_to_record` (so every value arrives as text, cast to the parameter's type), or with the
+ * whole body for a function with a single unnamed json parameter.
  */
 import type postgres from "postgres";
 import { connect, type Sql } from "../../src/central/connect.ts";
@@ -90,6 +92,11 @@ export async function request<T>(sql: Sql, req: Request, body: (tx: Tx) => Promi
   const role = req.role ?? RO;
   const mode = (req.method ?? "GET") === "GET" ? "read only" : "read write";
   return await sql.begin(mode, async (tx) => {
+    await tx`
+      SELECT set_config(split_part(s, '=', 1), substr(s, strpos(s, '=') + 1), true)
+      FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid, unnest(r.rolconfig) s
+      JOIN pg_settings p ON p.name = split_part(s, '=', 1) AND p.context = 'user'
+      WHERE m.member = current_user::regrole AND r.rolname = ${role}`;
     await tx.unsafe(`SET LOCAL ROLE "${role.replaceAll('"', '""')}"`);
     if (req.statementTimeoutMs) {
       await tx`SELECT set_config('statement_timeout', ${`${req.statementTimeoutMs}ms`}, true)`;

@@ -5,73 +5,21 @@
 import assert from "node:assert/strict";
 import { setupOar } from "../../src/central/oar.ts";
 import { at, T0_EPOCH } from "./fixture.ts";
-import { type Central, pgError, request, rpc, rpcBody, startCentral, withToken } from "./harness.ts";
-
-const OAR_SCHEMA = `
-CREATE TABLE jobs (
-  job_id bigserial PRIMARY KEY, job_name varchar(100), job_user varchar(255) NOT NULL DEFAULT '',
-  state varchar(16) NOT NULL, start_time integer NOT NULL DEFAULT 0, stop_time integer NOT NULL DEFAULT 0,
-  assigned_moldable_job integer NOT NULL DEFAULT 0);
-CREATE TABLE job_types (
-  job_type_id bigserial PRIMARY KEY, job_id integer NOT NULL DEFAULT 0, type varchar(255) NOT NULL,
-  types_index varchar(7) NOT NULL DEFAULT 'CURRENT');
-CREATE TABLE assigned_resources (
-  moldable_job_id integer NOT NULL DEFAULT 0, resource_id integer NOT NULL DEFAULT 0,
-  assigned_resource_index varchar(7) NOT NULL DEFAULT 'CURRENT');
-CREATE TABLE resources (
-  resource_id bigserial PRIMARY KEY, type varchar(100) NOT NULL DEFAULT 'default',
-  network_address varchar(100) NOT NULL DEFAULT '', state varchar(9) NOT NULL DEFAULT 'Alive', core integer);
-`;
-
-/**
- * Job 100 ran on node-1 (two cores) from T0 to T0+10 min with type monitor; job 101 runs on node-2
- * (plus a disk resource, not a node) since an hour ago with types monitor=wattmetre_power_watt and
- * deploy; job 102 waits, with no resources yet.
- */
-function oarData(nowS: number): string {
-  return `
-INSERT INTO resources (resource_id, type, network_address, core) VALUES
-  (1, 'default', 'node-1.lyon.grid5000.fr', 0), (2, 'default', 'node-1.lyon.grid5000.fr', 1),
-  (3, 'default', 'node-2.lyon.grid5000.fr', 0), (4, 'disk', 'node-9.lyon.grid5000.fr', NULL);
-INSERT INTO jobs (job_id, job_user, state, start_time, stop_time, assigned_moldable_job) VALUES
-  (100, 'alice', 'Terminated', ${T0_EPOCH}, ${T0_EPOCH + 600}, 1000),
-  (101, 'bob', 'Running', ${nowS - 3600}, 0, 1001),
-  (102, 'carol', 'Waiting', 0, 0, 0);
-INSERT INTO assigned_resources (moldable_job_id, resource_id) VALUES (1000, 1), (1000, 2), (1001, 3), (1001, 4);
-INSERT INTO job_types (job_id, type) VALUES (100, 'monitor'), (101, 'monitor=wattmetre_power_watt'), (101, 'deploy'),
-  (102, 'monitor');
-`;
-}
-
-async function oarDatabase(c: Central): Promise<void> {
-  const server = c.pg.admin("postgres");
-  await server`CREATE ROLE oarreader LOGIN PASSWORD 'read-pw'`;
-  await server`CREATE DATABASE oar2`;
-  const oar = c.pg.admin("oar2");
-  await oar.unsafe(OAR_SCHEMA);
-  await oar.unsafe(oarData(Math.floor(Date.now() / 1000)));
-  await oar`GRANT SELECT ON ALL TABLES IN SCHEMA public TO oarreader`;
-}
+import { pgError, request, rpc, rpcBody, startCentral, withToken } from "./harness.ts";
+import { createOarDatabase, oarConfig } from "./oar_fixture.ts";
 
 Deno.test("setup-db-oar fills nodetime_per_job and job promotion from OAR's database", async (t) => {
   const c = await startCentral("plain");
   try {
-    await oarDatabase(c);
-    const oarConfig = {
-      ...c.config,
-      oardb_host: c.pg.host,
-      oardb_port: c.pg.port,
-      oardb_name: "oar2",
-      oardb_user: "oarreader",
-      oardb_password: "read-pw",
-    };
+    await createOarDatabase(c.pg);
+    const oar = oarConfig(c.config, c.pg);
     await c.admin`INSERT INTO metrics VALUES
       (${at(0)}, 'node-1', 'bmc_node_power_watt', 100, '{}'), (${at(600)}, 'node-1', 'bmc_node_power_watt', 110, '{}'),
       (${at(601)}, 'node-1', 'bmc_node_power_watt', 999, '{}'),
       (now() - interval '1 minute', 'node-2', 'bmc_node_power_watt', 200, '{}')`;
 
     await t.step("nodetime_per_job lists each started job's nodes, stop_time NULL while running", async () => {
-      const result = await setupOar(oarConfig);
+      const result = await setupOar(oar);
       assert.deepEqual(result, { jobs: 2, nodes: 2 });
       const rows = await request(
         c.authenticator,
@@ -150,7 +98,7 @@ Deno.test("setup-db-oar fills nodetime_per_job and job promotion from OAR's data
       // Ended a second from now, so that the rows inserted above lie within the job.
       const stop = Math.ceil(Date.now() / 1000) + 1;
       await c.pg.admin("oar2")`UPDATE jobs SET state = 'Terminated', stop_time = ${stop} WHERE job_id = 101`;
-      assert.deepEqual(await setupOar(oarConfig), { jobs: 2, nodes: 2 });
+      assert.deepEqual(await setupOar(oar), { jobs: 2, nodes: 2 });
       const running = await request(
         c.authenticator,
         {},
@@ -170,7 +118,7 @@ Deno.test("setup-db-oar fills nodetime_per_job and job promotion from OAR's data
     });
 
     await t.step("an unreachable OAR database is an error that names it, without the password", async () => {
-      await assert.rejects(setupOar({ ...oarConfig, oardb_port: 1 }), (e: Error) => {
+      await assert.rejects(setupOar({ ...oar, oardb_port: 1 }), (e: Error) => {
         assert.match(e.message, new RegExp(`Cannot read OAR's database oarreader@${c.pg.host}:1/oar2`));
         assert.ok(!e.message.includes("read-pw"));
         return true;

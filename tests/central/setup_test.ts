@@ -4,43 +4,16 @@
  */
 import assert from "node:assert/strict";
 import postgres from "postgres";
-import { type Sql } from "../../src/central/connect.ts";
 import { signJwt, verifyJwt } from "../../src/central/jwt.ts";
 import { migrate } from "../../src/central/migrate.ts";
 import { MIGRATIONS } from "../../src/central/migrations.ts";
 import { setupDatabase } from "../../src/central/setup.ts";
 import { setLogSink } from "../../src/log.ts";
 import { pgConfig } from "../helpers/config.ts";
-import { destroyPostgres, PG_BIN, type PgCluster, startPostgres } from "../helpers/postgres.ts";
+import { destroyPostgres, type PgCluster, startPostgres } from "../helpers/postgres.ts";
+import { catalogState, schemaDump } from "./catalog.ts";
 import { at, loadFixture } from "./fixture.ts";
 import { type Backend, PASSWORD, rpc, timescaleAvailable } from "./harness.ts";
-
-async function schemaDump(pg: PgCluster, database: string): Promise<string> {
-  const out = await new Deno.Command(`${PG_BIN}/pg_dump`, {
-    args: ["--schema-only", "-h", pg.host, "-p", String(pg.port), "-U", "postgres", database],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.ok(out.success, new TextDecoder().decode(out.stderr));
-  // pg_dump marks its output with a random \restrict key on each run.
-  return new TextDecoder().decode(out.stdout).replace(/^\\(un)?restrict .*$/gm, "");
-}
-
-/** What pg_dump leaves out: TimescaleDB jobs, settings, requests, pg_cron jobs. */
-async function catalogState(admin: Sql, timescale: boolean): Promise<unknown[]> {
-  const state: unknown[] = [
-    [...await admin`SELECT key, value FROM kwollect_settings ORDER BY key`],
-    [...await admin`SELECT line, request FROM kwollect_jobmetrics_requests ORDER BY line`],
-    [...await admin`SELECT version, name, checksum FROM kwollect_schema_migrations ORDER BY version`],
-  ];
-  if (timescale) {
-    state.push([
-      ...await admin`SELECT proc_name, schedule_interval, config, hypertable_name FROM timescaledb_information.jobs
-                     WHERE job_id >= 1000 ORDER BY proc_name, hypertable_name`,
-    ]);
-  }
-  return state;
-}
 
 /** A database with only the first migration, as the previous release left it, holding data. */
 async function previousRelease(pg: PgCluster, database: string, timescale: boolean): Promise<void> {
@@ -98,7 +71,12 @@ async function setupSuite(backend: Backend, t: Deno.TestContext): Promise<void> 
       const state = await catalogState(admin, timescale);
       const second = await setupDatabase(config);
       assert.deepEqual(second.migrations.applied, []);
-      assert.deepEqual(second.migrations.alreadyApplied, ["0001_core", "0002_views_summary", "0003_api"]);
+      assert.deepEqual(second.migrations.alreadyApplied, [
+        "0001_core",
+        "0002_views_summary",
+        "0003_api",
+        "0004_kwollect_compat",
+      ]);
       assert.equal(await schemaDump(pg, "kwdb"), dump);
       assert.deepEqual(await catalogState(admin, timescale), state);
       assert.equal(second.apiToken, first.apiToken);
@@ -108,7 +86,7 @@ async function setupSuite(backend: Backend, t: Deno.TestContext): Promise<void> 
     await t.step("upgrading a database of the previous migration set keeps its data", async () => {
       await previousRelease(pg, "kwold", timescale);
       const result = await setupDatabase({ ...config, kwollect_db_name: "kwold" });
-      assert.deepEqual(result.migrations.applied, ["0002_views_summary", "0003_api"]);
+      assert.deepEqual(result.migrations.applied, ["0002_views_summary", "0003_api", "0004_kwollect_compat"]);
       const api = postgres({
         host: pg.host,
         port: pg.port,

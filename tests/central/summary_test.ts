@@ -10,6 +10,7 @@ import { destroyPostgres, startPostgres } from "../helpers/postgres.ts";
 import { pgConfig } from "../helpers/config.ts";
 import { at, loadFixture } from "./fixture.ts";
 import { PASSWORD, rpc, startCentral, timescaleAvailable } from "./harness.ts";
+import { runJob } from "./catalog.ts";
 
 /** The summary of the fixture's node-2 (aliases) and node-3 over T0..T0+10 min, as get_metrics sees it. */
 async function summaryAnswers(api: Sql): Promise<unknown[]> {
@@ -29,31 +30,6 @@ const EXPECTED_SUMMARY = [
   [at(0), "node-3", "temp_celsius", 3, { sensor: "a" }],
   [at(300), "node-3", "temp_celsius", 10, { sensor: "a" }],
 ];
-
-/**
- * Runs a TimescaleDB job now, in this session. Every job is first taken off the scheduler, and any
- * run the scheduler started (it starts new policies at once) is waited for, so the two never race
- * for the same chunks.
- */
-async function runJob(admin: Sql, proc: string, hypertable?: string): Promise<void> {
-  await admin`SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs WHERE job_id >= 1000`;
-  for (let i = 0;; i++) {
-    const [running] = await admin<{ n: number }[]>`
-      SELECT count(*)::int AS n FROM timescaledb_information.job_stats WHERE job_status = 'Running'`;
-    if (running!.n === 0) break;
-    if (i === 200) throw new Error("TimescaleDB jobs still running after 20 s");
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  await admin.unsafe(`CALL run_job(${await jobId(admin, proc, hypertable)})`);
-}
-
-async function jobId(admin: Sql, proc: string, hypertable?: string): Promise<number> {
-  const [row] = await admin<{ job_id: number }[]>`
-    SELECT job_id FROM timescaledb_information.jobs
-    WHERE proc_name = ${proc} AND (${hypertable ?? null}::text IS NULL OR hypertable_name = ${hypertable ?? null})`;
-  assert.ok(row, `no TimescaleDB job ${proc} ${hypertable ?? ""}`);
-  return row.job_id;
-}
 
 Deno.test("the plain PostgreSQL summary is materialised by kwollect_maintenance, late rows and retention included", async () => {
   const c = await startCentral("plain");
