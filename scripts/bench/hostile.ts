@@ -197,7 +197,14 @@ try {
     value: peak,
     unit: "MB",
     goal: { op: "<=", value: 120 },
-    collectorExitCode: exit?.code ?? null,
+  });
+  report({
+    name: "hostile_collector_survived",
+    figure: "same run: the collector was still running when stopped (1), or died on its own (0; exit code " +
+      `${exit ? `${exit.code}${exit.signal ? `, ${exit.signal}` : ""}` : "none"})`,
+    value: exit ? 0 : 1,
+    unit: "boolean",
+    goal: { op: "==", value: 1 },
   });
   report({
     name: "hostile_ordinary_on_time",
