@@ -17,10 +17,25 @@ import type { Sql } from "../../src/central/connect.ts";
 export const LIVE_DEVICE = "rack-1";
 export const LIVE_METRICS = 10_000;
 
-/** An HTTP exporter on 127.0.0.1 serving LIVE_METRICS samples of `node_power_watt`. */
-export function startExporter(): { port: number; shutdown(): Promise<void> } {
-  const body = Array.from({ length: LIVE_METRICS }, (_, i) => `node_power_watt{psu="${i}"} ${i}`).join("\n") + "\n";
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, () => new Response(body));
+export interface ExporterOptions {
+  /** Series served (default LIVE_METRICS). */
+  series?: number;
+  /** Series i is `node_power_watt_<i>` (one metric name each) instead of `node_power_watt{psu="<i>"}`. */
+  namePerSeries?: boolean;
+  /** Called with the arrival time (ms since the epoch) of every request, before it is answered. */
+  onScrape?: (atMs: number) => void;
+}
+
+/** An HTTP exporter on 127.0.0.1 serving `series` samples of `node_power_watt` (LIVE_METRICS by default). */
+export function startExporter(opts: ExporterOptions = {}): { port: number; shutdown(): Promise<void> } {
+  const line = opts.namePerSeries
+    ? (i: number) => `node_power_watt_${i} ${i}`
+    : (i: number) => `node_power_watt{psu="${i}"} ${i}`;
+  const body = Array.from({ length: opts.series ?? LIVE_METRICS }, (_, i) => line(i)).join("\n") + "\n";
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, () => {
+    opts.onScrape?.(Date.now());
+    return new Response(body);
+  });
   return { port: server.addr.port, shutdown: () => server.shutdown() };
 }
 
@@ -36,6 +51,11 @@ export async function startBenchPostgres(): Promise<PgCluster> {
     await destroyPostgres(pg);
     throw err;
   }
+}
+
+/** Stops and removes a cluster of startBenchPostgres. */
+export function destroyBenchPostgres(pg: PgCluster): Promise<void> {
+  return destroyPostgres(pg);
 }
 
 /** Writes metrics.d (one Prometheus entry polled every second) and kwollector.yaml; returns its path. */

@@ -25,6 +25,12 @@ export const SCRIPTS: Record<string, { title: string; about: string; env?: strin
   snmp: { title: "SNMP", about: "throughput against a local snmpd, fleet of 1,000 simulated agents" },
   modbus_ipmi: { title: "Modbus and IPMI", about: "200 simulated Modbus devices, 10 simulated BMCs" },
   wattmetre: { title: "Wattmeter stream", about: "48 ports at 50 Hz into a durable spool" },
+  hostile: {
+    title: "Hostile input",
+    about: "64 MB heap against a 50,000-series exporter, a 16 MB JSON document and a 5,000-entry metrics.d " +
+      "file, beside a device polled every second",
+    env: ["BENCH_V8_FLAGS"],
+  },
 };
 
 export interface Run {

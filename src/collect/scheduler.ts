@@ -333,7 +333,8 @@ export function pollTimeoutMs(periodMs: number, limitMs: number): number {
   return Math.max(1, Math.min(limitMs, Math.floor(periodMs * 0.9)));
 }
 
-function phaseOf(key: string, periodMs: number): number {
+/** Offset of a group's slots in its period (ms): slot k falls at phase + k × period, wall clock. */
+export function phaseOf(key: string, periodMs: number): number {
   let h = 2166136261;
   for (let i = 0; i < key.length; i++) {
     h ^= key.charCodeAt(i);

@@ -118,6 +118,20 @@ export const DEFAULTS = {
     doc: "host:port of a Prometheus endpoint (/metrics) with the same health figures (empty: off)",
     group: "collector",
   },
+  prometheus_max_body_bytes: {
+    type: "integer",
+    default: 16 * 1024 * 1024,
+    min: 1024,
+    doc: "Largest body a Prometheus exporter may send, counted after decompression; a larger one fails the poll",
+    group: "collector",
+  },
+  prometheus_max_series: {
+    type: "integer",
+    default: 50_000,
+    min: 1,
+    doc: "Most series one scrape of a Prometheus exporter may yield to its entries; more fails the poll",
+    group: "collector",
+  },
   redfish_tls_verify: {
     type: "string",
     default: "full",

@@ -1,8 +1,9 @@
 import { redactUrl } from "../config/metric_url.ts";
 import type { MetricEntry } from "../config/metrics_dir.ts";
 import { type Labels, timestampProblem } from "../sample.ts";
-import { parsePrometheusText } from "./prometheus_text.ts";
+import { type LineError, PrometheusTextParser, type PromSample } from "./prometheus_text.ts";
 import type { EntryError, PollResult, Protocol, Reading, Source, SourceContext } from "./source.ts";
+import { consumeText } from "./text_stream.ts";
 
 /**
  * Prometheus exporters: `prometheus://host:port/<names joined by '-'>` (empty: every metric).
@@ -10,10 +11,32 @@ import type { EntryError, PollResult, Protocol, Reading, Source, SourceContext }
  * entry takes the samples it names, stored as `prom_<name>` with the entry's device id, labels
  * and scale factor (Kwollect ignored the last two). `kwollect_custom` lines follow Kwollect's
  * rules: `_metric_id` becomes the metric id as is, `_timestamp` (epoch seconds) the timestamp.
+ *
+ * Bounds: an exporter cannot make the collector hold more than a bounded amount nor hold the
+ * event loop, whatever it sends (docs/OPERATIONS.md, "Bounds"):
+ * - The body is read as a stream (text_stream.ts) and parsed line by line as it arrives, never
+ *   held whole. Past `prometheus_max_body_bytes` bytes (counted after decompression, chunked or
+ *   not, whatever Content-Length says) the poll fails.
+ * - Past `prometheus_max_series` series selected by the group's entries the poll fails: the
+ *   readings of one scrape are what the collector holds, and they grow with the series.
+ * - Parsing and building readings run in slices (text_stream.ts), with a turn of the event loop
+ *   between them, so the timers of other groups fire on time during a large scrape.
+ * - At most MAX_LINE_ERRORS lines that cannot be read (malformed, or a `kwollect_custom` line
+ *   breaking its rules) are reported per scrape, plus their count.
+ * Each overrun fails this group alone, with an error naming the URL and the key to raise.
+ *
+ * Compression: fetch asks for gzip and br by default and decodes them as the body is read, in
+ * 4 KB pieces, so the byte limit above counts decoded bytes and a gzip bomb is cut after
+ * `prometheus_max_body_bytes` of output. Decoding ourselves (DecompressionStream) would be
+ * worse: it inflates each input chunk at once (a 64 KB chunk of a bomb is 64 MB). Any other
+ * encoding is not decoded by fetch and is refused.
  */
 
-const MAX_BODY_BYTES = 16 * 1024 * 1024;
 const CUSTOM = "kwollect_custom";
+/** Lines that cannot be read reported per scrape; the others are counted. */
+const MAX_LINE_ERRORS = 10;
+/** Encodings fetch asks for and decodes as it reads (Deno sends `Accept-Encoding: gzip, br`). */
+const DECODED_BY_FETCH = new Set(["", "identity", "gzip", "br"]);
 
 export const prometheus: Protocol = {
   validate(entry) {
@@ -38,54 +61,49 @@ function namesOf(entry: MetricEntry): string[] {
 
 class PrometheusSource implements Source {
   #url: string;
+  #maxBodyBytes: number;
+  #maxSeries: number;
 
-  constructor(entries: readonly MetricEntry[], _ctx: SourceContext) {
+  constructor(entries: readonly MetricEntry[], ctx: SourceContext) {
     const t = entries[0]!.target;
     const host = t.host.includes(":") ? `[${t.host}]` : t.host;
     this.#url = `http://${host}:${t.port}/metrics`;
+    this.#maxBodyBytes = ctx.config.prometheus_max_body_bytes;
+    this.#maxSeries = ctx.config.prometheus_max_series;
   }
 
   async poll(entries: readonly MetricEntry[], signal: AbortSignal): Promise<PollResult> {
     const scrapeMs = Date.now();
     const res = await fetch(this.#url, { signal, headers: { accept: "text/plain;version=0.0.4" } });
-    if (!res.ok) {
-      await res.body?.cancel();
-      throw new Error(`Exporter ${this.#url} answered HTTP ${res.status} ${res.statusText}`);
-    }
+    const encoding = (res.headers.get("content-encoding") ?? "").trim().toLowerCase();
     const length = Number(res.headers.get("content-length") ?? 0);
-    if (length > MAX_BODY_BYTES) {
+    let refusal: string | undefined;
+    if (!res.ok) refusal = `Exporter ${this.#url} answered HTTP ${res.status} ${res.statusText}`;
+    else if (!DECODED_BY_FETCH.has(encoding)) {
+      refusal = `Exporter ${this.#url} sent a body in encoding '${encoding}' (accepted: gzip, br, identity)`;
+    } else if (length > this.#maxBodyBytes) {
+      refusal = `Exporter ${this.#url} sent ${length} bytes, more than the ${this.#maxBodyBytes} accepted ` +
+        `(prometheus_max_body_bytes)`;
+    }
+    if (refusal !== undefined) {
       await res.body?.cancel();
-      throw new Error(`Exporter ${this.#url} sent ${length} bytes, more than the ${MAX_BODY_BYTES} accepted`);
+      throw new Error(refusal);
     }
-    const text = await res.text();
-    const selections = entries.map((e) => ({ entry: e, names: new Set(namesOf(e)) }));
-    const everything = selections.some((s) => s.names.size === 0);
-    const wanted = everything ? undefined : new Set(selections.flatMap((s) => [...s.names]));
-    const parsed = parsePrometheusText(text, wanted);
-    const readings: Reading[] = [];
-    const errors: EntryError[] = [];
-    for (const { entry, names } of selections) {
-      for (const err of parsed.errors) {
-        errors.push({ entry, message: `Malformed line ${err.line} from ${this.#url}: ${err.message}` });
-      }
-      for (const s of parsed.samples) {
-        if (names.size > 0 && !names.has(s.name)) continue;
-        if (s.name === CUSTOM) {
-          const custom = customReading(entry, s.labels, s.value, scrapeMs);
-          if ("error" in custom) errors.push({ entry, message: `Line ${s.line} from ${this.#url}: ${custom.error}` });
-          else readings.push(custom);
-          continue;
-        }
-        readings.push({
-          entry,
-          value: s.value,
-          metricId: `prom_${s.name}`,
-          labels: s.labels,
-          ...(s.timestampMs !== undefined && { timestampMs: s.timestampMs }),
-        });
-      }
+    const scrape = new Scrape(entries, this.#url, scrapeMs, this.#maxSeries);
+    const parser = new PrometheusTextParser(scrape.wanted);
+    const decoded = encoding === "" || encoding === "identity" ? "" : ` once decoded from ${encoding}`;
+    const tooLarge = `Exporter ${this.#url} sent more than ${this.#maxBodyBytes} bytes${decoded} ` +
+      `(prometheus_max_body_bytes)`;
+    if (res.body) {
+      await consumeText(res.body, {
+        maxBytes: this.#maxBodyBytes,
+        signal,
+        onText: (text) => parser.push(text, scrape),
+        tooLarge: () => new Error(tooLarge),
+      });
     }
-    return { readings, errors };
+    parser.end(scrape);
+    return scrape.result();
   }
 
   close(): Promise<void> {
@@ -93,12 +111,109 @@ class PrometheusSource implements Source {
   }
 }
 
-function customReading(
-  entry: MetricEntry,
+/**
+ * The readings of one scrape, built as the parser hands over samples: each sample goes to the
+ * entries that select its name (an index, so the work is per sample, not per sample and entry).
+ */
+class Scrape {
+  /** Names some entry selects; undefined when one entry takes every metric. */
+  readonly wanted: ReadonlySet<string> | undefined;
+  #byName = new Map<string, MetricEntry[]>();
+  #everything: MetricEntry[] = [];
+  #metricIds = new Map<string, string>();
+  #url: string;
+  #scrapeMs: number;
+  #maxSeries: number;
+  #series = 0;
+  #readings: Reading[] = [];
+  /** Problems of single lines, each with the entries it concerns (undefined: all of them). */
+  #problems: { message: string; entries: readonly MetricEntry[] | undefined }[] = [];
+  #moreProblems = 0;
+
+  constructor(entries: readonly MetricEntry[], url: string, scrapeMs: number, maxSeries: number) {
+    this.#url = url;
+    this.#scrapeMs = scrapeMs;
+    this.#maxSeries = maxSeries;
+    for (const entry of entries) {
+      const names = new Set(namesOf(entry));
+      if (names.size === 0) this.#everything.push(entry);
+      for (const name of names) {
+        const list = this.#byName.get(name);
+        if (list) list.push(entry);
+        else this.#byName.set(name, [entry]);
+      }
+    }
+    this.wanted = this.#everything.length > 0 ? undefined : new Set(this.#byName.keys());
+  }
+
+  sample(s: PromSample): void {
+    if (++this.#series > this.#maxSeries) {
+      throw new Error(
+        `Exporter ${this.#url} sent more than ${this.#maxSeries} series selected by its entries (prometheus_max_series)`,
+      );
+    }
+    const named = this.#byName.get(s.name);
+    if (this.#everything.length > 0) this.#take(s, this.#everything);
+    if (named) this.#take(s, named);
+  }
+
+  /** A malformed line: its metric, and so its entries, is unknown. */
+  error(e: LineError): void {
+    this.#problem(`Malformed line ${e.line} from ${this.#url}: ${e.message}`, undefined);
+  }
+
+  result(): PollResult {
+    const all = [...new Set([...this.#everything, ...[...this.#byName.values()].flat()])];
+    const errors: EntryError[] = [];
+    for (const { message, entries } of this.#problems) {
+      for (const entry of entries ?? all) errors.push({ entry, message });
+    }
+    if (this.#moreProblems > 0) {
+      const message = `${this.#moreProblems} more lines from ${this.#url} could not be read in this scrape`;
+      for (const entry of all) errors.push({ entry, message });
+    }
+    return { readings: this.#readings, errors };
+  }
+
+  #problem(message: string, entries: readonly MetricEntry[] | undefined): void {
+    if (this.#problems.length < MAX_LINE_ERRORS) this.#problems.push({ message, entries });
+    else this.#moreProblems++;
+  }
+
+  #take(s: PromSample, entries: readonly MetricEntry[]): void {
+    if (s.name === CUSTOM) {
+      const custom = customFields(s.labels, this.#scrapeMs);
+      if ("error" in custom) this.#problem(`Line ${s.line} from ${this.#url}: ${custom.error}`, entries);
+      else for (const entry of entries) this.#readings.push({ entry, value: s.value, ...custom });
+      return;
+    }
+    const metricId = this.#metricId(s.name);
+    for (const entry of entries) {
+      this.#readings.push({
+        entry,
+        value: s.value,
+        metricId,
+        labels: s.labels,
+        ...(s.timestampMs !== undefined && { timestampMs: s.timestampMs }),
+      });
+    }
+  }
+
+  #metricId(name: string): string {
+    let id = this.#metricIds.get(name);
+    if (id === undefined) {
+      id = `prom_${name}`;
+      this.#metricIds.set(name, id);
+    }
+    return id;
+  }
+}
+
+/** Kwollect's rules for a `kwollect_custom` line: the metric id and timestamp its labels give. */
+function customFields(
   promLabels: Record<string, string>,
-  value: number,
   scrapeMs: number,
-): Reading | { error: string } {
+): { metricId: string; labels: Labels; timestampMs?: number } | { error: string } {
   const labels: Labels = { ...promLabels };
   let timestampMs: number | undefined;
   if (labels._timestamp !== undefined) {
@@ -118,5 +233,5 @@ function customReading(
   }
   labels._metric_scrape_time = scrapeMs / 1000;
   labels._metric_origin = `prom_${CUSTOM}`;
-  return { entry, value, metricId, labels, ...(timestampMs !== undefined && { timestampMs }) };
+  return { metricId, labels, ...(timestampMs !== undefined && { timestampMs }) };
 }

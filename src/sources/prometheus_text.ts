@@ -10,49 +10,93 @@ export interface PromSample {
   line: number;
 }
 
-export interface PromParseResult {
-  samples: PromSample[];
-  /** Malformed lines, each with its line number and the reason; they do not stop the parse. */
-  errors: { line: number; message: string }[];
+/** A malformed line, with its number and the reason; it does not stop the parse. */
+export interface LineError {
+  line: number;
+  message: string;
 }
 
+/** Where the parser hands each sample and each malformed line, in the order of the text. */
+export interface ParseSink {
+  sample(s: PromSample): void;
+  error(e: LineError): void;
+}
+
+/**
+ * Longest line the parser holds while waiting for its end, in characters. A longer line is
+ * reported as malformed and skipped as it streams by, so an exporter that never sends a newline
+ * costs this much memory, not its whole body. Real lines are far shorter (a sample with a dozen
+ * labels is a few hundred characters).
+ */
+export const MAX_LINE_CHARS = 65_536;
+
 const NAME_RE = /^[a-zA-Z_:][a-zA-Z0-9_:]*/;
+const LABEL_NAME_RE = /[a-zA-Z_][a-zA-Z0-9_]*/y;
 
 /**
  * Parses the text exposition format (version 0.0.4, and the sample lines of OpenMetrics):
  * comments, HELP and TYPE lines, label values with `\\`, `\"` and `\n` escapes, NaN/+Inf/-Inf
  * values and optional timestamps. `wanted`, when given, keeps only samples with those names.
+ *
+ * Incremental: the body is pushed in pieces as it arrives and each line is parsed as soon as it
+ * is complete, so the parser holds at most one unfinished line (MAX_LINE_CHARS), never the body.
  */
-export function parsePrometheusText(text: string, wanted?: ReadonlySet<string>): PromParseResult {
-  const samples: PromSample[] = [];
-  const errors: { line: number; message: string }[] = [];
-  let lineNo = 0;
-  let start = 0;
-  while (start <= text.length) {
-    let end = text.indexOf("\n", start);
-    if (end < 0) end = text.length;
-    const raw = text.slice(start, end);
-    start = end + 1;
-    lineNo++;
+export class PrometheusTextParser {
+  #wanted: ReadonlySet<string> | undefined;
+  #pending = "";
+  /** The current line is too long: it was reported and its rest is skipped up to its newline. */
+  #skipping = false;
+  #lineNo = 0;
+
+  constructor(wanted?: ReadonlySet<string>) {
+    this.#wanted = wanted;
+  }
+
+  /** Parses every line `text` completes; its unfinished last line waits for the next push. */
+  push(text: string, sink: ParseSink): void {
+    let start = 0;
+    for (;;) {
+      const end = text.indexOf("\n", start);
+      if (end < 0) break;
+      if (this.#skipping) this.#skipping = false;
+      else this.#line(this.#pending + text.slice(start, end), sink);
+      this.#pending = "";
+      this.#lineNo++;
+      start = end + 1;
+    }
+    if (this.#skipping) return;
+    this.#pending += text.slice(start);
+    if (this.#pending.length > MAX_LINE_CHARS) {
+      sink.error({ line: this.#lineNo + 1, message: `Line longer than ${MAX_LINE_CHARS} characters` });
+      this.#pending = "";
+      this.#skipping = true;
+    }
+  }
+
+  /** Parses the last line when the text does not end with a newline. */
+  end(sink: ParseSink): void {
+    if (!this.#skipping && this.#pending !== "") this.#line(this.#pending, sink);
+    this.#pending = "";
+    this.#skipping = false;
+  }
+
+  /** Parses line number #lineNo + 1. */
+  #line(raw: string, sink: ParseSink): void {
     const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
     const trimmed = line.trimStart();
-    if (trimmed === "" || trimmed.startsWith("#")) {
-      if (end === text.length) break;
-      continue;
-    }
+    if (trimmed === "" || trimmed.startsWith("#")) return;
+    const lineNo = this.#lineNo + 1;
     const nameMatch = NAME_RE.exec(trimmed);
     if (!nameMatch) {
-      errors.push({ line: lineNo, message: `Invalid metric name in '${trimmed.slice(0, 80)}'` });
-      continue;
+      sink.error({ line: lineNo, message: `Invalid metric name in '${trimmed.slice(0, 80)}'` });
+      return;
     }
     const name = nameMatch[0];
-    if (wanted && !wanted.has(name)) continue;
+    if (this.#wanted && !this.#wanted.has(name)) return;
     const parsed = parseRest(trimmed, name.length);
-    if ("error" in parsed) errors.push({ line: lineNo, message: `${parsed.error} in '${trimmed.slice(0, 80)}'` });
-    else samples.push({ name, line: lineNo, ...parsed });
-    if (end === text.length) break;
+    if ("error" in parsed) sink.error({ line: lineNo, message: `${parsed.error} in '${trimmed.slice(0, 80)}'` });
+    else sink.sample({ name, line: lineNo, ...parsed });
   }
-  return { samples, errors };
 }
 
 function parseRest(
@@ -63,13 +107,16 @@ function parseRest(
   let i = pos;
   if (line[i] === "{") {
     i++;
+    /** Position of the next backslash at or after i (-1: none left), so values are copied in runs. */
+    let escapeAt = line.indexOf("\\", i);
     for (;;) {
       while (line[i] === " " || line[i] === "\t") i++;
       if (line[i] === "}") {
         i++;
         break;
       }
-      const m = /^[a-zA-Z_][a-zA-Z0-9_]*/.exec(line.slice(i));
+      LABEL_NAME_RE.lastIndex = i;
+      const m = LABEL_NAME_RE.exec(line);
       if (!m) return { error: "Invalid label name" };
       const labelName = m[0];
       i += labelName.length;
@@ -81,23 +128,21 @@ function parseRest(
       i++;
       let value = "";
       for (;;) {
-        const c = line[i];
-        if (c === undefined) return { error: `Unterminated value of label ${labelName}` };
-        if (c === '"') {
-          i++;
+        if (escapeAt >= 0 && escapeAt < i) escapeAt = line.indexOf("\\", i);
+        const quote = line.indexOf('"', i);
+        if (quote < 0) return { error: `Unterminated value of label ${labelName}` };
+        if (escapeAt < 0 || quote < escapeAt) {
+          value += line.slice(i, quote);
+          i = quote + 1;
           break;
         }
-        if (c === "\\") {
-          const n = line[i + 1];
-          if (n === "n") value += "\n";
-          else if (n === "\\") value += "\\";
-          else if (n === '"') value += '"';
-          else value += "\\" + (n ?? "");
-          i += 2;
-          continue;
-        }
-        value += c;
-        i++;
+        value += line.slice(i, escapeAt);
+        const n = line[escapeAt + 1];
+        if (n === "n") value += "\n";
+        else if (n === "\\") value += "\\";
+        else if (n === '"') value += '"';
+        else value += "\\" + (n ?? "");
+        i = escapeAt + 2;
       }
       labels[labelName] = value;
       while (line[i] === " ") i++;

@@ -108,6 +108,49 @@ Deno.test("prometheus source applies kwollect_custom rules, YAML labels and scal
   }
 });
 
+Deno.test("prometheus source reads kwollect_custom lines by Kwollect's rules when they arrive a byte at a time", async () => {
+  const bytes = new TextEncoder().encode(CUSTOM);
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, () => {
+    let at = 0;
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (at < bytes.length) controller.enqueue(bytes.slice(at, ++at));
+        else controller.close();
+      },
+    }, { highWaterMark: 0 });
+    return new Response(body);
+  });
+  try {
+    const entry = entryFor(`prometheus://127.0.0.1:${server.addr.port}/kwollect_custom`);
+    const source = prometheus.create([entry], { config: testConfig(), timeoutMs: 10_000 });
+    const result = await source.poll([entry], AbortSignal.timeout(10_000));
+    const got = result.readings.map((r) => {
+      const { _metric_scrape_time: _, ...labels } = r.labels!;
+      return { metricId: r.metricId, value: r.value, timestampMs: r.timestampMs, labels };
+    });
+    assert.deepEqual(got, [
+      {
+        metricId: "my_metric",
+        value: 42,
+        timestampMs: 1606389005123.4,
+        labels: { job: "x", _metric_origin: "prom_kwollect_custom" },
+      },
+      {
+        metricId: "prom_kwollect_custom",
+        value: 7,
+        timestampMs: undefined,
+        labels: { host: "h", _metric_origin: "prom_kwollect_custom" },
+      },
+    ]);
+    assert.deepEqual(result.errors.map((e) => e.message), [
+      `Line 3 from http://127.0.0.1:${server.addr.port}/metrics: Cannot parse _timestamp 'soon' of kwollect_custom`,
+    ]);
+    await source.close();
+  } finally {
+    await server.shutdown();
+  }
+});
+
 Deno.test("prometheus source sends one request per exporter and cycle whatever the number of entries", async () => {
   let requests = 0;
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, () => {

@@ -1,0 +1,248 @@
+/**
+ * Hostile input (issue 11): the real collector (`kwollector run` with the V8 flags of the
+ * `kwollector` task: a 64 MB heap) against a real PostgreSQL, polling at the same time
+ *
+ * - a wide exporter: 50,000 series of one metric, every 5 s (10,000 samples/s);
+ * - a 16 MB JSON document (Redfish-shaped: about 83,000 sensor members) over HTTP, every 10 s,
+ *   read by two entries (the first and the last member);
+ * - a metrics.d file of 5,000 entries, each its own device reading its own metric from one
+ *   exporter of 5,000 metric names, every 10 s;
+ * - one ordinary device, a one-series exporter polled every second.
+ *
+ * For MEASURE_S after WARMUP_S: the collector's peak RSS (VmHWM from /proc, which also covers the
+ * start and the warm-up) and the ordinary device's schedule. The schedule is measured from the
+ * outside: the ordinary exporter notes the arrival time of every request, and each slot of its
+ * group's grid (phase + k × 1000 ms, wall clock, see scheduler.ts) counts as on time when a
+ * request arrived within 100 ms of it. Arrival includes the time the collector took to send the
+ * request, so it is the stricter measure; the collector's stored timestamps are taken before the
+ * request is sent. What became of the hostile devices (samples delivered centrally, the last
+ * error `kwollector status` shows) is printed too, so a figure met by refusing everything shows.
+ * About 90 s.
+ *
+ *   deno run -A scripts/bench/hostile.ts
+ */
+import { setupDatabase } from "../../src/central/setup.ts";
+import { resolveConfig } from "../../src/config/resolve.ts";
+import { phaseOf } from "../../src/collect/scheduler.ts";
+import { setLogSink } from "../../src/log.ts";
+import { percentile, report } from "./report.ts";
+import {
+  collectorV8Flags,
+  destroyBenchPostgres,
+  spawnCollector,
+  startBenchPostgres,
+  startExporter,
+  stopCollector,
+} from "./collector.ts";
+
+setLogSink(() => {});
+const WARMUP_S = 10;
+const MEASURE_S = 60;
+const WIDE_SERIES = 50_000;
+const WIDE_PERIOD_MS = 5000;
+const FILE_ENTRIES = 5_000;
+const DOCUMENT_BYTES = 16_000_000;
+const ORDINARY_PERIOD_MS = 1000;
+const ON_TIME_MS = 100;
+const count = new Intl.NumberFormat("en-US");
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A Redfish-shaped JSON document of sensor members, as many as fit in `bytes`, served as is on
+ * 127.0.0.1.
+ */
+function startDocumentServer(bytes: number): { port: number; bytes: number; shutdown(): Promise<void> } {
+  const head = '{"@odata.id":"/redfish/v1/Chassis/1/Sensors","Name":"Sensors","Members":[';
+  const members: string[] = [];
+  let size = head.length + 2;
+  for (let i = 0;; i++) {
+    const member = JSON.stringify({
+      "@odata.id": `/redfish/v1/Chassis/1/Sensors/${i}`,
+      Id: String(i),
+      Name: `Sensor ${i}`,
+      ReadingType: "Temperature",
+      Reading: 20 + (i % 40) / 2,
+      ReadingUnits: "Cel",
+      Status: { State: "Enabled", Health: "OK" },
+    });
+    if (size + member.length + 1 > bytes) break;
+    members.push(member);
+    size += member.length + 1;
+  }
+  const body = new TextEncoder().encode(`${head}${members.join(",")}]}`);
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () => new Response(body, { headers: { "content-type": "application/json" } }),
+  );
+  return { port: server.addr.port, bytes: body.length, shutdown: () => server.shutdown() };
+}
+
+function metricsFiles(ports: { wide: number; fleet: number; document: number; ordinary: number }) {
+  const entry = (name: string, device: string, url: string, every: number) =>
+    `- name: ${name}\n  device_id: ${device}\n  url: ${url}\n  update_every: ${every}\n`;
+  const fleet: string[] = [];
+  for (let i = 0; i < FILE_ENTRIES; i++) {
+    fleet.push(entry("p", `fleet-${i}`, `prometheus://127.0.0.1:${ports.fleet}/node_power_watt_${i}`, 10_000));
+  }
+  const sensors = `http://127.0.0.1:${ports.document}/redfish/v1/Chassis/1/Sensors`;
+  return {
+    "wide.yaml": entry("p", "wide-1", `prometheus://127.0.0.1:${ports.wide}/node_power_watt`, WIDE_PERIOD_MS),
+    "fleet.yaml": fleet.join(""),
+    "bmc.yaml": entry("first", "bmc-1", `${sensors}#Members[0].Reading`, 10_000) +
+      entry("last", "bmc-1", `${sensors}#Members[-1].Reading`, 10_000),
+    "ordinary.yaml": entry("p", "ordinary-1", `prometheus://127.0.0.1:${ports.ordinary}/node_power_watt`, 1000),
+  };
+}
+
+/** VmHWM (peak resident memory since the start) of a process, in MB. */
+function peakRssMb(pid: number): number {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  return Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? NaN) / 1024;
+}
+
+/**
+ * Lateness of each slot of the grid in [fromMs, toMs): the distance from the slot to the first
+ * request that arrived within half a period of it, Infinity when none did.
+ */
+function slotLateness(arrivals: number[], phaseMs: number, periodMs: number, fromMs: number, toMs: number) {
+  const bySlot = new Map<number, number>();
+  for (const at of arrivals) {
+    const k = Math.round((at - phaseMs) / periodMs);
+    const late = at - (phaseMs + k * periodMs);
+    if (!bySlot.has(k) || Math.abs(late) < Math.abs(bySlot.get(k)!)) bySlot.set(k, late);
+  }
+  const out: number[] = [];
+  for (let k = Math.ceil((fromMs - phaseMs) / periodMs); phaseMs + k * periodMs < toMs; k++) {
+    out.push(bySlot.get(k) ?? Infinity);
+  }
+  return out;
+}
+
+const dir = await Deno.makeTempDir({ prefix: "kwollector-bench-hostile-" });
+const pg = await startBenchPostgres();
+const arrivals: number[] = [];
+const wideScrapes: number[] = [];
+const wide = startExporter({ series: WIDE_SERIES, onScrape: (at) => wideScrapes.push(at) });
+const fleet = startExporter({ series: FILE_ENTRIES, namePerSeries: true });
+const ordinary = startExporter({ series: 1, onScrape: (at) => arrivals.push(at) });
+const document = startDocumentServer(DOCUMENT_BYTES);
+try {
+  const flags = {
+    metrics_dir: `${dir}/metrics.d`,
+    spool_path: `${dir}/spool/spool.db`,
+    db_host: "127.0.0.1",
+    db_port: String(pg.port),
+    db_sslmode: "disable",
+    db_admin: "postgres",
+  };
+  await setupDatabase(resolveConfig({ flags, env: {} }).config);
+  await Deno.mkdir(flags.metrics_dir, { recursive: true });
+  const files = metricsFiles({ wide: wide.port, fleet: fleet.port, document: document.port, ordinary: ordinary.port });
+  for (const [name, text] of Object.entries(files)) await Deno.writeTextFile(`${flags.metrics_dir}/${name}`, text);
+  const args = Object.entries(flags).filter(([k]) => k !== "db_admin").flatMap(([k, v]) => [`--${k}`, v]);
+  const startedMs = Date.now();
+  const child = spawnCollector(args);
+  /** Set when the collector exits before it is stopped. */
+  let exit: Deno.CommandStatus | undefined;
+  let stopping = false;
+  child.status.then((s) => {
+    if (!stopping) exit = s;
+  });
+  let peak = NaN;
+  try {
+    for (let s = 0; s < WARMUP_S + MEASURE_S && exit === undefined; s++) {
+      await sleep(1000);
+      if (exit === undefined) peak = peakRssMb(child.pid);
+    }
+  } finally {
+    stopping = true;
+    await stopCollector(child);
+  }
+  const fromMs = startedMs + WARMUP_S * 1000;
+  const toMs = startedMs + (WARMUP_S + MEASURE_S) * 1000;
+  const phase = phaseOf(`prometheus://127.0.0.1:${ordinary.port}|${ORDINARY_PERIOD_MS}`, ORDINARY_PERIOD_MS);
+  const lateness = slotLateness(arrivals, phase, ORDINARY_PERIOD_MS, fromMs, toMs);
+  const onTime = lateness.filter((l) => Math.abs(l) <= ON_TIME_MS).length;
+
+  const admin = pg.admin("kwdb");
+  const rows = await admin`
+    SELECT device_id, count(*)::int AS n FROM metrics
+    WHERE device_id IN ('wide-1', 'bmc-1', 'fleet-0', 'ordinary-1') GROUP BY device_id`;
+  const delivered = Object.fromEntries(rows.map((r) => [r.device_id as string, r.n as number]));
+  const status = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../../main.ts", import.meta.url).pathname, "status", "--json", ...args],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const devices = (JSON.parse(new TextDecoder().decode(status.stdout)).devices ?? []) as {
+    device_id: string;
+    last_error: string | null;
+  }[];
+  const errors = Object.fromEntries(
+    devices.filter((d) => ["wide-1", "bmc-1", "fleet-0", "ordinary-1"].includes(d.device_id))
+      .map((d) => [d.device_id, d.last_error]),
+  );
+  console.error(
+    `collector ${exit ? `exited on its own with code ${exit.code}${exit.signal ? ` (${exit.signal})` : ""}` : "ran"}` +
+      ` with ${collectorV8Flags().join(" ")}; document ${count.format(document.bytes)} bytes; ` +
+      `wide exporter scraped ${wideScrapes.length} times; central rows ${JSON.stringify(delivered)}; ` +
+      `last errors ${JSON.stringify(errors)}`,
+  );
+  const conditions = `${count.format(WIDE_SERIES)}-series exporter every ${WIDE_PERIOD_MS / 1000} s, ` +
+    `${(document.bytes / 1e6).toFixed(1)} MB JSON document every 10 s, ${count.format(FILE_ENTRIES)}-entry ` +
+    `metrics.d file every 10 s, one device every 1 s`;
+  report({
+    name: "hostile_rss_max",
+    figure: `collector peak RSS (VmHWM, start included) with a 64 MB heap under hostile input: ${conditions}`,
+    value: peak,
+    unit: "MB",
+    goal: { op: "<=", value: 120 },
+  });
+  report({
+    name: "hostile_collector_survived",
+    figure: "same run: the collector was still running when stopped (1), or died on its own (0; exit code " +
+      `${exit ? `${exit.code}${exit.signal ? `, ${exit.signal}` : ""}` : "none"})`,
+    value: exit ? 0 : 1,
+    unit: "boolean",
+    goal: { op: "==", value: 1 },
+  });
+  report({
+    name: "hostile_ordinary_on_time",
+    figure: `same run: slots of the 1 s device (${lateness.length} in ${MEASURE_S} s) whose request reached ` +
+      `its exporter within ${ON_TIME_MS} ms`,
+    value: lateness.length === 0 ? NaN : onTime / lateness.length,
+    unit: "fraction",
+    goal: { op: ">=", value: 0.99 },
+  });
+  const finite = lateness.filter(Number.isFinite);
+  report({
+    name: "hostile_ordinary_lateness_p99",
+    figure: "same run: request arrival after its slot, 1 s device, p99 (missed slots excluded)",
+    value: percentile(finite, 99),
+    unit: "ms",
+  });
+  report({
+    name: "hostile_ordinary_lateness_max",
+    figure: "same run: request arrival after its slot, 1 s device, worst (missed slots excluded)",
+    value: finite.length === 0 ? NaN : Math.max(...finite),
+    unit: "ms",
+  });
+  report({
+    name: "hostile_wide_samples_delivered",
+    figure: `same run: samples of the ${count.format(WIDE_SERIES)}-series exporter in the central table at the end`,
+    value: delivered["wide-1"] ?? 0,
+    unit: "samples",
+    lastError: errors["wide-1"] ?? null,
+  });
+  report({
+    name: "hostile_document_samples_delivered",
+    figure: "same run: samples of the 16 MB document in the central table at the end",
+    value: delivered["bmc-1"] ?? 0,
+    unit: "samples",
+    lastError: errors["bmc-1"] ?? null,
+  });
+} finally {
+  await Promise.all([wide.shutdown(), fleet.shutdown(), ordinary.shutdown(), document.shutdown()]);
+  await destroyBenchPostgres(pg);
+  await Deno.remove(dir, { recursive: true });
+}
