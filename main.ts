@@ -13,6 +13,7 @@ import { CHECK_HELP, checkCommand } from "./src/cli/check.ts";
 import { SETUP_DB_HELP, SETUP_DB_OAR_HELP, setupDbCommand, setupDbOarCommand } from "./src/cli/setup_db.ts";
 import { WATTMETRE_HELP, wattmetreCommand } from "./src/cli/wattmetre.ts";
 import { INIT_HELP, initCommand } from "./src/cli/init.ts";
+import { TRUST_HELP, trustCommand } from "./src/cli/trust.ts";
 
 interface Subcommand {
   help: string;
@@ -28,6 +29,7 @@ const SUBCOMMANDS: Record<string, Subcommand> = {
   "setup-db-oar": { help: SETUP_DB_OAR_HELP, run: setupDbOarCommand },
   wattmetre: { help: WATTMETRE_HELP, run: wattmetreCommand },
   init: { help: INIT_HELP, run: initCommand },
+  trust: { help: TRUST_HELP, run: trustCommand },
   version: { help: "kwollector version\n\nPrints the version.", run: () => (console.log(VERSION), 0) },
 };
 

@@ -7,6 +7,7 @@ import { errorMessage, logger } from "../log.ts";
 import { parseCommand } from "./args.ts";
 import { CONDITIONS, DEVICE_STATUS_UNRECORDED } from "../telemetry/events.ts";
 import { Telemetry } from "../telemetry/telemetry.ts";
+import { SpoolTlsPins } from "../spool/tls_pins.ts";
 import { loadGroupsForRun, openSpool, startTelemetry, stopSignal, surviveStrayErrors } from "./runtime.ts";
 
 export const RUN_HELP = `kwollector run [CONFIG] [--key value ...]
@@ -31,6 +32,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const groups = loadGroupsForRun(c);
   const telemetry = new Telemetry({ conditions: CONDITIONS });
   const spool = openSpool(c, "writer", telemetry);
+  const tlsPins = SpoolTlsPins.open(c.spool_path);
   const stop = stopSignal();
   // Optional entries are polled while promoted_metrics asks for them; without any optional
   // entry there is nothing to refresh and no connection is opened for it.
@@ -50,6 +52,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     deliver: (samples) => spool.append(samples),
     isActive: (entry) => filter.isActive(entry),
     telemetry,
+    tlsPins,
   });
   const forwarder = new Forwarder({ spool, endpoint: endpointOf(c), config: c, telemetry });
   const health = startTelemetry({ config: c, spool, telemetry, forwarder });
@@ -92,6 +95,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   clearInterval(gcTimer);
   spool.writeDeviceStatus(scheduler.deviceStatus());
   await forwarder.close();
+  tlsPins.close();
   spool.close();
   stop.dispose();
   logger.info("kwollector stopped", { forwarded_rows: forwarder.counters.rows });

@@ -8,7 +8,8 @@ import type { EntryError, PollResult, Protocol, Reading, Source, SourceContext }
  * One GET of http://host:port/metrics per group and cycle, whatever the number of entries; each
  * entry takes the samples it names, stored as `prom_<name>` with the entry's device id, labels
  * and scale factor (Kwollect ignored the last two). `kwollect_custom` lines follow Kwollect's
- * rules: `_metric_id` becomes the metric id as is, `_timestamp` (epoch seconds) the timestamp.
+ * rules: `_metric_id` becomes the metric id as is, `_timestamp` (epoch seconds) the timestamp;
+ * either one empty means absent.
  */
 
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
@@ -99,17 +100,21 @@ function customReading(
   scrapeMs: number,
 ): Reading | { error: string } {
   const labels: Labels = { ...promLabels };
+  // An empty _timestamp or _metric_id means absent, as in Kwollect: the node exporter's textfile
+  // collector pads a label missing on one line of a metric with "".
+  if (labels._timestamp === "") delete labels._timestamp;
+  if (labels._metric_id === "") delete labels._metric_id;
   let timestampMs: number | undefined;
   if (labels._timestamp !== undefined) {
     const t = Number(labels._timestamp);
-    if (labels._timestamp === "" || !Number.isFinite(t)) {
+    if (String(labels._timestamp).trim() === "" || !Number.isFinite(t)) {
       return { error: `Cannot parse _timestamp '${String(labels._timestamp)}' of kwollect_custom` };
     }
     timestampMs = t * 1000;
     delete labels._timestamp;
   }
   let metricId = `prom_${CUSTOM}`;
-  if (typeof labels._metric_id === "string" && labels._metric_id !== "") {
+  if (typeof labels._metric_id === "string") {
     metricId = labels._metric_id;
     delete labels._metric_id;
   }
