@@ -37,7 +37,18 @@ export async function checkCommand(argv: string[]): Promise<number> {
     );
   }
   // The spool's pins, read only: a probe never pins (a new host is pinned by run's first poll).
-  const pins = new MemoryTlsPins(SpoolTlsPins.list(c.spool_path));
+  let pinned: TlsPin[] = [];
+  try {
+    pinned = SpoolTlsPins.list(c.spool_path);
+  } catch (err) {
+    const problem = {
+      file: c.spool_path,
+      key: "spool_path",
+      message: `Cannot read the certificate pins: ${errorMessage(err)}`,
+    };
+    report(json, { warning: formatProblem(problem), ...problem });
+  }
+  const pins = new MemoryTlsPins(pinned);
   if (c.redfish_tls_verify === "tofu") await reportHttpsHosts(built.groups, pins, { probe, json, c });
   if (probe) await probeGroups(built.groups, c, pins, json);
   return errors.length > 0 ? 2 : 0;
