@@ -4,7 +4,7 @@ import type tls from "node:tls";
 import { Buffer } from "node:buffer";
 import type { Config } from "../config/defaults.ts";
 import type { MetricEntry } from "../config/metrics_dir.ts";
-import { logger, registerSecret } from "../log.ts";
+import { errorMessage, logger, registerSecret } from "../log.ts";
 import type { RawValue } from "../sample.ts";
 import { MemoryTlsPins, type TlsPin, type TlsPins } from "../spool/tls_pins.ts";
 import { VERSION } from "../version.ts";
@@ -192,7 +192,8 @@ class RedfishSource implements Source {
           callback(null, socket);
         }, (err: Error) => {
           if (started) this.#connecting.delete(started);
-          callback(this.#describe(this.#origin, err));
+          // The request reports it, described with its URL.
+          callback(err);
         });
         return undefined;
       };
@@ -328,7 +329,12 @@ class RedfishSource implements Source {
     const pin = socket ? this.#firstUse.get(socket) : undefined;
     if (!socket || !pin) return;
     this.#firstUse.delete(socket);
-    const inForce = this.#pins.pinIfAbsent(pin);
+    let inForce: TlsPin;
+    try {
+      inForce = this.#pins.pinIfAbsent(pin);
+    } catch (err) {
+      throw new Error(`Cannot record the TLS certificate pin of ${pin.endpoint} in the spool: ${errorMessage(err)}`);
+    }
     if (inForce.fingerprint256 !== pin.fingerprint256) {
       (socket as tls.TLSSocket).destroy();
       throw new CertificateChangedError(pin.endpoint, inForce, pin);

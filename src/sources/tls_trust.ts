@@ -86,7 +86,13 @@ export function connectTrusted(
       socket.off("close", onClose);
       if (policy.verify !== "tofu") return resolve({ socket, firstUse: undefined });
       const presented = presentedCertificate(socket);
-      const pin = policy.pins.get(endpoint);
+      let pin: TlsPin | undefined;
+      try {
+        pin = policy.pins.get(endpoint);
+      } catch (err) {
+        socket.destroy();
+        return reject(new Error(`Cannot read the TLS certificate pin of ${endpoint}: ${(err as Error).message}`));
+      }
       if (pin === undefined) {
         return resolve({ socket, firstUse: { endpoint, ...presented, pinnedAtMs: Date.now() } });
       }

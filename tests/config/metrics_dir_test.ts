@@ -268,3 +268,13 @@ Deno.test("metrics.d refuses an update_every beyond what a timer can hold, with 
     "ms (about 24.8 days), the longest delay a timer can hold",
   ]);
 });
+
+Deno.test("metrics.d refuses a file with more than 100 YAML aliases (an alias bomb)", () => {
+  const lines = ['- &a {name: x, device_id: d, url: "prometheus://h:1/a", labels: {k: v}}'];
+  for (let i = 0; i < 120; i++) lines.push("- *a");
+  const { entries, problems } = parseMetricsText(lines.join("\n"), "bomb.conf");
+  assert.equal(entries.length, 0);
+  assert.deepEqual(problems.map((p) => `${p.file}:${p.line}: ${p.message}`), [
+    "bomb.conf:102: More than 100 aliases: refused",
+  ]);
+});
