@@ -4,6 +4,8 @@ import { parseMetricUrl } from "../../src/config/metric_url.ts";
 import { buildGroups } from "../../src/collect/groups.ts";
 import { testConfig } from "../helpers/config.ts";
 import { kwollector } from "../helpers/collector.ts";
+import { loadGroupsForRun } from "../../src/cli/runtime.ts";
+import { setLogSink } from "../../src/log.ts";
 
 const G5K_DIR = new URL("./fixtures/g5k-metrics.d/", import.meta.url).pathname;
 
@@ -276,5 +278,20 @@ Deno.test("metrics.d refuses a file with more than 100 YAML aliases (an alias bo
   assert.equal(entries.length, 0);
   assert.deepEqual(problems.map((p) => `${p.file}:${p.line}: ${p.message}`), [
     "bomb.conf:102: More than 100 aliases: refused",
+  ]);
+});
+
+Deno.test("run logs a metrics.d without entry at warning, naming the directory", async () => {
+  const dir = await Deno.makeTempDir();
+  await Deno.writeTextFile(`${dir}/pdu-empty-1.conf`, "# generated\n");
+  const lines: string[] = [];
+  setLogSink((line) => lines.push(line));
+  try {
+    assert.deepEqual(loadGroupsForRun(testConfig({ metrics_dir: dir })), []);
+  } finally {
+    setLogSink((line) => console.error(line));
+  }
+  assert.deepEqual(lines, [
+    `WARNING No metric entry in 1 file(s) read: nothing will be collected where=${JSON.stringify(dir)}`,
   ]);
 });
