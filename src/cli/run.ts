@@ -32,8 +32,8 @@ export async function runCommand(argv: string[]): Promise<number> {
   const groups = loadGroupsForRun(c);
   const telemetry = new Telemetry({ conditions: CONDITIONS });
   const spool = openSpool(c, "writer", telemetry);
-  const tlsPins = SpoolTlsPins.open(c.spool_path);
   const stop = stopSignal();
+  const tlsPins = SpoolTlsPins.open(c.spool_path);
   // Optional entries are polled while promoted_metrics asks for them; without any optional
   // entry there is nothing to refresh and no connection is opened for it.
   const filter = new PromotionFilter();
