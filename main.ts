@@ -15,6 +15,7 @@ import { WATTMETRE_HELP, wattmetreCommand } from "./src/cli/wattmetre.ts";
 import { INIT_HELP, initCommand } from "./src/cli/init.ts";
 import { installCrashHandlers, stackOf } from "./src/cli/crash.ts";
 import { classify } from "./src/forward/classify.ts";
+import { TRUST_HELP, trustCommand } from "./src/cli/trust.ts";
 
 interface Subcommand {
   help: string;
@@ -30,6 +31,7 @@ const SUBCOMMANDS: Record<string, Subcommand> = {
   "setup-db-oar": { help: SETUP_DB_OAR_HELP, run: setupDbOarCommand },
   wattmetre: { help: WATTMETRE_HELP, run: wattmetreCommand },
   init: { help: INIT_HELP, run: initCommand },
+  trust: { help: TRUST_HELP, run: trustCommand },
   version: { help: "kwollector version\n\nPrints the version.", run: () => (console.log(VERSION), 0) },
 };
 

@@ -15,11 +15,11 @@ const HZ = 50;
 const SECONDS = Number(Deno.args[0] ?? 600);
 const T0 = 1767225600;
 
-const mapping = new Map<string, string>();
+const mapping = new Map<string, string[]>();
 const promoted = new Set<string>();
 for (let p = 0; p < PORTS; p++) {
   const node = `taurus-${Math.floor(p / 2) + 1}`;
-  mapping.set(`wattmetre1-port${p}`, node);
+  mapping.set(`wattmetre1-port${p}`, [node]);
   if (p < PORTS / 4) promoted.add(node);
 }
 

@@ -14,10 +14,14 @@ export interface SubcommandFlags {
   switches?: string[];
   /** Valued options that are not configuration keys, such as --timeout_s. */
   values?: string[];
+  /** Names of the positional arguments required after the optional CONFIG (trust's HOST). */
+  positionals?: string[];
 }
 
 export interface ParsedCommand {
   configPath: string | undefined;
+  /** The positional arguments named by `positionals`, in order. */
+  args: string[];
   switches: Set<string>;
   values: Map<string, string>;
   resolved: ResolvedConfig;
@@ -40,9 +44,15 @@ export function parseCommand(argv: string[], flags: SubcommandFlags = {}): Parse
   } catch (err) {
     throw new UsageError((err as Error).message.replace(/\. To specify a positional.*$/s, ""));
   }
-  if (parsed.positionals.length > 1) {
-    throw new UsageError(`Expected at most one configuration file, got '${parsed.positionals.join("' '")}'`);
+  const names = flags.positionals ?? [];
+  if (parsed.positionals.length > names.length + 1) {
+    const given = parsed.positionals.slice(0, parsed.positionals.length - names.length);
+    throw new UsageError(`Expected at most one configuration file, got '${given.join("' '")}'`);
   }
+  if (parsed.positionals.length < names.length) {
+    throw new UsageError(`Missing ${names.slice(parsed.positionals.length).join(", ")}`);
+  }
+  const args = parsed.positionals.slice(parsed.positionals.length - names.length);
   const configFlags: Record<string, string> = {};
   const switches = new Set<string>();
   const values = new Map<string, string>();
@@ -52,9 +62,9 @@ export function parseCommand(argv: string[], flags: SubcommandFlags = {}): Parse
     else if (own.has(name)) values.set(name.replaceAll("-", "_"), String(value));
     else configFlags[name.replaceAll("-", "_")] = String(value);
   }
-  const configPath = parsed.positionals[0];
+  const configPath = parsed.positionals.length > names.length ? parsed.positionals[0] : undefined;
   const resolved = resolveConfig({ ...(configPath !== undefined && { file: configPath }), flags: configFlags });
   const level = parseLogLevel(resolved.config.log_level);
   if (level) setLogLevel(level);
-  return { configPath, switches, values, resolved };
+  return { configPath, args, switches, values, resolved };
 }

@@ -75,11 +75,12 @@ export function configTemplate(): string {
   return lines.join("\n") + "\n";
 }
 
-/** What a value may be, beyond the doc line: "(one of: a, b)", "(at least 1)", "(secret)". */
+/** What a value may be, beyond the doc line: "(one of: a, b)", "(at least 1; at most 9)", "(secret)". */
 export function constraints(spec: KeySpec): string {
   const parts: string[] = [];
   if (spec.choices) parts.push(`one of: ${spec.choices.join(", ")}`);
   if (spec.min !== undefined) parts.push(`at least ${spec.min}`);
+  if (spec.max !== undefined) parts.push(`at most ${spec.max}`);
   if (spec.type === "boolean") parts.push("true or false");
   if (spec.secret) parts.push("secret: never logged");
   return parts.length > 0 ? ` (${parts.join("; ")})` : "";

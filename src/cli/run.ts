@@ -7,6 +7,7 @@ import { parseCommand } from "./args.ts";
 import { DEVICE_STATUS_UNRECORDED } from "../telemetry/events.ts";
 import { type Pipeline, startPipeline } from "./pipeline.ts";
 import { loadGroupsForRun, stopSignal } from "./runtime.ts";
+import { SpoolTlsPins } from "../spool/tls_pins.ts";
 
 export const RUN_HELP = `kwollector run [CONFIG] [--key value ...]
 
@@ -42,7 +43,10 @@ export async function runCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const { spool } = pipeline;
-  let scheduler = startScheduler(groups, c, pipeline);
+  // Certificates pinned for https urls (redfish_tls_verify: tofu), in the spool's database.
+  const tlsPins = SpoolTlsPins.open(c.spool_path);
+  const start = (g: PollGroup[]) => startScheduler(g, c, pipeline, tlsPins);
+  let scheduler = start(groups);
   logger.info("kwollector started", {
     groups: groups.length,
     entries: groups.reduce((n, g) => n + g.entries.length, 0),
@@ -55,7 +59,7 @@ export async function runCommand(argv: string[]): Promise<number> {
       const next = loadGroupsForRun(c);
       await scheduler.stop();
       groups = next;
-      scheduler = startScheduler(groups, c, pipeline);
+      scheduler = start(groups);
       pipeline.refreshPromotionsIfNeeded();
       logger.warning("metrics_dir read again (SIGHUP)", {
         groups: groups.length,
@@ -84,13 +88,14 @@ export async function runCommand(argv: string[]): Promise<number> {
   clearInterval(gcTimer);
   recordDeviceStatus(pipeline, scheduler);
   await pipeline.stop();
+  tlsPins.close();
   stop.dispose();
   if (bug !== undefined) throw bug;
   logger.info("kwollector stopped", { forwarded_rows: pipeline.forwarder.counters.rows });
   return 0;
 }
 
-function startScheduler(groups: PollGroup[], c: Config, pipeline: Pipeline): Scheduler {
+function startScheduler(groups: PollGroup[], c: Config, pipeline: Pipeline, tlsPins: SpoolTlsPins): Scheduler {
   const scheduler = new Scheduler({
     groups,
     config: c,
@@ -98,6 +103,7 @@ function startScheduler(groups: PollGroup[], c: Config, pipeline: Pipeline): Sch
     deliver: pipeline.deliver,
     isActive: (entry) => pipeline.filter.isActive(entry),
     telemetry: pipeline.telemetry,
+    tlsPins,
   });
   scheduler.start();
   return scheduler;

@@ -5,7 +5,7 @@ import { HealthSampler } from "../telemetry/health.ts";
 import { type MetricsEndpoint, serveMetrics } from "../telemetry/prometheus_endpoint.ts";
 import type { Telemetry } from "../telemetry/telemetry.ts";
 import { formatProblem } from "../config/errors.ts";
-import { loadMetricsDir } from "../config/metrics_dir.ts";
+import { loadMetricsDir, metricsDirLimits } from "../config/metrics_dir.ts";
 import { buildGroups, type PollGroup } from "../collect/groups.ts";
 import { Spool } from "../spool/spool.ts";
 import { logger } from "../log.ts";
@@ -32,15 +32,17 @@ export function openSpool(
 }
 
 /**
- * Loads metrics.d for `run`: a bad entry is reported with its file and line and left out, the
- * good ones are collected (one bad entry never stops the others; `check` reports them as errors).
+ * Loads metrics.d for `run`: a bad entry or file is reported with its file and line and left
+ * out, the good ones are collected (one bad entry never stops the others; `check` reports them
+ * as errors). Warnings (no entry at all, a repeated series) are logged at warning.
  */
 export function loadGroupsForRun(c: Config): PollGroup[] {
-  const { entries, problems } = loadMetricsDir(c.metrics_dir);
+  const { entries, problems, warnings } = loadMetricsDir(c.metrics_dir, metricsDirLimits(c));
   const built = buildGroups(entries, c);
   for (const p of [...problems, ...built.problems]) {
     logger.error("Metric entry ignored: a person must fix it", { problem: formatProblem(p) });
   }
+  for (const w of warnings) logger.warning(w.message, { where: w.line === undefined ? w.file : `${w.file}:${w.line}` });
   return built.groups;
 }
 

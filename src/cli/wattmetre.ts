@@ -19,12 +19,9 @@ Examples:
 export async function wattmetreCommand(argv: string[]): Promise<number> {
   const { resolved } = parseCommand(argv);
   const c = resolved.config;
-  let mapping = new Map<string, string>();
-  if (c.mapping_file_path !== "") {
-    const loaded = loadMappingFile(c.mapping_file_path);
-    if (loaded.problems.length > 0) throw new ConfigError(loaded.problems);
-    mapping = loaded.mapping;
-  }
+  const { mapping, problems, warnings } = loadMappingFile(c.mapping_file_path);
+  if (problems.length > 0) throw new ConfigError(problems);
+  for (const w of warnings) logger.warning(w.message, { where: w.line === undefined ? w.file : `${w.file}:${w.line}` });
   const stop = stopSignal({
     onHangup: () => logger.info("SIGHUP ignored: restart 'kwollector wattmetre' to read its configuration again"),
   });

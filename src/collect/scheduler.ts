@@ -1,10 +1,11 @@
 import type { Config } from "../config/defaults.ts";
-import type { MetricEntry } from "../config/metrics_dir.ts";
+import { canonicalLabels, type MetricEntry } from "../config/metrics_dir.ts";
 import { errorMessage } from "../log.ts";
 import type { Sample } from "../sample.ts";
 import { sampleProblem, toSampleValue } from "../sample.ts";
 import type { DeviceStatus } from "../spool/spool.ts";
-import type { PollResult, Reading, Source } from "../sources/source.ts";
+import type { EntryError, PollResult, Reading, Source } from "../sources/source.ts";
+import type { TlsPins } from "../spool/tls_pins.ts";
 import type { Clock, TimerId } from "./clock.ts";
 import type { PollGroup } from "./groups.ts";
 import {
@@ -25,11 +26,18 @@ import { Telemetry } from "../telemetry/telemetry.ts";
  * Owns every poll timer. Each group is polled on its own fixed grid (slot k at
  * phase + k × period in monotonic time), so periods never drift; the phase is derived from the
  * group's key, so restarts keep it and groups do not all fire together. The timestamp of a
- * sample is the wall-clock time when its request is sent. Each poll has a timeout below the
- * period; the poll is failed when it expires, and the source is told to stop. A poll never
- * overlaps the previous one of its group: until the source has really let go of its request, the
- * group's slots are skipped and counted. Every group has its own timer and timeout, so one slow
- * or dead device never delays another.
+ * sample is the wall-clock time when its request is sent.
+ *
+ * Each poll has the timeout `poll_timeout_ms`, whatever the period (Kwollect waited up to 30 s
+ * for a device): the poll is failed when it expires, and the source is told to stop. A poll
+ * never overlaps the previous one of its group: while a poll (or a source that has not yet let
+ * go of its request) is still running, the group's slots are skipped and counted, so a device
+ * that answers in 1.5 s at a 1 s period gives a sample every 2 s. Every group has its own timer
+ * and timeout, so one slow or dead device never delays another.
+ *
+ * One stored sample per series and poll: when entries of a group select overlapping values (two
+ * Prometheus entries naming the same metric, the same OID and labels twice), each (device,
+ * metric, labels, timestamp) is kept once, the first entry's.
  */
 export interface SchedulerOptions {
   groups: PollGroup[];
@@ -41,6 +49,8 @@ export interface SchedulerOptions {
   isActive?(entry: MetricEntry): boolean;
   /** Where polls, failures and losses are logged and counted (a private one by default). */
   telemetry?: Telemetry;
+  /** Certificates pinned for https urls (the spool's, under `run`). */
+  tlsPins?: TlsPins;
 }
 
 export interface GroupCounters {
@@ -53,11 +63,16 @@ export interface GroupCounters {
   entryErrors: number;
 }
 
+/** A device behind schedule is back on it after this long without a skipped slot. */
+const BEHIND_QUIET_MS = 60_000;
+
 interface GroupState {
   group: PollGroup;
   source: Source;
   timeoutMs: number;
   phaseMs: number;
+  /** Monotonic time of the last skipped slot. */
+  lastSkipAtMs: number;
   timer: TimerId | undefined;
   /** Index of the last slot armed: a timer that fires early must not arm the same slot again. */
   lastSlot: number;
@@ -80,12 +95,17 @@ export class Scheduler {
     this.#opts = opts;
     this.#telemetry = opts.telemetry ?? new Telemetry({ now: () => opts.clock.monotonic() });
     this.#states = opts.groups.map((group) => {
-      const timeoutMs = pollTimeoutMs(group.periodMs, opts.config.poll_timeout_ms);
+      const timeoutMs = opts.config.poll_timeout_ms;
       return {
         group,
-        source: group.protocol.create(group.entries, { config: opts.config, timeoutMs }),
+        source: group.protocol.create(group.entries, {
+          config: opts.config,
+          timeoutMs,
+          ...(opts.tlsPins && { tlsPins: opts.tlsPins }),
+        }),
         timeoutMs,
         phaseMs: phaseOf(group.key, group.periodMs),
+        lastSkipAtMs: -Infinity,
         timer: undefined,
         lastSlot: -Infinity,
         inFlight: undefined,
@@ -156,12 +176,18 @@ export class Scheduler {
     s.timer = undefined;
     if (!this.#running) return;
     const t = this.#telemetry;
+    const now = this.#opts.clock.monotonic();
     if (s.inFlight) {
       s.counters.pollsSkipped++;
+      s.lastSkipAtMs = now;
       t.emit(POLL_SKIPPED, { group: s.group.name }, { labels: { protocol: s.group.scheme } });
       t.begin(DEVICE_BEHIND, s.group.name, { group: s.group.name, timeout_ms: s.timeoutMs });
     } else {
-      t.end(DEVICE_BEHIND, s.group.name, { group: s.group.name, skipped_total: s.counters.pollsSkipped });
+      // A device steadily slower than its period alternates skipped and polled slots: it is back
+      // on schedule only after a quiet spell, so the condition is not logged at every other slot.
+      if (now - s.lastSkipAtMs >= BEHIND_QUIET_MS) {
+        t.end(DEVICE_BEHIND, s.group.name, { group: s.group.name, skipped_total: s.counters.pollsSkipped });
+      }
       this.#launch(s);
     }
     this.#arm(s);
@@ -210,22 +236,8 @@ export class Scheduler {
     s.counters.pollsOk++;
     t.emit(POLL_OK, { group: s.group.name }, protocol);
     t.end(DEVICE_FAILING, s.group.name, { group: s.group.name });
-    // The door of the spool: a reading that cannot be stored centrally fails as its entry's
-    // error (named, logged when it starts and ends) and never reaches the spool.
-    const samples: Sample[] = [];
-    const nowMs = clock.now();
-    for (const r of result.readings) {
-      const sample = toSample(r, sentAtMs);
-      const problem = sampleProblem(sample, nowMs);
-      if (problem === undefined) samples.push(sample);
-      else {
-        result.errors.push({
-          entry: r.entry,
-          subject: sample.metricId,
-          message: `Sample of ${sample.metricId} refused: ${problem}`,
-        });
-      }
-    }
+    const { samples, refused } = samplesOfPoll(result.readings, sentAtMs, clock.now());
+    result.errors.push(...refused);
     const entryErrors = this.#entryErrors(s, result);
     this.#recordDevices(s, entries, sentAtMs, undefined, entryErrors);
     if (samples.length === 0) return;
@@ -328,9 +340,30 @@ export function toSample(r: Reading, sentAtMs: number): Sample {
   };
 }
 
-/** The timeout of one poll: the configured limit, always below the period. */
-export function pollTimeoutMs(periodMs: number, limitMs: number): number {
-  return Math.max(1, Math.min(limitMs, Math.floor(periodMs * 0.9)));
+/**
+ * The samples of one poll: one per (device, metric, labels, timestamp), the first reading's when
+ * entries of the group selected the same value twice. This is also the door of the spool: a
+ * reading that could never be stored centrally (sample.ts) is refused as an error of its entry,
+ * named by its metric, and never becomes a sample.
+ */
+export function samplesOfPoll(
+  readings: readonly Reading[],
+  sentAtMs: number,
+  nowMs: number,
+): { samples: Sample[]; refused: EntryError[] } {
+  const seen = new Set<string>();
+  const samples: Sample[] = [];
+  const refused: EntryError[] = [];
+  for (const r of readings) {
+    const s = toSample(r, sentAtMs);
+    const key = `${s.deviceId}\u0000${s.metricId}\u0000${s.timestampMs}\u0000${canonicalLabels(s.labels)}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    const problem = sampleProblem(s, nowMs);
+    if (problem === undefined) samples.push(s);
+    else refused.push({ entry: r.entry, subject: s.metricId, message: `Sample of ${s.metricId} refused: ${problem}` });
+  }
+  return { samples, refused };
 }
 
 /** Offset of a group's slots in its period (ms): slot k falls at phase + k × period, wall clock. */

@@ -21,17 +21,48 @@ export interface KeySpec {
   secret?: boolean;
   /** Smallest allowed value, for numbers. */
   min?: number;
+  /** Largest allowed value, for numbers (TIMER_MAX_MS for every duration a timer waits). */
+  max?: number;
   /** Further validation of a string value: the problem, or undefined when it is valid. */
   check?: (value: string) => string | undefined;
   group: "collector" | "spool" | "forward" | "database" | "setup-db" | "wattmetre" | "oar";
 }
+
+/**
+ * The longest delay a timer can hold: setTimeout clamps a longer one to 1 ms, so an hour-long
+ * period beyond it would poll in a tight loop. Every `_ms` key is bounded by it.
+ */
+export const TIMER_MAX_MS = 2 ** 31 - 1;
+/** Why a duration has that upper bound, for its error message. */
+export const TIMER_NOTE = " ms (about 24.8 days), the longest delay a timer can hold";
 
 export const DEFAULTS = {
   // Kwollect's kwollector keys.
   metrics_dir: {
     type: "string",
     default: "/etc/kwollect/metrics.d/",
-    doc: "Directory of metric description files (*.yaml, *.yml)",
+    doc: "Directory of metric description files: every file not starting with a dot, whatever its extension",
+    group: "collector",
+  },
+  metrics_file_max_bytes: {
+    type: "integer",
+    default: 1024 * 1024,
+    min: 1024,
+    doc: "Largest metrics.d file read; a larger one is refused with an error, the other files load",
+    group: "collector",
+  },
+  metrics_file_max_entries: {
+    type: "integer",
+    default: 5000,
+    min: 1,
+    doc: "Most entries in one metrics.d file; a file with more is refused with an error",
+    group: "collector",
+  },
+  metrics_max_entries: {
+    type: "integer",
+    default: 20000,
+    min: 1,
+    doc: "Most entries over all of metrics.d; a file that would exceed it is refused with an error",
     group: "collector",
   },
   db_host: {
@@ -85,9 +116,26 @@ export const DEFAULTS = {
   },
   poll_timeout_ms: {
     type: "integer",
+    default: 10000,
+    min: 10,
+    max: TIMER_MAX_MS,
+    doc: "Longest a device poll may take, whatever its update_every; slots due meanwhile are skipped and counted",
+    group: "collector",
+  },
+  snmp_timeout_ms: {
+    type: "integer",
     default: 5000,
     min: 10,
-    doc: "Longest a device poll may take; always kept below the entry's update_every",
+    max: TIMER_MAX_MS,
+    doc: "How long one SNMP request waits for its answer before it is sent again",
+    group: "collector",
+  },
+  snmp_retries: {
+    type: "integer",
+    default: 1,
+    min: 0,
+    max: 10,
+    doc: "Times an unanswered SNMP request is sent again (Kwollect: 1), within poll_timeout_ms",
     group: "collector",
   },
   snmp_max_oids_per_request: {
@@ -101,6 +149,7 @@ export const DEFAULTS = {
     type: "integer",
     default: 10000,
     min: 100,
+    max: TIMER_MAX_MS,
     doc: "How often promoted_metrics is re-read from the central database",
     group: "collector",
   },
@@ -108,6 +157,7 @@ export const DEFAULTS = {
     type: "integer",
     default: 10000,
     min: 0,
+    max: TIMER_MAX_MS,
     doc: "How often the collector stores its own health as samples of device <edge_id> (0: never)",
     group: "collector",
   },
@@ -134,15 +184,23 @@ export const DEFAULTS = {
   },
   redfish_tls_verify: {
     type: "string",
-    default: "full",
-    choices: ["full", "ca", "none"],
-    doc: "https metric urls: full checks the certificate chain and host name, ca the chain only, none nothing",
+    default: "tofu",
+    choices: ["tofu", "full", "ca", "none"],
+    doc: "https metric urls: tofu pins each host's certificate at its first poll (kwollector trust HOST accepts " +
+      "a new one), full checks the chain and host name, ca the chain only, none nothing",
     group: "collector",
   },
   redfish_ca_file: {
     type: "string",
     default: "",
     doc: "PEM file of the certificates trusted for https metric urls instead of the built-in roots",
+    group: "collector",
+  },
+  redfish_max_body_bytes: {
+    type: "integer",
+    default: 4 * 1024 * 1024,
+    min: 1024,
+    doc: "Largest JSON document read from an https/http metric url, counted after decompression",
     group: "collector",
   },
 
@@ -178,6 +236,7 @@ export const DEFAULTS = {
     type: "integer",
     default: 100,
     min: 1,
+    max: TIMER_MAX_MS,
     doc: "Group commit period of the spool (at most 1000/this fsyncs per second)",
     group: "spool",
   },
@@ -194,6 +253,7 @@ export const DEFAULTS = {
     type: "integer",
     default: 500,
     min: 10,
+    max: TIMER_MAX_MS,
     doc: "How often new samples are forwarded when there is no backlog",
     group: "forward",
   },
@@ -201,6 +261,7 @@ export const DEFAULTS = {
     type: "integer",
     default: 30000,
     min: 10,
+    max: TIMER_MAX_MS,
     doc: "Longest wait between two attempts to reach the central database (jittered backoff)",
     group: "forward",
   },
@@ -208,6 +269,7 @@ export const DEFAULTS = {
     type: "integer",
     default: 60000,
     min: 100,
+    max: TIMER_MAX_MS,
     doc: "Longest a batch may take to commit before the connection is dropped and retried",
     group: "forward",
   },
@@ -279,6 +341,8 @@ export const DEFAULTS = {
     type: "integer",
     default: 5,
     min: 1,
+    // PostgreSQL's statement_timeout holds at most 2^31-1 ms.
+    max: Math.floor(TIMER_MAX_MS / 60_000),
     doc: "Statement timeout of the Kwollect user (API token requests, scripts), in minutes",
     group: "setup-db",
   },
@@ -286,6 +350,8 @@ export const DEFAULTS = {
     type: "integer",
     default: 60,
     min: 1,
+    // PostgreSQL's statement_timeout holds at most 2^31-1 ms.
+    max: Math.floor(TIMER_MAX_MS / 1000),
     doc: "Statement timeout of the read-only role <user>_ro (anonymous API requests, Grafana)",
     group: "setup-db",
   },

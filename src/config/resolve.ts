@@ -1,4 +1,12 @@
-import { type Config, CONFIG_KEYS, type ConfigKey, DEFAULTS, type KeySpec } from "./defaults.ts";
+import {
+  type Config,
+  CONFIG_KEYS,
+  type ConfigKey,
+  DEFAULTS,
+  type KeySpec,
+  TIMER_MAX_MS,
+  TIMER_NOTE,
+} from "./defaults.ts";
 import { ConfigError, type Problem } from "./errors.ts";
 import { parseLocatedYaml } from "./yaml_file.ts";
 import { registerSecret } from "../log.ts";
@@ -157,6 +165,11 @@ function coerce(spec: KeySpec, value: unknown): string | number | boolean | { er
       }
       if (spec.min !== undefined && n < spec.min) {
         return { error: `Invalid value ${quoted}: must be at least ${spec.min}` };
+      }
+      if (spec.max !== undefined && n > spec.max) {
+        return {
+          error: `Invalid value ${quoted}: must be at most ${spec.max}${spec.max === TIMER_MAX_MS ? TIMER_NOTE : ""}`,
+        };
       }
       return n;
     }

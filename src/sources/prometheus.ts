@@ -10,7 +10,8 @@ import { consumeText } from "./text_stream.ts";
  * One GET of http://host:port/metrics per group and cycle, whatever the number of entries; each
  * entry takes the samples it names, stored as `prom_<name>` with the entry's device id, labels
  * and scale factor (Kwollect ignored the last two). `kwollect_custom` lines follow Kwollect's
- * rules: `_metric_id` becomes the metric id as is, `_timestamp` (epoch seconds) the timestamp.
+ * rules: `_metric_id` becomes the metric id as is, `_timestamp` (epoch seconds) the timestamp;
+ * either one empty means absent.
  *
  * Bounds: an exporter cannot make the collector hold more than a bounded amount nor hold the
  * event loop, whatever it sends (docs/OPERATIONS.md, "Bounds"):
@@ -215,10 +216,14 @@ function customFields(
   scrapeMs: number,
 ): { metricId: string; labels: Labels; timestampMs?: number } | { error: string } {
   const labels: Labels = { ...promLabels };
+  // An empty _timestamp or _metric_id means absent, as in Kwollect: the node exporter's textfile
+  // collector pads a label missing on one line of a metric with "".
+  if (labels._timestamp === "") delete labels._timestamp;
+  if (labels._metric_id === "") delete labels._metric_id;
   let timestampMs: number | undefined;
   if (labels._timestamp !== undefined) {
     const t = Number(labels._timestamp);
-    if (labels._timestamp === "" || !Number.isFinite(t)) {
+    if (String(labels._timestamp).trim() === "" || !Number.isFinite(t)) {
       return { error: `Cannot parse _timestamp '${String(labels._timestamp)}' of kwollect_custom` };
     }
     const outOfRange = timestampProblem(t, "seconds", scrapeMs);
@@ -227,7 +232,7 @@ function customFields(
     delete labels._timestamp;
   }
   let metricId = `prom_${CUSTOM}`;
-  if (typeof labels._metric_id === "string" && labels._metric_id !== "") {
+  if (typeof labels._metric_id === "string") {
     metricId = labels._metric_id;
     delete labels._metric_id;
   }

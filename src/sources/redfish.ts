@@ -1,13 +1,17 @@
 import http from "node:http";
 import https from "node:https";
+import type tls from "node:tls";
 import { Buffer } from "node:buffer";
 import type { Config } from "../config/defaults.ts";
 import type { MetricEntry } from "../config/metrics_dir.ts";
-import { registerSecret } from "../log.ts";
+import { errorMessage, logger, registerSecret } from "../log.ts";
 import type { RawValue } from "../sample.ts";
+import { MemoryTlsPins, type TlsPin, type TlsPins } from "../spool/tls_pins.ts";
 import { VERSION } from "../version.ts";
+import { readJsonBody } from "./json_body.ts";
 import { followJsonPath, kindOf, parseJsonPath, type PathStep } from "./json_path.ts";
 import type { EntryError, PollResult, Protocol, Reading, Source, SourceContext } from "./source.ts";
+import { CertificateChangedError, connectTrusted, type TlsVerify, type TrustPolicy } from "./tls_trust.ts";
 
 /**
  * Redfish BMCs, and any JSON document over HTTP(S):
@@ -23,29 +27,34 @@ import type { EntryError, PollResult, Protocol, Reading, Source, SourceContext }
  *   logging out leaks one until it expires, while keep-alive already avoids a TLS handshake per
  *   request.
  * - Failures: a path missing from a document fails that entry alone; a document that cannot be
- *   fetched (refused, TLS, non-2xx, not JSON) fails its entries, and the whole poll when no
- *   document of the group could be fetched.
+ *   fetched (refused, TLS, non-2xx, not JSON, too large, too deep) fails its entries, and the
+ *   whole poll when no document of the group could be fetched.
+ * - Bounds (json_body.ts): a document is read as a stream, decompressed as it comes (the
+ *   request asks for gzip, as Kwollect's HTTP client did), and refused past
+ *   `redfish_max_body_bytes` bytes after decompression or past 100 levels of nesting.
  * - Values: numbers, numeric text and booleans are stored as numbers; other text is stored as
  *   NaN with `value_str` (e.g. `Status.Health` = "OK"); null, objects and arrays are entry
  *   errors.
  *
  * TLS (https URLs) is set by two configuration keys, since a URL has no room for options (its
  * fragment is the JSON path, and its query goes to the BMC):
- * - `redfish_tls_verify`: `full` (default) checks the certificate chain and that the certificate
- *   names the URL host; `ca` checks the chain only, for self-signed BMC certificates whose name
- *   is not the host name; `none` checks nothing, so the BMC password goes to whoever answers.
- * - `redfish_ca_file`: PEM file of the certificates trusted instead of the built-in roots: a site
- *   CA, or the self-signed certificates of the BMCs themselves.
- * Plain `http://` URLs send the password in clear; they exist because Kwollect accepted them.
+ * - `redfish_tls_verify`: `tofu` (default) pins each BMC's certificate at its first successful
+ *   poll and refuses any other afterwards (`kwollector trust` accepts a new one); `full` checks
+ *   the certificate chain and that the certificate names the URL host; `ca` checks the chain
+ *   only; `none` checks nothing, so the BMC password goes to whoever answers.
+ * - `redfish_ca_file`: PEM file of the certificates trusted instead of the built-in roots (full,
+ *   ca): a site CA, or the self-signed certificates of the BMCs themselves.
+ * Every connection is opened and checked by tls_trust.ts before the first HTTP byte, so the
+ * credentials are sent only after the fingerprint matched or the chain verified. Plain `http://`
+ * URLs send the password in clear; they exist because Kwollect accepted them.
  *
- * The requests go through node:https, the only client in Deno that can accept a self-signed
- * certificate for one connection only; its abort does not interrupt a request on a reused
- * keep-alive socket, so an abort also destroys the socket.
+ * The requests go through node:https with its keep-alive pool, whose connections come from
+ * tls_trust.ts; its abort does not interrupt a request on a reused keep-alive socket, so an
+ * abort also destroys the socket, and the handshakes still in progress.
  */
 
 const DEFAULT_PORT: Record<string, number> = { http: 80, https: 443 };
 const MAX_CONNECTIONS = 2;
-const MAX_BODY_BYTES = 16 * 1024 * 1024;
 const CLOSE_WAIT_MS = 1000;
 /** Codes of node:tls verification failures (Deno's and Node's). */
 const TLS_CODES = new Set([
@@ -75,6 +84,11 @@ export const redfish: Protocol = {
       }' has spaces or non-ASCII characters: percent-encode them`;
     }
     if (entry.target.scheme === "https" && config.redfish_ca_file !== "") {
+      if (config.redfish_tls_verify !== "full" && config.redfish_tls_verify !== "ca") {
+        return `redfish_ca_file '${config.redfish_ca_file}' is not used under redfish_tls_verify ` +
+          `'${config.redfish_tls_verify}': set redfish_tls_verify to 'full' or 'ca' to check certificates ` +
+          `against it, or remove redfish_ca_file`;
+      }
       const ca = readCaFile(config.redfish_ca_file);
       if ("error" in ca) return ca.error;
     }
@@ -124,19 +138,17 @@ function readCaFile(path: string): { certs: string[] } | { error: string } {
   return { certs };
 }
 
-function tlsOptions(config: Config): https.AgentOptions {
+function trustPolicy(config: Config, pins: TlsPins): TrustPolicy {
   const ca = config.redfish_ca_file === "" ? undefined : readCaFile(config.redfish_ca_file);
   if (ca && "error" in ca) throw new Error(ca.error);
-  const trust = ca ? { ca: ca.certs } : {};
-  switch (config.redfish_tls_verify) {
-    case "none":
-      return { rejectUnauthorized: false };
-    case "ca":
-      return { ...trust, rejectUnauthorized: true, checkServerIdentity: () => undefined };
-    default:
-      return { ...trust, rejectUnauthorized: true };
-  }
+  return { verify: config.redfish_tls_verify as TlsVerify, ca: ca?.certs, pins };
 }
+
+/** node:http's hook to open a pooled connection; asynchronous when it calls back later. */
+type CreateConnection = (
+  options: unknown,
+  callback: (err: Error | null, socket?: tls.TLSSocket) => void,
+) => undefined;
 
 class RedfishSource implements Source {
   #scheme: string;
@@ -144,10 +156,16 @@ class RedfishSource implements Source {
   #port: number;
   #origin: string;
   #caFile: string;
+  #maxBodyBytes: number;
   #agent: http.Agent;
   #request: typeof http.request;
   #headers: Record<string, string>;
   #paths = new Map<MetricEntry, PathStep[] | { error: string }>();
+  #pins: TlsPins;
+  /** Connections accepted on first use (tofu), with the pin to record after a good answer. */
+  #firstUse = new WeakMap<object, TlsPin>();
+  /** Handshakes in progress, destroyed when a poll is aborted or the source closed. */
+  #connecting = new Set<tls.TLSSocket>();
 
   constructor(entries: readonly MetricEntry[], ctx: SourceContext) {
     const first = entries[0]!;
@@ -157,9 +175,28 @@ class RedfishSource implements Source {
     this.#port = portOf(first);
     this.#origin = `${t.scheme}://${hostForUrl(t.host)}:${this.#port}`;
     this.#caFile = ctx.config.redfish_ca_file;
+    this.#maxBodyBytes = ctx.config.redfish_max_body_bytes;
+    this.#pins = ctx.tlsPins ?? new MemoryTlsPins();
     const pool = { keepAlive: true, maxSockets: MAX_CONNECTIONS };
     if (t.scheme === "https") {
-      this.#agent = new https.Agent({ ...pool, ...tlsOptions(ctx.config) });
+      const policy = trustPolicy(ctx.config, this.#pins);
+      this.#agent = new https.Agent(pool);
+      (this.#agent as unknown as { createConnection: CreateConnection }).createConnection = (_options, callback) => {
+        let started: tls.TLSSocket | undefined;
+        connectTrusted(this.#host, this.#port, policy, (socket) => {
+          started = socket;
+          this.#connecting.add(socket);
+        }).then(({ socket, firstUse }) => {
+          this.#connecting.delete(socket);
+          if (firstUse) this.#firstUse.set(socket, firstUse);
+          callback(null, socket);
+        }, (err: Error) => {
+          if (started) this.#connecting.delete(started);
+          // The request reports it, described with its URL.
+          callback(err);
+        });
+        return undefined;
+      };
       this.#request = https.request as typeof http.request;
     } else {
       this.#agent = new http.Agent(pool);
@@ -167,6 +204,7 @@ class RedfishSource implements Source {
     }
     this.#headers = {
       accept: "application/json",
+      "accept-encoding": "gzip, deflate",
       "odata-version": "4.0",
       "user-agent": `kwollector/${VERSION}`,
     };
@@ -252,29 +290,26 @@ class RedfishSource implements Source {
           finish(new Error(statusError(url, status, res.statusMessage ?? "", res.headers.location, this.#headers)));
           return;
         }
-        const chunks: Uint8Array[] = [];
-        let size = 0;
-        res.on("data", (chunk: Uint8Array) => {
-          size += chunk.length;
-          if (size > MAX_BODY_BYTES) {
-            req.destroy();
-            finish(new Error(`GET ${url} sent more than the ${MAX_BODY_BYTES} bytes accepted`));
-          } else chunks.push(chunk);
+        readJsonBody(res, {
+          url,
+          maxBytes: this.#maxBodyBytes,
+          stop: () => req.destroy(),
+          done: (err, doc) => {
+            if (err) return finish(err);
+            try {
+              this.#pinFirstUse(req.socket);
+              finish(undefined, doc);
+            } catch (pinErr) {
+              finish(pinErr as Error);
+            }
+          },
         });
-        res.on("end", () => {
-          const text = Buffer.concat(chunks).toString("utf8");
-          try {
-            finish(undefined, JSON.parse(text));
-          } catch (err) {
-            const type = res.headers["content-type"] ?? "none";
-            finish(new Error(`GET ${url} did not answer JSON (content-type '${type}'): ${(err as Error).message}`));
-          }
-        });
-        res.on("error", (err) => finish(this.#describe(url, err)));
       });
       const onAbort = () => {
         req.socket?.destroy();
         req.destroy();
+        for (const socket of this.#connecting) socket.destroy();
+        this.#connecting.clear();
         const reason = signal.reason;
         finish(reason instanceof Error ? reason : new Error(`GET ${url} aborted: ${String(reason)}`));
       };
@@ -285,13 +320,42 @@ class RedfishSource implements Source {
     });
   }
 
+  /**
+   * Records the pin of a connection accepted on first use, now that it gave a good answer. When
+   * another pin was recorded meanwhile (a second connection, `kwollector trust`) and differs,
+   * the connection is closed and the document fails.
+   */
+  #pinFirstUse(socket: object | null): void {
+    const pin = socket ? this.#firstUse.get(socket) : undefined;
+    if (!socket || !pin) return;
+    this.#firstUse.delete(socket);
+    let inForce: TlsPin;
+    try {
+      inForce = this.#pins.pinIfAbsent(pin);
+    } catch (err) {
+      throw new Error(`Cannot record the TLS certificate pin of ${pin.endpoint} in the spool: ${errorMessage(err)}`);
+    }
+    if (inForce.fingerprint256 !== pin.fingerprint256) {
+      (socket as tls.TLSSocket).destroy();
+      throw new CertificateChangedError(pin.endpoint, inForce, pin);
+    }
+    if (inForce.pinnedAtMs === pin.pinnedAtMs) {
+      logger.info("TLS certificate pinned at first use", {
+        endpoint: pin.endpoint,
+        fingerprint256: pin.fingerprint256,
+        subject: pin.subject,
+      });
+    }
+  }
+
   #describe(url: string, err: Error): Error {
+    if (err instanceof CertificateChangedError) return err;
     const code = (err as { code?: string }).code ?? "";
     if (this.#scheme === "https" && (TLS_CODES.has(code) || /certificate/i.test(err.message))) {
       const hint = code === "ERR_TLS_CERT_ALTNAME_INVALID"
         ? "the certificate does not name this host: set redfish_tls_verify to 'ca' to check its chain only"
         : this.#caFile === ""
-        ? "trust it with redfish_ca_file, or set redfish_tls_verify to 'none' to skip verification"
+        ? "set redfish_tls_verify to 'tofu' to pin its certificate at first use, or trust it with redfish_ca_file"
         : `it is not signed by a certificate of redfish_ca_file '${this.#caFile}'`;
       return new Error(
         `Cannot verify the TLS certificate of ${this.#origin}: ${err.message.trim()}${
@@ -303,6 +367,8 @@ class RedfishSource implements Source {
   }
 
   async close(): Promise<void> {
+    for (const socket of this.#connecting) socket.destroy();
+    this.#connecting.clear();
     const agent = this.#agent;
     const sockets = [...Object.values(agent.sockets), ...Object.values(agent.freeSockets)]
       .flat()

@@ -20,9 +20,10 @@ import type { EntryError, PollResult, Protocol, Reading, Source, SourceContext }
  * Each cycle reads every OID of the group with GETs of at most `snmp_max_oids_per_request`
  * OIDs (Kwollect: 50, to avoid IP fragmentation). Unlike Kwollect, which sent them one after
  * another, up to 4 GETs are in flight at once: a group's OIDs then cost about one round trip,
- * while an embedded agent still sees a short, bounded burst. Each GET waits 45% of the poll
- * timeout for its answer and is re-sent once, so an agent that never answers fails the poll
- * within 90% of its timeout.
+ * while an embedded agent still sees a short, bounded burst. Each GET waits `snmp_timeout_ms`
+ * (5 s) for its answer and is re-sent `snmp_retries` times (1, as Kwollect), the time a slow PDU
+ * really needs, independent of update_every; the poll as a whole is bounded by
+ * `poll_timeout_ms`, and the scheduler skips the slots that fall due meanwhile.
  *
  * Failures: an OID the agent does not have (noSuchObject, noSuchInstance, endOfMibView, or the
  * v1 noSuchName that fails a whole v1 PDU: that OID is dropped and the rest asked again) is an
@@ -37,7 +38,6 @@ import type { EntryError, PollResult, Protocol, Reading, Source, SourceContext }
  */
 
 const MAX_GETS_IN_FLIGHT = 4;
-const RETRIES = 1;
 
 export const snmp: Protocol = {
   validate(entry) {
@@ -151,8 +151,8 @@ class SnmpSource implements Source {
   #open(): SnmpSession {
     if (!this.#session || this.#session.closed) {
       this.#session = new SnmpSession(this.#target, {
-        requestTimeoutMs: Math.max(1, Math.floor(this.#ctx.timeoutMs * 0.45)),
-        retries: RETRIES,
+        requestTimeoutMs: this.#ctx.config.snmp_timeout_ms,
+        retries: this.#ctx.config.snmp_retries,
       });
     }
     return this.#session;

@@ -1,6 +1,7 @@
 import type { MetricEntry } from "../config/metrics_dir.ts";
 import type { Config } from "../config/defaults.ts";
 import type { Labels, RawValue } from "../sample.ts";
+import type { TlsPins } from "../spool/tls_pins.ts";
 
 /**
  * The small interface every protocol implements. One Source serves one poll group: the entries
@@ -44,8 +45,10 @@ export interface PollResult {
 
 export interface SourceContext {
   config: Config;
-  /** Timeout of one poll of this group, always below its period. */
+  /** Timeout of one poll of this group (`poll_timeout_ms`). */
   timeoutMs: number;
+  /** Certificates pinned for https urls (tofu); a private, in-memory set when absent. */
+  tlsPins?: TlsPins;
 }
 
 /** One line of the registry: how a URL scheme is validated, grouped and polled. */

@@ -14,11 +14,15 @@ import { type Labels, type Sample, timestampProblem } from "../sample.ts";
  * fields 5, 6, ... are the power in W of ports 0, 1, ...; an empty field is no value.
  *
  * Output: samples of `wattmetre_power_watt` for device `<wattmetre_id>-port<N>`, with label
- * `_device_alias: <node>` when the mapping file names the node the port powers. Lines are grouped
- * by whole second; when a line of another second arrives, the finished second is delivered as one
- * batch. In it, a port whose node is promoted (a promoted_metrics row for the node matches
- * `wattmetre_power_watt`, checked once per second) has every raw sample with its own timestamp;
- * every other port has one sample, the mean of the second, stamped with the whole second.
+ * `_device_alias: <node>` when the mapping file names the one node the port powers. A port the
+ * mapping gives to several nodes (a PSU shared by the nodes of one chassis, as Grid'5000's
+ * generator writes it) measures all of them together: its samples get no `_device_alias`, as
+ * Grid'5000's generator does for a PDU outlet shared by several nodes, so no node is credited
+ * with the others' power. Lines are grouped by whole second; when a line of another second
+ * arrives, the finished second is delivered as one batch. In it, a port whose node (any of its
+ * nodes) is promoted (a promoted_metrics row for the node matches `wattmetre_power_watt`, checked
+ * once per second) has every raw sample with its own timestamp; every other port has one sample,
+ * the mean of the second, stamped with the whole second.
  *
  * A bad line never stops the stream: it is dropped and counted, and each kind of trouble
  * (malformed lines, lines not OK, skipped seconds, time going backwards, spool failures) is
@@ -41,8 +45,8 @@ const MAX_LINE_CHARS = 65_536;
 
 export interface WattmetreReaderOptions {
   wattmetreId: string;
-  /** Port device id (`<wattmetre_id>-port<N>`) → the node it powers. */
-  mapping: ReadonlyMap<string, string>;
+  /** Port device id (`<wattmetre_id>-port<N>`) → the nodes it powers (usually one). */
+  mapping: ReadonlyMap<string, readonly string[]>;
   /** Whether the node's samples are kept raw (promoted) instead of averaged per second. */
   isPromoted(node: string): boolean;
   /** Hands a batch to the spool; resolves once it is durable. */
@@ -69,7 +73,7 @@ export interface WattmetreCounters {
 interface Port {
   deviceId: string;
   labels: Labels;
-  node: string | undefined;
+  nodes: readonly string[];
   sum: number;
   count: number;
   promoted: boolean;
@@ -190,14 +194,14 @@ export class WattmetreReader {
     if (!port) {
       for (let q = this.#ports.length; q <= p; q++) {
         const deviceId = `${this.#opts.wattmetreId}-port${q}`;
-        const node = this.#opts.mapping.get(deviceId);
+        const nodes = this.#opts.mapping.get(deviceId) ?? [];
         const created: Port = {
           deviceId,
-          labels: node === undefined ? {} : { _device_alias: node },
-          node,
+          labels: nodes.length === 1 ? { _device_alias: nodes[0] } : {},
+          nodes,
           sum: 0,
           count: 0,
-          promoted: node !== undefined && this.#opts.isPromoted(node),
+          promoted: nodes.some((n) => this.#opts.isPromoted(n)),
         };
         this.#ports.push(created);
       }
@@ -224,7 +228,7 @@ export class WattmetreReader {
       port.sum = 0;
       port.count = 0;
       // Promotion is decided once per second, for the second that starts now.
-      port.promoted = port.node !== undefined && this.#opts.isPromoted(port.node);
+      port.promoted = port.nodes.some((n) => this.#opts.isPromoted(n));
     }
     if (samples.length > 0) this.#deliver(samples);
     const limit = this.#opts.maxPendingSeconds ?? DEFAULT_MAX_PENDING_SECONDS;
@@ -331,67 +335,79 @@ function isoSecond(second: number): string {
 
 const PORT_RE = /^(.+)-port(\d+)$/;
 
+export interface WattmeterMapping {
+  /** Port device id → the nodes it powers, in file order. */
+  mapping: Map<string, string[]>;
+  /** The file cannot be used (not YAML, not a mapping of nodes): kwollector wattmetre exits. */
+  problems: Problem[];
+  /** Parts ignored, and ports mapped to several nodes: logged at warning, the stream is read. */
+  warnings: Problem[];
+}
+
 /**
  * Parses a mapping file: `<node>: [<wattmetre_id>-port<N>, ...]` (a single port may be written
- * without brackets). Returns port device id → node. A file may describe several wattmeters
- * (Grid'5000 generates one per site): ports of other wattmeter ids are kept and simply never
- * match this reader's ports. Every problem is reported with its line: a port that is not
- * `<id>-port<N>`, a port given to two nodes, a value that is not a list of ports.
+ * without brackets). A file may describe several wattmeters (Grid'5000 generates one per site):
+ * ports of other wattmeter ids are kept and simply never match this reader's ports.
+ *
+ * Every file Kwollect accepts is accepted: only a file that is not YAML, or not a mapping of
+ * nodes, is refused. A value that is not a port (`wattmetre1-prt4`, a mapping) matches no port
+ * and is ignored with a warning naming its line. A port listed under several nodes (Grid'5000's
+ * generator lists a shared PSU's ports under each of its nodes) is mapped to all of them, and
+ * one warning names every such port with its nodes.
  */
-export function parseMappingFile(text: string, file: string): { mapping: Map<string, string>; problems: Problem[] } {
-  const mapping = new Map<string, string>();
-  const lines = new Map<string, number>();
+export function parseMappingFile(text: string, file: string): WattmeterMapping {
+  const mapping = new Map<string, string[]>();
+  const warnings: Problem[] = [];
   const { doc, problems } = parseLocatedYaml(text, file);
-  if (doc === undefined) return { mapping, problems };
+  if (doc === undefined) return { mapping, problems, warnings };
   if (doc.kind !== "map") {
     problems.push({
       file,
       line: doc.line,
       message: "Expected a mapping of node names to lists of wattmeter ports (node: [wattmetre1-port3, ...])",
     });
-    return { mapping, problems };
+    return { mapping, problems, warnings };
   }
   for (const { key: node, keyLine, value } of doc.entries) {
     const items = value.kind === "seq" ? value.items : value.kind === "scalar" && value.value !== null ? [value] : [];
     if (value.kind === "map") {
-      problems.push({ file, line: keyLine, key: node, message: "Expected a list of wattmeter ports" });
+      warnings.push({ file, line: keyLine, key: node, message: "Expected a list of wattmeter ports; ignored" });
       continue;
     }
     for (const item of items) {
       const text = item.kind === "scalar" ? String(item.value) : undefined;
       const m = text === undefined ? null : PORT_RE.exec(text.trim());
       if (!m) {
-        problems.push({
+        warnings.push({
           file,
           line: item.line,
           key: node,
           message: `Invalid wattmeter port ${
             text === undefined ? `(${item.kind})` : `'${text}'`
-          }: expected <wattmetre_id>-port<N>`,
+          }: expected <wattmetre_id>-port<N>; ignored`,
         });
         continue;
       }
       const port = `${m[1]}-port${Number(m[2])}`;
-      const owner = mapping.get(port);
-      if (owner !== undefined && owner !== node) {
-        problems.push({
-          file,
-          line: item.line,
-          key: node,
-          message: `Port '${port}' is already mapped to node '${owner}' (line ${lines.get(port)})`,
-        });
-        continue;
-      }
-      mapping.set(port, node);
-      lines.set(port, item.line);
+      const nodes = mapping.get(port);
+      if (!nodes) mapping.set(port, [node]);
+      else if (!nodes.includes(node)) nodes.push(node);
     }
   }
-  return { mapping, problems };
+  const shared = [...mapping].filter(([, nodes]) => nodes.length > 1);
+  if (shared.length > 0) {
+    warnings.push({
+      file,
+      message: `Wattmeter ports mapped to several nodes (a shared PSU measures all its nodes together), stored ` +
+        `without _device_alias: ${shared.map(([port, nodes]) => `${port} (${nodes.join(", ")})`).join(", ")}`,
+    });
+  }
+  return { mapping, problems, warnings };
 }
 
 /** Reads and parses `mapping_file_path` ("" means no mapping). */
-export function loadMappingFile(path: string): { mapping: Map<string, string>; problems: Problem[] } {
-  if (path === "") return { mapping: new Map(), problems: [] };
+export function loadMappingFile(path: string): WattmeterMapping {
+  if (path === "") return { mapping: new Map(), problems: [], warnings: [] };
   let text: string;
   try {
     text = Deno.readTextFileSync(path);
@@ -399,6 +415,7 @@ export function loadMappingFile(path: string): { mapping: Map<string, string>; p
     return {
       mapping: new Map(),
       problems: [{ file: path, key: "mapping_file_path", message: `Cannot read file: ${(err as Error).message}` }],
+      warnings: [],
     };
   }
   return parseMappingFile(text, path);

@@ -42,6 +42,8 @@
  *   `reported` once the central ledger has a `quarantined` row for the seq.
  * - `devices(key, ...)`: last poll and error per device group, for `status`.
  * - `promoted(device_id, metric_id)`: last known content of the central promoted_metrics.
+ * - `tls_pins(endpoint, fingerprint256, ...)`: certificates pinned for https metric urls; created
+ *   and kept by tls_pins.ts over its own connection, not by this module.
  *
  * ## Recovery
  *

@@ -15,7 +15,8 @@ function stream(seconds: number, ports: number, hz: number, start: number): stri
   return lines.join("\n") + "\n";
 }
 
-Deno.test("wattmetre subcommand spools a stream while the database is down and forwards it exactly once", async () => {
+Deno.test("wattmetre subcommand accepts a port under two nodes, spools while the database is down, forwards once", async () => {
+  // The mapping as Grid'5000's generator writes a shared PSU: port 2 under both nodes it powers.
   const pg = await startPostgres({ timescaledb: false });
   try {
     const dir = await Deno.makeTempDir();
@@ -23,7 +24,12 @@ Deno.test("wattmetre subcommand spools a stream while the database is down and f
     await setupDatabase(config);
     const admin = pg.admin("kwdb");
     await admin`INSERT INTO promoted_metrics (device_id, metric_id) VALUES ('node-2', 'wattmetre_.*')`;
-    await Deno.writeTextFile(`${dir}/mapping.yaml`, "node-1: [wattmetre1-port0]\nnode-2: [wattmetre1-port1]\n");
+    await admin`INSERT INTO promoted_metrics (device_id, metric_id) VALUES ('node-4', 'wattmetre_power_watt')`;
+    await Deno.writeTextFile(
+      `${dir}/mapping.yaml`,
+      "# generated\nnode-1: [wattmetre1-port0]\nnode-2: [wattmetre1-port1]\nnode-3: [wattmetre1-port2]\n" +
+        "node-4: [wattmetre1-port2]\n",
+    );
     const args = [
       "--wattmetre_id",
       "wattmetre1",
@@ -54,10 +60,13 @@ Deno.test("wattmetre subcommand spools a stream while the database is down and f
       const out = await child.output();
       return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
     };
-    const first = await feed(stream(3, 3, 50, start));
+    const first = await feed(stream(3, 4, 50, start));
     assert.equal(first.code, 0, first.stderr);
+    const shared = first.stderr.split("\n").filter((l) => l.includes("mapped to several nodes"));
+    assert.equal(shared.length, 1, first.stderr);
+    assert.match(shared[0]!, /^WARNING .*without _device_alias: wattmetre1-port2 \(node-3, node-4\)/);
     // Second run: the central database is down (wrong port); the stream is spooled, not lost.
-    const second = await feed(stream(2, 3, 50, start + 3), ["--db_port", "1"]);
+    const second = await feed(stream(2, 4, 50, start + 3), ["--db_port", "1"]);
     assert.equal(second.code, 0, second.stderr);
     const flush = await kwollector([
       "flush",
@@ -73,12 +82,15 @@ Deno.test("wattmetre subcommand spools a stream while the database is down and f
       SELECT device_id, count(*)::int AS n, max(labels->>'_device_alias') AS alias, avg(value) AS avg
       FROM metrics WHERE metric_id = 'wattmetre_power_watt' GROUP BY device_id ORDER BY device_id`;
     const by = Object.fromEntries(rows.map((r) => [r.device_id, r]));
-    // Ports 0 and 2: one average per second (5 s); port 1 (node-2 promoted): every raw sample.
+    // Ports 0 and 3: one average per second (5 s); port 1 (node-2 promoted): every raw sample;
+    // port 2, shared by node-3 and node-4 (promoted): every raw sample, credited to neither.
     assert.equal(by["wattmetre1-port0"]!.n, 5);
     assert.equal(by["wattmetre1-port0"]!.alias, "node-1");
-    assert.equal(by["wattmetre1-port2"]!.n, 5);
-    assert.equal(by["wattmetre1-port2"]!.alias, null);
+    assert.equal(by["wattmetre1-port3"]!.n, 5);
+    assert.equal(by["wattmetre1-port3"]!.alias, null);
     assert.equal(by["wattmetre1-port1"]!.n, 250);
+    assert.equal(by["wattmetre1-port2"]!.n, 250);
+    assert.equal(by["wattmetre1-port2"]!.alias, null);
     assert.ok(Math.abs(by["wattmetre1-port0"]!.avg - 124.5) < 1e-9, `avg ${by["wattmetre1-port0"]!.avg}`);
     const [dups] =
       await admin`SELECT count(*)::int AS n FROM (SELECT 1 FROM metrics GROUP BY device_id, "timestamp", labels HAVING count(*) > 1) d`;

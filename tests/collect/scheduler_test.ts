@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Scheduler } from "../../src/collect/scheduler.ts";
+import { samplesOfPoll, Scheduler } from "../../src/collect/scheduler.ts";
 import { buildGroups } from "../../src/collect/groups.ts";
 import type { MetricEntry } from "../../src/config/metrics_dir.ts";
 import type { Sample } from "../../src/sample.ts";
@@ -55,8 +55,13 @@ async function stopOn(clock: FakeClock, scheduler: Scheduler): Promise<void> {
   await stopping;
 }
 
-function startScheduler(clock: FakeClock, entries: MetricEntry[], delivered: Sample[]) {
-  const config = testConfig();
+function startScheduler(
+  clock: FakeClock,
+  entries: MetricEntry[],
+  delivered: Sample[],
+  overrides: Record<string, number> = {},
+) {
+  const config = testConfig(overrides);
   const { groups, problems } = buildGroups(entries, config);
   assert.deepEqual(problems, []);
   const scheduler = new Scheduler({
@@ -95,34 +100,53 @@ Deno.test("scheduler polls each entry at its own period, on a grid that does not
   });
 });
 
-Deno.test("scheduler skips and counts slots while a slow device is still answering", async () => {
+Deno.test("scheduler skips and counts the slots of a device slower than its period, without overlap", async () => {
   const clock = new FakeClock();
   const { protocol, polls } = scriptedProtocol(clock, { slow: 250 });
   await withProtocol(protocol, async () => {
     const scheduler = startScheduler(clock, [entryFor("test://slow/a", { updateEveryMs: 1000 })], []);
-    // A period of 1000 ms gives a 900 ms timeout; the device answers in 250 ms: no skip.
+    // The device answers in 250 ms at a period of 1000 ms: no skip.
     await clock.advance(5000);
     assert.equal(scheduler.counters()[0]!.counters.pollsSkipped, 0);
     await stopOn(clock, scheduler);
     assert.ok(polls.length >= 4);
   });
   const clock2 = new FakeClock();
-  const slow = scriptedProtocol(clock2, { slow: { ignoresAbortMs: 2500 } });
+  const slow = scriptedProtocol(clock2, { slow: 2500 });
   await withProtocol(slow.protocol, async () => {
-    const config = testConfig({ poll_timeout_ms: 5000 });
-    const { groups } = buildGroups([entryFor("test://slow/a", { updateEveryMs: 1000 })], config);
-    const scheduler = new Scheduler({ groups, config, clock: clock2, deliver: () => Promise.resolve() });
-    scheduler.start();
-    await clock2.advance(10_000);
+    const delivered: Sample[] = [];
+    const scheduler = startScheduler(clock2, [entryFor("test://slow/a", { updateEveryMs: 1000 })], delivered);
+    await clock2.advance(30_000);
     await stopOn(clock2, scheduler);
     const c = scheduler.counters()[0]!.counters;
-    // The poll fails at its 900 ms timeout, but the device keeps the request 2.5 s: the next
-    // two slots are skipped and counted, never overlapped.
-    assert.equal(c.pollsOk, 0);
-    assert.ok(c.pollsFailed >= 3 && c.pollsFailed <= 4, `failed ${c.pollsFailed}`);
-    assert.ok(c.pollsSkipped >= 6, `skipped ${c.pollsSkipped}`);
+    // A 2.5 s answer at a 1 s period: the poll succeeds (poll_timeout_ms does not follow the
+    // period), the two slots due meanwhile are skipped and counted, never overlapped.
+    assert.equal(c.pollsFailed, 0);
+    assert.ok(c.pollsOk >= 9 && c.pollsOk <= 11, `ok ${c.pollsOk}`);
+    assert.ok(c.pollsSkipped >= 2 * (c.pollsOk - 1), `skipped ${c.pollsSkipped}`);
     const starts = slow.polls.map((p) => p.at);
     assert.ok(starts.slice(1).every((t, i) => t - starts[i]! >= 2500), `overlap in ${starts}`);
+    // On the grid: a sample every third slot, stamped when each request was sent.
+    const stamps = delivered.map((s) => s.timestampMs);
+    assert.deepEqual(stamps.slice(2).map((t, i) => t - stamps[i + 1]!), stamps.slice(2).map(() => 3000));
+  });
+});
+
+Deno.test("scheduler fails a poll at poll_timeout_ms whatever its period, skipping the slots due meanwhile", async () => {
+  const clock = new FakeClock();
+  const { protocol, polls } = scriptedProtocol(clock, { dead: "dead" });
+  await withProtocol(protocol, async () => {
+    const scheduler = startScheduler(clock, [entryFor("test://dead/a", { updateEveryMs: 500 })], [], {
+      poll_timeout_ms: 2000,
+    });
+    await clock.advance(20_000);
+    await stopOn(clock, scheduler);
+    const c = scheduler.counters()[0]!.counters;
+    assert.ok(c.pollsFailed >= 8 && c.pollsFailed <= 10, `failed ${c.pollsFailed}`);
+    assert.ok(c.pollsSkipped >= 3 * (c.pollsFailed - 1), `skipped ${c.pollsSkipped}`);
+    const starts = polls.map((p) => p.at);
+    assert.ok(starts.slice(1).every((t, i) => t - starts[i]! >= 2000), `overlap in ${starts}`);
+    assert.match(scheduler.deviceStatus()[0]?.lastError ?? "", /timed out after 2000 ms/);
   });
 });
 
@@ -130,10 +154,15 @@ Deno.test("scheduler keeps healthy devices on time while another device is dead"
   const clock = new FakeClock();
   const { protocol, polls } = scriptedProtocol(clock, { dead: "dead", healthy: 5 });
   await withProtocol(protocol, async () => {
-    const scheduler = startScheduler(clock, [
-      entryFor("test://dead/a", { name: "d", updateEveryMs: 500 }),
-      entryFor("test://healthy/a", { name: "h", updateEveryMs: 500 }),
-    ], []);
+    const scheduler = startScheduler(
+      clock,
+      [
+        entryFor("test://dead/a", { name: "d", updateEveryMs: 500 }),
+        entryFor("test://healthy/a", { name: "h", updateEveryMs: 500 }),
+      ],
+      [],
+      { poll_timeout_ms: 450 },
+    );
     await clock.advance(5000);
     await stopOn(clock, scheduler);
     const healthy = polls.filter((p) => p.host === "healthy");
@@ -215,4 +244,29 @@ Deno.test("scheduler polls each slot once even when timers fire early", async ()
     assert.ok(polls.length >= 49 && polls.length <= 51, `polled ${polls.length} times in 50 slots`);
     assert.equal(scheduler.counters()[0]!.counters.pollsSkipped, 0);
   });
+});
+
+Deno.test("samplesOfPoll() keeps one sample per series and timestamp, the first entry's", () => {
+  const defaults = entryFor("prometheus://h:9100/node_load1", { name: "prom_default_metrics", deviceId: "n1" });
+  const all = entryFor("prometheus://h:9100/", { name: "prom_all_metrics", deviceId: "n1", scaleFactor: 2 });
+  const load = (entry: MetricEntry, labels: Record<string, string>, timestampMs?: number) => ({
+    entry,
+    value: 0.5,
+    metricId: "prom_node_load1",
+    labels,
+    ...(timestampMs !== undefined && { timestampMs }),
+  });
+  const samples = samplesOfPoll([
+    load(defaults, { a: "1", b: "2" }),
+    load(all, { b: "2", a: "1" }),
+    load(all, { a: "1", b: "3" }),
+    load(defaults, { _metric_id: "x" }, 1000),
+    load(defaults, { _metric_id: "x" }, 2000),
+  ], 5000);
+  assert.deepEqual(samples.map((s) => [s.value, s.labels, s.timestampMs]), [
+    [0.5, { a: "1", b: "2" }, 5000],
+    [1, { a: "1", b: "3" }, 5000],
+    [0.5, { _metric_id: "x" }, 1000],
+    [0.5, { _metric_id: "x" }, 2000],
+  ]);
 });

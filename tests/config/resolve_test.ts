@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { resolveConfig } from "../../src/config/resolve.ts";
-import { ConfigError } from "../../src/config/errors.ts";
+import { ConfigError, formatProblem } from "../../src/config/errors.ts";
+import { CONFIG_KEYS, DEFAULTS, type KeySpec, TIMER_MAX_MS } from "../../src/config/defaults.ts";
 import { redact } from "../../src/log.ts";
 
 async function configFile(text: string): Promise<string> {
@@ -83,4 +84,30 @@ Deno.test("resolveConfig() derives setup-db names from the collector's keys", ()
 Deno.test("resolveConfig() registers passwords so logs redact them", () => {
   resolveConfig({ env: {}, flags: { db_password: "hunter2-secret" } });
   assert.equal(redact("auth failed for hunter2-secret"), "auth failed for ***");
+});
+
+Deno.test("every duration key has an upper bound a timer can hold", () => {
+  const durations = CONFIG_KEYS.filter((k) => /_ms$/.test(k));
+  assert.ok(durations.length >= 8, durations.join(", "));
+  for (const key of durations) {
+    const spec: KeySpec = DEFAULTS[key];
+    assert.ok(spec.max !== undefined && spec.max <= TIMER_MAX_MS, `${key} has no bound a timer can hold`);
+  }
+});
+
+Deno.test("resolveConfig() refuses a duration beyond 2^31-1 ms with file, line and key", async () => {
+  const dir = await Deno.makeTempDir();
+  const file = `${dir}/kwollector.yaml`;
+  await Deno.writeTextFile(file, "db_host: db\npoll_timeout_ms: 2592000000\ntelemetry_interval_ms: 2147483647\n");
+  assert.throws(() => resolveConfig({ file, env: {} }), (err: ConfigError) => {
+    assert.deepEqual(err.problems.map(formatProblem), [
+      `${file}:2: poll_timeout_ms: Invalid value "2592000000": must be at most 2147483647 ms (about 24.8 days), ` +
+      "the longest delay a timer can hold",
+    ]);
+    return true;
+  });
+  assert.throws(
+    () => resolveConfig({ flags: { "forward-retry-max-ms": "3000000000" }, env: {} }),
+    /command line: forward_retry_max_ms: Invalid value "3000000000": must be at most 2147483647 ms/,
+  );
 });

@@ -4,7 +4,9 @@
  * basic authentication answered by 401 and a Redfish error body, DMTF-shaped Thermal and Power
  * resources under /redfish/v1/Chassis/1, an HPE-style FastPowerMeter history, 404 with a Redfish
  * error for unknown resources, and the HTML login page a BMC serves at "/". It listens on
- * 127.0.0.1 at a free port and counts requests per path and client connections.
+ * 127.0.0.1 at a free port and counts requests per path and client connections. Tests can
+ * replace the answer of a path (`answers`) to serve a hostile body: chunked, compressed, huge or
+ * deeply nested.
  */
 
 export interface FakeBmcOptions {
@@ -25,6 +27,8 @@ export interface FakeBmc {
   documents: Map<string, unknown>;
   /** Milliseconds to wait before answering a path (a slow BMC). */
   delays: Map<string, number>;
+  /** Answers that replace the document of a path, once the client is authenticated. */
+  answers: Map<string, () => Response>;
   /** Requests received per path, whatever the answer. */
   requests: Map<string, number>;
   /** Distinct client connections accepted so far. */
@@ -198,6 +202,7 @@ export async function startFakeBmc(opts: FakeBmcOptions = {}): Promise<FakeBmc> 
   const expected = `Basic ${btoa(`${user}:${password}`)}`;
   const documents = redfishDocuments();
   const delays = new Map<string, number>();
+  const answers = new Map<string, () => Response>();
   const requests = new Map<string, number>();
   const peers = new Set<string>();
   const stop = new AbortController();
@@ -222,6 +227,8 @@ export async function startFakeBmc(opts: FakeBmcOptions = {}): Promise<FakeBmc> 
         headers: { ...json, "www-authenticate": 'Basic realm="Redfish"' },
       });
     }
+    const answer = answers.get(path);
+    if (answer) return answer();
     const doc = documents.get(path);
     if (doc === undefined) {
       return new Response(redfishError("ResourceMissingAtURI", `The resource at the URI ${path} was not found`), {
@@ -244,6 +251,7 @@ export async function startFakeBmc(opts: FakeBmcOptions = {}): Promise<FakeBmc> 
     certFile,
     documents,
     delays,
+    answers,
     requests,
     connections: () => peers.size,
     async close() {

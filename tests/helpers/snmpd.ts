@@ -10,7 +10,10 @@
  * - under `OIDS.pass` (a `pass` script): a Counter64 and a Gauge32 whose values the test sets
  *   with `setCounter64()` and `setGauge()`, plus Latin-1 and binary OctetStrings. snmpd reuses
  *   the output of a pass command run just before with the same arguments, so a test that changes
- *   a value reads it together with another pass OID.
+ *   a value reads it together with another pass OID;
+ * - `OIDS.slow` (a `pass_persist` script, which snmpd never caches), answered 1.5 s after it is
+ *   asked (a slow PDU; snmpd answers nothing else meanwhile), whose value is the time the
+ *   request reached the agent, in epoch milliseconds.
  */
 import dgram from "node:dgram";
 
@@ -27,6 +30,8 @@ export const OIDS = {
   latin1: "1.3.6.1.4.1.99998.3.0",
   /** 00 01 02 ff: binary, no text. */
   binary: "1.3.6.1.4.1.99998.4.0",
+  /** Answered after 1.5 s; the value is when the request arrived (epoch ms, as text). */
+  slow: "1.3.6.1.4.1.99997.1.0",
   sysName: "1.3.6.1.2.1.1.5.0",
   sysUpTime: "1.3.6.1.2.1.1.3.0",
   missing: "1.3.6.1.4.1.99999.77.0",
@@ -158,6 +163,24 @@ exit 0
 `;
 }
 
+/** The `pass_persist` protocol of snmpd: PING/PONG, then "get" or "getnext" and an OID per request. */
+function slowScript(): string {
+  const oid = `.${OIDS.slow}`;
+  return `#!/bin/sh
+while read cmd; do
+  case "$cmd" in
+    PING) echo PONG;;
+    get) read oid
+      if [ "$oid" = "${oid}" ]; then t=$(date +%s%3N); sleep 1.5; printf '%s\\nstring\\n%s\\n' "$oid" "$t"
+      else echo NONE; fi;;
+    getnext) read oid; echo NONE;;
+    set) read oid; read value; echo not-writable;;
+    *) echo NONE;;
+  esac
+done
+`;
+}
+
 function config(port: number, dir: string): string {
   const lines = [
     `agentAddress udp:127.0.0.1:${port}`,
@@ -168,6 +191,7 @@ function config(port: number, dir: string): string {
     `override .${OIDS.plainText} octet_str "${PLAIN_TEXT}"`,
     ...Array.from({ length: OIDS.seriesCount }, (_, i) => `override .${OIDS.series(i + 1)} integer ${i + 1}`),
     `pass .${OIDS.pass} /bin/sh ${dir}/pass.sh`,
+    `pass_persist .1.3.6.1.4.1.99997 /bin/sh ${dir}/slow.sh`,
   ];
   const u = V3_USERS;
   lines.push(
@@ -192,6 +216,7 @@ export async function startSnmpd(opts: { port?: number } = {}): Promise<Snmpd> {
   await Deno.writeTextFile(`${dir}/vals/c64`, "18446744073709551610\n");
   await Deno.writeTextFile(`${dir}/vals/gauge`, "1234\n");
   await Deno.writeTextFile(`${dir}/pass.sh`, passScript(`${dir}/vals`));
+  await Deno.writeTextFile(`${dir}/slow.sh`, slowScript());
   await Deno.writeTextFile(`${dir}/snmpd.conf`, config(port, dir));
   const { pid, stop } = await startUdpDaemon({
     command: "/usr/sbin/snmpd",

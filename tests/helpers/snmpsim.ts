@@ -6,7 +6,18 @@
  */
 import { freeUdpPort, startUdpDaemon, tail } from "./snmpd.ts";
 
-export const SNMPREC_DIR = new URL("../../../shared/testdata/snmprec/", import.meta.url).pathname;
+/** shared/testdata/snmprec in the nearest parent of the checkout (a worktree sits one level deeper). */
+export const SNMPREC_DIR = findSnmprecDir();
+
+function findSnmprecDir(): string {
+  for (let up = "../../../"; up.length < 40; up += "../") {
+    const dir = new URL(`${up}shared/testdata/snmprec/`, import.meta.url).pathname;
+    try {
+      if (Deno.statSync(dir).isDirectory) return dir;
+    } catch { /* not at this level */ }
+  }
+  return new URL("../../../shared/testdata/snmprec/", import.meta.url).pathname;
+}
 
 export interface Snmpsim {
   port: number;

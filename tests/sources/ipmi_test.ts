@@ -253,13 +253,15 @@ Deno.test("ipmi source kills ipmi-sensors of a BMC that never answers while anot
     updateEveryMs: 500,
   }));
   const silent = { ...sensorEntry(dead, 2, "dead_temp"), updateEveryMs: 1000 };
-  const { groups, problems } = buildGroups([...live, silent], config);
+  // Each poll of the dead BMC fails at 900 ms, so 4.2 s see several of them.
+  const timed = { ...config, poll_timeout_ms: 900 };
+  const { groups, problems } = buildGroups([...live, silent], timed);
   assert.deepEqual(problems, []);
   assert.equal(groups.length, 2);
   const delivered: Sample[] = [];
   const scheduler = new Scheduler({
     groups,
-    config,
+    config: timed,
     clock: systemClock,
     deliver: (samples) => {
       delivered.push(...samples);

@@ -192,3 +192,31 @@ Deno.test("prometheus source validation asks for the exporter port", () => {
   const problem = prometheus.validate(entryFor("prometheus://host/node_load1"), testConfig());
   assert.match(problem ?? "", /Missing exporter port/);
 });
+
+Deno.test("prometheus source reads the empty _timestamp and _metric_id a node exporter pads with as absent", async () => {
+  // Two kwollect_custom lines with different label sets: the real textfile collector serves the
+  // second one as kwollect_custom{_metric_id="",_timestamp="",job="y"}.
+  const exporter = await startNodeExporter(
+    'kwollect_custom{_metric_id="my_metric",_timestamp="1606389005.5",job="x"} 42\nkwollect_custom{job="y"} 7\n',
+  );
+  try {
+    const entry = entryFor(`prometheus://127.0.0.1:${exporter.port}/kwollect_custom`, { deviceId: "node-9" });
+    const source = prometheus.create([entry], { config: testConfig(), timeoutMs: 2000 });
+    const sent = Date.now();
+    const result = await source.poll([entry], AbortSignal.timeout(2000));
+    await source.close();
+    assert.deepEqual(result.errors, []);
+    const samples = result.readings.map((r) => toSample(r, sent));
+    assert.equal(samples.length, 2);
+    const padded = samples.find((s) => s.labels.job === "y")!;
+    assert.equal(padded.metricId, "prom_kwollect_custom");
+    assert.equal(padded.timestampMs, sent);
+    assert.equal(padded.value, 7);
+    assert.ok(!("_metric_id" in padded.labels) && !("_timestamp" in padded.labels), JSON.stringify(padded.labels));
+    const full = samples.find((s) => s.labels.job === "x")!;
+    assert.equal(full.metricId, "my_metric");
+    assert.equal(full.timestampMs, 1606389005500);
+  } finally {
+    await exporter.stop();
+  }
+});

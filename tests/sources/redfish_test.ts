@@ -52,14 +52,18 @@ function valueOf(result: PollResult, entry: MetricEntry): number {
 }
 
 // The conformance suite trusts the fake BMC's self-signed certificate through redfish_ca_file,
-// the documented secure way.
+// checked in full.
 let trustedCert = "";
 const trusting: Protocol = {
-  validate: (entry, config) => redfish.validate(entry, { ...config, redfish_ca_file: trustedCert }),
+  validate: (entry, config) =>
+    redfish.validate(entry, { ...config, redfish_ca_file: trustedCert, redfish_tls_verify: "full" }),
   groupKey: redfish.groupKey,
   endpoint: redfish.endpoint,
   create: (entries, ctx) =>
-    redfish.create(entries, { ...ctx, config: { ...ctx.config, redfish_ca_file: trustedCert } }),
+    redfish.create(entries, {
+      ...ctx,
+      config: { ...ctx.config, redfish_ca_file: trustedCert, redfish_tls_verify: "full" },
+    }),
 };
 
 conformance("https", trusting, async () => {
@@ -95,7 +99,11 @@ Deno.test("https source reads DMTF Thermal and Power readings as the BMC reports
     const health = entryFor(bmcUrl(bmc, "/Power", "PowerSupplies[1].Status.Health"));
     const quotedKey = entryFor(bmcUrl(bmc, "/Power", "PowerSupplies[0]['@odata.id']"));
     const entries = [inlet, cpu, watts, average, redundancy, health, quotedKey];
-    const result = await withSource(entries, configWith({ redfish_ca_file: bmc.certFile }), (poll) => poll());
+    const result = await withSource(
+      entries,
+      configWith({ redfish_ca_file: bmc.certFile, redfish_tls_verify: "full" }),
+      (poll) => poll(),
+    );
     assert.deepEqual(result.errors, []);
     assert.equal(valueOf(result, inlet), 21);
     assert.equal(valueOf(result, cpu), 40.5);
@@ -119,7 +127,7 @@ Deno.test("https source counts a negative index from the end of the array", asyn
     const tooFar = entryFor(bmcUrl(bmc, "/Power/FastPowerMeter", "PowerDetail[-4].Average"));
     const result = await withSource(
       [last, beforeLast, tooFar],
-      configWith({ redfish_ca_file: bmc.certFile }),
+      configWith({ redfish_ca_file: bmc.certFile, redfish_tls_verify: "full" }),
       (poll) => poll(),
     );
     assert.equal(valueOf(result, last), 192);
@@ -130,16 +138,17 @@ Deno.test("https source counts a negative index from the end of the array", asyn
   });
 });
 
-Deno.test("https source refuses a self-signed certificate by default and says how to trust it", async () => {
+Deno.test("https source under redfish_tls_verify full refuses a self-signed certificate and says how to trust it", async () => {
   await withBmc(async (bmc) => {
     const entry = entryFor(bmcUrl(bmc, "/Thermal", "Temperatures[0].ReadingCelsius"));
-    await withSource([entry], testConfig(), async (poll) => {
+    await withSource([entry], configWith({ redfish_tls_verify: "full" }), async (poll) => {
       await assert.rejects(poll(), (err: Error) => {
         assert.match(
           err.message,
           new RegExp(`Cannot verify the TLS certificate of https://127\\.0\\.0\\.1:${bmc.port}`),
         );
         assert.match(err.message, /self-signed/);
+        assert.match(err.message, /set redfish_tls_verify to 'tofu' to pin its certificate at first use/);
         assert.match(err.message, /redfish_ca_file/);
         return true;
       });
@@ -151,7 +160,12 @@ Deno.test("https source refuses a self-signed certificate by default and says ho
 Deno.test("https source accepts a self-signed certificate with redfish_ca_file or redfish_tls_verify none", async () => {
   await withBmc(async (bmc) => {
     const entry = entryFor(bmcUrl(bmc, "/Thermal", "Temperatures[0].ReadingCelsius"));
-    for (const config of [configWith({ redfish_ca_file: bmc.certFile }), configWith({ redfish_tls_verify: "none" })]) {
+    for (
+      const config of [
+        configWith({ redfish_ca_file: bmc.certFile, redfish_tls_verify: "full" }),
+        configWith({ redfish_tls_verify: "none" }),
+      ]
+    ) {
       const result = await withSource([entry], config, (poll) => poll());
       assert.equal(valueOf(result, entry), 21);
     }
@@ -162,9 +176,16 @@ Deno.test("https source refuses a BMC whose certificate is not in redfish_ca_fil
   await withBmc(async (other) => {
     await withBmc(async (bmc) => {
       const entry = entryFor(bmcUrl(bmc, "/Thermal", "Temperatures[0].ReadingCelsius"));
-      await withSource([entry], configWith({ redfish_ca_file: other.certFile }), async (poll) => {
-        await assert.rejects(poll(), new RegExp(`not signed by a certificate of redfish_ca_file '${other.certFile}'`));
-      });
+      await withSource(
+        [entry],
+        configWith({ redfish_ca_file: other.certFile, redfish_tls_verify: "full" }),
+        async (poll) => {
+          await assert.rejects(
+            poll(),
+            new RegExp(`not signed by a certificate of redfish_ca_file '${other.certFile}'`),
+          );
+        },
+      );
     });
   });
 });
@@ -172,12 +193,16 @@ Deno.test("https source refuses a BMC whose certificate is not in redfish_ca_fil
 Deno.test("https source with redfish_tls_verify ca accepts a trusted certificate that names another host", async () => {
   await withBmc(async (bmc) => {
     const entry = entryFor(bmcUrl(bmc, "/Thermal", "Temperatures[0].ReadingCelsius"));
-    await withSource([entry], configWith({ redfish_ca_file: bmc.certFile }), async (poll) => {
-      await assert.rejects(
-        poll(),
-        /Cannot verify the TLS certificate .*does not name this host: set redfish_tls_verify to 'ca'/,
-      );
-    });
+    await withSource(
+      [entry],
+      configWith({ redfish_ca_file: bmc.certFile, redfish_tls_verify: "full" }),
+      async (poll) => {
+        await assert.rejects(
+          poll(),
+          /Cannot verify the TLS certificate .*does not name this host: set redfish_tls_verify to 'ca'/,
+        );
+      },
+    );
     const result = await withSource(
       [entry],
       configWith({ redfish_ca_file: bmc.certFile, redfish_tls_verify: "ca" }),
@@ -194,14 +219,18 @@ Deno.test("https source sends one GET per document per cycle over kept-alive con
     const power = [0, 1].map((i) => entryFor(bmcUrl(bmc, "/Power", `PowerSupplies[${i}].LastPowerOutputWatts`)));
     const entries = [...thermal, fans, ...power, entryFor(bmcUrl(bmc, "/Power", "PowerControl[0].PowerConsumedWatts"))];
     assert.equal(new Set(entries.map((e) => redfish.groupKey(e))).size, 1, "one group per BMC");
-    await withSource(entries, configWith({ redfish_ca_file: bmc.certFile }), async (poll) => {
-      for (let cycle = 1; cycle <= 3; cycle++) {
-        const result = await poll();
-        assert.equal(result.readings.length, entries.length);
-        assert.equal(bmc.requests.get(`${CHASSIS}/Thermal`), cycle);
-        assert.equal(bmc.requests.get(`${CHASSIS}/Power`), cycle);
-      }
-    });
+    await withSource(
+      entries,
+      configWith({ redfish_ca_file: bmc.certFile, redfish_tls_verify: "full" }),
+      async (poll) => {
+        for (let cycle = 1; cycle <= 3; cycle++) {
+          const result = await poll();
+          assert.equal(result.readings.length, entries.length);
+          assert.equal(bmc.requests.get(`${CHASSIS}/Thermal`), cycle);
+          assert.equal(bmc.requests.get(`${CHASSIS}/Power`), cycle);
+        }
+      },
+    );
     assert.ok(bmc.connections() <= 2, `${bmc.connections()} connections for 6 requests`);
   });
 });
@@ -214,16 +243,20 @@ Deno.test("https source fails the whole group on a wrong password without showin
       entryFor(bmcUrl(bmc, "/Power", "PowerControl[0].PowerConsumedWatts", { password: wrong })),
     ];
     assert.ok(!redfish.endpoint(entries[0]!).includes(wrong));
-    await withSource(entries, configWith({ redfish_ca_file: bmc.certFile }), async (poll) => {
-      await assert.rejects(poll(), (err: Error) => {
-        assert.match(err.message, /answered HTTP 401/);
-        assert.match(err.message, /refused the user name or password/);
-        assert.match(err.message, /and 1 more documents of this BMC failed/);
-        assert.ok(!err.message.includes(wrong), err.message);
-        assert.ok(!err.message.includes(btoa(`admin:${wrong}`)), err.message);
-        return true;
-      });
-    });
+    await withSource(
+      entries,
+      configWith({ redfish_ca_file: bmc.certFile, redfish_tls_verify: "full" }),
+      async (poll) => {
+        await assert.rejects(poll(), (err: Error) => {
+          assert.match(err.message, /answered HTTP 401/);
+          assert.match(err.message, /refused the user name or password/);
+          assert.match(err.message, /and 1 more documents of this BMC failed/);
+          assert.ok(!err.message.includes(wrong), err.message);
+          assert.ok(!err.message.includes(btoa(`admin:${wrong}`)), err.message);
+          return true;
+        });
+      },
+    );
   });
 });
 
@@ -235,7 +268,7 @@ Deno.test("https source reports a missing path or a null reading for that entry 
     const object = entryFor(bmcUrl(bmc, "/Thermal", "Temperatures[0].Status"));
     const result = await withSource(
       [good, missing, absent, object],
-      configWith({ redfish_ca_file: bmc.certFile }),
+      configWith({ redfish_ca_file: bmc.certFile, redfish_tls_verify: "full" }),
       (poll) => poll(),
     );
     assert.equal(valueOf(result, good), 40.5);
@@ -256,7 +289,7 @@ Deno.test("https source fails the entries of a missing or non-JSON document and 
     const html = entryFor(`https://${bmc.user}:${bmc.password}@127.0.0.1:${bmc.port}/#Temperatures[0]`);
     const result = await withSource(
       [good, missingDoc, html],
-      configWith({ redfish_ca_file: bmc.certFile }),
+      configWith({ redfish_ca_file: bmc.certFile, redfish_tls_verify: "full" }),
       (poll) => poll(),
     );
     assert.equal(valueOf(result, good), 187);
@@ -272,7 +305,7 @@ Deno.test("https source fails the entries of a missing or non-JSON document and 
 Deno.test("https source stops a request on a kept-alive connection when the poll is aborted", async () => {
   await withBmc(async (bmc) => {
     const entry = entryFor(bmcUrl(bmc, "/Thermal", "Temperatures[0].ReadingCelsius"));
-    const config = configWith({ redfish_ca_file: bmc.certFile });
+    const config = configWith({ redfish_ca_file: bmc.certFile, redfish_tls_verify: "full" });
     const source = redfish.create([entry], { config, timeoutMs: 3000 });
     try {
       await source.poll([entry], AbortSignal.timeout(3000)); // opens the kept-alive connection
@@ -301,9 +334,15 @@ Deno.test("https source validation rejects a missing or multi-valued JSON path a
   assert.match(redfish.validate(entryFor(base), config) ?? "", /Missing JSON path after '#'/);
   assert.match(redfish.validate(entryFor(`${base}#Temperatures[*].ReadingCelsius`), config) ?? "", /several values/);
   assert.match(
-    redfish.validate(entryFor(`${base}#Temperatures[0]`), configWith({ redfish_ca_file: "/nonexistent/bmc.pem" })) ??
-      "",
+    redfish.validate(
+      entryFor(`${base}#Temperatures[0]`),
+      configWith({ redfish_ca_file: "/nonexistent/bmc.pem", redfish_tls_verify: "full" }),
+    ) ?? "",
     /Cannot open redfish_ca_file '\/nonexistent\/bmc.pem'/,
+  );
+  assert.match(
+    redfish.validate(entryFor(`${base}#Temperatures[0]`), configWith({ redfish_ca_file: "/etc/bmc.pem" })) ?? "",
+    /redfish_ca_file '\/etc\/bmc.pem' is not used under redfish_tls_verify 'tofu': set redfish_tls_verify to 'full' or 'ca'/,
   );
   assert.equal(redfish.validate(entryFor(`${base}#Temperatures[0].ReadingCelsius`), config), undefined);
   assert.equal(redfish.endpoint(entryFor(`${base}#T`)), "admin@bmc.example:443");

@@ -21,7 +21,8 @@ import { startSnmpsim } from "../helpers/snmpsim.ts";
 import { conformance } from "./conformance.ts";
 
 const TIMEOUT_MS = 1500;
-const config = testConfig();
+// Two tries of 600 ms fit in a poll of TIMEOUT_MS: an unanswered poll fails with "No answer".
+const config = testConfig({ snmp_timeout_ms: 600 });
 const ctx = { config, timeoutMs: TIMEOUT_MS };
 
 function v2c(port: number, oid: string, name = "m"): MetricEntry {

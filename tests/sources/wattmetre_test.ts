@@ -41,7 +41,11 @@ interface Harness {
 }
 
 function harness(
-  opts: { mapping?: Record<string, string>; deliver?: (s: Sample[]) => Promise<void>; maxPendingSeconds?: number } = {},
+  opts: {
+    mapping?: Record<string, string | string[]>;
+    deliver?: (s: Sample[]) => Promise<void>;
+    maxPendingSeconds?: number;
+  } = {},
 ): Harness {
   const batches: Sample[][] = [];
   const logs: string[] = [];
@@ -50,7 +54,7 @@ function harness(
   setLogSink((l) => logs.push(l));
   const reader = new WattmetreReader({
     wattmetreId: "wattmetre1",
-    mapping: new Map(Object.entries(opts.mapping ?? {})),
+    mapping: new Map(Object.entries(opts.mapping ?? {}).map(([port, nodes]) => [port, [nodes].flat()])),
     isPromoted: (node) => promoted.has(node),
     deliver: opts.deliver ?? ((s) => {
       batches.push(s);
@@ -324,7 +328,30 @@ Deno.test("pumpWattmetreStream() stops reading when aborted and still delivers w
   }
 });
 
-Deno.test("parseMappingFile() maps ports to nodes and reports bad lines with their line number", () => {
+Deno.test("wattmetre reader stores a port shared by two nodes without alias, raw while either node is promoted", async () => {
+  const h = harness({
+    mapping: { "wattmetre1-port3": ["chuc-3", "chuc-4"], "wattmetre1-port4": "chuc-5" },
+  });
+  try {
+    await feed(h.reader, frames(0, HZ));
+    h.promoted.add("chuc-4");
+    await feed(h.reader, frames(HZ, 2 * HZ + 1));
+    await h.reader.end();
+    const first = h.batches[0]!;
+    const shared = first.filter((x) => x.deviceId === "wattmetre1-port3");
+    assert.equal(shared.length, 1, "averaged while neither node is promoted");
+    assert.deepEqual(shared[0]!.labels, {}, "a shared port is credited to no node");
+    assert.equal(shared[0]!.value, mean(Array.from({ length: HZ }, (_, i) => watts(3, i))));
+    assert.deepEqual(first.find((x) => x.deviceId === "wattmetre1-port4")!.labels, { _device_alias: "chuc-5" });
+    const second = h.batches[1]!.filter((x) => x.deviceId === "wattmetre1-port3");
+    assert.equal(second.length, HZ, "raw once one of its nodes is promoted");
+    assert.ok(second.every((x) => Object.keys(x.labels).length === 0));
+  } finally {
+    restoreLogs();
+  }
+});
+
+Deno.test("parseMappingFile() accepts what Kwollect accepts: shared ports, and bad values ignored with their line", () => {
   const text = [
     "taurus-1: [wattmetre1-port0, wattmetre1-port1]",
     "taurus-2:",
@@ -332,27 +359,29 @@ Deno.test("parseMappingFile() maps ports to nodes and reports bad lines with the
     "  - wattmetre2-port07",
     "taurus-3: wattmetre1-port3",
     "taurus-4: [wattmetre1-prt4]",
-    "taurus-5: [wattmetre1-port2]",
+    "taurus-5: [wattmetre1-port2, wattmetre1-port3]",
     "taurus-6: {port: 1}",
     "taurus-7:",
   ].join("\n");
-  const { mapping, problems } = parseMappingFile(text, "/etc/kwollect/mapping.yaml");
+  const { mapping, problems, warnings } = parseMappingFile(text, "/etc/kwollect/mapping.yaml");
+  assert.deepEqual(problems, []);
   assert.deepEqual(Object.fromEntries(mapping), {
-    "wattmetre1-port0": "taurus-1",
-    "wattmetre1-port1": "taurus-1",
-    "wattmetre1-port2": "taurus-2",
-    "wattmetre2-port7": "taurus-2",
-    "wattmetre1-port3": "taurus-3",
+    "wattmetre1-port0": ["taurus-1"],
+    "wattmetre1-port1": ["taurus-1"],
+    "wattmetre1-port2": ["taurus-2", "taurus-5"],
+    "wattmetre2-port7": ["taurus-2"],
+    "wattmetre1-port3": ["taurus-3", "taurus-5"],
   });
-  assert.deepEqual(problems.map((p) => `${p.line}: ${p.message}`), [
-    "6: Invalid wattmeter port 'wattmetre1-prt4': expected <wattmetre_id>-port<N>",
-    "7: Port 'wattmetre1-port2' is already mapped to node 'taurus-2' (line 3)",
-    "8: Expected a list of wattmeter ports",
+  assert.deepEqual(warnings.map((p) => `${p.line}: ${p.message}`), [
+    "6: Invalid wattmeter port 'wattmetre1-prt4': expected <wattmetre_id>-port<N>; ignored",
+    "8: Expected a list of wattmeter ports; ignored",
+    "undefined: Wattmeter ports mapped to several nodes (a shared PSU measures all its nodes together), stored " +
+    "without _device_alias: wattmetre1-port2 (taurus-2, taurus-5), wattmetre1-port3 (taurus-3, taurus-5)",
   ]);
-  assert.ok(problems.every((p) => p.file === "/etc/kwollect/mapping.yaml"));
+  assert.ok(warnings.every((p) => p.file === "/etc/kwollect/mapping.yaml"));
   const broken = parseMappingFile("taurus-1: [wattmetre1-port0\n", "m.yaml");
   assert.equal(broken.problems.length, 1);
   assert.match(broken.problems[0]!.message, /Invalid YAML/);
-  assert.deepEqual(parseMappingFile("", "m.yaml"), { mapping: new Map(), problems: [] });
+  assert.deepEqual(parseMappingFile("", "m.yaml"), { mapping: new Map(), problems: [], warnings: [] });
   assert.match(parseMappingFile("- a\n- b\n", "m.yaml").problems[0]!.message, /Expected a mapping of node names/);
 });
