@@ -256,17 +256,40 @@ Deno.test("samplesOfPoll() keeps one sample per series and timestamp, the first 
     labels,
     ...(timestampMs !== undefined && { timestampMs }),
   });
-  const samples = samplesOfPoll([
-    load(defaults, { a: "1", b: "2" }),
-    load(all, { b: "2", a: "1" }),
-    load(all, { a: "1", b: "3" }),
-    load(defaults, { _metric_id: "x" }, 1000),
-    load(defaults, { _metric_id: "x" }, 2000),
-  ], 5000);
-  assert.deepEqual(samples.map((s) => [s.value, s.labels, s.timestampMs]), [
+  const t = 1_790_000_000_000;
+  const { samples, refused } = samplesOfPoll(
+    [
+      load(defaults, { a: "1", b: "2" }),
+      load(all, { b: "2", a: "1" }),
+      load(all, { a: "1", b: "3" }),
+      load(defaults, { _metric_id: "x" }, t + 1000),
+      load(defaults, { _metric_id: "x" }, t + 2000),
+    ],
+    t + 5000,
+    t + 5000,
+  );
+  assert.deepEqual(samples.map((s) => [s.value, s.labels, s.timestampMs - t]), [
     [0.5, { a: "1", b: "2" }, 5000],
     [1, { a: "1", b: "3" }, 5000],
     [0.5, { _metric_id: "x" }, 1000],
     [0.5, { _metric_id: "x" }, 2000],
   ]);
+  assert.deepEqual(refused, []);
+});
+
+Deno.test("samplesOfPoll() refuses a reading the central database could never store, naming its metric and unit", () => {
+  const entry = entryFor("prometheus://h:9100/", { name: "all", deviceId: "n1" });
+  const now = 1_790_000_000_000;
+  const { samples, refused } = samplesOfPoll(
+    [
+      { entry, value: 1, metricId: "prom_ok", labels: {} },
+      { entry, value: 2, metricId: "prom_ns", labels: {}, timestampMs: 1_733_380_000_000_000_000 },
+    ],
+    now,
+    now,
+  );
+  assert.deepEqual(samples.map((s) => s.metricId), ["prom_ok"]);
+  assert.equal(refused.length, 1);
+  assert.equal(refused[0]!.subject, "prom_ns");
+  assert.match(refused[0]!.message, /Sample of prom_ns refused: Timestamp .* looks like nanoseconds/);
 });
