@@ -313,12 +313,12 @@ Deno.test("snmp source rejects at once when its poll is aborted, and polls again
     }
   }));
 
-Deno.test("snmp source validation quotes the url without its password", () => {
+Deno.test("snmp source validation quotes the url without its community or passwords", () => {
   const u = V3_USERS.shaAes;
   const cases: [string, RegExp][] = [
     [
       "snmp://public@pdu/1.3.6.x.1",
-      /Invalid OID '1\.3\.6\.x\.1': 'x' is not a number in url 'snmp:\/\/public@pdu\/1\.3\.6\.x\.1'/,
+      /Invalid OID '1\.3\.6\.x\.1': 'x' is not a number in url 'snmp:\/\/\*\*\*@pdu\/1\.3\.6\.x\.1'/,
     ],
     ["snmp://public@pdu/", /Invalid OID ''/],
     ["snmp://public@pdu/1.3.{{ 1.3.6 = foo }}", /Invalid OID template '\{\{ 1\.3\.6 = foo \}\}'/],
@@ -341,5 +341,6 @@ Deno.test("snmp source validation quotes the url without its password", () => {
     const problem = snmp.validate(entryFor(url), config);
     assert.match(problem ?? "(accepted)", expected, url);
     assert.ok(!problem!.includes(u.authPass) && !problem!.includes(u.privPass), problem);
+    assert.ok(!problem!.includes("public@"), problem);
   }
 });
