@@ -6,33 +6,95 @@
 import { ConfigError, UsageError } from "./src/config/errors.ts";
 import { errorMessage, logger } from "./src/log.ts";
 import { VERSION } from "./src/version.ts";
-import { RUN_HELP, runCommand } from "./src/cli/run.ts";
-import { FLUSH_HELP, flushCommand } from "./src/cli/flush.ts";
-import { STATUS_HELP, statusCommand } from "./src/cli/status.ts";
-import { CHECK_HELP, checkCommand } from "./src/cli/check.ts";
-import { SETUP_DB_HELP, SETUP_DB_OAR_HELP, setupDbCommand, setupDbOarCommand } from "./src/cli/setup_db.ts";
-import { WATTMETRE_HELP, wattmetreCommand } from "./src/cli/wattmetre.ts";
-import { INIT_HELP, initCommand } from "./src/cli/init.ts";
 import { installCrashHandlers, stackOf } from "./src/cli/crash.ts";
+import { listenForStop } from "./src/cli/signals.ts";
 import { classify } from "./src/forward/classify.ts";
-import { TRUST_HELP, trustCommand } from "./src/cli/trust.ts";
 
-interface Subcommand {
+interface Loaded {
   help: string;
   run(argv: string[]): Promise<number> | number;
 }
 
+interface Subcommand {
+  summary: string;
+  /** Runs until stopped: SIGINT, SIGTERM and SIGHUP are taken before its code is even loaded. */
+  stoppable?: true;
+  /** A subcommand's code is loaded only when it runs: `status` does not load the protocols. */
+  load(): Promise<Loaded>;
+}
+
 const SUBCOMMANDS: Record<string, Subcommand> = {
-  run: { help: RUN_HELP, run: runCommand },
-  flush: { help: FLUSH_HELP, run: flushCommand },
-  status: { help: STATUS_HELP, run: statusCommand },
-  check: { help: CHECK_HELP, run: checkCommand },
-  "setup-db": { help: SETUP_DB_HELP, run: setupDbCommand },
-  "setup-db-oar": { help: SETUP_DB_OAR_HELP, run: setupDbOarCommand },
-  wattmetre: { help: WATTMETRE_HELP, run: wattmetreCommand },
-  init: { help: INIT_HELP, run: initCommand },
-  trust: { help: TRUST_HELP, run: trustCommand },
-  version: { help: "kwollector version\n\nPrints the version.", run: () => (console.log(VERSION), 0) },
+  run: {
+    summary: "poll, spool and forward until stopped",
+    stoppable: true,
+    load: async () => {
+      const m = await import("./src/cli/run.ts");
+      return { help: m.RUN_HELP, run: m.runCommand };
+    },
+  },
+  flush: {
+    summary: "forward the whole spool now and exit",
+    stoppable: true,
+    load: async () => {
+      const m = await import("./src/cli/flush.ts");
+      return { help: m.FLUSH_HELP, run: m.flushCommand };
+    },
+  },
+  status: {
+    summary: "spool depth, oldest unsent sample, last forward, each device's last poll",
+    load: async () => {
+      const m = await import("./src/cli/status.ts");
+      return { help: m.STATUS_HELP, run: m.statusCommand };
+    },
+  },
+  check: {
+    summary: "validate the configuration and metrics.d; --probe polls once",
+    load: async () => {
+      const m = await import("./src/cli/check.ts");
+      return { help: m.CHECK_HELP, run: m.checkCommand };
+    },
+  },
+  "setup-db": {
+    summary: "create or upgrade the central database",
+    load: async () => {
+      const m = await import("./src/cli/setup_db.ts");
+      return { help: m.SETUP_DB_HELP, run: m.setupDbCommand };
+    },
+  },
+  "setup-db-oar": {
+    summary: "connect the central database to OAR's",
+    load: async () => {
+      const m = await import("./src/cli/setup_db.ts");
+      return { help: m.SETUP_DB_OAR_HELP, run: m.setupDbOarCommand };
+    },
+  },
+  wattmetre: {
+    summary: "spool and forward wattmetre-read lines from standard input",
+    stoppable: true,
+    load: async () => {
+      const m = await import("./src/cli/wattmetre.ts");
+      return { help: m.WATTMETRE_HELP, run: m.wattmetreCommand };
+    },
+  },
+  init: {
+    summary: "write a commented configuration file with every key",
+    load: async () => {
+      const m = await import("./src/cli/init.ts");
+      return { help: m.INIT_HELP, run: m.initCommand };
+    },
+  },
+  trust: {
+    summary: "pin the certificate an https host presents now",
+    load: async () => {
+      const m = await import("./src/cli/trust.ts");
+      return { help: m.TRUST_HELP, run: m.trustCommand };
+    },
+  },
+  version: {
+    summary: "print the version",
+    load: () =>
+      Promise.resolve({ help: "kwollector version\n\nPrints the version.", run: () => (console.log(VERSION), 0) }),
+  },
 };
 
 const USAGE = `kwollector ${VERSION}: edge collector for Kwollect (poll, spool, forward exactly once)
@@ -41,7 +103,7 @@ Usage: kwollector <subcommand> [CONFIG] [--key value ...]
        kwollector CONFIG            (same as: kwollector run CONFIG)
 
 Subcommands:
-${Object.entries(SUBCOMMANDS).map(([n, s]) => `  ${n.padEnd(10)} ${s.help.split("\n")[2] ?? ""}`).join("\n")}
+${Object.entries(SUBCOMMANDS).map(([n, s]) => `  ${n.padEnd(13)} ${s.summary}`).join("\n")}
 
 Every configuration key is also --key value or KWOLLECT_<KEY>. 'kwollector <subcommand> --help'
 shows examples.`;
@@ -52,7 +114,7 @@ export async function main(args: string[]): Promise<number> {
     console.log(USAGE);
     return first === undefined ? 2 : 0;
   }
-  if (first === "--version") return SUBCOMMANDS.version!.run([]);
+  if (first === "--version") return (await SUBCOMMANDS.version!.load()).run([]);
   let name = first;
   let argv = rest;
   if (!Object.hasOwn(SUBCOMMANDS, first)) {
@@ -63,12 +125,14 @@ export async function main(args: string[]): Promise<number> {
     name = "run";
     argv = args;
   }
-  const sub = SUBCOMMANDS[name]!;
+  const entry = SUBCOMMANDS[name]!;
+  if (entry.stoppable && !argv.includes("--help") && !argv.includes("-h")) listenForStop();
+  installCrashHandlers();
+  const sub = await entry.load();
   if (argv.includes("--help") || argv.includes("-h")) {
     console.log(sub.help);
     return 0;
   }
-  installCrashHandlers();
   try {
     return await sub.run(argv);
   } catch (err) {

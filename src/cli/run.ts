@@ -6,7 +6,8 @@ import { errorMessage, logger } from "../log.ts";
 import { parseCommand } from "./args.ts";
 import { DEVICE_STATUS_UNRECORDED } from "../telemetry/events.ts";
 import { type Pipeline, startPipeline } from "./pipeline.ts";
-import { loadGroupsForRun, stopSignal } from "./runtime.ts";
+import { loadGroupsForRun } from "./runtime.ts";
+import { stopSignal } from "./signals.ts";
 import { SpoolTlsPins } from "../spool/tls_pins.ts";
 
 export const RUN_HELP = `kwollector run [CONFIG] [--key value ...]

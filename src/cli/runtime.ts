@@ -46,32 +46,6 @@ export function loadGroupsForRun(c: Config): PollGroup[] {
   return built.groups;
 }
 
-/**
- * Resolves on the first SIGINT or SIGTERM; a second one exits at once. SIGHUP calls `onHangup`
- * when given (run: reload metrics.d; wattmetre: logged and ignored), and otherwise stops cleanly
- * like SIGTERM (flush, whose terminal went away): never the abrupt exit of its default action.
- */
-export function stopSignal(opts: { onHangup?: () => void } = {}): { signal: AbortSignal; dispose(): void } {
-  const controller = new AbortController();
-  const handler = () => {
-    if (controller.signal.aborted) Deno.exit(130);
-    logger.info("Stopping: finishing in-flight polls and committing them");
-    controller.abort();
-  };
-  const hangup = opts.onHangup ?? handler;
-  Deno.addSignalListener("SIGINT", handler);
-  Deno.addSignalListener("SIGTERM", handler);
-  Deno.addSignalListener("SIGHUP", hangup);
-  return {
-    signal: controller.signal,
-    dispose() {
-      Deno.removeSignalListener("SIGINT", handler);
-      Deno.removeSignalListener("SIGTERM", handler);
-      Deno.removeSignalListener("SIGHUP", hangup);
-    },
-  };
-}
-
 /** How often the wall clock is compared with the monotonic one, to report steps. */
 const CLOCK_WATCH_MS = 1000;
 

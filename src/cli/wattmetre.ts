@@ -3,7 +3,7 @@ import { loadMappingFile, pumpWattmetreStream, WATTMETRE_METRIC, WattmetreReader
 import { logger } from "../log.ts";
 import { parseCommand } from "./args.ts";
 import { startPipeline } from "./pipeline.ts";
-import { stopSignal } from "./runtime.ts";
+import { stopSignal } from "./signals.ts";
 
 export const WATTMETRE_HELP = `kwollector wattmetre [CONFIG] [--key value ...]
 
