@@ -151,6 +151,13 @@ export const CENTRAL_REFUSES: ConditionSpec = {
   started: "Central database refuses the collector; samples are kept in the spool until fixed",
   ended: "Central database accepts the collector again",
 };
+export const CENTRAL_LOCK_WAIT: ConditionSpec = {
+  name: "central_lock_wait",
+  level: "warning",
+  started: "Central database lock held by another session; retrying",
+  ended: "Central database lock free again; forwarding",
+  countsOccurrences: true,
+};
 export const BACKLOG_DRAINING: ConditionSpec = {
   name: "backlog_draining",
   level: "info",
@@ -225,6 +232,7 @@ export const CONDITIONS: readonly ConditionSpec[] = [
   DEVICE_STATUS_UNRECORDED,
   CENTRAL_UNREACHABLE,
   CENTRAL_REFUSES,
+  CENTRAL_LOCK_WAIT,
   BACKLOG_DRAINING,
   CENTRAL_SLOW,
   SPOOL_FULL,
