@@ -34,6 +34,11 @@ const SCENARIOS: Scenario[] = [
     full: 20,
   },
   {
+    name: "orphaned-session",
+    load: async () => (await import("../tests/torture/orphaned_session.ts")).runOrphanedSession,
+    full: 6,
+  },
+  {
     name: "slow-central",
     load: async () => (await import("../tests/torture/slow_central.ts")).runSlowCentral,
     full: 12,
