@@ -42,12 +42,10 @@ import type { Sql } from "../central/connect.ts";
 const KEEPALIVE_IDLE_S = 10;
 const KEEPALIVE_INTERVAL_S = 5;
 const KEEPALIVE_COUNT = 3;
-/** How long after its client's last packet the server drops a dead client's session. */
-export const DEAD_CLIENT_DROPPED_AFTER_S = KEEPALIVE_IDLE_S + KEEPALIVE_INTERVAL_S * KEEPALIVE_COUNT;
 export const IDLE_IN_TRANSACTION_MS = 15_000;
 const LOCK_TIMEOUT_MS = 5_000;
 
-export function lockTimeoutMs(config: Config): number {
+function lockTimeoutMs(config: Config): number {
   return Math.min(LOCK_TIMEOUT_MS, Math.floor(config.forward_timeout_ms / 4));
 }
 
