@@ -93,6 +93,8 @@ Deno.test("forwarder session left idle inside its batch is ended by the server, 
       claimed(row!.pid);
       await new Promise(() => {});
     });
+    // Its end is awaited below; the handler is attached now, before the server ends it.
+    const ended = batch.then(() => undefined, (err: Error & { code?: string }) => err);
     const pid = await holderPid;
     const holding = async () =>
       (await admin<{ n: number }[]>`
@@ -103,7 +105,7 @@ Deno.test("forwarder session left idle inside its batch is ended by the server, 
       await new Promise((r) => setTimeout(r, 250));
     }
     assert.equal(await holding(), 0, "the orphaned batch still holds the ledger lock");
-    await assert.rejects(batch, (err: Error & { code?: string }) => err.code === "CONNECTION_CLOSED");
+    assert.equal((await ended)?.code, "CONNECTION_CLOSED");
     const log = await Deno.readTextFile(`${pg.dir}/pg.log`);
     assert.match(log, /terminating connection due to idle-in-transaction timeout/);
     // The range was never committed: another claim of it succeeds.
