@@ -34,6 +34,11 @@ const SCENARIOS: Scenario[] = [
     full: 20,
   },
   {
+    name: "orphaned-session",
+    load: async () => (await import("../tests/torture/orphaned_session.ts")).runOrphanedSession,
+    full: 6,
+  },
+  {
     name: "slow-central",
     load: async () => (await import("../tests/torture/slow_central.ts")).runSlowCentral,
     full: 12,
@@ -90,6 +95,7 @@ kwollector promises that a sample which reached the spool is stored in the centr
 exactly once, whatever happens to the collector process, the spool's disk, the network or the
 central database. This page shows that promise tested against real faults: the real collector
 process killed with SIGKILL at aimed points, PostgreSQL stopped while the collector restarts,
+a collector losing power in the middle of a batch (its network namespace cut and deleted),
 a central database that is slow, locked and refusing rows, a wall clock stepped by an hour, the
 spool driven against a model through random crashes, crash images of its files, and a full disk.
 

@@ -9,10 +9,11 @@
  *    metric, labels JSON, timestamp, value), and the spool's own encoded rows (4 integers, no
  *    per-sample work: SQLite's ceiling for that table).
  * 3. Forward rate to a local PostgreSQL, against a bare COPY of the same rows by the same client.
- * 4. Restart on a spool holding a large backlog (BENCH_BACKLOG, default 10,000,000) while polling
- *    10,000 metrics at 1 Hz: first poll, first forward, drain time, freshness of the live lane
- *    during the drain (sample timestamp → commit in the central table), RSS all along, and a
- *    check that every backlog sample landed exactly once.
+ * 4. Restart on a spool holding a large backlog (BENCH_BACKLOG, a comma-separated list, default
+ *    1,000,000 and 10,000,000: one run each, figures suffixed _1m, _10m) while polling 10,000
+ *    metrics at 1 Hz: first poll, first forward, drain time, freshness of the live lane during
+ *    the drain (sample timestamp → commit in the central table), RSS all along, and a check that
+ *    every backlog sample landed exactly once.
  *
  *   deno run -A scripts/bench/core.ts            (BENCH_ONLY=idle|append|forward|drain for one)
  */
@@ -40,7 +41,7 @@ import {
 } from "./collector.ts";
 
 setLogSink(() => {});
-const BACKLOG = Number(Deno.env.get("BENCH_BACKLOG") ?? 10_000_000);
+const BACKLOGS = (Deno.env.get("BENCH_BACKLOG") ?? "1000000,10000000").split(",").map(Number);
 const SERIES = 10_000;
 /** Metric of the backlog samples (the live ones are the exporter's, the collector's own are its telemetry). */
 const BACKLOG_METRIC = "bmc_node_power_watt";
@@ -288,21 +289,25 @@ async function forwardRate(dir: string) {
 }
 
 /**
- * The real collector restarted on a spool holding BACKLOG samples while it polls 10,000 metrics
- * at 1 Hz. The drain is over when the central ledger covers seqs 1..BACKLOG; its end is that
+ * The real collector restarted on a spool holding `backlogSize` samples while it polls 10,000 metrics
+ * at 1 Hz. The drain is over when the central ledger covers seqs 1..backlogSize; its end is that
  * ledger row's commit time.
  */
-async function drainWhilePolling(dir: string) {
+async function drainWhilePolling(root: string, backlogSize: number) {
+  // Figure names carry the backlog: drain_time_while_polling_10m.
+  const suffix = backlogSize % 1_000_000 === 0 ? `_${backlogSize / 1_000_000}m` : `_${backlogSize}`;
+  const dir = `${root}/drain${suffix}`;
+  await Deno.mkdir(dir);
   const pg = await startBenchPostgres();
   const exporter = startExporter();
   try {
     const config = pgConfig(pg, dir, { spool_path: `${dir}/drain/spool.db`, spool_max_bytes: 2 ** 40 });
     await setupDatabase(config);
     const spool = openSpool(config);
-    for (let i = 0; i < BACKLOG;) {
+    for (let i = 0; i < backlogSize;) {
       const appends: Promise<void>[] = [];
-      for (let n = 0; n < 5 && i < BACKLOG; n++, i += 50_000) {
-        appends.push(spool.append(batch(Math.min(50_000, BACKLOG - i), i, BACKLOG)));
+      for (let n = 0; n < 5 && i < backlogSize; n++, i += 50_000) {
+        appends.push(spool.append(batch(Math.min(50_000, backlogSize - i), i, backlogSize)));
       }
       await Promise.all(appends);
     }
@@ -318,9 +323,9 @@ async function drainWhilePolling(dir: string) {
         await sleep(1000);
         rss.push(processRssMb(child.pid));
         const [row] = await admin`
-          SELECT coalesce(sum(least(last_seq, ${BACKLOG}) - first_seq + 1), 0)::float8 AS covered
-          FROM kwollect_ledger WHERE first_seq <= ${BACKLOG}`;
-        drained = (row as { covered: number }).covered >= BACKLOG;
+          SELECT coalesce(sum(least(last_seq, ${backlogSize}) - first_seq + 1), 0)::float8 AS covered
+          FROM kwollect_ledger WHERE first_seq <= ${backlogSize}`;
+        drained = (row as { covered: number }).covered >= backlogSize;
       }
       // Let the live samples of the last polls of the drain land before stopping.
       await sleep(3000);
@@ -329,7 +334,7 @@ async function drainWhilePolling(dir: string) {
     }
     const [end] = await admin`
       SELECT (extract(epoch FROM max(pg_xact_commit_timestamp(xmin))) * 1000)::float8 AS ms
-      FROM kwollect_ledger WHERE first_seq <= ${BACKLOG}`;
+      FROM kwollect_ledger WHERE first_seq <= ${backlogSize}`;
     const drainEndMs = drained ? (end as { ms: number }).ms : NaN;
     const drainS = (drainEndMs - startedMs) / 1000;
     const firstForwardMs = await firstLedgerCommitMs(admin);
@@ -337,77 +342,77 @@ async function drainWhilePolling(dir: string) {
     const [backlogRows] = await admin`SELECT count(*)::int AS n FROM metrics WHERE metric_id = ${BACKLOG_METRIC}`;
     const delivered = (backlogRows as { n: number }).n;
     const steady = rss.slice(Math.min(5, rss.length - 1)).sort((a, b) => a - b);
-    const backlog = count.format(BACKLOG);
+    const backlog = count.format(backlogSize);
     report({
-      name: "restart_to_first_poll",
+      name: `restart_to_first_poll${suffix}`,
       figure: `restart with a ${backlog}-sample spool: process start → first poll (first sample timestamp)`,
       value: live.firstSampleMs === undefined ? NaN : (live.firstSampleMs - startedMs) / 1000,
       unit: "s",
       goal: { op: "<=", value: 2 },
     });
     report({
-      name: "restart_to_first_forward",
+      name: `restart_to_first_forward${suffix}`,
       figure: `restart with a ${backlog}-sample spool: process start → first batch committed centrally`,
       value: firstForwardMs === undefined ? NaN : (firstForwardMs - startedMs) / 1000,
       unit: "s",
       goal: { op: "<=", value: 2 },
     });
     report({
-      name: "drain_time_while_polling",
+      name: `drain_time_while_polling${suffix}`,
       figure: `drain of a ${backlog}-sample backlog while polling ${count.format(LIVE_METRICS)} metrics at 1 Hz: ` +
         `process start → last backlog batch committed`,
       value: drainS,
       unit: "s",
     });
     report({
-      name: "drain_rate_net",
+      name: `drain_rate_net${suffix}`,
       figure: "drain: backlog and live rows committed per second of drain",
       value: (delivered + live.rows) / drainS,
       unit: "rows/s",
       goal: { op: ">=", value: 130_000 },
     });
     report({
-      name: "drain_live_freshness_p50",
+      name: `drain_live_freshness_p50${suffix}`,
       figure: "drain: live lane freshness p50 (sample timestamp → commit in the central table)",
       value: live.p50S,
       unit: "s",
     });
     report({
-      name: "drain_live_freshness_p99",
+      name: `drain_live_freshness_p99${suffix}`,
       figure: "drain: live lane freshness p99 (goal: 2 poll periods)",
       value: live.p99S,
       unit: "s",
       goal: { op: "<=", value: 2 },
     });
     report({
-      name: "drain_live_freshness_max",
+      name: `drain_live_freshness_max${suffix}`,
       figure: "drain: live lane freshness, worst sample",
       value: live.maxS,
       unit: "s",
     });
     report({
-      name: "drain_live_polls",
+      name: `drain_live_polls${suffix}`,
       figure: `drain: polls of ${count.format(LIVE_METRICS)} samples that landed during the drain ` +
         `(one per second of drain if none was skipped)`,
       value: live.polls,
       unit: `polls in ${Math.round(drainS)} s`,
     });
     report({
-      name: "drain_backlog_delivered_exactly_once",
+      name: `drain_backlog_delivered_exactly_once${suffix}`,
       figure: "drain: backlog rows in the central table / backlog size",
-      value: delivered / BACKLOG,
+      value: delivered / backlogSize,
       unit: "ratio",
       goal: { op: "==", value: 1 },
     });
     report({
-      name: "collector_rss_during_drain_max",
+      name: `collector_rss_during_drain_max${suffix}`,
       figure: `collector RSS during the drain, max (sampled every second, first 5 s left out)`,
       value: steady.at(-1) ?? NaN,
       unit: "MB",
       goal: { op: "<=", value: 120 },
     });
     report({
-      name: "collector_rss_during_drain_spread",
+      name: `collector_rss_during_drain_spread${suffix}`,
       figure: "collector RSS during the drain, (max − min) / min",
       value: steady.length > 0 ? (steady.at(-1)! - steady[0]!) / steady[0]! : NaN,
       unit: "ratio",
@@ -425,7 +430,7 @@ try {
   if (!only || only === "idle") await idleCollectorRss(dir);
   if (!only || only === "append") await spoolAppend(dir);
   if (!only || only === "forward") await forwardRate(dir);
-  if (!only || only === "drain") await drainWhilePolling(dir);
+  if (!only || only === "drain") { for (const backlog of BACKLOGS) await drainWhilePolling(dir, backlog); }
 } finally {
   await Deno.remove(dir, { recursive: true });
 }

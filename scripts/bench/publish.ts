@@ -22,6 +22,11 @@ export const SCRIPTS: Record<string, { title: string; about: string; env?: strin
     about: "sample → central row at 10,000 samples/s, no backlog",
     env: ["BENCH_V8_FLAGS"],
   },
+  recovery: {
+    title: "Recovery after central outages",
+    about: "central database's return → first live sample committed, live freshness while the outage's backlog drains",
+    env: ["BENCH_OUTAGES", "BENCH_OUTAGE_S", "BENCH_SETTLE_S", "BENCH_V8_FLAGS"],
+  },
   snmp: { title: "SNMP", about: "throughput against a local snmpd, fleet of 1,000 simulated agents" },
   modbus_ipmi: { title: "Modbus and IPMI", about: "200 simulated Modbus devices, 10 simulated BMCs" },
   wattmetre: { title: "Wattmeter stream", about: "48 ports at 50 Hz into a durable spool" },

@@ -6,9 +6,16 @@ import { ConfigError } from "../config/errors.ts";
 /**
  * Connections to the central PostgreSQL. Every connection goes through our own socket factory so
  * that TCP_NODELAY is set (postgres.js never sets it, and every COPY then waits ~90 ms for a
- * delayed ACK). postgres.js still performs the SSLRequest negotiation on that socket, so TLS
- * works with libpq's sslmode semantics: `prefer` and `require` encrypt without verifying,
- * `verify-ca` checks the chain against `db_sslrootcert`, `verify-full` also checks the host name.
+ * delayed ACK) and TCP keepalives probe a silent server after KEEPALIVE_IDLE_MS. postgres.js
+ * still performs the SSLRequest negotiation on that socket, so TLS works with libpq's sslmode
+ * semantics: `prefer` and `require` encrypt without verifying, `verify-ca` checks the chain
+ * against `db_sslrootcert`, `verify-full` also checks the host name.
+ *
+ * Keepalives: Deno's node:net sets only the idle time before the first probe (TCP_KEEPIDLE); the
+ * probe interval and count stay the kernel's (net.ipv4.tcp_keepalive_intvl and _probes, 75 s × 9
+ * by default). A dead server is therefore noticed by the caller's own deadline on each request
+ * (the forwarder's forward_timeout_ms) rather than by the socket; what the server needs to notice
+ * a dead client is asked for per session (`parameters`, see src/forward/session.ts).
  */
 export type Sql = ReturnType<typeof postgres>;
 
@@ -46,7 +53,17 @@ export interface ConnectOptions {
   applicationName?: string;
   /** Server-side statement_timeout in ms (0: none). */
   statementTimeoutMs?: number;
+  /**
+   * Further server settings for the session, sent in the startup packet: they hold on every
+   * connection, reconnections included, and take precedence over the role's and database's.
+   */
+  parameters?: Record<string, string | number>;
+  /** Called when a connection closes, whatever the cause (postgres.js reconnects on the next query). */
+  onClose?: () => void;
 }
+
+/** Idle time of a connection before the client's kernel probes the server. */
+export const KEEPALIVE_IDLE_MS = 10_000;
 
 export function connect(e: Endpoint, opts: ConnectOptions = {}): Sql {
   const unix = e.host.startsWith("/");
@@ -62,9 +79,13 @@ export function connect(e: Endpoint, opts: ConnectOptions = {}): Sql {
     idle_timeout: 0,
     max_lifetime: null,
     onnotice: () => {},
+    // Keepalives are set by openSocket, once.
+    keep_alive: null,
+    ...(opts.onClose ? { onclose: opts.onClose } : {}),
     connection: {
       application_name: opts.applicationName ?? "kwollector",
       ...(opts.statementTimeoutMs ? { statement_timeout: opts.statementTimeoutMs } : {}),
+      ...opts.parameters,
     },
     ...(unix ? {} : { socket: () => openSocket(e.host, e.port) }),
   });
@@ -74,6 +95,7 @@ function openSocket(host: string, port: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const s = net.connect(port, host);
     s.setNoDelay(true);
+    s.setKeepAlive(true, KEEPALIVE_IDLE_MS);
     // postgres.js reads socket.host for the TLS server name.
     (s as unknown as { host: string }).host = host;
     s.once("connect", () => {

@@ -259,10 +259,11 @@ export const DEFAULTS = {
   },
   forward_retry_max_ms: {
     type: "integer",
-    default: 30000,
+    default: 3000,
     min: 10,
     max: TIMER_MAX_MS,
-    doc: "Longest wait between two attempts to reach the central database (jittered backoff)",
+    doc: "Longest wait between two attempts to reach the central database (jittered backoff): " +
+      "how long live data may stay stale after the central database returns",
     group: "forward",
   },
   forward_timeout_ms: {

@@ -8,10 +8,12 @@ import { Backoff } from "../forward/backoff.ts";
 import { classify, type FailureKind } from "./classify.ts";
 import { copyFloat, copyRow, copyTimestamp } from "./copy_text.ts";
 import { failpoint } from "./failpoint.ts";
+import { ledgerLockHolder, limitStatements, type LockWait, lockWaitOf, sessionParameters } from "./session.ts";
 import { type Clock, sleep, systemClock } from "../collect/clock.ts";
 import {
   ACK_LOST,
   BACKLOG_DRAINING,
+  CENTRAL_LOCK_WAIT,
   CENTRAL_REFUSES,
   CENTRAL_SLOW,
   CENTRAL_UNREACHABLE,
@@ -49,12 +51,28 @@ import { Telemetry } from "../telemetry/telemetry.ts";
  *
  * # Two lanes after an outage
  *
- * When a backlog larger than one batch is found, the seqs up to the newest one at that moment
- * are the backfill; every later sample belongs to the live lane. Each step first sends the live
- * samples (dashboards and alerts recover at once), then one batch of the oldest backfill. The backfill is paced: capped at `forward_backfill_rows_per_s` when set, and its batch
- * shrinks when the central database slows down (a batch slower than BACKFILL_SLOW_MS halves it,
- * a fast one doubles it back), so a fleet of collectors returning together does not flatten the
- * central database. Both lanes use the same ledger, so exactly-once holds across them.
+ * The live lane is every sample taken since the latest of: the start of this process (its first
+ * poll included), the last failed attempt, the last step that left no live sample behind. The
+ * rest is the backfill: what was in the spool when the process started, and what piled up while
+ * the central database could not be reached. While the spool holds more than one batch, each
+ * step first sends the live samples (dashboards and alerts recover at once), then one batch of
+ * the oldest backfill. The backfill is paced: capped at `forward_backfill_rows_per_s` when set,
+ * and its batch shrinks when the central database slows down (a batch slower than
+ * BACKFILL_SLOW_MS halves it, a fast one doubles it back), so a fleet of collectors returning
+ * together does not flatten the central database. Both lanes use the same ledger, so
+ * exactly-once holds across them.
+ *
+ * # Retrying
+ *
+ * After a failure the forwarder waits a jittered, exponentially growing time capped at
+ * `forward_retry_max_ms` (3 s by default), so live data is central again within about 3.5 s of
+ * the central database's return (Prometheus' remote_write caps its backoff at 5 s) while a fleet
+ * of collectors spreads its reconnections over those 3 s. Each attempt is a whole reconnection,
+ * which costs a refused connection nothing while the server or the network is down, so no
+ * separate reachability probe is needed. A refusal that needs a person (wrong password, missing
+ * table) is retried at the old pace instead, every REFUSED_RETRY_MAX_MS at most: a fleet with
+ * a wrong password does not fill the server's log with failed logins. A lock held by another
+ * session (src/forward/session.ts) is reported as such and retried like an outage.
  */
 export interface ForwarderOptions {
   spool: Spool;
@@ -94,6 +112,8 @@ class CopyRejectedError extends Error {
 const BACKFILL_SLOW_MS = 2000;
 const BACKFILL_FAST_MS = 500;
 const BACKFILL_MIN_ROWS = 500;
+/** Longest wait between two attempts while the central database refuses the collector. */
+const REFUSED_RETRY_MAX_MS = 30_000;
 
 class OverlapError extends Error {
   readonly code = "KWOLLECTOR_ALREADY_CLAIMED";
@@ -121,10 +141,14 @@ export class Forwarder {
   #reconciled = false;
   #seqsChecked = false;
   #backoff: Backoff;
+  #refusedBackoff: Backoff;
+  /** Whether the connection's statement_timeout was set (again after every reconnection). */
+  #sessionLimited = false;
   #telemetry: Telemetry;
   #backfillRows: number;
-  /** While draining a backlog: the newest seq of the backlog; later seqs are the live lane. */
-  #liveAfter: number | undefined;
+  /** Seqs up to this one are the backfill, later ones the live lane (see "Two lanes"). */
+  #liveAfter: number;
+  #draining = false;
   #backfillTokens = 0;
   /** Whether the central database answered since the connection last failed, and when it last did. */
   #answered = false;
@@ -140,6 +164,8 @@ export class Forwarder {
     this.#clock = opts.clock ?? systemClock;
     this.#telemetry = opts.telemetry ?? new Telemetry({ now: () => this.#clock.monotonic() });
     this.#backoff = new Backoff({ capMs: opts.config.forward_retry_max_ms });
+    this.#refusedBackoff = new Backoff({ capMs: Math.max(REFUSED_RETRY_MAX_MS, opts.config.forward_retry_max_ms) });
+    this.#liveAfter = opts.spool.openedAtSeq - 1;
     this.#backfillRows = opts.config.forward_batch_rows;
     this.#backfillRefilledAt = this.#clock.monotonic();
   }
@@ -153,7 +179,7 @@ export class Forwarder {
         ? this.#opts.config.forward_interval_ms
         : outcome === "paced"
         ? Math.max(10, this.#opts.config.forward_interval_ms / 5)
-        : this.#backoff.next();
+        : this.#retryWaitMs();
       await sleep(this.#clock, wait, signal);
     }
   }
@@ -171,7 +197,7 @@ export class Forwarder {
       if (this.#clock.monotonic() >= opts.deadlineMs) return false;
       if (outcome === "paced") await sleep(this.#clock, 20, opts.signal);
       if (outcome === "failed") {
-        const wait = Math.min(this.#backoff.next(), Math.max(0, opts.deadlineMs - this.#clock.monotonic()));
+        const wait = Math.min(this.#retryWaitMs(), Math.max(0, opts.deadlineMs - this.#clock.monotonic()));
         await sleep(this.#clock, wait, opts.signal);
       }
     }
@@ -182,41 +208,47 @@ export class Forwarder {
    * Never throws: failures are classified, logged by impact and answered with "failed".
    */
   async step(): Promise<"sent" | "idle" | "paced" | "failed"> {
-    this.#backlogAtStepStart = this.#opts.spool.rowCount();
+    const spool = this.#opts.spool;
+    this.#backlogAtStepStart = spool.rowCount();
     try {
       const sql = this.#connection();
+      if (!this.#sessionLimited) {
+        await this.#timed(limitStatements(sql, this.#opts.config));
+        this.#sessionLimited = true;
+      }
       if (!this.#reconciled) {
         await this.#reconcile(sql);
         this.#reconciled = true;
       }
       await this.#reportGaps(sql);
       await this.#reportQuarantine(sql);
-      const spool = this.#opts.spool;
       const batchRows = this.#opts.config.forward_batch_rows;
+      const newest = spool.lastSeq();
       if (spool.rowCount() <= batchRows) {
-        if (this.#liveAfter !== undefined) {
-          this.#liveAfter = undefined;
+        if (this.#draining) {
+          this.#draining = false;
           this.#telemetry.end(BACKLOG_DRAINING, "spool", { live_rows: this.counters.liveRows });
         }
         const batch = spool.read(0, batchRows);
-        if (batch.length === 0) {
-          this.#recovered();
-          return "idle";
-        }
-        await this.#sendIsolating(sql, batch);
+        if (batch.length > 0) await this.#sendIsolating(sql, batch);
+        // Caught up: whatever comes next is live.
+        this.#liveAfter = Math.max(this.#liveAfter, newest);
         this.#recovered();
-        return "sent";
+        return batch.length > 0 ? "sent" : "idle";
       }
       // A backlog: the live lane first, then a paced backfill batch.
-      if (this.#liveAfter === undefined) {
-        this.#liveAfter = spool.lastSeq();
+      if (!this.#draining) {
+        this.#draining = true;
         this.#telemetry.begin(BACKLOG_DRAINING, "spool", {
           backlog_rows: spool.rowCount(),
           cap_rows_per_s: this.#opts.config.forward_backfill_rows_per_s || undefined,
         });
       }
       const live = spool.read(this.#liveAfter, batchRows);
-      if (live.length > 0) await this.#sendIsolating(sql, live);
+      if (live.length > 0) {
+        await this.#sendIsolating(sql, live);
+        this.#liveAfter = Math.max(this.#liveAfter, live.at(-1)!.seq);
+      }
       this.counters.liveRows += live.length;
       const allowed = this.#backfillAllowance();
       let backfilled = 0;
@@ -233,9 +265,56 @@ export class Forwarder {
     } catch (err) {
       // Our own bug is not a delivery failure: it leaves the loop, and the process (see main.ts).
       if (classify(err) === "bug") throw err;
-      this.#failed(err);
+      const lockWait = lockWaitOf(err, { spoolId: spool.spoolId, config: this.#opts.config });
+      if (lockWait) await this.#lockWaited(lockWait);
+      else this.#failed(err);
+      // What was taken until now could not be sent in time: it joins the backfill.
+      this.#liveAfter = Math.max(this.#liveAfter, spool.lastSeq());
       return "failed";
     }
+  }
+
+  /**
+   * A lock wait ran into lock_timeout: the database answers, another session holds a lock this
+   * batch needs (an orphaned batch of this spool, a concurrent flush, maintenance). Logged with
+   * the holder; the connection is kept (the transaction was rolled back, nothing is uncertain).
+   */
+  async #lockWaited(wait: LockWait): Promise<void> {
+    const sql = this.#sql;
+    const spool = this.#opts.spool;
+    if (sql && wait.ledger) {
+      try {
+        wait.holder = await this.#timed(ledgerLockHolder(sql, spool.spoolId));
+      } catch (err) {
+        this.#failed(err);
+        return;
+      }
+    }
+    this.counters.retries++;
+    const t = this.#telemetry;
+    t.emit(FORWARD_FAILED, { error: `Lock wait timed out: ${wait.lock}`, attempt: this.#backoff.attempts });
+    const answered = { endpoint: describe(this.#opts.endpoint), backlog_rows: spool.rowCount() };
+    t.end(CENTRAL_UNREACHABLE, "central", answered);
+    t.end(CENTRAL_REFUSES, "central", answered);
+    const h = wait.holder;
+    t.begin(CENTRAL_LOCK_WAIT, "central", {
+      lock: wait.lock,
+      waited_ms: wait.waitedMs,
+      ...(h && {
+        holder_pid: h.pid,
+        holder_application: h.application,
+        holder_client: h.client ?? undefined,
+        holder_state: h.state ?? undefined,
+        holder_state_s: h.stateS ?? undefined,
+        holder_transaction_s: h.transactionS ?? undefined,
+      }),
+    }, wait.lock);
+  }
+
+  /** The wait before the next attempt: slow while a person must act, short otherwise. */
+  #retryWaitMs(): number {
+    const refused = this.#telemetry.isActive(CENTRAL_REFUSES, "central");
+    return (refused ? this.#refusedBackoff : this.#backoff).next();
   }
 
   /** Rows the backfill lane may send now (token bucket when forward_backfill_rows_per_s > 0). */
@@ -268,7 +347,14 @@ export class Forwarder {
 
   #connection(): Sql {
     if (!this.#sql) {
-      const make = this.#opts.connectFn ?? ((e: Endpoint) => connect(e, { applicationName: "kwollector forwarder" }));
+      const make = this.#opts.connectFn ?? ((e: Endpoint) =>
+        connect(e, {
+          applicationName: "kwollector forwarder",
+          parameters: sessionParameters(this.#opts.config),
+          onClose: () => {
+            this.#sessionLimited = false;
+          },
+        }));
       this.#sql = make(this.#opts.endpoint);
     }
     return this.#sql;
@@ -280,6 +366,7 @@ export class Forwarder {
     this.#sql = undefined;
     this.#answered = false;
     this.#reconciled = false;
+    this.#sessionLimited = false;
     this.#opts.spool.releaseLeases();
     if (sql) sql.end({ timeout: 0 }).catch(() => {});
   }
@@ -444,6 +531,7 @@ export class Forwarder {
                                ${batch.map((s) => JSON.stringify(s.labels))}::text[]::jsonb[])`;
         return;
       }
+      failpoint("before-copy");
       const writable = await tx`COPY metrics ("timestamp", device_id, metric_id, value, labels) FROM STDIN`.writable();
       const finished = writeAll(writable, chunks);
       try {
@@ -531,9 +619,11 @@ export class Forwarder {
    */
   #recovered(): void {
     this.#backoff.reset();
+    this.#refusedBackoff.reset();
     this.lastFailure = undefined;
     const t = this.#telemetry;
     if (t.isActive(SPOOL_REFUSES_FORWARDER, "spool")) t.end(SPOOL_REFUSES_FORWARDER, "spool");
+    if (t.isActive(CENTRAL_LOCK_WAIT, "central")) t.end(CENTRAL_LOCK_WAIT, "central");
     if (!this.#answered) return;
     if (!t.isActive(CENTRAL_REFUSES, "central") && !t.isActive(CENTRAL_UNREACHABLE, "central")) return;
     const fields = { endpoint: describe(this.#opts.endpoint), backlog_rows: this.#backlogAtStepStart };
@@ -561,6 +651,7 @@ function writeAll(
   },
   chunks: string[],
 ): Promise<void> {
+  failpoint("mid-copy");
   return new Promise((resolve, reject) => {
     w.once("error", reject);
     w.once("finish", () => resolve());

@@ -163,6 +163,13 @@ export const CENTRAL_REFUSES: ConditionSpec = {
   started: "Central database refuses the collector; samples are kept in the spool until fixed",
   ended: "Central database accepts the collector again",
 };
+export const CENTRAL_LOCK_WAIT: ConditionSpec = {
+  name: "central_lock_wait",
+  level: "warning",
+  started: "Central database lock held by another session; retrying",
+  ended: "Central database lock free again; forwarding",
+  countsOccurrences: true,
+};
 export const BACKLOG_DRAINING: ConditionSpec = {
   name: "backlog_draining",
   level: "info",
@@ -258,6 +265,7 @@ export const CONDITIONS: readonly ConditionSpec[] = [
   CENTRAL_UNREACHABLE,
   CENTRAL_REFUSES,
   SPOOL_REFUSES_FORWARDER,
+  CENTRAL_LOCK_WAIT,
   BACKLOG_DRAINING,
   CENTRAL_SLOW,
   SPOOL_FULL,

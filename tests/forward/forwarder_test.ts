@@ -41,6 +41,16 @@ async function fixture(pg: PgCluster, overrides: Record<string, string | number>
   return { dir, config, spool, admin };
 }
 
+function reopen(config: Config): Spool {
+  return Spool.open({
+    path: config.spool_path,
+    maxBytes: config.spool_max_bytes,
+    fullPolicy: "drop_oldest",
+    synchronous: "full",
+    commitIntervalMs: 1,
+  });
+}
+
 async function values(admin: ReturnType<PgCluster["admin"]>, spoolId: string): Promise<number[]> {
   const rows = await admin<{ value: number }[]>`
     SELECT m.value FROM metrics m ORDER BY m.value`;
@@ -290,8 +300,12 @@ Deno.test("forwarder sends new samples ahead of a backlog and paces the backfill
   const pg = await pgReady;
   quietLogs();
   try {
-    const { config, spool, admin } = await fixture(pg, { forward_batch_rows: 2000, forward_backfill_rows_per_s: 4000 });
-    await spool.append(samples(20_000));
+    const fixed = await fixture(pg, { forward_batch_rows: 2000, forward_backfill_rows_per_s: 4000 });
+    const { config, admin } = fixed;
+    // A backlog left by a previous run: the collector restarts on it.
+    await fixed.spool.append(samples(20_000));
+    fixed.spool.close();
+    const spool = reopen(config);
     const fwd = new Forwarder({ spool, endpoint: endpointOf(config), config });
     await fwd.step(); // finds the backlog; the backfill bucket starts empty
     const fresh = samples(10, 1_000_000);

@@ -51,7 +51,15 @@ async function run(cmd: string, args: string[], opts: { asPostgres?: boolean; cw
   return text;
 }
 
-export async function startPostgres(opts: { timescaledb?: boolean; fsync?: boolean } = {}): Promise<PgCluster> {
+/** A private network the cluster also serves (tests/helpers/netns.ts): its address, and its clients'. */
+export interface ServedNetwork {
+  address: string;
+  clients: string;
+}
+
+export async function startPostgres(
+  opts: { timescaledb?: boolean; fsync?: boolean; network?: ServedNetwork } = {},
+): Promise<PgCluster> {
   const timescaledb = opts.timescaledb ?? timescaleInstalled();
   const dir = await Deno.makeTempDir({ prefix: "kwollector-pg-" });
   await Deno.chmod(dir, 0o755);
@@ -134,12 +142,13 @@ export async function startPostgres(opts: { timescaledb?: boolean; fsync?: boole
       "host all postgres 127.0.0.1/32 trust",
       "hostssl all all 127.0.0.1/32 scram-sha-256",
       "host all all 127.0.0.1/32 scram-sha-256",
+      ...(opts.network ? [`host all all ${opts.network.clients} scram-sha-256`] : []),
     ].join("\n") + "\n",
   );
   const port = freePort();
   const options = [
     `-p ${port}`,
-    "-c listen_addresses=127.0.0.1",
+    `-c listen_addresses=${["127.0.0.1", ...(opts.network ? [opts.network.address] : [])].join(",")}`,
     `-c unix_socket_directories=${dir}`,
     "-c ssl=on",
     `-c fsync=${opts.fsync ? "on" : "off"}`,

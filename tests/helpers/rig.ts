@@ -10,7 +10,7 @@
  * (series, value) pair is a duplicate.
  */
 import { DatabaseSync } from "node:sqlite";
-import { destroyPostgres, type PgCluster, startPostgres } from "./postgres.ts";
+import { destroyPostgres, type PgCluster, type ServedNetwork, startPostgres } from "./postgres.ts";
 import { pgConfig } from "./config.ts";
 import { setupDatabase } from "../../src/central/setup.ts";
 import { Spool } from "../../src/spool/spool.ts";
@@ -24,6 +24,7 @@ const EXPORTER_DEVICE = "exporter-1";
 // Exporter
 
 export interface RecordingExporter {
+  hostname: string;
   port: number;
   /** Series per scrape: `scrape_count` plus `bulk{i="1"}` ... `bulk{i="series-1"}`. */
   series: number;
@@ -40,15 +41,19 @@ export interface RecordingExporter {
   close(): Promise<void>;
 }
 
-export function startRecordingExporter(opts: { series?: number; extraLines?: string[] } = {}): RecordingExporter {
+/** `hostname`: where it listens (127.0.0.1 unless a collector polls it from a network namespace). */
+export function startRecordingExporter(
+  opts: { series?: number; hostname?: string; extraLines?: string[] } = {},
+): RecordingExporter {
   const series = opts.series ?? 1;
+  const hostname = opts.hostname ?? "127.0.0.1";
   let count = 0;
   let inFlight = 0;
   let delayMs = 0;
   const monos: number[] = [];
   const walls: number[] = [];
   let waiters: ((v: number) => void)[] = [];
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async () => {
+  const server = Deno.serve({ hostname, port: 0, onListen: () => {} }, async () => {
     const v = ++count;
     monos[v] = performance.now();
     walls[v] = Date.now();
@@ -67,6 +72,7 @@ export function startRecordingExporter(opts: { series?: number; extraLines?: str
     }
   });
   return {
+    hostname,
     port: server.addr.port,
     series,
     served: () => count,
@@ -87,9 +93,9 @@ export function startRecordingExporter(opts: { series?: number; extraLines?: str
 // -----------------------------------------------------------------------------------------------
 // Central database and configuration
 
-/** A test PostgreSQL with the Kwollect schema applied (`setup-db`). */
-export async function startCentral(): Promise<PgCluster> {
-  const pg = await startPostgres();
+/** A test PostgreSQL with the Kwollect schema applied (`setup-db`), serving `network` too if given. */
+export async function startCentral(opts: { network?: ServedNetwork } = {}): Promise<PgCluster> {
+  const pg = await startPostgres(opts.network ? { network: opts.network } : {});
   try {
     const dir = await Deno.makeTempDir({ prefix: "kwollector-setup-" });
     await setupDatabase(pgConfig(pg, dir));
@@ -126,7 +132,7 @@ export async function writeRig(opts: {
   const names = opts.exporter.series > 1 ? "scrape_count-bulk" : "scrape_count";
   await Deno.writeTextFile(
     `${dir}/metrics.d/exporter.yaml`,
-    `- name: counter\n  device_id: ${EXPORTER_DEVICE}\n  url: prometheus://127.0.0.1:${opts.exporter.port}/${names}\n` +
+    `- name: counter\n  device_id: ${EXPORTER_DEVICE}\n  url: prometheus://${opts.exporter.hostname}:${opts.exporter.port}/${names}\n` +
       `  update_every: ${opts.periodMs ?? 100}\n` + (opts.extraEntries ?? ""),
   );
   const spoolPath = `${dir}/spool/spool.db`;
@@ -163,13 +169,22 @@ export interface CollectorProcess {
 
 /**
  * Starts `kwollector run CONFIG`. A `wrapper` (e.g. `["strace", ..., "--"]`) runs the collector
- * as its child; signals still go to the collector's own PID.
+ * as its child; signals still go to the collector's own PID. `netns` runs it in that network
+ * namespace (`ip netns exec` becomes the collector: same PID).
  */
 export function startCollector(
   config: string,
-  opts: { env?: Record<string, string>; wrapper?: string[] } = {},
+  opts: { env?: Record<string, string>; wrapper?: string[]; netns?: string } = {},
 ): CollectorProcess {
-  const argv = [Deno.execPath(), "run", "-A", MAIN, "run", config];
+  const argv = [
+    ...(opts.netns ? ["ip", "netns", "exec", opts.netns] : []),
+    Deno.execPath(),
+    "run",
+    "-A",
+    MAIN,
+    "run",
+    config,
+  ];
   const wrapper = opts.wrapper ?? [];
   const all = [...wrapper, ...argv];
   const child = new Deno.Command(all[0]!, {

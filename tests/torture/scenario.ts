@@ -43,6 +43,7 @@ export function prng(seed: number): () => number {
 export const CI_SIZES = {
   "kill-sweep": 24,
   "outage-restarts": 6,
+  "orphaned-session": 2,
   "slow-central": 4,
   "clock-step": 4,
   "spool-model": 10,
