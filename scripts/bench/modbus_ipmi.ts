@@ -17,7 +17,7 @@
  *   deno run -A scripts/bench/modbus_ipmi.ts
  */
 import process from "node:process";
-import { systemClock } from "../../src/collect/clock.ts";
+import { systemClock } from "../../src/clock.ts";
 import { buildGroups } from "../../src/collect/groups.ts";
 import { Scheduler, toSample } from "../../src/collect/scheduler.ts";
 import type { MetricEntry } from "../../src/config/metrics_dir.ts";

@@ -12,7 +12,7 @@
  *   deno run -A scripts/bench/snmp.ts
  */
 import process from "node:process";
-import { type Clock, systemClock, type TimerId } from "../../src/collect/clock.ts";
+import { type Clock, systemClock, type TimerId } from "../../src/clock.ts";
 import { buildGroups } from "../../src/collect/groups.ts";
 import { Scheduler, toSample } from "../../src/collect/scheduler.ts";
 import type { MetricEntry } from "../../src/config/metrics_dir.ts";

@@ -1,5 +1,5 @@
 import { endpointOf } from "../central/connect.ts";
-import { systemClock } from "../collect/clock.ts";
+import { systemClock } from "../clock.ts";
 import { UsageError } from "../config/errors.ts";
 import { Forwarder } from "../forward/forwarder.ts";
 import { parseCommand } from "./args.ts";

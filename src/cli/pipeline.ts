@@ -1,5 +1,5 @@
 import { connect, endpointOf } from "../central/connect.ts";
-import { sleep, systemClock } from "../collect/clock.ts";
+import { sleep, systemClock } from "../clock.ts";
 import { PromotionFilter, PromotionRefresher } from "../collect/promotion.ts";
 import type { Config } from "../config/defaults.ts";
 import { AsideForwarder } from "../forward/aside_forwarder.ts";

@@ -1,4 +1,4 @@
-import { systemClock } from "../collect/clock.ts";
+import { systemClock } from "../clock.ts";
 import { Scheduler } from "../collect/scheduler.ts";
 import type { PollGroup } from "../collect/groups.ts";
 import type { Config } from "../config/defaults.ts";

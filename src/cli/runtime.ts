@@ -1,5 +1,5 @@
 import { type Config, parseListenAddress } from "../config/defaults.ts";
-import { systemClock } from "../collect/clock.ts";
+import { systemClock } from "../clock.ts";
 import type { Forwarder } from "../forward/forwarder.ts";
 import { HealthSampler } from "../telemetry/health.ts";
 import { type MetricsEndpoint, serveMetrics } from "../telemetry/prometheus_endpoint.ts";

@@ -2,7 +2,7 @@ import type { Sql } from "../central/connect.ts";
 import type { MetricEntry } from "../config/metrics_dir.ts";
 import { errorMessage, logger } from "../log.ts";
 import type { Spool } from "../spool/spool.ts";
-import { type Clock, systemClock, type TimerId } from "./clock.ts";
+import { type Clock, systemClock, type TimerId } from "../clock.ts";
 
 /**
  * Optional metrics (`optional: true`) are polled only while the central `promoted_metrics` table

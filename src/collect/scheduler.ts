@@ -6,7 +6,7 @@ import { sampleProblem, toSampleValue } from "../sample.ts";
 import type { DeviceStatus } from "../spool/spool.ts";
 import type { EntryError, PollResult, Reading, Source } from "../sources/source.ts";
 import type { TlsPins } from "../spool/tls_pins.ts";
-import type { Clock, TimerId } from "./clock.ts";
+import type { Clock, TimerId } from "../clock.ts";
 import type { PollGroup } from "./groups.ts";
 import {
   DEVICE_BEHIND,

@@ -3,7 +3,7 @@ import type { Endpoint } from "../central/connect.ts";
 import { errorMessage, logger } from "../log.ts";
 import { listAside, removeDrained, salvagePending } from "../spool/aside.ts";
 import type { Spool } from "../spool/spool.ts";
-import { type Clock, sleep, systemClock } from "../collect/clock.ts";
+import { type Clock, sleep, systemClock } from "../clock.ts";
 import { SPOOL_SALVAGE_PENDING } from "../telemetry/events.ts";
 import type { Telemetry } from "../telemetry/telemetry.ts";
 import { Forwarder } from "./forwarder.ts";

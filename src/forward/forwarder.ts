@@ -9,7 +9,7 @@ import { classify, type FailureKind } from "./classify.ts";
 import { copyFloat, copyRow, copyTimestamp } from "./copy_text.ts";
 import { failpoint } from "./failpoint.ts";
 import { ledgerLockHolder, limitStatements, type LockWait, lockWaitOf, sessionParameters } from "./session.ts";
-import { type Clock, sleep, systemClock } from "../collect/clock.ts";
+import { type Clock, deadline, sleep, systemClock } from "../clock.ts";
 import {
   ACK_LOST,
   BACKLOG_DRAINING,
@@ -563,26 +563,21 @@ export class Forwarder {
   /** Bounds a central operation by forward_timeout_ms; on expiry the connection is dropped. */
   #timed<T>(p: Promise<T>): Promise<T> {
     const ms = this.#opts.config.forward_timeout_ms;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = this.#clock.setTimeout(() => {
-        const e = new Error(`Central database did not answer within ${ms} ms`);
-        (e as Error & { code: string }).code = "ETIMEDOUT";
-        reject(e);
-      }, ms);
-    });
     const answered = () => {
       this.#answered = true;
       this.#lastAnswerAt = this.#clock.monotonic();
     };
-    return Promise.race([p, timeout]).then((answer) => {
-      answered();
-      return answer;
-    }, (err) => {
-      // A refusal by the server is an answer too: it is reachable.
-      if ((err as { name?: string }).name === "PostgresError" || err instanceof OverlapError) answered();
-      throw err;
-    }).finally(() => this.#clock.clearTimeout(timer!));
+    return deadline(p, { ms, message: `Central database did not answer within ${ms} ms`, clock: this.#clock }).then(
+      (answer) => {
+        answered();
+        return answer;
+      },
+      (err) => {
+        // A refusal by the server is an answer too: it is reachable.
+        if ((err as { name?: string }).name === "PostgresError" || err instanceof OverlapError) answered();
+        throw err;
+      },
+    );
   }
 
   #failed(err: unknown): void {

@@ -1,6 +1,6 @@
 import { statfsSync } from "node:fs";
 import { dirname } from "node:path";
-import type { Clock } from "../collect/clock.ts";
+import type { Clock } from "../clock.ts";
 import { errorMessage, logger } from "../log.ts";
 import type { Sample } from "../sample.ts";
 import { SAMPLE_BYTES_ESTIMATE, type Spool } from "../spool/spool.ts";

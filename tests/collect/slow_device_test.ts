@@ -6,7 +6,7 @@
  * peers do): its assertions are about grid slots (rounded to whole periods), not durations.
  */
 import assert from "node:assert/strict";
-import { systemClock } from "../../src/collect/clock.ts";
+import { systemClock } from "../../src/clock.ts";
 import { buildGroups } from "../../src/collect/groups.ts";
 import { Scheduler } from "../../src/collect/scheduler.ts";
 import { setLogLevel, setLogSink } from "../../src/log.ts";

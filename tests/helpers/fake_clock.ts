@@ -1,4 +1,4 @@
-import type { Clock, TimerId } from "../../src/collect/clock.ts";
+import type { Clock, TimerId } from "../../src/clock.ts";
 
 /** A clock whose time moves only when the test advances it; timers fire in time order. */
 export class FakeClock implements Clock {
@@ -31,6 +31,11 @@ export class FakeClock implements Clock {
 
   clearTimeout(id: TimerId): void {
     this.#timers.delete(id as unknown as number);
+  }
+
+  /** Timers set and neither fired nor cleared. */
+  pendingTimers(): number {
+    return this.#timers.size;
   }
 
   /** Steps the wall clock alone (an NTP step), without firing timers. */

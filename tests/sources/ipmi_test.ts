@@ -6,7 +6,7 @@ import type { MetricEntry } from "../../src/config/metrics_dir.ts";
 import type { Sample } from "../../src/sample.ts";
 import { buildGroups } from "../../src/collect/groups.ts";
 import { Scheduler } from "../../src/collect/scheduler.ts";
-import { systemClock } from "../../src/collect/clock.ts";
+import { systemClock } from "../../src/clock.ts";
 import { entryFor } from "../helpers/entries.ts";
 import { testConfig } from "../helpers/config.ts";
 import { DEFAULT_SENSORS, freeUdpPort, type IpmiSim, startIpmiSim } from "../helpers/ipmi_sim.ts";
