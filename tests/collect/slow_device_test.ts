@@ -74,7 +74,10 @@ Deno.test({
       const otherCounters = counters(`:${sim.port}`);
 
       assert.ok(slowSamples.length >= 5, `${slowSamples.length} samples of the slow device in ${RUN_MS} ms`);
-      assert.deepEqual(slotGaps(slowSamples), slotGaps(slowSamples).map(() => 2), "a sample every 2 s");
+      // The first answer may take a slot longer: snmpd starts its pass_persist script on the first
+      // request. From then on the device answers in 1.5 s, so it keeps every second slot.
+      const steadyGaps = slotGaps(slowSamples).slice(1);
+      assert.deepEqual(steadyGaps, steadyGaps.map(() => 2), "a sample every 2 s");
       for (const s of slowSamples) {
         const arrivedAtMs = s.value;
         assert.ok(arrivedAtMs - s.timestampMs >= -1 && arrivedAtMs - s.timestampMs < 500, "stamped before sending");
