@@ -69,6 +69,8 @@ interface Pending {
 
 export class SpoolWriter implements OwnSeqs {
   readonly counters: WriterCounters = { appended: 0, commits: 0, droppedOldest: 0, droppedNewest: 0 };
+  readonly openedAtSeq: number;
+  readonly openedAtMs: number;
   #store: SpoolStore;
   #leases: LeaseTable;
   #opts: WriterOptions;
@@ -88,23 +90,9 @@ export class SpoolWriter implements OwnSeqs {
     this.#opts = opts;
     this.#clock = opts.clock ?? systemClock;
     this.#telemetry = opts.telemetry ?? new Telemetry();
+    this.openedAtSeq = store.openedAtSeq;
+    this.openedAtMs = store.openedAtMs;
     this.#nextSeq = store.openedAtSeq;
-  }
-
-  get path(): string {
-    return this.#store.path;
-  }
-
-  get spoolId(): string {
-    return this.#store.spoolId;
-  }
-
-  get openedAtSeq(): number {
-    return this.#store.openedAtSeq;
-  }
-
-  get openedAtMs(): number {
-    return this.#store.openedAtMs;
   }
 
   /**
@@ -113,7 +101,7 @@ export class SpoolWriter implements OwnSeqs {
    * dropped and logged).
    */
   append(samples: Sample[]): Promise<void> {
-    if (this.#closed) return Promise.reject(new Error(`Spool '${this.path}' is closed`));
+    if (this.#closed) return Promise.reject(new Error(`Spool '${this.#store.path}' is closed`));
     if (samples.length === 0) return Promise.resolve();
     return new Promise((resolve, reject) => {
       this.#pending.push({ samples, resolve, reject });
@@ -143,7 +131,7 @@ export class SpoolWriter implements OwnSeqs {
       if (admitted) this.#write(batch);
       for (const p of batch) p.resolve();
     } catch (err) {
-      const e = new Error(`Cannot commit ${count} samples to spool '${this.path}': ${errorMessage(err)}`);
+      const e = new Error(`Cannot commit ${count} samples to spool '${this.#store.path}': ${errorMessage(err)}`);
       for (const p of batch) p.reject(e);
     }
   }
@@ -290,22 +278,23 @@ export class SpoolWriter implements OwnSeqs {
   /** Applies the full-spool policy; returns false when the new samples must be dropped. */
   #makeRoom(incoming: number): boolean {
     const store = this.#store;
+    const { path } = store;
     const { maxBytes, fullPolicy } = this.#opts;
     const estimate = incoming * SAMPLE_BYTES_ESTIMATE;
     const t = this.#telemetry;
     const policy = { labels: { policy: fullPolicy } };
     const used = store.usedBytes();
     if (used + estimate <= maxBytes) {
-      if (used + estimate <= maxBytes * SPOOL_FULL_CLEARS_AT && t.isActive(SPOOL_FULL, this.path)) {
-        t.end(SPOOL_FULL, this.path, { spool: this.path, dropped_total: t.total(ROWS_DROPPED.counter) });
+      if (used + estimate <= maxBytes * SPOOL_FULL_CLEARS_AT && t.isActive(SPOOL_FULL, path)) {
+        t.end(SPOOL_FULL, path, { spool: path, dropped_total: t.total(ROWS_DROPPED.counter) });
       }
       return true;
     }
-    const full = { spool: this.path, policy: fullPolicy, max_bytes: maxBytes };
+    const full = { spool: path, policy: fullPolicy, max_bytes: maxBytes };
     if (fullPolicy === "drop_newest") {
       this.counters.droppedNewest += incoming;
       t.emit(ROWS_DROPPED, { ...full, samples: incoming }, { ...policy, n: incoming });
-      t.begin(SPOOL_FULL, this.path, full);
+      t.begin(SPOOL_FULL, path, full);
       return false;
     }
     // drop_oldest: free about 5% of the budget (at least room for this commit) plus any excess
@@ -345,7 +334,7 @@ export class SpoolWriter implements OwnSeqs {
     this.counters.droppedOldest += deleted;
     const fields = { ...full, samples: deleted, first_seq: first, last_seq: last };
     t.emit(ROWS_DROPPED, fields, { ...policy, n: deleted });
-    t.begin(SPOOL_FULL, this.path, fields);
+    t.begin(SPOOL_FULL, path, fields);
     return true;
   }
 }
