@@ -198,7 +198,7 @@ export class Forwarder {
         await this.#reconcile(sql);
         this.#reconciled = true;
       }
-      this.counters.droppedReported += await this.#ledger.reportGaps(sql);
+      await this.#ledger.reportGaps(sql, (rows) => this.counters.droppedReported += rows);
       await this.#ledger.reportQuarantine(sql);
       const batchRows = this.#opts.config.forward_batch_rows;
       const newest = lease.lastSeq();

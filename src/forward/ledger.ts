@@ -138,10 +138,9 @@ export class Ledger {
     });
   }
 
-  /** Records the spool's gaps as `dropped`; returns the samples they held. */
-  async reportGaps(sql: Sql): Promise<number> {
+  /** Records the spool's gaps as `dropped`, telling `reported` the samples each one held. */
+  async reportGaps(sql: Sql, reported: (rows: number) => void): Promise<void> {
     const { lease, bounded } = this.#opts;
-    let reported = 0;
     for (const gap of lease.gaps()) {
       const claimed = await this.#claimOnly(sql, gap.firstSeq, gap.lastSeq, gap.rows, "dropped");
       if (!claimed) {
@@ -158,9 +157,8 @@ export class Ledger {
         if (cursor <= gap.lastSeq) await this.#claimOnly(sql, cursor, gap.lastSeq, 0, "dropped");
       }
       lease.removeGap(gap.firstSeq);
-      reported += gap.rows;
+      reported(gap.rows);
     }
-    return reported;
   }
 
   /** Records the seqs set aside in the spool's quarantine as `quarantined`. */

@@ -57,6 +57,7 @@ export class SpoolStore {
   #fileId: { dev: number; ino: number } | undefined;
   #statements = new Map<string, StatementSync>();
   #seriesGeneration = 0;
+  #closed = false;
 
   private constructor(db: DatabaseSync, path: string, synchronous: "full" | "normal", lock: Deno.FsFile | undefined) {
     this.#db = db;
@@ -259,8 +260,10 @@ export class SpoolStore {
     this.#lock = lock;
   }
 
-  /** Closes the database and releases the writer lock. */
+  /** Closes the database and releases the writer lock (once: later calls do nothing). */
   close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
     this.#statements.clear();
     this.#db.close();
     this.#lock?.close();

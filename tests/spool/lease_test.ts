@@ -57,3 +57,17 @@ Deno.test("spool quarantine sets samples aside with their reason until the ledge
   assert.deepEqual(spool.lease.read(0, 5).map((s) => s.seq), [1], "a batch stops before a seq set aside");
   spool.close();
 });
+
+Deno.test("spool handles close once: closing one again does nothing", async () => {
+  const path = await tempSpoolPath();
+  const spool = open(path);
+  await spool.writer.append(samples(3));
+  const flush = openSpoolLease(path);
+  flush.close();
+  flush.close();
+  spool.close();
+  spool.close();
+  const again = open(path);
+  assert.equal(again.view.rowCount(), 3);
+  again.close();
+});
