@@ -78,8 +78,8 @@
  * At open, `PRAGMA quick_check` runs. What fails is told apart (errors.ts):
  *
  * - **The disk or the OS refused** (full disk, I/O error, permission, read-only file system):
- *   the file may be perfectly sound. `openSpool()` throws a `refused` SpoolError and touches nothing;
- *   the caller retries in place, logging the path.
+ *   the file may be perfectly sound. `openSpool()` throws a `refused` SpoolError and touches
+ *   nothing; the caller retries in place, logging the path.
  * - **The file is damaged** (fails the check, is not a database): it is moved aside and a new
  *   spool (with a new id) starts at once, so a damaged spool never causes a crash loop. The file
  *   moved aside is salvaged into a retired spool with its own id and seqs and forwarded like this
