@@ -18,7 +18,8 @@
  *   deno run -A scripts/bench/core.ts            (BENCH_ONLY=idle|append|forward|drain for one)
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import { openSpool } from "../../src/cli/runtime.ts";
+import { spoolOptions } from "../../src/cli/runtime.ts";
+import { openSpool } from "../../src/spool/spool.ts";
 import type { Sample } from "../../src/sample.ts";
 import { Forwarder } from "../../src/forward/forwarder.ts";
 import { connect, endpointOf } from "../../src/central/connect.ts";
@@ -103,7 +104,7 @@ async function spoolAppend(dir: string) {
   const QUEUED = 250_000;
   const pool = Array.from({ length: 100 }, (_, b) => batch(1000, b * 1000));
   const config = testConfig({ spool_path: `${dir}/append.db`, spool_max_bytes: 2 ** 40 });
-  const spool = openSpool(config);
+  const spool = openSpool(spoolOptions(config));
   let queued = 0;
   let acked = 0;
   let next = 0;
@@ -114,7 +115,7 @@ async function spoolAppend(dir: string) {
       for (let n = 0; n < 100 && queued - acked < QUEUED; n++) {
         const b = pool[next++ % pool.length]!;
         queued += b.length;
-        spool.append(b).then(() => {
+        spool.writer.append(b).then(() => {
           acked += b.length;
         });
       }
@@ -125,8 +126,8 @@ async function spoolAppend(dir: string) {
   while (acked < queued) await sleep(1);
   const elapsedS = (performance.now() - started) / 1000;
   const rate = acked / elapsedS;
-  const commits = spool.counters.commits;
-  const bytes = spool.usedBytes() / acked;
+  const commits = spool.writer.counters.commits;
+  const bytes = spool.view.usedBytes() / acked;
   spool.close();
   const rowsPerCommit = Math.round(acked / commits);
 
@@ -235,9 +236,9 @@ async function forwardRate(dir: string) {
     const config = pgConfig(pg, dir, { spool_path: `${dir}/fwd.db`, spool_max_bytes: 2 ** 40 });
     await setupDatabase(config);
     const rows = 1_000_000;
-    const spool = openSpool(config);
-    for (let i = 0; i < rows; i += 50_000) await spool.append(batch(50_000, i, rows));
-    const fwd = new Forwarder({ spool, endpoint: endpointOf(config), config });
+    const spool = openSpool(spoolOptions(config));
+    for (let i = 0; i < rows; i += 50_000) await spool.writer.append(batch(50_000, i, rows));
+    const fwd = new Forwarder({ lease: spool.lease, endpoint: endpointOf(config), config });
     const started = performance.now();
     await fwd.drain({ deadlineMs: performance.now() + 600_000 });
     const rate = rows / ((performance.now() - started) / 1000);
@@ -303,11 +304,11 @@ async function drainWhilePolling(root: string, backlogSize: number) {
   try {
     const config = pgConfig(pg, dir, { spool_path: `${dir}/drain/spool.db`, spool_max_bytes: 2 ** 40 });
     await setupDatabase(config);
-    const spool = openSpool(config);
+    const spool = openSpool(spoolOptions(config));
     for (let i = 0; i < backlogSize;) {
       const appends: Promise<void>[] = [];
       for (let n = 0; n < 5 && i < backlogSize; n++, i += 50_000) {
-        appends.push(spool.append(batch(Math.min(50_000, backlogSize - i), i, backlogSize)));
+        appends.push(spool.writer.append(batch(Math.min(50_000, backlogSize - i), i, backlogSize)));
       }
       await Promise.all(appends);
     }

@@ -6,7 +6,7 @@
  *
  *   deno run -A scripts/bench/wattmetre.ts [SECONDS of stream, default 600]
  */
-import { Spool } from "../../src/spool/spool.ts";
+import { openSpool } from "../../src/spool/spool.ts";
 import { WattmetreReader } from "../../src/sources/wattmetre.ts";
 import { report } from "./report.ts";
 
@@ -31,7 +31,7 @@ for (let k = 0; k < SECONDS * HZ; k++) {
 }
 
 const dir = await Deno.makeTempDir({ prefix: "kwollector-bench-wattmetre-" });
-const spool = Spool.open({
+const spool = openSpool({
   path: `${dir}/spool.db`,
   maxBytes: 4 * 1024 ** 3,
   fullPolicy: "drop_oldest",
@@ -43,7 +43,7 @@ try {
     wattmetreId: "wattmetre1",
     mapping,
     isPromoted: (node) => promoted.has(node),
-    deliver: (samples) => spool.append(samples),
+    deliver: (samples) => spool.writer.append(samples),
   });
   const started = performance.now();
   for (const line of lines) await reader.pushLine(line);

@@ -3,10 +3,10 @@ import { systemClock } from "../clock.ts";
 import { UsageError } from "../config/errors.ts";
 import { Forwarder } from "../forward/forwarder.ts";
 import { parseCommand } from "./args.ts";
-import { openSpool } from "./runtime.ts";
 import { stopSignal } from "./signals.ts";
 import type { Config } from "../config/defaults.ts";
 import { AsideForwarder } from "../forward/aside_forwarder.ts";
+import { openSpoolLease } from "../spool/spool.ts";
 import { Telemetry } from "../telemetry/telemetry.ts";
 import { formatCount, formatDuration } from "./format.ts";
 
@@ -40,7 +40,7 @@ export async function flushCommand(argv: string[]): Promise<number> {
       config: c,
       endpoint: endpointOf(c),
       telemetry: new Telemetry(),
-      open: (path) => openSpool({ ...c, spool_path: path }, "forwarder"),
+      open: openSpoolLease,
     });
     const asideDone = await aside.pass(deadlineMs, stop.signal);
     if (!asideDone) {
@@ -56,7 +56,7 @@ export async function flushCommand(argv: string[]): Promise<number> {
 async function flushLive(c: Config, deadlineMs: number, signal: AbortSignal, started: number): Promise<number> {
   let spool;
   try {
-    spool = openSpool(c, "forwarder");
+    spool = openSpoolLease(c.spool_path);
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) {
       console.log(`Spool '${c.spool_path}' does not exist: nothing to flush`);
@@ -64,8 +64,8 @@ async function flushLive(c: Config, deadlineMs: number, signal: AbortSignal, sta
     }
     throw err;
   }
-  const forwarder = new Forwarder({ spool, endpoint: endpointOf(c), config: c });
-  const total = spool.stats().rows;
+  const forwarder = new Forwarder({ lease: spool.lease, endpoint: endpointOf(c), config: c });
+  const total = spool.view.stats().rows;
   const progress = new Progress(total, Deno.stdout.isTerminal());
   try {
     const empty = await forwarder.drain({
@@ -74,7 +74,7 @@ async function flushLive(c: Config, deadlineMs: number, signal: AbortSignal, sta
       onProgress: () => progress.update(forwarder.counters.rows + forwarder.counters.reconciledRows),
     });
     progress.done();
-    const stats = spool.stats();
+    const stats = spool.view.stats();
     if (empty && stats.rows === 0) {
       console.log(
         `Spool empty: ${formatCount(forwarder.counters.rows)} samples forwarded in ${

@@ -1,27 +1,35 @@
 import { connect, endpointOf } from "../central/connect.ts";
+import { promotedMetrics } from "../central/promoted_metrics.ts";
 import { sleep, systemClock } from "../clock.ts";
 import { PromotionFilter, PromotionRefresher } from "../collect/promotion.ts";
-import type { Config } from "../config/defaults.ts";
+import { type Config, parseListenAddress } from "../config/defaults.ts";
 import { AsideForwarder } from "../forward/aside_forwarder.ts";
 import { Forwarder } from "../forward/forwarder.ts";
 import { errorMessage, logger } from "../log.ts";
 import type { Sample } from "../sample.ts";
 import { spoolTrouble } from "../spool/errors.ts";
-import type { Spool } from "../spool/spool.ts";
+import { openSpool, openSpoolLease, SAMPLE_BYTES_ESTIMATE, type Spool } from "../spool/spool.ts";
 import { CONDITIONS, SPOOL_FILE_LOST, SPOOL_UNAVAILABLE } from "../telemetry/events.ts";
+import { HealthSampler } from "../telemetry/health.ts";
+import { type MetricsEndpoint, serveMetrics } from "../telemetry/prometheus_endpoint.ts";
 import { Telemetry } from "../telemetry/telemetry.ts";
 import { onCrash } from "./crash.ts";
-import { openSpool, startTelemetry } from "./runtime.ts";
+import { spoolOptions } from "./runtime.ts";
 
 /**
  * The collecting pipeline behind `run` and `wattmetre`, assembled in one place: the spool (opened
  * when the disk allows it), the forwarder of the live spool and of the spools moved aside, the
- * promotion refresher, the collector's own telemetry, and the watch over the spool file. Each
- * producer (the scheduler, the wattmeter reader) only gets `deliver`.
+ * promotion refresher, the collector's own telemetry (health sampler and Prometheus endpoint),
+ * and the watch over the spool file. Each part gets the port it needs and no more: the producers
+ * (the scheduler, the wattmeter reader, the health sampler) only `deliver`, which is the spool
+ * writer's `append`; the forwarders a lease; the refresher the spool's local state and its
+ * reader of promoted_metrics (its connection made here); the health sampler narrow gauges.
  *
- * Stopping is one fixed order: the producer stops first (the caller), then `stop()` ends the
- * telemetry and the refresher, commits what is queued, lets the forwarders finish their current
- * batch, writes the spool file back if it was deleted, and closes the spool.
+ * Starting is one fixed order: the spool, the refresher, the telemetry, the forwarders' loops,
+ * the file watch; the caller then starts its producer. Stopping is one fixed order too: the
+ * producer stops first (the caller), then `stop()` ends the file watch, the telemetry and the
+ * refresher, commits what is queued, lets the forwarders finish their current batch, writes the
+ * spool file back if it was deleted, and closes the spool.
  *
  * A programming error in a forwarder rejects `failure`: the caller stops its producer and
  * rethrows, so that main.ts logs it CRITICAL and the process exits (systemd restarts it; the
@@ -44,6 +52,8 @@ export interface Pipeline {
 const FILE_WATCH_MS = 1000;
 /** Longest wait between two attempts to open a spool the disk refuses. */
 const OPEN_RETRY_MAX_MS = 30_000;
+/** How often the wall clock is compared with the monotonic one, to report steps. */
+const CLOCK_WATCH_MS = 1000;
 
 export async function startPipeline(
   c: Config,
@@ -52,7 +62,9 @@ export async function startPipeline(
   const telemetry = new Telemetry({ conditions: CONDITIONS });
   const spool = await openWhenAllowed(c, telemetry, opts.signal);
   if (!spool) return undefined;
-  onCrash(() => spool.commitPending());
+  const { writer } = spool;
+  onCrash(() => writer.commitPending());
+  const deliver = (samples: Sample[]) => writer.append(samples);
   const endpoint = endpointOf(c);
   const filter = new PromotionFilter();
   let refresher: PromotionRefresher | undefined;
@@ -60,22 +72,16 @@ export async function startPipeline(
     if (refresher || !opts.refreshPromotions()) return;
     refresher = new PromotionRefresher({
       filter,
-      spool,
-      connect: () => connect(endpoint, { applicationName: `kwollector ${opts.name} promotion` }),
+      saved: spool.state,
+      central: promotedMetrics(() => connect(endpoint, { applicationName: `kwollector ${opts.name} promotion` })),
       refreshMs: c.promoted_refresh_ms,
     });
     refresher.start();
   };
   startRefresher();
-  const forwarder = new Forwarder({ spool, endpoint, config: c, telemetry });
-  const aside = new AsideForwarder({
-    spoolPath: c.spool_path,
-    config: c,
-    endpoint,
-    telemetry,
-    open: (path) => openSpool({ ...c, spool_path: path }, "forwarder"),
-  });
-  const health = startTelemetry({ config: c, spool, telemetry, forwarder });
+  const forwarder = new Forwarder({ lease: spool.lease, endpoint, config: c, telemetry });
+  const aside = new AsideForwarder({ spoolPath: c.spool_path, config: c, endpoint, telemetry, open: openSpoolLease });
+  const health = startTelemetry({ config: c, spool, telemetry, forwarder, deliver });
   const forwarding = new AbortController();
   const loops = Promise.all([forwarder.run(forwarding.signal), aside.run(forwarding.signal)]);
   const failure = loops.then(() => new Promise<never>(() => {}));
@@ -87,14 +93,14 @@ export async function startPipeline(
     telemetry,
     forwarder,
     filter,
-    deliver: (samples) => spool.append(samples),
+    deliver,
     refreshPromotionsIfNeeded: startRefresher,
     failure,
     async stop() {
       clearInterval(watch);
       await health.stop();
       await refresher?.stop();
-      spool.commitPending();
+      writer.commitPending();
       forwarding.abort();
       await loops.catch(() => {});
       await forwarder.close();
@@ -112,7 +118,7 @@ export async function startPipeline(
 async function openWhenAllowed(c: Config, telemetry: Telemetry, signal: AbortSignal): Promise<Spool | undefined> {
   for (let waitMs = 1000; !signal.aborted; waitMs = Math.min(waitMs * 2, OPEN_RETRY_MAX_MS)) {
     try {
-      const spool = openSpool(c, "writer", telemetry);
+      const spool = openSpool({ ...spoolOptions(c), telemetry });
       telemetry.end(SPOOL_UNAVAILABLE, c.spool_path, { spool: c.spool_path });
       return spool;
     } catch (err) {
@@ -127,15 +133,69 @@ async function openWhenAllowed(c: Config, telemetry: Telemetry, signal: AbortSig
 
 /** Writes the spool file back when it was deleted or replaced under the running collector. */
 function restoreIfLost(spool: Spool, telemetry: Telemetry): void {
-  const state = spool.fileState();
+  const state = spool.writer.fileState();
   if (state === "ok") return;
-  const fields = { spool: spool.path, file: state, rows: spool.rowCount() };
+  const fields = { spool: spool.path, file: state, rows: spool.view.rowCount() };
   telemetry.begin(SPOOL_FILE_LOST, spool.path, fields);
   try {
-    spool.restoreFile();
+    spool.writer.restoreFile();
     telemetry.end(SPOOL_FILE_LOST, spool.path, { spool: spool.path });
   } catch (err) {
     if (spoolTrouble(err) !== "refused") throw err;
     logger.debug("Spool file not written back yet", { spool: spool.path, error: errorMessage(err) });
   }
+}
+
+/**
+ * Starts the collector's own telemetry: its health delivered as samples of device `<edge_id>`
+ * every telemetry_interval_ms, and the Prometheus endpoint when metrics_listen is set.
+ */
+function startTelemetry(opts: {
+  config: Config;
+  spool: Spool;
+  telemetry: Telemetry;
+  forwarder: Forwarder;
+  deliver(samples: Sample[]): Promise<void>;
+}): { endpoint: MetricsEndpoint | undefined; stop(): Promise<void> } {
+  const { config: c, telemetry, spool } = opts;
+  const health = new HealthSampler({
+    telemetry,
+    spool: {
+      path: spool.path,
+      stats: () => spool.view.stats(),
+      appended: () => spool.writer.counters.appended,
+      removed: () =>
+        spool.lease.counters.forwarded + spool.writer.counters.droppedOldest + spool.lease.counters.quarantined,
+    },
+    sampleBytesEstimate: SAMPLE_BYTES_ESTIMATE,
+    clock: systemClock,
+    edgeId: c.edge_id,
+    maxBytes: c.spool_max_bytes,
+    lastForwardAtMs: () => opts.forwarder.counters.lastForwardAtMs,
+    deliver: opts.deliver,
+  });
+  const listen = parseListenAddress(c.metrics_listen);
+  const endpoint = listen
+    ? serveMetrics(listen, () => {
+      health.refresh();
+      return telemetry.snapshot();
+    })
+    : undefined;
+  health.watchClock();
+  const clockWatch = setInterval(() => health.watchClock(), CLOCK_WATCH_MS);
+  let recording: Promise<void> | undefined;
+  const timer = c.telemetry_interval_ms > 0
+    ? setInterval(() => {
+      recording ??= health.record().finally(() => recording = undefined);
+    }, c.telemetry_interval_ms)
+    : undefined;
+  return {
+    endpoint,
+    async stop() {
+      clearInterval(timer);
+      clearInterval(clockWatch);
+      await recording;
+      await endpoint?.close();
+    },
+  };
 }

@@ -53,7 +53,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     entries: groups.reduce((n, g) => n + g.entries.length, 0),
     spool: c.spool_path,
     spool_id: spool.spoolId,
-    backlog_rows: spool.rowCount(),
+    backlog_rows: spool.view.rowCount(),
   });
   reloadNow = () => {
     reloading = reloading.then(async () => {
@@ -72,7 +72,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const statusTimer = setInterval(() => recordDeviceStatus(pipeline, scheduler), STATUS_EVERY_MS);
   const gcTimer = setInterval(() => {
     try {
-      spool.collectGarbage();
+      spool.writer.collectGarbage();
     } catch (err) {
       logger.warning("Spool garbage collection failed", { error: errorMessage(err) });
     }
@@ -112,7 +112,7 @@ function startScheduler(groups: PollGroup[], c: Config, pipeline: Pipeline, tlsP
 
 function recordDeviceStatus(pipeline: Pipeline, scheduler: Scheduler): void {
   try {
-    pipeline.spool.writeDeviceStatus(scheduler.deviceStatus());
+    pipeline.spool.state.writeDeviceStatus(scheduler.deviceStatus());
     pipeline.telemetry.end(DEVICE_STATUS_UNRECORDED, "spool");
   } catch (err) {
     const error = errorMessage(err);

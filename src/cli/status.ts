@@ -1,7 +1,6 @@
 import { parseCommand } from "./args.ts";
-import { openSpool } from "./runtime.ts";
 import { formatBytes, formatCount, formatDuration } from "./format.ts";
-import type { DeviceStatus, SpoolStats } from "../spool/spool.ts";
+import { type DeviceStatus, openSpoolView, type SpoolStats } from "../spool/spool.ts";
 import { listAside } from "../spool/aside.ts";
 import type { Config } from "../config/defaults.ts";
 import { errorMessage } from "../log.ts";
@@ -23,12 +22,12 @@ export function statusCommand(argv: string[]): number {
   let devices: DeviceStatus[] = [];
   let spoolError: string | null = null;
   try {
-    const spool = openSpool(c, "reader");
+    const { view, close } = openSpoolView(c.spool_path);
     try {
-      stats = spool.stats();
-      devices = spool.deviceStatus();
+      stats = view.stats();
+      devices = view.deviceStatus();
     } finally {
-      spool.close();
+      close();
     }
   } catch (err) {
     spoolError = err instanceof Deno.errors.NotFound
@@ -116,11 +115,11 @@ function asideReport(c: Config): AsideEntry[] {
   }));
   for (const path of retired) {
     try {
-      const spool = openSpool({ ...c, spool_path: path }, "reader");
+      const { view, close } = openSpoolView(path);
       try {
-        entries.push({ path, kind: "retired", spool_id: spool.spoolId, rows: spool.rowCount(), error: null });
+        entries.push({ path, kind: "retired", spool_id: view.spoolId, rows: view.rowCount(), error: null });
       } finally {
-        spool.close();
+        close();
       }
     } catch (err) {
       entries.push({ path, kind: "retired", spool_id: null, rows: 0, error: `cannot be read: ${errorMessage(err)}` });

@@ -1,8 +1,8 @@
-import type { Sql } from "../central/connect.ts";
+import type { PromotedMetrics, PromotedRow } from "../central/promoted_metrics.ts";
 import type { MetricEntry } from "../config/metrics_dir.ts";
 import { errorMessage, logger } from "../log.ts";
-import type { Spool } from "../spool/spool.ts";
-import { type Clock, systemClock, type TimerId } from "../clock.ts";
+import type { LocalState } from "../spool/spool.ts";
+import { type Clock, deadline, systemClock, type TimerId } from "../clock.ts";
 
 /**
  * Optional metrics (`optional: true`) are polled only while the central `promoted_metrics` table
@@ -21,14 +21,10 @@ import { type Clock, systemClock, type TimerId } from "../clock.ts";
  *
  * The refresher re-reads the table every `promoted_refresh_ms` and keeps a copy in the spool, so
  * a collector that starts while the central database is unreachable polls what was promoted
- * when it was last seen, and an outage never switches optional metrics off.
+ * when it was last seen, and an outage never switches optional metrics off. It is given the
+ * table's reader (src/central/promoted_metrics.ts) and the spool's local state: it opens nothing
+ * itself.
  */
-
-export interface PromotedRow {
-  deviceId: string;
-  /** A regular expression over metric names; null promotes every metric of the device. */
-  metricId: string | null;
-}
 
 type Matcher = RegExp | "all";
 
@@ -100,9 +96,10 @@ export class PromotionFilter {
 
 export interface PromotionRefresherOptions {
   filter: PromotionFilter;
-  spool: Pick<Spool, "readPromoted" | "writePromoted">;
-  /** Opens a connection to the central database; called again after a query timed out. */
-  connect(): Sql;
+  /** Where the last known promotions are kept across restarts (the spool's local state). */
+  saved: Pick<LocalState, "readPromoted" | "writePromoted">;
+  /** The central table; its connection is dropped after a read that failed or timed out. */
+  central: PromotedMetrics;
   refreshMs: number;
   /** Longest a read of promoted_metrics may take before its connection is dropped. */
   queryTimeoutMs?: number;
@@ -114,7 +111,6 @@ const DEFAULT_QUERY_TIMEOUT_MS = 10_000;
 export class PromotionRefresher {
   #opts: PromotionRefresherOptions;
   #clock: Clock;
-  #sql: Sql | undefined;
   #timer: TimerId | undefined;
   #inFlight: Promise<void> | undefined;
   #running = false;
@@ -131,7 +127,7 @@ export class PromotionRefresher {
 
   /** Loads the last known rows from the spool, then reads the table now and every period. */
   start(): void {
-    const saved = this.#opts.spool.readPromoted();
+    const saved = this.#opts.saved.readPromoted();
     this.#opts.filter.update(saved);
     this.#saved = rowsKey(saved);
     if (saved.length > 0) logger.info("Promoted metrics loaded from the spool", { rows: saved.length });
@@ -145,7 +141,7 @@ export class PromotionRefresher {
     if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
     this.#timer = undefined;
     await this.#inFlight;
-    await this.#dropConnection();
+    await this.#opts.central.drop();
   }
 
   /** Reads promoted_metrics once; on failure keeps the current state. Returns whether it read. */
@@ -168,7 +164,7 @@ export class PromotionRefresher {
       this.#opts.filter.update(rows);
       logger.info("Promoted metrics changed", { rows: rows.length });
       try {
-        this.#opts.spool.writePromoted(rows);
+        this.#opts.saved.writePromoted(rows);
         this.#saved = key;
       } catch (err) {
         logger.warning(
@@ -194,35 +190,19 @@ export class PromotionRefresher {
   }
 
   async #read(): Promise<PromotedRow[]> {
-    this.#sql ??= this.#opts.connect();
-    const sql = this.#sql;
-    const timeoutMs = this.#opts.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS;
-    let timer: TimerId | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = this.#clock.setTimeout(
-        () => reject(new Error(`Reading promoted_metrics took more than ${timeoutMs} ms`)),
-        timeoutMs,
-      );
-    });
+    const ms = this.#opts.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS;
+    const { central } = this.#opts;
     try {
-      const rows = await Promise.race([
-        sql<{ device_id: string; metric_id: string | null }[]>`SELECT device_id, metric_id FROM promoted_metrics`,
-        timeout,
-      ]);
-      return rows.map((r) => ({ deviceId: r.device_id, metricId: r.metric_id }));
+      return await deadline(central.read(), {
+        ms,
+        message: `Reading promoted_metrics took more than ${ms} ms`,
+        clock: this.#clock,
+      });
     } catch (err) {
       // The connection may be stuck (a timeout) or broken: the next read opens a new one.
-      await this.#dropConnection();
+      await central.drop();
       throw err;
-    } finally {
-      this.#clock.clearTimeout(timer!);
     }
-  }
-
-  async #dropConnection(): Promise<void> {
-    const sql = this.#sql;
-    this.#sql = undefined;
-    await sql?.end({ timeout: 0 }).catch(() => {});
   }
 
   #failed(message: string): void {

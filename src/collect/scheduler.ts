@@ -6,7 +6,7 @@ import { sampleProblem, toSampleValue } from "../sample.ts";
 import type { DeviceStatus } from "../spool/spool.ts";
 import type { EntryError, PollResult, Reading, Source } from "../sources/source.ts";
 import type { TlsPins } from "../spool/tls_pins.ts";
-import type { Clock, TimerId } from "../clock.ts";
+import { type Clock, deadline, DeadlineError, type TimerId } from "../clock.ts";
 import type { PollGroup } from "./groups.ts";
 import {
   DEVICE_BEHIND,
@@ -206,19 +206,18 @@ export class Scheduler {
     if (entries.length === 0) return;
     const abort = new AbortController();
     s.abort = abort;
-    const timer = clock.setTimeout(
-      () => abort.abort(new Error(`Poll of ${s.group.name} timed out after ${s.timeoutMs} ms`)),
-      s.timeoutMs,
-    );
     const sentAtMs = clock.now();
     let result: PollResult;
     // The group stays busy until the source itself has settled, even past the timeout.
     const polling = s.source.poll(entries, abort.signal);
     const settled = polling.then(() => {}, () => {});
     try {
-      result = await raceAbort(polling, abort.signal);
+      const message = `Poll of ${s.group.name} timed out after ${s.timeoutMs} ms`;
+      result = await deadline(polling, { ms: s.timeoutMs, message, clock });
     } catch (err) {
-      const message = abort.signal.aborted ? errorMessage(abort.signal.reason) : errorMessage(err);
+      // Past its timeout, the source is told to stop.
+      if (err instanceof DeadlineError) abort.abort(err);
+      const message = errorMessage(err);
       s.counters.pollsFailed++;
       this.#telemetry.emit(POLL_FAILED, { group: s.group.name, error: message }, {
         labels: { protocol: s.group.scheme },
@@ -228,7 +227,6 @@ export class Scheduler {
       await settled;
       return;
     } finally {
-      clock.clearTimeout(timer);
       s.abort = undefined;
     }
     const t = this.#telemetry;
@@ -374,14 +372,4 @@ export function phaseOf(key: string, periodMs: number): number {
     h = Math.imul(h, 16777619);
   }
   return (h >>> 0) % periodMs;
-}
-
-/** Rejects as soon as `signal` aborts, even if the source ignores it. */
-function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    if (signal.aborted) return onAbort();
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-  });
 }

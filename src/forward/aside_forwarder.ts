@@ -2,7 +2,7 @@ import type { Config } from "../config/defaults.ts";
 import type { Endpoint } from "../central/connect.ts";
 import { errorMessage, logger } from "../log.ts";
 import { listAside, removeDrained, salvagePending } from "../spool/aside.ts";
-import type { Spool } from "../spool/spool.ts";
+import type { LeasedSpool } from "../spool/spool.ts";
 import { type Clock, sleep, systemClock } from "../clock.ts";
 import { SPOOL_SALVAGE_PENDING } from "../telemetry/events.ts";
 import type { Telemetry } from "../telemetry/telemetry.ts";
@@ -20,8 +20,8 @@ export interface AsideForwarderOptions {
   config: Config;
   endpoint: Endpoint;
   telemetry: Telemetry;
-  /** Opens a retired spool for forwarding (`forwarder` mode: no writer lock). */
-  open(path: string): Spool;
+  /** Opens a retired spool for forwarding (a lease: no writer, no lock). */
+  open(path: string): LeasedSpool;
   clock?: Clock;
 }
 
@@ -66,18 +66,18 @@ export class AsideForwarder {
   }
 
   async #drain(path: string, deadlineMs: number, signal?: AbortSignal): Promise<boolean> {
-    let spool: Spool;
+    let spool: LeasedSpool;
     try {
       spool = this.#opts.open(path);
     } catch (err) {
       logger.error("Cannot open a retired spool to forward it", { spool: path, error: errorMessage(err) });
       return false;
     }
-    const forwarder = new Forwarder({ spool, endpoint: this.#opts.endpoint, config: this.#opts.config });
+    const forwarder = new Forwarder({ lease: spool.lease, endpoint: this.#opts.endpoint, config: this.#opts.config });
     try {
       if (!isEmpty(spool) && !(await forwarder.drain({ deadlineMs, ...(signal && { signal }) }))) return false;
       if (!isEmpty(spool)) return false;
-      const { quarantined } = spool.stats();
+      const { quarantined } = spool.view.stats();
       await forwarder.close();
       spool.close();
       if (quarantined > 0) return true; // kept for the inspection of its quarantined samples
@@ -97,7 +97,7 @@ export class AsideForwarder {
 }
 
 /** Nothing left to send: no sample, no gap or quarantined seq the ledger does not have yet. */
-function isEmpty(spool: Spool): boolean {
-  const { rows, gaps } = spool.stats();
-  return rows === 0 && gaps === 0 && spool.unreportedQuarantine().length === 0;
+function isEmpty(spool: LeasedSpool): boolean {
+  const { rows, gaps } = spool.view.stats();
+  return rows === 0 && gaps === 0 && spool.lease.unreportedQuarantine().length === 0;
 }

@@ -2,13 +2,13 @@ import type { Config } from "../config/defaults.ts";
 import { connect, describe, type Endpoint, type Sql } from "../central/connect.ts";
 import { errorMessage } from "../log.ts";
 import { sampleProblem } from "../sample.ts";
-import type { Spool, SpooledSample } from "../spool/spool.ts";
-import { VERSION } from "../version.ts";
-import { Backoff } from "../forward/backoff.ts";
+import type { SpooledSample, SpoolLease } from "../spool/spool.ts";
+import { Backoff } from "./backoff.ts";
+import { CopyRejectedError, prepareBatch } from "./batch_writer.ts";
 import { classify, type FailureKind } from "./classify.ts";
-import { copyFloat, copyRow, copyTimestamp } from "./copy_text.ts";
 import { failpoint } from "./failpoint.ts";
-import { ledgerLockHolder, limitStatements, type LockWait, lockWaitOf, sessionParameters } from "./session.ts";
+import { Ledger, ledgerLockHolder, OverlapError } from "./ledger.ts";
+import { limitStatements, type LockWait, lockWaitOf, sessionParameters } from "./session.ts";
 import { type Clock, deadline, sleep, systemClock } from "../clock.ts";
 import {
   ACK_LOST,
@@ -22,29 +22,19 @@ import {
   ROWS_FORWARDED,
   ROWS_QUARANTINED,
   ROWS_RECONCILED,
-  SEQS_REUSED,
   SPOOL_REFUSES_FORWARDER,
 } from "../telemetry/events.ts";
 import { Telemetry } from "../telemetry/telemetry.ts";
 
 /**
- * # Delivery protocol (exactly once)
+ * # The forwarder: the loop that drains the spool into the central database
  *
- * A batch is a run of spooled samples with seqs [first, last]. It is sent in ONE central
- * transaction: `kwollect_claim(spool_id, first, last, ...)` inserts the batch's ledger row after
- * checking, under a per-spool advisory lock, that no ledger row overlaps the range; then COPY
- * writes the rows; then COMMIT. Only after the COMMIT returned are the rows removed from the
- * spool.
- *
- * - A retry after an uncertain commit (connection cut after COMMIT was sent, collector killed
- *   before the local delete) finds its range already claimed: the claim returns false, nothing is
- *   written, and the forwarder reconciles: it removes from the spool every range the ledger holds.
- *   Reconciliation also runs at start and after every connection failure.
- * - A batch the server rejects for its content (SQLSTATE classes 22, 23, 54) is bisected; a
- *   sample that fails alone is moved to the spool's quarantine table and its seq is recorded in
- *   the ledger as `quarantined`. The rest of the batch lands.
- * - Ranges given up under the full-spool policy are recorded as `dropped`.
- * So per spool the ledger ranges never overlap and tile every seq ever assigned.
+ * Each step reconciles when needed, reports gaps and quarantined seqs, then sends batches read
+ * from the spool's lease. What makes delivery exactly once is the ledger's protocol (ledger.ts);
+ * how a batch's rows are written, and the postgres.js defects on the way, are the batch
+ * writer's (batch_writer.ts). This module keeps the loop, the lanes and the pacing, the
+ * connection and its session (session.ts), the bisection of rejected batches, and the mapping of
+ * failures to conditions.
  *
  * Memory is bounded by one batch (`forward_batch_rows`) whatever the backlog: the spool is read
  * by seq range.
@@ -75,7 +65,8 @@ import { Telemetry } from "../telemetry/telemetry.ts";
  * session (src/forward/session.ts) is reported as such and retried like an outage.
  */
 export interface ForwarderOptions {
-  spool: Spool;
+  /** The spool as this forwarder may use it: read, acknowledge, quarantine, report. */
+  lease: SpoolLease;
   endpoint: Endpoint;
   config: Config;
   clock?: Clock;
@@ -97,30 +88,11 @@ export interface ForwardCounters {
   lastForwardAtMs: number | undefined;
 }
 
-/**
- * The server rejected a COPY. postgres.js loses the server's error message when a COPY fails
- * after its stream ended (and never finishes the stream), so the failure is detected by a probe
- * query and the batch is re-sent through INSERT, which reports the real error.
- */
-class CopyRejectedError extends Error {
-  readonly code = "KWOLLECTOR_COPY_REJECTED";
-  constructor(cause: unknown) {
-    super(`COPY was rejected by the central database (${errorMessage(cause)})`);
-  }
-}
-
 const BACKFILL_SLOW_MS = 2000;
 const BACKFILL_FAST_MS = 500;
 const BACKFILL_MIN_ROWS = 500;
 /** Longest wait between two attempts while the central database refuses the collector. */
 const REFUSED_RETRY_MAX_MS = 30_000;
-
-class OverlapError extends Error {
-  readonly code = "KWOLLECTOR_ALREADY_CLAIMED";
-  constructor(readonly first: number, readonly last: number) {
-    super(`Seq range ${first}..${last} is already in the central ledger`);
-  }
-}
 
 export class Forwarder {
   readonly counters: ForwardCounters = {
@@ -138,8 +110,8 @@ export class Forwarder {
   #opts: ForwarderOptions;
   #clock: Clock;
   #sql: Sql | undefined;
+  #ledger: Ledger;
   #reconciled = false;
-  #seqsChecked = false;
   #backoff: Backoff;
   #refusedBackoff: Backoff;
   /** Whether the connection's statement_timeout was set (again after every reconnection). */
@@ -165,7 +137,13 @@ export class Forwarder {
     this.#telemetry = opts.telemetry ?? new Telemetry({ now: () => this.#clock.monotonic() });
     this.#backoff = new Backoff({ capMs: opts.config.forward_retry_max_ms });
     this.#refusedBackoff = new Backoff({ capMs: Math.max(REFUSED_RETRY_MAX_MS, opts.config.forward_retry_max_ms) });
-    this.#liveAfter = opts.spool.openedAtSeq - 1;
+    this.#ledger = new Ledger({
+      lease: opts.lease,
+      edgeId: opts.config.edge_id,
+      bounded: (answer) => this.#timed(answer),
+      telemetry: this.#telemetry,
+    });
+    this.#liveAfter = opts.lease.openedAtSeq - 1;
     this.#backfillRows = opts.config.forward_batch_rows;
     this.#backfillRefilledAt = this.#clock.monotonic();
   }
@@ -208,8 +186,8 @@ export class Forwarder {
    * Never throws: failures are classified, logged by impact and answered with "failed".
    */
   async step(): Promise<"sent" | "idle" | "paced" | "failed"> {
-    const spool = this.#opts.spool;
-    this.#backlogAtStepStart = spool.rowCount();
+    const lease = this.#opts.lease;
+    this.#backlogAtStepStart = lease.rowCount();
     try {
       const sql = this.#connection();
       if (!this.#sessionLimited) {
@@ -220,16 +198,16 @@ export class Forwarder {
         await this.#reconcile(sql);
         this.#reconciled = true;
       }
-      await this.#reportGaps(sql);
-      await this.#reportQuarantine(sql);
+      await this.#ledger.reportGaps(sql, (rows) => this.counters.droppedReported += rows);
+      await this.#ledger.reportQuarantine(sql);
       const batchRows = this.#opts.config.forward_batch_rows;
-      const newest = spool.lastSeq();
-      if (spool.rowCount() <= batchRows) {
+      const newest = lease.lastSeq();
+      if (lease.rowCount() <= batchRows) {
         if (this.#draining) {
           this.#draining = false;
           this.#telemetry.end(BACKLOG_DRAINING, "spool", { live_rows: this.counters.liveRows });
         }
-        const batch = spool.read(0, batchRows);
+        const batch = lease.read(0, batchRows);
         if (batch.length > 0) await this.#sendIsolating(sql, batch);
         // Caught up: whatever comes next is live.
         this.#liveAfter = Math.max(this.#liveAfter, newest);
@@ -240,11 +218,11 @@ export class Forwarder {
       if (!this.#draining) {
         this.#draining = true;
         this.#telemetry.begin(BACKLOG_DRAINING, "spool", {
-          backlog_rows: spool.rowCount(),
+          backlog_rows: lease.rowCount(),
           cap_rows_per_s: this.#opts.config.forward_backfill_rows_per_s || undefined,
         });
       }
-      const live = spool.read(this.#liveAfter, batchRows);
+      const live = lease.read(this.#liveAfter, batchRows);
       if (live.length > 0) {
         await this.#sendIsolating(sql, live);
         this.#liveAfter = Math.max(this.#liveAfter, live.at(-1)!.seq);
@@ -253,7 +231,7 @@ export class Forwarder {
       const allowed = this.#backfillAllowance();
       let backfilled = 0;
       if (allowed > 0) {
-        const old = spool.read(0, allowed);
+        const old = lease.read(0, allowed);
         const started = this.#clock.monotonic();
         await this.#sendIsolating(sql, old);
         this.#adaptBackfill(this.#clock.monotonic() - started);
@@ -265,11 +243,11 @@ export class Forwarder {
     } catch (err) {
       // Our own bug is not a delivery failure: it leaves the loop, and the process (see main.ts).
       if (classify(err) === "bug") throw err;
-      const lockWait = lockWaitOf(err, { spoolId: spool.spoolId, config: this.#opts.config });
+      const lockWait = lockWaitOf(err, { spoolId: lease.spoolId, config: this.#opts.config });
       if (lockWait) await this.#lockWaited(lockWait);
       else this.#failed(err);
       // What was taken until now could not be sent in time: it joins the backfill.
-      this.#liveAfter = Math.max(this.#liveAfter, spool.lastSeq());
+      this.#liveAfter = Math.max(this.#liveAfter, lease.lastSeq());
       return "failed";
     }
   }
@@ -281,10 +259,10 @@ export class Forwarder {
    */
   async #lockWaited(wait: LockWait): Promise<void> {
     const sql = this.#sql;
-    const spool = this.#opts.spool;
+    const lease = this.#opts.lease;
     if (sql && wait.ledger) {
       try {
-        wait.holder = await this.#timed(ledgerLockHolder(sql, spool.spoolId));
+        wait.holder = await this.#timed(ledgerLockHolder(sql, lease.spoolId));
       } catch (err) {
         this.#failed(err);
         return;
@@ -293,7 +271,7 @@ export class Forwarder {
     this.counters.retries++;
     const t = this.#telemetry;
     t.emit(FORWARD_FAILED, { error: `Lock wait timed out: ${wait.lock}`, attempt: this.#backoff.attempts });
-    const answered = { endpoint: describe(this.#opts.endpoint), backlog_rows: spool.rowCount() };
+    const answered = { endpoint: describe(this.#opts.endpoint), backlog_rows: lease.rowCount() };
     t.end(CENTRAL_UNREACHABLE, "central", answered);
     t.end(CENTRAL_REFUSES, "central", answered);
     const h = wait.holder;
@@ -367,95 +345,17 @@ export class Forwarder {
     this.#answered = false;
     this.#reconciled = false;
     this.#sessionLimited = false;
-    this.#opts.spool.releaseLeases();
+    this.#opts.lease.releaseLeases();
     if (sql) sql.end({ timeout: 0 }).catch(() => {});
   }
 
   /** Removes from the spool every range the central ledger already holds. */
   async #reconcile(sql: Sql): Promise<void> {
-    const spool = this.#opts.spool;
-    if (!this.#seqsChecked) {
-      await this.#checkReusedSeqs(sql);
-      this.#seqsChecked = true;
-    }
-    const min = spool.minSeq();
-    if (min === undefined) return;
-    const ranges = await this.#timed(sql`
-      SELECT first_seq::float8 AS first, last_seq::float8 AS last FROM kwollect_ledger
-      WHERE spool_id = ${spool.spoolId} AND last_seq >= ${min} ORDER BY first_seq`);
-    let removed = 0;
-    for (const r of ranges as unknown as { first: number; last: number }[]) {
-      removed += spool.removeForwarded(r.first, r.last);
-    }
+    const removed = await this.#ledger.reconcile(sql);
     if (removed > 0) {
       this.counters.reconciledRows += removed;
       this.#telemetry.emit(ROWS_RECONCILED, { samples: removed }, { n: removed });
     }
-  }
-
-  /**
-   * A spool that lost its latest commits (write-ahead log deleted or damaged) reopens with an
-   * older next seq and hands out seqs the ledger already holds for other samples: claimed data
-   * at or past the seq this process started from, with samples older than its start, proves it.
-   * The new samples then move past the ledger's last seq (the range in between is recorded as
-   * dropped), instead of being mistaken for the old ones and removed.
-   */
-  async #checkReusedSeqs(sql: Sql): Promise<void> {
-    const spool = this.#opts.spool;
-    if (!spool.isWriter) return;
-    const [row] = await this.#timed(sql`
-      SELECT max(last_seq)::float8 AS last, bool_or(kind = 'data' AND max_ts < ${new Date(spool.openedAtMs)}) AS old
-      FROM kwollect_ledger WHERE spool_id = ${spool.spoolId} AND last_seq >= ${spool.openedAtSeq}`) as unknown as {
-      last: number | null;
-      old: boolean | null;
-    }[];
-    if (row?.old !== true || row.last === null) return;
-    const shift = spool.renumberAfter(row.last, "lost with the spool's write-ahead log");
-    this.#telemetry.emit(SEQS_REUSED, {
-      spool: spool.path,
-      lost_first_seq: spool.openedAtSeq,
-      lost_last_seq: row.last,
-      shift,
-    });
-  }
-
-  async #reportGaps(sql: Sql): Promise<void> {
-    const spool = this.#opts.spool;
-    for (const gap of spool.gaps()) {
-      const claimed = await this.#claimOnly(sql, gap.firstSeq, gap.lastSeq, gap.rows, "dropped");
-      if (!claimed) {
-        // Part of the range reached the ledger another way (a concurrent flush): record the rest.
-        const taken = await this.#timed(sql`
-          SELECT first_seq::float8 AS first, last_seq::float8 AS last FROM kwollect_ledger
-          WHERE spool_id = ${spool.spoolId} AND last_seq >= ${gap.firstSeq} AND first_seq <= ${gap.lastSeq}
-          ORDER BY first_seq`) as unknown as { first: number; last: number }[];
-        let cursor = gap.firstSeq;
-        for (const t of taken) {
-          if (t.first > cursor) await this.#claimOnly(sql, cursor, t.first - 1, 0, "dropped");
-          cursor = Math.max(cursor, t.last + 1);
-        }
-        if (cursor <= gap.lastSeq) await this.#claimOnly(sql, cursor, gap.lastSeq, 0, "dropped");
-      }
-      spool.removeGap(gap.firstSeq);
-      this.counters.droppedReported += gap.rows;
-    }
-  }
-
-  async #reportQuarantine(sql: Sql): Promise<void> {
-    const spool = this.#opts.spool;
-    for (const q of spool.unreportedQuarantine()) {
-      await this.#claimOnly(sql, q.seq, q.seq, 0, "quarantined");
-      spool.markQuarantineReported(q.seq);
-    }
-  }
-
-  /** Records a ledger row with no data rows; false when the range was already claimed. */
-  async #claimOnly(sql: Sql, first: number, last: number, rows: number, kind: string): Promise<boolean> {
-    const spool = this.#opts.spool;
-    const [row] = await this.#timed(sql`
-      SELECT kwollect_claim(${spool.spoolId}, ${this.#opts.config.edge_id}, ${first}, ${last}, ${rows},
-                            ${kind}, NULL, NULL, ${VERSION}) AS ok`) as unknown as { ok: boolean }[];
-    return row?.ok === true;
   }
 
   /**
@@ -486,7 +386,7 @@ export class Forwarder {
 
   /** Sets a sample aside in the spool's quarantine, with the reason, and records its seq centrally. */
   async #quarantine(sql: Sql, sample: SpooledSample, reason: string): Promise<void> {
-    this.#opts.spool.quarantine([sample], reason);
+    this.#opts.lease.quarantine([sample], reason);
     this.counters.quarantined++;
     this.#telemetry.emit(ROWS_QUARANTINED, {
       seq: sample.seq,
@@ -494,55 +394,16 @@ export class Forwarder {
       metric: sample.metricId,
       reason,
     });
-    await this.#reportQuarantine(sql);
+    await this.#ledger.reportQuarantine(sql);
   }
 
+  /** Sends one batch in one transaction: its ledger claim, then its rows (see ledger.ts). */
   async #send(sql: Sql, batch: SpooledSample[], method: string): Promise<void> {
-    const spool = this.#opts.spool;
-    const first = batch[0]!.seq;
-    const last = batch.at(-1)!.seq;
-    let minTs = Infinity;
-    let maxTs = -Infinity;
-    const chunks: string[] = [];
-    let chunk = "";
-    const copy = method === "copy";
-    for (const s of batch) {
-      if (s.timestampMs < minTs) minTs = s.timestampMs;
-      if (s.timestampMs > maxTs) maxTs = s.timestampMs;
-      if (!copy) continue;
-      chunk += copyRow(s);
-      if (chunk.length > 65536) {
-        chunks.push(chunk);
-        chunk = "";
-      }
-    }
-    if (chunk) chunks.push(chunk);
+    const prepared = prepareBatch(batch, method);
+    const { first, last } = prepared;
     const sent = this.#timed(sql.begin(async (tx) => {
-      const [claim] = await tx`
-        SELECT kwollect_claim(${spool.spoolId}, ${this.#opts.config.edge_id}, ${first}, ${last}, ${batch.length},
-                              'data', ${new Date(minTs)}, ${new Date(maxTs)}, ${VERSION}) AS ok`;
-      if (claim?.ok !== true) throw new OverlapError(first, last);
-      if (!copy) {
-        await tx`
-          INSERT INTO metrics ("timestamp", device_id, metric_id, value, labels)
-          SELECT * FROM unnest(${batch.map((s) => copyTimestamp(s.timestampMs))}::text[]::timestamptz[],
-                               ${batch.map((s) => s.deviceId)}::text[], ${batch.map((s) => s.metricId)}::text[],
-                               ${batch.map((s) => copyFloat(s.value))}::text[]::float8[],
-                               ${batch.map((s) => JSON.stringify(s.labels))}::text[]::jsonb[])`;
-        return;
-      }
-      failpoint("before-copy");
-      const writable = await tx`COPY metrics ("timestamp", device_id, metric_id, value, labels) FROM STDIN`.writable();
-      const finished = writeAll(writable, chunks);
-      try {
-        // The probe is queued once all COPY data has been handed over: it succeeds after a good
-        // COPY and fails (the transaction is aborted) after a rejected one, whose own promise
-        // would never settle.
-        await Promise.all([finished, streamHandedOver(writable).then(() => tx`SELECT 1`)]);
-      } catch (err) {
-        if ((err as { code?: string }).code === "25P02") throw new CopyRejectedError(err);
-        throw err;
-      }
+      await this.#ledger.claimBatch(tx, prepared);
+      await prepared.write(tx);
     }));
     try {
       await sent;
@@ -553,7 +414,7 @@ export class Forwarder {
       throw err;
     }
     failpoint("after-central-commit");
-    spool.removeForwarded(first, last);
+    this.#opts.lease.removeForwarded(first, last);
     this.counters.batches++;
     this.counters.rows += batch.length;
     this.counters.lastForwardAtMs = this.#clock.now();
@@ -602,7 +463,7 @@ export class Forwarder {
     // A refusal (bad password, missing table) needs a person; an outage only needs patience; a
     // spool that refuses (disk full, I/O error) is this host's problem, not the central one's.
     if (kind === "local") {
-      t.begin(SPOOL_REFUSES_FORWARDER, "spool", { spool: this.#opts.spool.path, error: message }, message);
+      t.begin(SPOOL_REFUSES_FORWARDER, "spool", { spool: this.#opts.lease.path, error: message }, message);
     } else if (kind === "config") t.begin(CENTRAL_REFUSES, "central", { endpoint, error: message }, message);
     // An outage began when the database last answered: a black hole is noticed only at a timeout.
     else t.begin(CENTRAL_UNREACHABLE, "central", { endpoint, error: message }, undefined, this.#lastAnswerAt);
@@ -625,32 +486,4 @@ export class Forwarder {
     t.end(CENTRAL_REFUSES, "central", fields);
     t.end(CENTRAL_UNREACHABLE, "central", fields);
   }
-}
-
-/**
- * Resolves once the writable has called its `final` (postgres.js then sends CopyDone and accepts
- * the next query of the transaction; any query issued before fails the whole transaction).
- * Node's Writable exposes this only in its internal state.
- */
-async function streamHandedOver(w: object): Promise<void> {
-  const state = (w as { _writableState?: { finalCalled?: boolean; destroyed?: boolean } })._writableState;
-  while (state && !state.finalCalled && !state.destroyed) await new Promise((r) => setTimeout(r, 1));
-}
-
-/** Writes the COPY data; resolves when the server has acknowledged the COPY. */
-function writeAll(
-  w: {
-    write(chunk: string, cb?: (err?: Error | null) => void): boolean;
-    end(): void;
-    once(ev: string, fn: (e?: unknown) => void): unknown;
-  },
-  chunks: string[],
-): Promise<void> {
-  failpoint("mid-copy");
-  return new Promise((resolve, reject) => {
-    w.once("error", reject);
-    w.once("finish", () => resolve());
-    for (const c of chunks) w.write(c);
-    w.end();
-  });
 }

@@ -1,5 +1,6 @@
 import type { Config } from "../config/defaults.ts";
 import type { Sql } from "../central/connect.ts";
+import type { LockHolder } from "./ledger.ts";
 
 /**
  * # The forwarder's central session: what frees a spool's ledger lock when a collector vanishes
@@ -82,16 +83,6 @@ export interface LockWait {
   holder?: LockHolder;
 }
 
-export interface LockHolder {
-  pid: number;
-  application: string;
-  client: string | null;
-  state: string | null;
-  /** Seconds in that state, and since its transaction began. */
-  stateS: number | null;
-  transactionS: number | null;
-}
-
 /** The lock wait `err` reports (SQLSTATE 55P03), or undefined for any other failure. */
 export function lockWaitOf(err: unknown, opts: { spoolId: string; config: Config }): LockWait | undefined {
   const e = err as { name?: unknown; code?: unknown; where?: unknown } | undefined;
@@ -101,35 +92,5 @@ export function lockWaitOf(err: unknown, opts: { spoolId: string; config: Config
     ledger: inClaim,
     lock: inClaim ? `ledger lock of spool ${opts.spoolId}` : "a table lock of the batch's COPY or INSERT into metrics",
     waitedMs: lockTimeoutMs(opts.config),
-  };
-}
-
-/** The session holding the ledger lock of `spoolId`, if any (kwollect_claim's advisory key). */
-export async function ledgerLockHolder(sql: Sql, spoolId: string): Promise<LockHolder | undefined> {
-  // A one-key advisory lock shows its int8 key split in classid (high half) and objid (low half).
-  const [row] = await sql`
-    SELECT a.pid, a.application_name AS application, host(a.client_addr) AS client, a.state,
-           extract(epoch FROM now() - a.state_change)::float8 AS state_s,
-           extract(epoch FROM now() - a.xact_start)::float8 AS transaction_s
-    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-      AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(${spoolId}::uuid::text, 0)` as unknown as {
-    pid: number;
-    application: string;
-    client: string | null;
-    state: string | null;
-    state_s: number | null;
-    transaction_s: number | null;
-  }[];
-  if (!row) return undefined;
-  const round = (s: number | null) => s === null ? null : Math.round(s * 10) / 10;
-  return {
-    pid: row.pid,
-    application: row.application,
-    client: row.client,
-    state: row.state,
-    stateS: round(row.state_s),
-    transactionS: round(row.transaction_s),
   };
 }

@@ -3,7 +3,6 @@ import { dirname } from "node:path";
 import type { Clock } from "../clock.ts";
 import { errorMessage, logger } from "../log.ts";
 import type { Sample } from "../sample.ts";
-import { SAMPLE_BYTES_ESTIMATE, type Spool } from "../spool/spool.ts";
 import {
   CLOCK_STEPPED,
   INGEST_RATE,
@@ -26,20 +25,41 @@ const RATE_MIN_SPAN_MS = 2000;
 /** Samples appended in a window of pure growth before its bytes per sample are trusted. */
 const GROWTH_WINDOW_MIN_SAMPLES = 10_000;
 
+/** What the health sampler measures of the spool, as committed. */
+export interface SpoolGauges {
+  /** The spool file (its filesystem's free space bounds the budget). */
+  readonly path: string;
+  stats(): {
+    rows: number;
+    bytes: number;
+    fileBytes: number;
+    oldestTimestampMs: number | undefined;
+    lastForwardAtMs: number | undefined;
+  };
+  /** Samples this process appended, and removed (forwarded, dropped as oldest, quarantined). */
+  appended(): number;
+  removed(): number;
+}
+
 export interface HealthOptions {
   telemetry: Telemetry;
-  spool: Spool;
+  spool: SpoolGauges;
+  /** Disk bytes a sample is taken to cost until a window of pure growth measured it. */
+  sampleBytesEstimate: number;
   clock: Clock;
   edgeId: string;
   maxBytes: number;
   /** When the forwarder last committed a batch (undefined before the first one). */
   lastForwardAtMs(): number | undefined;
+  /** Hands the telemetry samples to the spool, like any producer; resolves when they are durable. */
+  deliver(samples: Sample[]): Promise<void>;
 }
 
 /**
  * Measures the collector's health (spool depth and age, ingest rate, how long an outage the free
  * budget covers, wall-clock steps) into the telemetry gauges, and turns every telemetry figure
- * into samples of device `<edge_id>`, which travel through the spool like any other sample.
+ * into samples of device `<edge_id>`, which travel through the spool like any other sample: it
+ * only reads gauges and calls `deliver`.
  */
 export class HealthSampler {
   #opts: HealthOptions;
@@ -49,10 +69,11 @@ export class HealthSampler {
   /** Start of the current window in which the spool only grew (nothing forwarded or dropped). */
   #growth: { bytes: number; appended: number; removed: number } | undefined;
   /** Disk bytes one more sample costs, measured in the last window of pure growth. */
-  #bytesPerSample = SAMPLE_BYTES_ESTIMATE;
+  #bytesPerSample: number;
 
   constructor(opts: HealthOptions) {
     this.#opts = opts;
+    this.#bytesPerSample = opts.sampleBytesEstimate;
   }
 
   /**
@@ -74,7 +95,7 @@ export class HealthSampler {
     const mono = clock.monotonic();
     const now = clock.now();
     const stats = spool.stats();
-    const appended = spool.counters.appended;
+    const appended = spool.appended();
     t.set(SPOOL_ROWS, stats.rows);
     t.set(SPOOL_BYTES, stats.bytes);
     t.set(
@@ -111,8 +132,7 @@ export class HealthSampler {
    * of a new exporter). Whole-spool averages would overstate it by a third.
    */
   #measureGrowth(bytes: number, appended: number): void {
-    const c = this.#opts.spool.counters;
-    const removed = c.forwarded + c.droppedOldest + c.quarantined;
+    const removed = this.#opts.spool.removed();
     const w = this.#growth;
     if (!w || w.removed !== removed || bytes < w.bytes) {
       this.#growth = { bytes, appended, removed };
@@ -147,7 +167,7 @@ export class HealthSampler {
       return;
     }
     try {
-      await this.#opts.spool.append(samples);
+      await this.#opts.deliver(samples);
     } catch (err) {
       this.#opts.telemetry.emit(SAMPLES_LOST, { samples: samples.length, error: errorMessage(err) }, {
         labels: { protocol: "telemetry" },

@@ -9,7 +9,7 @@ import { destroyPostgres, type PgCluster, startPostgres } from "../helpers/postg
 import { pgConfig } from "../helpers/config.ts";
 import { startCountingExporter } from "../helpers/exporter.ts";
 import { kwollector, sleep, spawnCollector } from "../helpers/collector.ts";
-import { Spool } from "../../src/spool/spool.ts";
+import { openSpool, openSpoolView } from "../../src/spool/spool.ts";
 
 async function rig(pg: PgCluster, exporterPort: number, extra = "") {
   const dir = await Deno.makeTempDir({ prefix: "kwollector-faults-" });
@@ -47,15 +47,8 @@ async function centralValues(pg: PgCluster): Promise<number[]> {
 
 async function ledgerChecks(pg: PgCluster, spoolPath: string) {
   const sql = pg.admin("kwdb");
-  const spool = Spool.open({
-    path: spoolPath,
-    maxBytes: 1 << 30,
-    fullPolicy: "drop_oldest",
-    synchronous: "full",
-    commitIntervalMs: 10,
-    mode: "reader",
-  });
-  const { spoolId, nextSeq, rows } = spool.stats();
+  const spool = openSpoolView(spoolPath);
+  const { spoolId, nextSeq, rows } = spool.view.stats();
   spool.close();
   const [gaps] = await sql`SELECT count(*)::int AS n FROM kwollect_ledger_gaps WHERE spool_id = ${spoolId}`;
   const [d] = await sql`SELECT coalesce(sum(rows), 0)::int AS rows, coalesce(max(last_seq), 0)::int AS last
@@ -176,14 +169,14 @@ Deno.test({
 
 Deno.test("flush exits 3 when the central database is unreachable and keeps the spool", async () => {
   const dir = await Deno.makeTempDir();
-  const spool = Spool.open({
+  const spool = openSpool({
     path: `${dir}/spool.db`,
     maxBytes: 1 << 30,
     fullPolicy: "drop_oldest",
     synchronous: "full",
     commitIntervalMs: 1,
   });
-  await spool.append([{ timestampMs: Date.now(), deviceId: "d", metricId: "m", value: 1, labels: {} }]);
+  await spool.writer.append([{ timestampMs: Date.now(), deviceId: "d", metricId: "m", value: 1, labels: {} }]);
   spool.close();
   const flush = await kwollector([
     "flush",

@@ -1,20 +1,18 @@
 import assert from "node:assert/strict";
-import type { Sql } from "../../src/central/connect.ts";
 import { PromotionFilter, PromotionRefresher } from "../../src/collect/promotion.ts";
 import { setLogLevel, setLogSink } from "../../src/log.ts";
 import { FakeClock } from "../helpers/fake_clock.ts";
 
 Deno.test("promotion refresher measures how long promoted_metrics failed on the monotonic clock, across a clock step", async () => {
   let reachable = false;
-  const sql = Object.assign(
-    () => reachable ? Promise.resolve([]) : Promise.reject(new Error("connect ECONNREFUSED 127.0.0.1:5432")),
-    { end: () => Promise.resolve() },
-  ) as unknown as Sql;
   const clock = new FakeClock();
   const refresher = new PromotionRefresher({
     filter: new PromotionFilter(),
-    spool: { readPromoted: () => [], writePromoted: () => {} },
-    connect: () => sql,
+    saved: { readPromoted: () => [], writePromoted: () => {} },
+    central: {
+      read: () => reachable ? Promise.resolve([]) : Promise.reject(new Error("connect ECONNREFUSED 127.0.0.1:5432")),
+      drop: () => Promise.resolve(),
+    },
     refreshMs: 1000,
     clock,
   });

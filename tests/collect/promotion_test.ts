@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import { connect, endpointOf } from "../../src/central/connect.ts";
+import { promotedMetrics } from "../../src/central/promoted_metrics.ts";
 import { setupDatabase } from "../../src/central/setup.ts";
 import { PromotionFilter, PromotionRefresher } from "../../src/collect/promotion.ts";
 import { setLogLevel, setLogSink } from "../../src/log.ts";
-import { Spool } from "../../src/spool/spool.ts";
+import { openSpool, type Spool } from "../../src/spool/spool.ts";
 import { pgConfig } from "../helpers/config.ts";
 import { entryFor } from "../helpers/entries.ts";
 import { destroyPostgres, startPostgres } from "../helpers/postgres.ts";
@@ -64,7 +65,7 @@ Deno.test("promotion refresher follows promoted_metrics in PostgreSQL and surviv
   let admin = pg.admin("kwdb");
   try {
     await setupDatabase(config);
-    spool = Spool.open({
+    spool = openSpool({
       path: config.spool_path,
       maxBytes: config.spool_max_bytes,
       fullPolicy: "drop_oldest",
@@ -73,8 +74,8 @@ Deno.test("promotion refresher follows promoted_metrics in PostgreSQL and surviv
     });
     const filter = new PromotionFilter();
     const options = {
-      spool,
-      connect: () => connect(endpointOf(config), { applicationName: "kwollector promotion test" }),
+      saved: spool.state,
+      central: promotedMetrics(() => connect(endpointOf(config), { applicationName: "kwollector promotion test" })),
       refreshMs: config.promoted_refresh_ms,
       queryTimeoutMs: 2000,
     };
@@ -108,7 +109,7 @@ Deno.test("promotion refresher follows promoted_metrics in PostgreSQL and surviv
       await waitUntil("the alias row promotes the PDU port", () => filter.isActive(pduPort));
       assert.equal(filter.isPromotedNode("taurus-3", "wattmetre_power_watt"), true);
       assert.deepEqual(
-        spool!.readPromoted().find((r) => r.deviceId === "taurus-3"),
+        spool!.state.readPromoted().find((r) => r.deviceId === "taurus-3"),
         { deviceId: "taurus-3", metricId: null },
         "the spool keeps a copy",
       );
@@ -143,7 +144,7 @@ Deno.test("promotion refresher follows promoted_metrics in PostgreSQL and surviv
         "the emptied table switches everything off",
         () => !restarted.isActive(optional("bmc_temp_celsius", "taurus-2")),
       );
-      assert.deepEqual(spool!.readPromoted(), []);
+      assert.deepEqual(spool!.state.readPromoted(), []);
     });
   } finally {
     setLogSink((l) => console.error(l));
@@ -169,7 +170,7 @@ Deno.test("promotion refresher gives up on a database that never answers and kee
   const dir = await Deno.makeTempDir({ prefix: "kwollector-promotion-" });
   const logs: string[] = [];
   setLogSink((l) => logs.push(l));
-  const spool = Spool.open({
+  const spool = openSpool({
     path: `${dir}/spool.db`,
     maxBytes: 64 * 1024 * 1024,
     fullPolicy: "drop_oldest",
@@ -179,8 +180,8 @@ Deno.test("promotion refresher gives up on a database that never answers and kee
   const filter = new PromotionFilter();
   const refresher = new PromotionRefresher({
     filter,
-    spool,
-    connect: () =>
+    saved: spool.state,
+    central: promotedMetrics(() =>
       connect({
         host: "127.0.0.1",
         port: (silent.addr as Deno.NetAddr).port,
@@ -189,12 +190,13 @@ Deno.test("promotion refresher gives up on a database that never answers and kee
         password: "changeme",
         sslmode: "disable",
         sslrootcert: "",
-      }),
+      })
+    ),
     refreshMs: REFRESH_MS,
     queryTimeoutMs: 300,
   });
   try {
-    spool.writePromoted([{ deviceId: "taurus-5", metricId: "wattmetre_power_watt" }]);
+    spool.state.writePromoted([{ deviceId: "taurus-5", metricId: "wattmetre_power_watt" }]);
     refresher.start();
     try {
       assert.equal(filter.isPromotedNode("taurus-5", "wattmetre_power_watt"), true);

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { Forwarder } from "../../src/forward/forwarder.ts";
-import { Spool } from "../../src/spool/spool.ts";
+import { openSpool, type Spool } from "../../src/spool/spool.ts";
+import { spoolOptions } from "../../src/cli/runtime.ts";
 import { endpointOf } from "../../src/central/connect.ts";
 import { setupDatabase } from "../../src/central/setup.ts";
 import type { Config } from "../../src/config/defaults.ts";
@@ -29,26 +30,14 @@ function samples(n: number, from = 0): Sample[] {
 async function fixture(pg: PgCluster, overrides: Record<string, string | number> = {}) {
   const dir = await Deno.makeTempDir();
   const config: Config = pgConfig(pg, dir, { forward_retry_max_ms: 50, ...overrides });
-  const spool = Spool.open({
-    path: config.spool_path,
-    maxBytes: config.spool_max_bytes,
-    fullPolicy: "drop_oldest",
-    synchronous: "full",
-    commitIntervalMs: 1,
-  });
+  const spool = reopen(config);
   const admin = pg.admin("kwdb");
   await admin`TRUNCATE metrics`;
   return { dir, config, spool, admin };
 }
 
 function reopen(config: Config): Spool {
-  return Spool.open({
-    path: config.spool_path,
-    maxBytes: config.spool_max_bytes,
-    fullPolicy: "drop_oldest",
-    synchronous: "full",
-    commitIntervalMs: 1,
-  });
+  return openSpool({ ...spoolOptions(config), commitIntervalMs: 1 });
 }
 
 async function values(admin: ReturnType<PgCluster["admin"]>, spoolId: string): Promise<number[]> {
@@ -67,15 +56,15 @@ function quietLogs(): string[] {
 Deno.test("forwarder lands each batch once, with a ledger row covering its seqs", async () => {
   const pg = await pgReady;
   const { config, spool, admin } = await fixture(pg, { forward_batch_rows: 1000 });
-  await spool.append(samples(2500));
-  const fwd = new Forwarder({ spool, endpoint: endpointOf(config), config });
+  await spool.writer.append(samples(2500));
+  const fwd = new Forwarder({ lease: spool.lease, endpoint: endpointOf(config), config });
   assert.equal(await fwd.drain({ deadlineMs: performance.now() + 30_000 }), true);
   await fwd.close();
   assert.deepEqual(await values(admin, spool.spoolId), Array.from({ length: 2500 }, (_, i) => i));
   const ledger = await admin`SELECT first_seq::int AS f, last_seq::int AS l, rows FROM kwollect_ledger
                              WHERE spool_id = ${spool.spoolId} ORDER BY first_seq`;
   assert.deepEqual(ledger.map((r) => [r.f, r.l, r.rows]), [[1, 1000, 1000], [1001, 2000, 1000], [2001, 2500, 500]]);
-  assert.equal(spool.stats().rows, 0);
+  assert.equal(spool.view.stats().rows, 0);
   spool.close();
 });
 
@@ -85,8 +74,8 @@ Deno.test("forwarder recognises a batch whose COMMIT acknowledgement was lost an
   const logs = quietLogs();
   try {
     const { config, spool, admin } = await fixture(pg, { db_port: proxy.port, forward_batch_rows: 500 });
-    await spool.append(samples(1200));
-    const fwd = new Forwarder({ spool, endpoint: endpointOf(config), config });
+    await spool.writer.append(samples(1200));
+    const fwd = new Forwarder({ lease: spool.lease, endpoint: endpointOf(config), config });
     proxy.armCommitCut();
     assert.equal(await fwd.drain({ deadlineMs: performance.now() + 30_000 }), true);
     await fwd.close();
@@ -114,15 +103,15 @@ Deno.test("forwarder quarantines a row the server rejects and lands the rest of 
     const { config, spool, admin } = await fixture(pg, { forward_batch_rows: 1000 });
     const batch = samples(1000);
     batch[617] = { ...batch[617]!, metricId: "poison" };
-    await spool.append(batch);
-    const fwd = new Forwarder({ spool, endpoint: endpointOf(config), config });
+    await spool.writer.append(batch);
+    const fwd = new Forwarder({ lease: spool.lease, endpoint: endpointOf(config), config });
     assert.equal(await fwd.drain({ deadlineMs: performance.now() + 30_000 }), true);
     await fwd.close();
     const landed = await values(admin, spool.spoolId);
     assert.equal(landed.length, 999);
     assert.ok(!landed.includes(617));
     assert.equal(fwd.counters.quarantined, 1);
-    assert.equal(spool.stats().quarantined, 1);
+    assert.equal(spool.view.stats().quarantined, 1);
     const ledger = await admin`SELECT kind, first_seq::int AS f, last_seq::int AS l FROM kwollect_ledger
                                WHERE spool_id = ${spool.spoolId} AND kind = 'quarantined'`;
     assert.deepEqual(ledger.map((r) => [r.kind, r.f, r.l]), [["quarantined", 618, 618]]);
@@ -143,18 +132,12 @@ Deno.test("forwarder records samples given up by a full spool as a dropped range
   quietLogs();
   try {
     const { config, spool, admin } = await fixture(pg, { spool_max_bytes: 1024 * 1024 });
-    const small = Spool.open({
-      path: `${config.spool_path}.small`,
-      maxBytes: 1024 * 1024,
-      fullPolicy: "drop_oldest",
-      synchronous: "full",
-      commitIntervalMs: 1,
-    });
+    const small = reopen({ ...config, spool_path: `${config.spool_path}.small` });
     spool.close();
-    for (let i = 0; i < 60_000; i += 5000) await small.append(samples(5000, i));
-    const dropped = small.gaps().reduce((n, g) => n + g.rows, 0);
+    for (let i = 0; i < 60_000; i += 5000) await small.writer.append(samples(5000, i));
+    const dropped = small.lease.gaps().reduce((n, g) => n + g.rows, 0);
     assert.ok(dropped > 0);
-    const fwd = new Forwarder({ spool: small, endpoint: endpointOf(config), config });
+    const fwd = new Forwarder({ lease: small.lease, endpoint: endpointOf(config), config });
     assert.equal(await fwd.drain({ deadlineMs: performance.now() + 30_000 }), true);
     await fwd.close();
     const [d] =
@@ -176,22 +159,15 @@ Deno.test("forwarder moves samples past the ledger when the spool lost commits i
   const logs = quietLogs();
   try {
     const { config, spool, admin } = await fixture(pg, { forward_batch_rows: 1000 });
-    const open = () =>
-      Spool.open({
-        path: config.spool_path,
-        maxBytes: config.spool_max_bytes,
-        fullPolicy: "drop_oldest",
-        synchronous: "full",
-        commitIntervalMs: 1,
-      });
+    const open = () => reopen(config);
     // The spool as it was on disk before its last commits: 50 samples, seqs 1..50.
-    await spool.append(samples(50));
+    await spool.writer.append(samples(50));
     spool.close();
     await Deno.copyFile(config.spool_path, `${config.spool_path}.before`);
     // Then 50 more, and all 100 forwarded.
     const first = open();
-    await first.append(samples(50, 50));
-    let fwd = new Forwarder({ spool: first, endpoint: endpointOf(config), config });
+    await first.writer.append(samples(50, 50));
+    let fwd = new Forwarder({ lease: first.lease, endpoint: endpointOf(config), config });
     assert.equal(await fwd.drain({ deadlineMs: performance.now() + 30_000 }), true);
     await fwd.close();
     first.close();
@@ -199,9 +175,9 @@ Deno.test("forwarder moves samples past the ledger when the spool lost commits i
     // and hands out seqs 51.. again, for new samples.
     await Deno.rename(`${config.spool_path}.before`, config.spool_path);
     const reopened = open();
-    assert.equal(reopened.openedAtSeq, 51);
-    await reopened.append(samples(10, 1000));
-    fwd = new Forwarder({ spool: reopened, endpoint: endpointOf(config), config });
+    assert.equal(reopened.lease.openedAtSeq, 51);
+    await reopened.writer.append(samples(10, 1000));
+    fwd = new Forwarder({ lease: reopened.lease, endpoint: endpointOf(config), config });
     assert.equal(await fwd.drain({ deadlineMs: performance.now() + 30_000 }), true);
     await fwd.close();
     reopened.close();
@@ -221,8 +197,8 @@ Deno.test("forwarder connects with TLS verify-full against the CA and refuses an
   const logs = quietLogs();
   try {
     const { config, spool, admin } = await fixture(pg, { db_sslmode: "verify-full", db_sslrootcert: pg.caFile });
-    await spool.append(samples(10));
-    const fwd = new Forwarder({ spool, endpoint: endpointOf(config), config });
+    await spool.writer.append(samples(10));
+    const fwd = new Forwarder({ lease: spool.lease, endpoint: endpointOf(config), config });
     assert.equal(await fwd.drain({ deadlineMs: performance.now() + 10_000 }), true);
     await fwd.close();
     const [ssl] = await admin`SELECT count(*)::int AS n FROM pg_stat_ssl WHERE ssl`;
@@ -250,11 +226,11 @@ Deno.test("forwarder connects with TLS verify-full against the CA and refuses an
     }).output();
     assert.ok(cmd.success);
     const bad = { ...config, db_sslrootcert: otherCa };
-    await spool.append(samples(5, 100));
-    const refused = new Forwarder({ spool, endpoint: endpointOf(bad), config: bad });
+    await spool.writer.append(samples(5, 100));
+    const refused = new Forwarder({ lease: spool.lease, endpoint: endpointOf(bad), config: bad });
     assert.equal(await refused.drain({ deadlineMs: performance.now() + 1500 }), false);
     await refused.close();
-    assert.equal(spool.stats().rows, 5, "samples stay in the spool");
+    assert.equal(spool.view.stats().rows, 5, "samples stay in the spool");
     assert.ok(logs.some((l) => /certificate|self.signed|verify/i.test(l)), logs.join("\n"));
     spool.close();
   } finally {
@@ -267,11 +243,11 @@ Deno.test("forwarder keeps everything and never logs the password when the datab
   const logs = quietLogs();
   try {
     const { config, spool } = await fixture(pg, { db_password: "Wr0ng-Secret-Pw" });
-    await spool.append(samples(3));
-    const fwd = new Forwarder({ spool, endpoint: endpointOf(config), config });
+    await spool.writer.append(samples(3));
+    const fwd = new Forwarder({ lease: spool.lease, endpoint: endpointOf(config), config });
     assert.equal(await fwd.drain({ deadlineMs: performance.now() + 1500 }), false);
     await fwd.close();
-    assert.equal(spool.stats().rows, 3);
+    assert.equal(spool.view.stats().rows, 3);
     assert.ok(logs.some((l) => l.startsWith("ERROR Central database refuses the collector")), logs.join("\n"));
     assert.ok(logs.every((l) => !l.includes("Wr0ng-Secret-Pw")));
     spool.close();
@@ -285,8 +261,8 @@ Deno.test("forwarder over the insert method lands the same rows as COPY", async 
   const { config, spool, admin } = await fixture(pg, { forward_method: "insert" });
   const batch = samples(300);
   batch[3] = { ...batch[3]!, value: NaN, labels: { value_str: 'off\t"x"' } };
-  await spool.append(batch);
-  const fwd = new Forwarder({ spool, endpoint: endpointOf(config), config });
+  await spool.writer.append(batch);
+  const fwd = new Forwarder({ lease: spool.lease, endpoint: endpointOf(config), config });
   assert.equal(await fwd.drain({ deadlineMs: performance.now() + 10_000 }), true);
   await fwd.close();
   const rows = await admin`SELECT value, labels FROM metrics ORDER BY "timestamp"`;
@@ -303,17 +279,17 @@ Deno.test("forwarder sends new samples ahead of a backlog and paces the backfill
     const fixed = await fixture(pg, { forward_batch_rows: 2000, forward_backfill_rows_per_s: 4000 });
     const { config, admin } = fixed;
     // A backlog left by a previous run: the collector restarts on it.
-    await fixed.spool.append(samples(20_000));
+    await fixed.spool.writer.append(samples(20_000));
     fixed.spool.close();
     const spool = reopen(config);
-    const fwd = new Forwarder({ spool, endpoint: endpointOf(config), config });
+    const fwd = new Forwarder({ lease: spool.lease, endpoint: endpointOf(config), config });
     await fwd.step(); // finds the backlog; the backfill bucket starts empty
     const fresh = samples(10, 1_000_000);
-    await spool.append(fresh);
+    await spool.writer.append(fresh);
     await fwd.step();
     const [landed] = await admin`SELECT count(*)::int AS n FROM metrics WHERE value >= 1000000`;
     assert.equal(landed!.n, 10, "new samples reached the central table first");
-    assert.ok(spool.rowCount() > 15_000, `backlog left: ${spool.rowCount()}`);
+    assert.ok(spool.view.rowCount() > 15_000, `backlog left: ${spool.view.rowCount()}`);
     const started = performance.now();
     assert.equal(await fwd.drain({ deadlineMs: performance.now() + 60_000 }), true);
     const seconds = (performance.now() - started) / 1000;

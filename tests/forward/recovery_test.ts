@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { Forwarder } from "../../src/forward/forwarder.ts";
-import { Spool } from "../../src/spool/spool.ts";
+import { openSpool, type Spool } from "../../src/spool/spool.ts";
+import { spoolOptions } from "../../src/cli/runtime.ts";
 import { connect, endpointOf } from "../../src/central/connect.ts";
 import { setupDatabase } from "../../src/central/setup.ts";
 import type { Config } from "../../src/config/defaults.ts";
@@ -32,14 +33,8 @@ function samples(n: number, from: number): Sample[] {
   }));
 }
 
-function openSpool(config: Config): Spool {
-  return Spool.open({
-    path: config.spool_path,
-    maxBytes: config.spool_max_bytes,
-    fullPolicy: "drop_oldest",
-    synchronous: "full",
-    commitIntervalMs: 1,
-  });
+function open(config: Config): Spool {
+  return openSpool({ ...spoolOptions(config), commitIntervalMs: 1 });
 }
 
 async function setup(pg: PgCluster, overrides: Record<string, number> = {}) {
@@ -69,13 +64,13 @@ Deno.test("forwarder sends a restarted collector's first poll ahead of the backl
   const pg = await pgReady;
   const { dir, config, admin } = await setup(pg);
   try {
-    const before = openSpool(config);
-    await before.append(samples(30_000, 0));
+    const before = open(config);
+    await before.writer.append(samples(30_000, 0));
     before.close();
     // The restart: the first poll reaches the spool before the forwarder's first step.
-    const spool = openSpool(config);
-    await spool.append(samples(10, 1_000_000));
-    const fwd = new Forwarder({ spool, endpoint: endpointOf(config), config });
+    const spool = open(config);
+    await spool.writer.append(samples(10, 1_000_000));
+    const fwd = new Forwarder({ lease: spool.lease, endpoint: endpointOf(config), config });
     assert.equal(await fwd.step(), "sent");
     assert.equal(await centralCount(admin, true), 10, "the first poll waits behind the backlog");
     assert.ok(await centralCount(admin, false) <= 5000);
@@ -93,19 +88,19 @@ Deno.test("forwarder sends a restarted collector's first poll ahead of the backl
 Deno.test("forwarder sends what was polled after an outage ahead of what piled up during it", async () => {
   const pg = await pgReady;
   const { dir, config, admin } = await setup(pg);
-  const spool = openSpool(config);
-  const fwd = new Forwarder({ spool, endpoint: endpointOf(config), config });
+  const spool = open(config);
+  const fwd = new Forwarder({ lease: spool.lease, endpoint: endpointOf(config), config });
   try {
-    await spool.append(samples(10, 0));
+    await spool.writer.append(samples(10, 0));
     assert.equal(await fwd.step(), "sent");
     await pg.stop();
     // Polls go on while every attempt fails.
     for (let i = 0; i < 5; i++) {
-      await spool.append(samples(6000, 10 + i * 6000));
+      await spool.writer.append(samples(6000, 10 + i * 6000));
       assert.equal(await fwd.step(), "failed");
     }
     await pg.start();
-    await spool.append(samples(10, 1_000_000));
+    await spool.writer.append(samples(10, 1_000_000));
     const after = pg.admin("kwdb");
     assert.equal(await fwd.step(), "sent");
     assert.equal(await centralCount(after, true), 10, "samples polled after the outage wait behind its backlog");
@@ -125,8 +120,8 @@ Deno.test("forwarder waits for a ledger lock another session holds as a lock wai
   const pg = await pgReady;
   // forward_timeout_ms 2 s: lock waits give up after 500 ms.
   const { dir, config, admin, logs } = await setup(pg, { forward_timeout_ms: 2000 });
-  const spool = openSpool(config);
-  await spool.append(samples(100, 0));
+  const spool = open(config);
+  await spool.writer.append(samples(100, 0));
   // Another session of the Kwollect user (whose activity the forwarder may see in full).
   const holder = connect(pg.endpoint({}));
   let release!: () => void;
@@ -139,7 +134,7 @@ Deno.test("forwarder waits for a ledger lock another session holds as a lock wai
     locked(row!.pid);
     await released;
   });
-  const fwd = new Forwarder({ spool, endpoint: endpointOf(config), config });
+  const fwd = new Forwarder({ lease: spool.lease, endpoint: endpointOf(config), config });
   try {
     const pid = await holderPid;
     const draining = fwd.drain({ deadlineMs: performance.now() + 120_000 });

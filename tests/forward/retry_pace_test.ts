@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { Forwarder } from "../../src/forward/forwarder.ts";
-import { Spool } from "../../src/spool/spool.ts";
+import { openSpool } from "../../src/spool/spool.ts";
+import { spoolOptions } from "../../src/cli/runtime.ts";
 import { endpointOf, type Sql } from "../../src/central/connect.ts";
 import { setLogSink } from "../../src/log.ts";
 import { FakeClock, settle } from "../helpers/fake_clock.ts";
@@ -25,17 +26,11 @@ async function attemptTimes(err: Error, fakeMs: number): Promise<{ gaps: number[
   const logs: string[] = [];
   setLogSink((l) => logs.push(l));
   const config = testConfig({ spool_path: `${dir}/spool.db`, db_port: 1 });
-  const spool = Spool.open({
-    path: config.spool_path,
-    maxBytes: config.spool_max_bytes,
-    fullPolicy: "drop_oldest",
-    synchronous: "full",
-    commitIntervalMs: 1,
-  });
+  const spool = openSpool({ ...spoolOptions(config), commitIntervalMs: 1 });
   const clock = new FakeClock();
   const attempts: number[] = [];
   const fwd = new Forwarder({
-    spool,
+    lease: spool.lease,
     endpoint: endpointOf(config),
     config,
     clock,

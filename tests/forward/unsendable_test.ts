@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { Forwarder } from "../../src/forward/forwarder.ts";
-import { Spool } from "../../src/spool/spool.ts";
+import { openSpool, type Spool } from "../../src/spool/spool.ts";
 import { endpointOf, type Sql } from "../../src/central/connect.ts";
 import { setupDatabase } from "../../src/central/setup.ts";
 import type { Sample } from "../../src/sample.ts";
@@ -24,8 +24,8 @@ function samples(n: number, from = 0): Sample[] {
   }));
 }
 
-function openSpool(path: string): Spool {
-  return Spool.open({ path, maxBytes: 1 << 30, fullPolicy: "drop_oldest", synchronous: "full", commitIntervalMs: 1 });
+function open(path: string): Spool {
+  return openSpool({ path, maxBytes: 1 << 30, fullPolicy: "drop_oldest", synchronous: "full", commitIntervalMs: 1 });
 }
 
 /** Captures every log line, recoveries (info) included, until `restoreLogs()`. */
@@ -48,11 +48,11 @@ Deno.test("forwarder sets aside a spooled sample with an impossible timestamp an
     const dir = await Deno.makeTempDir();
     const config = pgConfig(pg, dir, { forward_batch_rows: 100 });
     await setupDatabase(config);
-    const spool = openSpool(config.spool_path);
+    const spool = open(config.spool_path);
     // Written as an older kwollector did, before the door checked samples: nanoseconds.
-    await spool.append([...samples(50), { ...samples(1, 50)[0]!, timestampMs: 1_733_380_000_000_000_000 }]);
-    await spool.append([{ ...samples(1, 51)[0]!, timestampMs: 99_999_999_999_999_999 }, ...samples(48, 52)]);
-    const forwarder = new Forwarder({ spool, endpoint: endpointOf(config), config });
+    await spool.writer.append([...samples(50), { ...samples(1, 50)[0]!, timestampMs: 1_733_380_000_000_000_000 }]);
+    await spool.writer.append([{ ...samples(1, 51)[0]!, timestampMs: 99_999_999_999_999_999 }, ...samples(48, 52)]);
+    const forwarder = new Forwarder({ lease: spool.lease, endpoint: endpointOf(config), config });
     assert.equal(await forwarder.drain({ deadlineMs: performance.now() + 30_000 }), true, logs.join("\n"));
     await forwarder.close();
     const admin = pg.admin("kwdb");
@@ -65,7 +65,7 @@ Deno.test("forwarder sets aside a spooled sample with an impossible timestamp an
                           WHERE spool_id = ${spool.spoolId} AND kind = 'quarantined' ORDER BY 1`;
     assert.deepEqual(q.map((r) => r.seq), [51, 52]);
     assert.ok(logs.some((l) => /quarantined.*looks like nanoseconds/.test(l)), logs.join("\n"));
-    assert.equal(spool.rowCount(), 0);
+    assert.equal(spool.view.rowCount(), 0);
     spool.close();
   } finally {
     restoreLogs();
@@ -80,10 +80,10 @@ Deno.test("forwarder reports a full disk under the spool as the spool's trouble 
   try {
     const config = pgConfig(pg, fs.dir, { forward_batch_rows: 2000, forward_retry_max_ms: 50 });
     await setupDatabase(config);
-    const spool = openSpool(config.spool_path);
-    await spool.append(samples(6000));
+    const spool = open(config.spool_path);
+    await spool.writer.append(samples(6000));
     fs.fill();
-    const forwarder = new Forwarder({ spool, endpoint: endpointOf(config), config });
+    const forwarder = new Forwarder({ lease: spool.lease, endpoint: endpointOf(config), config });
     assert.equal(await forwarder.drain({ deadlineMs: performance.now() + 3000 }), false);
     assert.equal(forwarder.lastFailure?.kind, "local", JSON.stringify(forwarder.lastFailure));
     assert.ok(logs.some((l) => l.includes("Spool refuses the forwarder")), logs.join("\n"));
@@ -106,13 +106,18 @@ Deno.test("forwarder reports a full disk under the spool as the spool's trouble 
 Deno.test("forwarder.run() ends on a programming error instead of retrying it as an outage", async () => {
   const dir = await Deno.makeTempDir();
   const config = pgConfig({ host: "127.0.0.1", port: 1 } as Parameters<typeof pgConfig>[0], dir);
-  const spool = openSpool(config.spool_path);
-  await spool.append(samples(3));
+  const spool = open(config.spool_path);
+  await spool.writer.append(samples(3));
   const logs = captureLogs();
   const broken = Object.assign(() => {
     throw new TypeError("Cannot read properties of undefined (reading 'seq')");
   }, { end: () => Promise.resolve() }) as unknown as Sql;
-  const forwarder = new Forwarder({ spool, endpoint: endpointOf(config), config, connectFn: () => broken });
+  const forwarder = new Forwarder({
+    lease: spool.lease,
+    endpoint: endpointOf(config),
+    config,
+    connectFn: () => broken,
+  });
   try {
     const controller = new AbortController();
     await assert.rejects(forwarder.run(controller.signal), TypeError);

@@ -13,7 +13,7 @@ import { DatabaseSync } from "node:sqlite";
 import { destroyPostgres, type PgCluster, type ServedNetwork, startPostgres } from "./postgres.ts";
 import { pgConfig } from "./config.ts";
 import { setupDatabase } from "../../src/central/setup.ts";
-import { Spool } from "../../src/spool/spool.ts";
+import { openSpoolView } from "../../src/spool/spool.ts";
 import { collectLines } from "./collector.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
@@ -316,15 +316,8 @@ export async function checkDelivery(
   spoolPath: string,
   exporter: RecordingExporter,
 ): Promise<DeliveryCheck> {
-  const spool = Spool.open({
-    path: spoolPath,
-    maxBytes: 1 << 30,
-    fullPolicy: "drop_oldest",
-    synchronous: "full",
-    commitIntervalMs: 10,
-    mode: "reader",
-  });
-  const stats = spool.stats();
+  const spool = openSpoolView(spoolPath);
+  const stats = spool.view.stats();
   spool.close();
   const db = new DatabaseSync(spoolPath, { readOnly: true });
   const quarantineRows = db.prepare(

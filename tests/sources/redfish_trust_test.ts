@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import type { MetricEntry } from "../../src/config/metrics_dir.ts";
 import { redfish } from "../../src/sources/redfish.ts";
 import { SpoolTlsPins, type TlsPins } from "../../src/spool/tls_pins.ts";
-import { Spool } from "../../src/spool/spool.ts";
+import { openSpool } from "../../src/spool/spool.ts";
 import { testConfig } from "../helpers/config.ts";
 import { entryFor } from "../helpers/entries.ts";
 import { kwollector } from "../helpers/collector.ts";
@@ -117,7 +117,7 @@ Deno.test("https source under tofu refuses a swapped certificate before sending 
 
 Deno.test("kwollector trust pins a new certificate while a writer holds the spool, and the next poll accepts it", async () => {
   await withSwap(async ({ original, impostor: replacement, relay, spoolPath, dir }) => {
-    const writer = Spool.open({
+    const writer = openSpool({
       path: spoolPath,
       maxBytes: 1 << 30,
       fullPolicy: "drop_oldest",

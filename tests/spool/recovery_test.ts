@@ -7,46 +7,12 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { statfsSync } from "node:fs";
-import { type FullPolicy, Spool, type SpooledSample } from "../../src/spool/spool.ts";
+import { openSpoolLease, openSpoolView, type Spool } from "../../src/spool/spool.ts";
 import { listAside } from "../../src/spool/aside.ts";
 import { SpoolError, spoolTrouble } from "../../src/spool/errors.ts";
-import type { Sample } from "../../src/sample.ts";
 import { setLogSink } from "../../src/log.ts";
 import { mountSmallFs } from "../helpers/small_fs.ts";
-
-async function tempSpoolPath(): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "kwollector-spool-" });
-  return `${dir}/state/spool.db`;
-}
-
-function open(path: string, opts: { fullPolicy?: FullPolicy; mode?: "writer" | "forwarder" | "reader" } = {}): Spool {
-  return Spool.open({
-    path,
-    maxBytes: 1024 ** 3,
-    fullPolicy: opts.fullPolicy ?? "drop_oldest",
-    synchronous: "full",
-    commitIntervalMs: 1,
-    ...(opts.mode && { mode: opts.mode }),
-  });
-}
-
-function readAll(spool: Spool): SpooledSample[] {
-  const out: SpooledSample[] = [];
-  for (let run = spool.read(0, 1_000_000); run.length > 0; run = spool.read(run.at(-1)!.seq, 1_000_000)) {
-    out.push(...run);
-  }
-  return out;
-}
-
-function samples(n: number, from = 0): Sample[] {
-  return Array.from({ length: n }, (_, i) => ({
-    timestampMs: 1_790_000_000_000 + (from + i) * 1000,
-    deviceId: `node-${(from + i) % 10}`,
-    metricId: "power_watt",
-    value: from + i,
-    labels: {},
-  }));
-}
+import { open, readAll, samples, tempSpoolPath } from "./fixtures/spool.ts";
 
 /** Captures the log lines of `fn`. */
 async function logsOf(fn: () => Promise<void> | void): Promise<string[]> {
@@ -64,7 +30,7 @@ Deno.test("spool with damaged pages is moved aside, a new spool starts, and a re
   const path = await tempSpoolPath();
   let spool = open(path);
   const id = spool.spoolId;
-  for (let i = 0; i < 100_000; i += 10_000) await spool.append(samples(10_000, i));
+  for (let i = 0; i < 100_000; i += 10_000) await spool.writer.append(samples(10_000, i));
   spool.close();
   // Scramble a run of pages in the middle of the file (sample pages), keeping the header.
   const file = await Deno.open(path, { read: true, write: true });
@@ -76,15 +42,15 @@ Deno.test("spool with damaged pages is moved aside, a new spool starts, and a re
     spool = open(path);
   });
   assert.notEqual(spool.spoolId, id, "the new live spool has an id of its own");
-  await spool.append(samples(1));
-  assert.deepEqual(readAll(spool).map((s) => s.seq), [1]);
+  await spool.writer.append(samples(1));
+  assert.deepEqual(readAll(spool.lease).map((s) => s.seq), [1]);
   spool.close();
   const aside = listAside(path);
   assert.equal(aside.damaged.length, 0, "the damaged file was salvaged at once");
   assert.equal(aside.retired.length, 1);
-  const retired = open(aside.retired[0]!, { mode: "forwarder" });
+  const retired = openSpoolLease(aside.retired[0]!);
   assert.equal(retired.spoolId, id, "the retired spool keeps the damaged spool's id");
-  const kept = readAll(retired);
+  const kept = readAll(retired.lease);
   assert.ok(kept.length > 50_000 && kept.length < 100_000, `salvaged ${kept.length}`);
   for (const s of kept) assert.equal(s.value, s.seq - 1, "a salvaged sample changed seq");
   retired.close();
@@ -102,8 +68,8 @@ Deno.test("spool that is not a database at all is moved aside and a new spool st
   await logsOf(() => {
     spool = open(path);
   });
-  await spool!.append(samples(2));
-  assert.deepEqual(spool!.read(0, 10).map((s) => s.seq), [1, 2]);
+  await spool!.writer.append(samples(2));
+  assert.deepEqual(spool!.lease.read(0, 10).map((s) => s.seq), [1, 2]);
   spool!.close();
 });
 
@@ -113,7 +79,7 @@ Deno.test("spool on a full disk at start is left where it is, and opens whole on
     const path = `${fs.dir}/spool.db`;
     const first = open(path);
     const id = first.spoolId;
-    await first.append(samples(27));
+    await first.writer.append(samples(27));
     first.close(); // clean close, as after `systemctl stop`: no -wal, no -shm
     assert.throws(() => Deno.statSync(`${path}-wal`));
     fs.fill();
@@ -133,7 +99,7 @@ Deno.test("spool on a full disk at start is left where it is, and opens whole on
     fs.free();
     const again = open(path);
     assert.equal(again.spoolId, id);
-    assert.deepEqual(readAll(again).map((s) => s.value), samples(27).map((s) => s.value));
+    assert.deepEqual(readAll(again.lease).map((s) => s.value), samples(27).map((s) => s.value));
     again.close();
   } finally {
     await fs.close();
@@ -146,7 +112,7 @@ Deno.test("spool salvage refused by a full disk keeps the damaged file and succe
     const path = `${fs.dir}/spool.db`;
     const first = open(path);
     const id = first.spoolId;
-    for (let i = 0; i < 40_000; i += 10_000) await first.append(samples(10_000, i));
+    for (let i = 0; i < 40_000; i += 10_000) await first.writer.append(samples(10_000, i));
     first.close();
     // Damage sample pages, then leave room for a new spool but not for a salvaged copy (~1 MB).
     const file = await Deno.open(path, { read: true, write: true });
@@ -159,7 +125,7 @@ Deno.test("spool salvage refused by a full disk keeps the damaged file and succe
     const logs = await logsOf(() => {
       spool = open(path);
     });
-    await spool!.append(samples(3));
+    await spool!.writer.append(samples(3));
     spool!.close();
     assert.equal(listAside(path).damaged.length, 1, "the damaged file waits for its salvage");
     assert.equal(listAside(path).retired.length, 0, "no half-built retired spool is left");
@@ -169,9 +135,9 @@ Deno.test("spool salvage refused by a full disk keeps the damaged file and succe
     assert.ok(later.some((l) => l.includes("Spool salvage finished")), later.join("\n"));
     const aside = listAside(path);
     assert.deepEqual(aside.damaged, []);
-    const retired = open(aside.retired[0]!, { mode: "forwarder" });
+    const retired = openSpoolLease(aside.retired[0]!);
     assert.equal(retired.spoolId, id);
-    assert.ok(readAll(retired).length > 30_000);
+    assert.ok(readAll(retired.lease).length > 30_000);
     retired.close();
   } finally {
     await fs.close();
@@ -182,19 +148,19 @@ Deno.test("spool file deleted under the writer is written back with every sample
   const path = await tempSpoolPath();
   const spool = open(path);
   const id = spool.spoolId;
-  await spool.append(samples(500));
+  await spool.writer.append(samples(500));
   Deno.removeSync(path);
-  assert.equal(spool.fileState(), "missing");
-  spool.restoreFile();
-  assert.equal(spool.fileState(), "ok");
-  await spool.append(samples(5, 500));
-  const reader = open(path, { mode: "reader" });
-  assert.equal(reader.spoolId, id);
-  assert.deepEqual(readAll(reader).map((s) => s.value), samples(505).map((s) => s.value));
+  assert.equal(spool.writer.fileState(), "missing");
+  spool.writer.restoreFile();
+  assert.equal(spool.writer.fileState(), "ok");
+  await spool.writer.append(samples(5, 500));
+  const reader = openSpoolView(path);
+  assert.equal(reader.view.spoolId, id);
+  assert.deepEqual(readAll(reader.view).map((s) => s.value), samples(505).map((s) => s.value));
   reader.close();
   spool.close();
   const again = open(path);
-  assert.equal(again.rowCount(), 505, "the restored file is the spool at the next start");
+  assert.equal(again.view.rowCount(), 505, "the restored file is the spool at the next start");
   again.close();
 });
 
@@ -203,40 +169,40 @@ Deno.test("spool file replaced under the writer is written back, and the replace
   const other = await tempSpoolPath();
   const foreign = open(other);
   const foreignId = foreign.spoolId;
-  await foreign.append(samples(7));
+  await foreign.writer.append(samples(7));
   foreign.close();
   const spool = open(path);
-  await spool.append(samples(10));
+  await spool.writer.append(samples(10));
   Deno.renameSync(other, path);
-  assert.equal(spool.fileState(), "replaced");
-  await logsOf(() => spool.restoreFile());
-  await spool.append(samples(1, 10));
+  assert.equal(spool.writer.fileState(), "replaced");
+  await logsOf(() => spool.writer.restoreFile());
+  await spool.writer.append(samples(1, 10));
   spool.close();
-  const live = open(path, { mode: "reader" });
-  assert.equal(live.rowCount(), 11);
+  const live = openSpoolView(path);
+  assert.equal(live.view.rowCount(), 11);
   live.close();
   const aside = listAside(path);
   assert.equal(aside.damaged.length, 1, "the replacement waits for its salvage");
   await logsOf(() => open(path).close()); // the next open salvages it
-  const retired = open(listAside(path).retired[0]!, { mode: "forwarder" });
+  const retired = openSpoolLease(listAside(path).retired[0]!);
   assert.equal(retired.spoolId, foreignId);
-  assert.equal(readAll(retired).length, 7);
+  assert.equal(readAll(retired.lease).length, 7);
   retired.close();
 });
 
 Deno.test("spool.read() sets aside a sample whose series is gone, and returns the others", async () => {
   const path = await tempSpoolPath();
   const spool = open(path);
-  await spool.append(samples(3));
+  await spool.writer.append(samples(3));
   spool.close();
   const db = new DatabaseSync(path);
   const series = db.prepare("SELECT series FROM samples WHERE seq = 2").get() as { series: number };
   db.prepare("DELETE FROM series WHERE id = ?").run(series.series);
   db.close();
   const again = open(path);
-  assert.deepEqual(again.read(0, 10).map((s) => s.seq), [1]);
-  assert.deepEqual(again.read(1, 10).map((s) => s.seq), [3], "seq 2 is set aside, not in the way");
-  assert.deepEqual(again.unreportedQuarantine().map((q) => q.seq), [2]);
-  assert.match(again.unreportedQuarantine()[0]!.reason, /series \d+ is missing/);
+  assert.deepEqual(again.lease.read(0, 10).map((s) => s.seq), [1]);
+  assert.deepEqual(again.lease.read(1, 10).map((s) => s.seq), [3], "seq 2 is set aside, not in the way");
+  assert.deepEqual(again.lease.unreportedQuarantine().map((q) => q.seq), [2]);
+  assert.match(again.lease.unreportedQuarantine()[0]!.reason, /series \d+ is missing/);
   again.close();
 });

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { setupDatabase } from "../../src/central/setup.ts";
-import { Spool } from "../../src/spool/spool.ts";
+import { openSpool } from "../../src/spool/spool.ts";
 import { pgConfig } from "../helpers/config.ts";
 import { sleep, spawnCollector } from "../helpers/collector.ts";
 import { startCountingExporter } from "../helpers/exporter.ts";
@@ -35,7 +35,7 @@ async function writeRig(
  * brand-new spool would otherwise understate every later sample's size.
  */
 function ageSpool(path: string): void {
-  const spool = Spool.open({
+  const spool = openSpool({
     path,
     maxBytes: 1 << 30,
     fullPolicy: "drop_oldest",

@@ -26,7 +26,7 @@ import {
   unexplainedMissing,
   writeRig,
 } from "../helpers/rig.ts";
-import { Spool } from "../../src/spool/spool.ts";
+import { openSpool } from "../../src/spool/spool.ts";
 import { type ScenarioResult, scenarioResult, type ScenarioSize } from "./scenario.ts";
 
 const PERIOD_MS = 100;
@@ -56,14 +56,14 @@ export async function runBadSamples(size: ScenarioSize): Promise<ScenarioResult>
         "  update_every: 1000\n",
     });
     // What an older kwollector left in the spool: nanoseconds, and beyond any calendar.
-    const old = Spool.open({
+    const old = openSpool({
       path: rig.spoolPath,
       maxBytes: 1 << 30,
       fullPolicy: "drop_oldest",
       synchronous: "full",
       commitIntervalMs: 1,
     });
-    await old.append([
+    await old.writer.append([
       { timestampMs: 1_733_380_000_000_000_000, deviceId: "legacy-1", metricId: "x", value: 1, labels: {} },
       { timestampMs: 99_999_999_999_999_999, deviceId: "legacy-1", metricId: "x", value: 2, labels: {} },
     ]);

@@ -3,7 +3,7 @@
  *
  * A writer process (crash_writer.ts) appends to a spool without pause. At random moments the
  * test takes an image of its files and opens it through the collector's real open path
- * (`Spool.open`, with its quick_check and salvage):
+ * (`openSpool`, with its quick_check and salvage):
  *
  * - `clean`: the writer is frozen (SIGSTOP) at a random instant, mid-commit or mid-checkpoint
  *   included, and spool.db and spool.db-wal (and -shm, or not) are copied: the files a SIGKILL
@@ -24,7 +24,7 @@
  * database pages), and images whose next seq went back below what was acknowledged.
  */
 import { DatabaseSync } from "node:sqlite";
-import { Spool } from "../../src/spool/spool.ts";
+import { openSpool, openSpoolLease, type Spool, type SpooledSample } from "../../src/spool/spool.ts";
 import { listAside } from "../../src/spool/aside.ts";
 import { setLogSink } from "../../src/log.ts";
 import { LineChild } from "./lines.ts";
@@ -227,10 +227,9 @@ async function probe(
   return { rows, maxSeen, spoolId };
 }
 
-function openImage(path: string, mode: "writer" | "forwarder" = "writer"): Spool {
-  return Spool.open({
+function openImage(path: string): Spool {
+  return openSpool({
     path,
-    mode,
     maxBytes: 1024 ** 3,
     fullPolicy: "drop_oldest",
     synchronous: "full",
@@ -239,9 +238,9 @@ function openImage(path: string, mode: "writer" | "forwarder" = "writer"): Spool
 }
 
 /** Every row of an opened spool (read() returns one run of consecutive seqs at a time). */
-function readAll(spool: Spool): Map<number, number> {
+function readAll(lease: { read(afterSeq: number, limit: number): SpooledSample[] }): Map<number, number> {
   const rows = new Map<number, number>();
-  for (let run = spool.read(0, 100_000); run.length > 0; run = spool.read(run.at(-1)!.seq, 100_000)) {
+  for (let run = lease.read(0, 100_000); run.length > 0; run = lease.read(run.at(-1)!.seq, 100_000)) {
     for (const s of run) rows.set(s.seq, s.value);
   }
   return rows;
@@ -278,11 +277,11 @@ async function evaluate(variant: Variant, dir: string, taken: WriterState): Prom
     let present: Map<number, number>;
     const sameId = spool.spoolId === imageId;
     try {
-      present = sameId ? readAll(spool) : new Map();
+      present = sameId ? readAll(spool.lease) : new Map();
       for (const retiredPath of sameId ? [] : listAside(path).retired) {
-        const retired = openImage(retiredPath, "forwarder");
+        const retired = openSpoolLease(retiredPath);
         if (retired.spoolId === imageId || imageId === undefined) {
-          for (const [k, v] of readAll(retired)) present.set(k, v);
+          for (const [k, v] of readAll(retired.lease)) present.set(k, v);
         }
         retired.close();
       }
@@ -313,14 +312,14 @@ async function evaluate(variant: Variant, dir: string, taken: WriterState): Prom
       fail(`${outcome.altered} samples changed value without any bit flipped`);
     }
     try {
-      await spool.append([{ timestampMs: Date.now(), deviceId: "after", metricId: "m", value: -1, labels: {} }]);
-      const seq = spool.lastSeq();
+      await spool.writer.append([{ timestampMs: Date.now(), deviceId: "after", metricId: "m", value: -1, labels: {} }]);
+      const seq = spool.lease.lastSeq();
       if (sameId && seq <= highest) {
         fail(`the first append after the open got seq ${seq}, the image holds seq ${highest}`);
       }
       outcome.seqRollback = sameId && seq <= taken.acked;
       if (variant === "clean" && outcome.seqRollback) fail(`seq ${seq} reused: ${taken.acked} was acknowledged`);
-      spool.removeForwarded(1, seq);
+      spool.lease.removeForwarded(1, seq);
     } catch (err) {
       fail(`cannot append or forward after the open: ${err instanceof Error ? err.message : err}`);
     }
@@ -378,7 +377,7 @@ export async function runCrashImages(size: ScenarioSize): Promise<ScenarioResult
     name: "crash images",
     fault: "Spool files copied while a writer appends: frozen mid-write (a crash image), or copied file by file, " +
       "torn WAL, deleted -wal/-shm, one flipped bit",
-    criteria: "Every image opens through Spool.open and reopens without salvaging again; clean images hold every " +
+    criteria: "Every image opens through openSpool and reopens without salvaging again; clean images hold every " +
       "acknowledged sample; salvage keeps every row SQLite can read; seqs after the open are above every seq in the image",
     passed: failed.length === 0,
     counts: {

@@ -8,7 +8,7 @@
  *
  * Usage: deno run -A crash_writer.ts PATH SEED
  */
-import { Spool } from "../../src/spool/spool.ts";
+import { openSpool } from "../../src/spool/spool.ts";
 import type { Sample } from "../../src/sample.ts";
 import { prng } from "./scenario.ts";
 
@@ -17,7 +17,7 @@ const REMOVE_ROWS = 5_000;
 
 const [path, seed] = Deno.args;
 const rand = prng(Number(seed));
-const spool = Spool.open({
+const { writer, lease } = openSpool({
   path: path!,
   maxBytes: 1024 ** 3,
   fullPolicy: "drop_oldest",
@@ -28,7 +28,7 @@ const out = (line: string) => {
   const bytes = new TextEncoder().encode(line + "\n");
   for (let done = 0; done < bytes.length;) done += Deno.stdout.writeSync(bytes.subarray(done));
 };
-let next = spool.lastSeq() + 1;
+let next = lease.lastSeq() + 1;
 let oldest = next;
 for (;;) {
   const n = 1 + Math.floor(rand() * 100);
@@ -43,12 +43,12 @@ for (;;) {
       labels: seq % 7 === 0 ? { value_str: "on", _device_alias: `n${seq % 13}` } : { _device_alias: `n${seq % 13}` },
     });
   }
-  await spool.append(batch);
+  await writer.append(batch);
   next += n;
-  out(`acked ${spool.lastSeq()}`);
+  out(`acked ${lease.lastSeq()}`);
   if (next - oldest > KEEP_ROWS) {
     out(`removing ${oldest} ${oldest + REMOVE_ROWS - 1}`);
-    spool.removeForwarded(oldest, oldest + REMOVE_ROWS - 1);
+    lease.removeForwarded(oldest, oldest + REMOVE_ROWS - 1);
     oldest += REMOVE_ROWS;
   }
 }

@@ -2,12 +2,12 @@
  * A real Spool in a process of its own, for the model-based property test (spool_model.ts). It
  * reads one JSON command per line on stdin and answers one JSON line per command on stdout, so
  * the test can SIGKILL it at any moment, in the middle of a command or between two: a real crash
- * of the process that owns the spool, followed by a real reopen through `Spool.open`.
+ * of the process that owns the spool, followed by a real reopen through `openSpool`.
  *
  * Usage: deno run -A spool_actor.ts PATH POLICY MAX_BYTES COMMIT_INTERVAL_MS
  */
 import { DatabaseSync } from "node:sqlite";
-import { type FullPolicy, Spool, type SpooledSample } from "../../src/spool/spool.ts";
+import { type FullPolicy, openSpool, openSpoolView, type Spool, type SpooledSample } from "../../src/spool/spool.ts";
 import type { Labels, Sample } from "../../src/sample.ts";
 import { errorMessage, setLogLevel, setLogSink } from "../../src/log.ts";
 
@@ -116,10 +116,10 @@ async function main(): Promise<void> {
     for (let done = 0; done < bytes.length;) done += Deno.stdout.writeSync(bytes.subarray(done));
   };
   let spool: Spool;
-  let reader: Spool;
+  let reader: Reader;
   const openBoth = () => {
-    spool = Spool.open(opts);
-    reader = Spool.open({ ...opts, mode: "reader" });
+    spool = openSpool(opts);
+    reader = openSpoolView(opts.path);
   };
   try {
     openBoth();
@@ -132,38 +132,38 @@ async function main(): Promise<void> {
   const run = async (cmd: Command): Promise<unknown> => {
     switch (cmd.op) {
       case "append": {
-        const before = { ...spool.counters };
-        const usedBefore = spool.usedBytes();
-        const pending = cmd.groups.map((g) => spool.append(g.map(fromWire)));
-        if (cmd.commit === "now") spool.commitPending();
+        const before = { ...spool.writer.counters };
+        const usedBefore = spool.view.usedBytes();
+        const pending = cmd.groups.map((g) => spool.writer.append(g.map(fromWire)));
+        if (cmd.commit === "now") spool.writer.commitPending();
         const settled = await Promise.allSettled(pending);
         const result: AppendResult = {
           usedBefore,
-          usedAfter: spool.usedBytes(),
-          droppedNewest: spool.counters.droppedNewest - before.droppedNewest,
-          droppedOldest: spool.counters.droppedOldest - before.droppedOldest,
+          usedAfter: spool.view.usedBytes(),
+          droppedNewest: spool.writer.counters.droppedNewest - before.droppedNewest,
+          droppedOldest: spool.writer.counters.droppedOldest - before.droppedOldest,
           rejected: settled.flatMap((s) => s.status === "rejected" ? [errorMessage(s.reason)] : []),
         };
         return result;
       }
       case "read":
-        return spool.read(cmd.after, cmd.limit).map(toWire);
+        return spool.lease.read(cmd.after, cmd.limit).map(toWire);
       case "remove":
-        return spool.removeForwarded(cmd.first, cmd.last);
+        return spool.lease.removeForwarded(cmd.first, cmd.last);
       case "quarantine":
-        spool.quarantine(cmd.samples.map(fromWire) as SpooledSample[], cmd.reason);
+        spool.lease.quarantine(cmd.samples.map(fromWire) as SpooledSample[], cmd.reason);
         return null;
       case "markReported":
-        spool.markQuarantineReported(cmd.seq);
+        spool.lease.markQuarantineReported(cmd.seq);
         return null;
       case "removeGap":
-        spool.removeGap(cmd.first);
+        spool.lease.removeGap(cmd.first);
         return null;
       case "releaseLeases":
-        spool.releaseLeases();
+        spool.lease.releaseLeases();
         return null;
       case "gc":
-        return spool.collectGarbage();
+        return spool.writer.collectGarbage();
       case "checkpoint": {
         // SQLite's writeback of the WAL into the database file, forced from another connection.
         const db = new DatabaseSync(opts.path);
@@ -205,31 +205,34 @@ async function main(): Promise<void> {
   }
 }
 
-async function observe(spool: Spool, reader: Spool, full: boolean): Promise<Observation> {
+/** A second connection, read only, as `status` opens it. */
+type Reader = ReturnType<typeof openSpoolView>;
+
+async function observe(spool: Spool, reader: Reader, full: boolean): Promise<Observation> {
   // The reader is a second connection (as `status` uses): it sees what is committed, and its
   // reads do not lease anything in the writer.
   const rows: string[] = [];
   // read() returns one run of consecutive seqs at a time.
   for (let after = 0;;) {
-    const run = reader.read(after, 10_000);
+    const run = reader.view.read(after, 10_000);
     if (run.length === 0) break;
     for (const s of run) rows.push(canonical(s.seq, toWire(s)));
     after = run.at(-1)!.seq;
   }
-  const stats = spool.stats();
+  const stats = spool.view.stats();
   const obs: Observation = {
     spoolId: spool.spoolId,
-    lastSeq: spool.lastSeq(),
+    lastSeq: spool.lease.lastSeq(),
     nextSeq: stats.nextSeq,
-    rowCount: spool.rowCount(),
+    rowCount: spool.lease.rowCount(),
     statsRows: stats.rows,
     readRows: rows.length,
     digest: await digestOf(rows),
-    minSeq: spool.minSeq() ?? null,
-    gaps: spool.gaps(),
-    unreported: spool.unreportedQuarantine(),
+    minSeq: spool.lease.minSeq() ?? null,
+    gaps: spool.lease.gaps(),
+    unreported: spool.lease.unreportedQuarantine(),
     quarantined: stats.quarantined,
-    usedBytes: spool.usedBytes(),
+    usedBytes: spool.view.usedBytes(),
   };
   if (full) obs.rows = rows;
   return obs;

@@ -9,7 +9,7 @@
  * `markQuarantineReported`), failed sends (`releaseLeases`), gap reports (`removeGap`),
  * reconciliation with the central ledger, garbage collection, WAL checkpoints, close + reopen,
  * and crashes: SIGKILL of the child while it is idle or at a random instant inside one of those
- * operations, then a reopen through `Spool.open` in a new process.
+ * operations, then a reopen through `openSpool` in a new process.
  *
  * An in-memory model says exactly what must be readable after each step: every acknowledged
  * append survives (an operation cut by a crash is atomic: the state is the one before or the
@@ -182,7 +182,7 @@ function modelDrop(m: ModelState, gap: Gap): void {
   m.gaps.sort((a, b) => a.firstSeq - b.firstSeq);
 }
 
-/** A lane's batch: the oldest rows after `after`, a run of consecutive seqs (see Spool.read). */
+/** A lane's batch: the oldest rows after `after`, a run of consecutive seqs (see SpoolLease.read). */
 function modelRead(m: ModelState, after: number, limit: number): number[] {
   const out: number[] = [];
   for (const s of m.rows.keys()) {

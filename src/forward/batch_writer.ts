@@ -1,0 +1,133 @@
+import { errorMessage } from "../log.ts";
+import type { SpooledSample } from "../spool/spool.ts";
+import { copyFloat, copyRow, copyTimestamp } from "./copy_text.ts";
+import { failpoint } from "./failpoint.ts";
+import type { BatchClaim, Transaction } from "./ledger.ts";
+
+/**
+ * # Writing a batch's rows into `metrics`, and the postgres.js defects worked around
+ *
+ * A batch is encoded once, before its transaction begins, and written inside it, after its
+ * ledger claim (ledger.ts), by one of two methods (`forward_method`):
+ *
+ * - `copy` (the default): `COPY metrics (...) FROM STDIN` in PostgreSQL's text format
+ *   (copy_text.ts), in chunks of about 64 KiB.
+ * - `insert`: one `INSERT ... SELECT FROM unnest(...)` of text arrays cast on the server, the same
+ *   text forms COPY uses, so that both methods store the same values (microsecond timestamps,
+ *   NaN and ±Infinity, labels as jsonb).
+ *
+ * postgres.js (npm `postgres` 3.4) has one defect on this path that no option avoids, worked
+ * around here and only here:
+ *
+ * - **A rejected COPY never settles, and its error is lost** (porsager/postgres#1173, fix proposed
+ *   in #1183). When the server rejects COPY data after the stream ended (a value it cannot take),
+ *   it answers CopyDone with an ErrorResponse; postgres.js never calls the writable's final
+ *   callback, so waiting for the stream hangs for ever, and the server's message is nowhere. So
+ *   once the stream has handed over all its data, a probe query (`SELECT 1`) is queued in the same
+ *   transaction: it succeeds after a good COPY and fails with 25P02 (transaction aborted) after a
+ *   rejected one. The batch is then sent again through INSERT (CopyRejectedError), which reports
+ *   the server's real error, so the forwarder can tell bad rows from a bad day.
+ *   The probe must not be queued before postgres.js has sent CopyDone (any query issued during
+ *   the COPY fails the whole transaction), and postgres.js gives no signal of that: Node's
+ *   Writable shows it only in its internal state (`_writableState.finalCalled`), polled every
+ *   millisecond (`streamHandedOver()`).
+ *
+ * (The other postgres.js defect the collector meets, a write to a closed socket thrown from a
+ * timer, porsager/postgres#1154, cannot be caught here: see src/cli/crash.ts.)
+ */
+
+/** The server rejected a COPY (see the module header); the batch is to be sent through INSERT. */
+export class CopyRejectedError extends Error {
+  readonly code = "KWOLLECTOR_COPY_REJECTED";
+  constructor(cause: unknown) {
+    super(`COPY was rejected by the central database (${errorMessage(cause)})`);
+  }
+}
+
+/** A batch ready to send: its claim, and the writing of its rows inside the claiming transaction. */
+export interface PreparedBatch extends BatchClaim {
+  write(tx: Transaction): Promise<void>;
+}
+
+/** COPY data is handed to the stream in chunks of about this many characters. */
+const COPY_CHUNK_CHARS = 65536;
+
+/** Encodes `batch` (non-empty) for `method` ("copy", or anything else for INSERT). */
+export function prepareBatch(batch: SpooledSample[], method: string): PreparedBatch {
+  let minTs = Infinity;
+  let maxTs = -Infinity;
+  const chunks: string[] = [];
+  let chunk = "";
+  const copy = method === "copy";
+  for (const s of batch) {
+    if (s.timestampMs < minTs) minTs = s.timestampMs;
+    if (s.timestampMs > maxTs) maxTs = s.timestampMs;
+    if (!copy) continue;
+    chunk += copyRow(s);
+    if (chunk.length > COPY_CHUNK_CHARS) {
+      chunks.push(chunk);
+      chunk = "";
+    }
+  }
+  if (chunk) chunks.push(chunk);
+  return {
+    first: batch[0]!.seq,
+    last: batch.at(-1)!.seq,
+    rows: batch.length,
+    minTs,
+    maxTs,
+    write: (tx) => copy ? copyRows(tx, chunks) : insertRows(tx, batch),
+  };
+}
+
+async function insertRows(tx: Transaction, batch: SpooledSample[]): Promise<void> {
+  await tx`
+    INSERT INTO metrics ("timestamp", device_id, metric_id, value, labels)
+    SELECT * FROM unnest(${batch.map((s) => copyTimestamp(s.timestampMs))}::text[]::timestamptz[],
+                         ${batch.map((s) => s.deviceId)}::text[], ${batch.map((s) => s.metricId)}::text[],
+                         ${batch.map((s) => copyFloat(s.value))}::text[]::float8[],
+                         ${batch.map((s) => JSON.stringify(s.labels))}::text[]::jsonb[])`;
+}
+
+async function copyRows(tx: Transaction, chunks: string[]): Promise<void> {
+  failpoint("before-copy");
+  const writable = await tx`COPY metrics ("timestamp", device_id, metric_id, value, labels) FROM STDIN`.writable();
+  const finished = writeAll(writable, chunks);
+  try {
+    // The probe is queued once all COPY data has been handed over: it succeeds after a good
+    // COPY and fails (the transaction is aborted) after a rejected one, whose own promise
+    // would never settle.
+    await Promise.all([finished, streamHandedOver(writable).then(() => tx`SELECT 1`)]);
+  } catch (err) {
+    if ((err as { code?: string }).code === "25P02") throw new CopyRejectedError(err);
+    throw err;
+  }
+}
+
+/**
+ * Resolves once the writable has called its `final` (postgres.js then sends CopyDone and accepts
+ * the next query of the transaction; any query issued before fails the whole transaction).
+ * Node's Writable exposes this only in its internal state.
+ */
+async function streamHandedOver(w: object): Promise<void> {
+  const state = (w as { _writableState?: { finalCalled?: boolean; destroyed?: boolean } })._writableState;
+  while (state && !state.finalCalled && !state.destroyed) await new Promise((r) => setTimeout(r, 1));
+}
+
+/** Writes the COPY data; resolves when the server has acknowledged the COPY. */
+function writeAll(
+  w: {
+    write(chunk: string, cb?: (err?: Error | null) => void): boolean;
+    end(): void;
+    once(ev: string, fn: (e?: unknown) => void): unknown;
+  },
+  chunks: string[],
+): Promise<void> {
+  failpoint("mid-copy");
+  return new Promise((resolve, reject) => {
+    w.once("error", reject);
+    w.once("finish", () => resolve());
+    for (const c of chunks) w.write(c);
+    w.end();
+  });
+}

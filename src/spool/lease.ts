@@ -1,0 +1,285 @@
+/**
+ * # The lease: what a forwarder may do with the spool
+ *
+ * Read runs of samples by seq, and make them leave only the ways invariant 4 (spool.ts) allows:
+ * forwarded (`removeForwarded`, after the central commit), set aside (`quarantine`), or recorded
+ * as given up (`gaps`, written by the writer's full policy, forgotten here once the central
+ * ledger has them). Nothing here appends or assigns a seq.
+ *
+ * - `read()` returns one run of consecutive seqs, so the ledger range of a batch never covers a
+ *   seq that left another way (sent by the live lane, dropped, quarantined): a claim spanning one
+ *   would be refused again at every retry. A sample whose series row is gone (a damaged spool) is
+ *   set aside alone, so it never holds up the others.
+ * - What `read()` returned is **leased** until it leaves (or `releaseLeases()`): the writer of
+ *   this process never drops a leased row under drop_oldest, so a batch in flight is never also
+ *   reported as dropped. Leases live in this process only (see invariant 6 for what that means
+ *   next to `flush`).
+ * - `ownSeqs` is there only when the lease was opened with the writer: the seqs this process
+ *   assigned, and how to move them past a ledger that already holds them (renumbering, see
+ *   spool.ts "Recovery").
+ */
+import type { Labels, Sample } from "../sample.ts";
+import type { SpoolStore } from "./store.ts";
+
+/** A sample read back for forwarding. */
+export interface SpooledSample extends Sample {
+  seq: number;
+}
+
+export interface GapRange {
+  firstSeq: number;
+  lastSeq: number;
+  rows: number;
+  reason: string;
+}
+
+/** The seqs assigned by this process's writer, which only the writer can move. */
+export interface OwnSeqs {
+  /** next_seq when the writer opened the spool, and when: every later seq is its own. */
+  readonly openedAtSeq: number;
+  readonly openedAtMs: number;
+  /**
+   * Moves every seq assigned since the spool was opened past `lastClaimedSeq`, and records the
+   * seqs in between as a gap; returns how far the seqs moved (0 when nothing overlaps).
+   */
+  renumberAfter(lastClaimedSeq: number, reason: string): number;
+}
+
+/**
+ * Seq ranges handed to the forwarder of this process and not yet removed (at most one per lane).
+ */
+export class LeaseTable {
+  #leases = new Map<number, number>();
+
+  hold(firstSeq: number, lastSeq: number): void {
+    this.#leases.set(firstSeq, lastSeq);
+  }
+
+  /**
+   * Shrinks the leases as their rows leave: a batch sent in parts (bisected around a rejected
+   * sample) keeps its unsent part protected, and no lease outlives its rows.
+   */
+  release(firstSeq: number, lastSeq: number): void {
+    for (const [first, last] of [...this.#leases]) {
+      if (lastSeq < first || firstSeq > last) continue;
+      if (firstSeq <= first) {
+        this.#leases.delete(first);
+        if (lastSeq < last) this.#leases.set(lastSeq + 1, last);
+      } else if (lastSeq >= last) {
+        this.#leases.set(first, firstSeq - 1);
+      }
+    }
+  }
+
+  clear(): void {
+    this.#leases.clear();
+  }
+
+  /** The leased ranges, [first, last]. */
+  ranges(): IterableIterator<[number, number]> {
+    return this.#leases.entries();
+  }
+}
+
+/**
+ * The series dictionary caches are cleared beyond this many entries, to bound memory: the
+ * collector runs with a 64 MB V8 heap (deno.json), which keeps its RSS flat during a drain.
+ */
+export const SERIES_CACHE_MAX = 50_000;
+
+const READ_AFTER = "SELECT seq, series, ts, value FROM samples WHERE seq > ? ORDER BY seq LIMIT ?";
+const DELETE_RANGE = "DELETE FROM samples WHERE seq BETWEEN ? AND ?";
+
+export class SpoolLease {
+  readonly counters = { forwarded: 0, quarantined: 0 };
+  /** Present when this lease was opened with the spool's writer (see the module header). */
+  readonly ownSeqs: OwnSeqs | undefined;
+  #store: SpoolStore;
+  #leases: LeaseTable;
+  #seriesById = new Map<number, { deviceId: string; metricId: string; labels: Labels }>();
+  #seriesGeneration: number;
+
+  constructor(store: SpoolStore, leases: LeaseTable, ownSeqs?: OwnSeqs) {
+    this.#store = store;
+    this.#leases = leases;
+    this.ownSeqs = ownSeqs;
+    this.#seriesGeneration = store.seriesGeneration;
+  }
+
+  get spoolId(): string {
+    return this.#store.spoolId;
+  }
+
+  get path(): string {
+    return this.#store.path;
+  }
+
+  /** next_seq when this process opened the spool: later seqs were taken while it runs. */
+  get openedAtSeq(): number {
+    return this.#store.openedAtSeq;
+  }
+
+  /**
+   * Reads up to `limit` samples with seq > `afterSeq`, oldest first, stopping before the first
+   * missing seq. The rows stay in the spool (leased) until removeForwarded() or quarantine().
+   */
+  read(afterSeq: number, limit: number): SpooledSample[] {
+    const rows = this.#store.statement(READ_AFTER).all(afterSeq, limit) as {
+      seq: number;
+      series: number;
+      ts: number;
+      value: number | null;
+    }[];
+    const epochMs = this.#store.epochMs;
+    const out: SpooledSample[] = [];
+    for (const r of rows) {
+      const seq = Number(r.seq);
+      if (out.length > 0 && seq !== out.at(-1)!.seq + 1) break;
+      const series = this.#series(Number(r.series));
+      if (!series) {
+        if (out.length > 0) break;
+        this.#setAsideOrphan(seq, Number(r.ts), r.value, `series ${r.series} is missing from the spool`);
+        continue;
+      }
+      out.push({
+        seq,
+        timestampMs: epochMs + Number(r.ts) / 1000,
+        deviceId: series.deviceId,
+        metricId: series.metricId,
+        value: r.value === null ? NaN : Number(r.value),
+        labels: series.labels,
+      });
+    }
+    const first = out[0];
+    const last = out.at(-1);
+    if (first && last) this.#leases.hold(first.seq, last.seq);
+    return out;
+  }
+
+  #series(id: number): { deviceId: string; metricId: string; labels: Labels } | undefined {
+    if (this.#seriesGeneration !== this.#store.seriesGeneration) {
+      this.#seriesById.clear();
+      this.#seriesGeneration = this.#store.seriesGeneration;
+    }
+    let s = this.#seriesById.get(id);
+    if (!s) {
+      const row = this.#store.statement("SELECT device_id, metric_id, labels FROM series WHERE id = ?").get(id) as
+        | { device_id: string; metric_id: string; labels: string }
+        | undefined;
+      if (!row) return undefined;
+      s = { deviceId: row.device_id, metricId: row.metric_id, labels: JSON.parse(row.labels) as Labels };
+      if (this.#seriesById.size >= SERIES_CACHE_MAX) this.#seriesById.clear();
+      this.#seriesById.set(id, s);
+    }
+    return s;
+  }
+
+  /** Ranges given up under the full-spool policy, not yet reported to the central ledger. */
+  gaps(): GapRange[] {
+    return (this.#store.statement("SELECT first_seq, last_seq, rows, reason FROM gaps ORDER BY first_seq").all() as {
+      first_seq: number;
+      last_seq: number;
+      rows: number;
+      reason: string;
+    }[]).map((g) => ({
+      firstSeq: Number(g.first_seq),
+      lastSeq: Number(g.last_seq),
+      rows: Number(g.rows),
+      reason: g.reason,
+    }));
+  }
+
+  /**
+   * Removes the samples with seq in [firstSeq, lastSeq] after their central commit, and any gap
+   * rows inside that range. Returns the number of samples removed.
+   */
+  removeForwarded(firstSeq: number, lastSeq: number): number {
+    const store = this.#store;
+    const deleted = store.transaction(() => {
+      const deleted = Number(store.statement(DELETE_RANGE).run(firstSeq, lastSeq).changes);
+      store.statement("DELETE FROM gaps WHERE first_seq >= ? AND last_seq <= ?").run(firstSeq, lastSeq);
+      this.#leases.release(firstSeq, lastSeq);
+      store.setMeta("rows", store.committedRows() - deleted);
+      store.setMeta("last_forward_at_ms", Date.now());
+      return deleted;
+    });
+    this.counters.forwarded += deleted;
+    return deleted;
+  }
+
+  /** Forgets the leases of batches that were not sent (the forwarder will read them again). */
+  releaseLeases(): void {
+    this.#leases.clear();
+  }
+
+  /** Moves samples the central database rejected to the quarantine table, with the reason. */
+  quarantine(samples: SpooledSample[], reason: string): void {
+    const store = this.#store;
+    const ins = store.statement(
+      "INSERT OR REPLACE INTO quarantine(seq, ts_ms, device_id, metric_id, value, labels, reason, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    );
+    const now = Date.now();
+    store.transaction(() => {
+      let deleted = 0;
+      for (const s of samples) {
+        ins.run(
+          s.seq,
+          s.timestampMs,
+          s.deviceId,
+          s.metricId,
+          Number.isNaN(s.value) ? null : s.value,
+          JSON.stringify(s.labels),
+          reason,
+          now,
+        );
+        deleted += Number(store.statement("DELETE FROM samples WHERE seq = ?").run(s.seq).changes);
+        this.#leases.release(s.seq, s.seq);
+      }
+      store.setMeta("rows", store.committedRows() - deleted);
+    });
+    this.counters.quarantined += samples.length;
+  }
+
+  #setAsideOrphan(seq: number, tsUs: number, value: number | null, reason: string): void {
+    this.quarantine([{
+      seq,
+      timestampMs: this.#store.epochMs + tsUs / 1000,
+      deviceId: "",
+      metricId: "",
+      value: value ?? NaN,
+      labels: {},
+    }], reason);
+  }
+
+  /** Quarantined seqs not yet recorded in the central ledger (kind `quarantined`). */
+  unreportedQuarantine(): { seq: number; reason: string }[] {
+    return (this.#store.statement("SELECT seq, reason FROM quarantine WHERE reported = 0 ORDER BY seq").all() as {
+      seq: number;
+      reason: string;
+    }[]).map((r) => ({ seq: Number(r.seq), reason: r.reason }));
+  }
+
+  markQuarantineReported(seq: number): void {
+    this.#store.statement("UPDATE quarantine SET reported = 1 WHERE seq = ?").run(seq);
+  }
+
+  /** Forgets a gap once the central ledger has it. */
+  removeGap(firstSeq: number): void {
+    this.#store.statement("DELETE FROM gaps WHERE first_seq = ?").run(firstSeq);
+  }
+
+  /** The last seq given to a sample (0 for a new spool), as committed by the writer. */
+  lastSeq(): number {
+    return this.#store.committedNextSeq() - 1;
+  }
+
+  /** Samples in the spool (a counter kept in the same transactions as the rows: no scan). */
+  rowCount(): number {
+    return this.#store.committedRows();
+  }
+
+  /** Lowest seq still in the spool (a sample or an unreported gap), or undefined when it is empty. */
+  minSeq(): number | undefined {
+    return this.#store.minSeq();
+  }
+}

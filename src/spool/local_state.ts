@@ -1,0 +1,100 @@
+/**
+ * # Local state kept in the spool's database, next to the samples
+ *
+ * What the collector must remember across restarts that is not a sample: the last poll and
+ * error of each device group (for `status`, written by the collector about once a second) and
+ * the last known content of the central `promoted_metrics` table (so that a collector starting
+ * while the central database is unreachable polls what was promoted when it was last seen).
+ * Each write replaces the whole set in one transaction. (Certificate pins have their own module
+ * and connection: tls_pins.ts.)
+ */
+import type { SpoolStore } from "./store.ts";
+
+export interface DeviceStatus {
+  key: string;
+  deviceId: string;
+  lastPollAtMs: number | undefined;
+  lastOkAtMs: number | undefined;
+  lastError: string | undefined;
+  pollsOk: number;
+  pollsFailed: number;
+  pollsSkipped: number;
+}
+
+/** A row of the central promoted_metrics table (src/central/promoted_metrics.ts). */
+type PromotedRow = { deviceId: string; metricId: string | null };
+
+export class LocalState {
+  #store: SpoolStore;
+
+  constructor(store: SpoolStore) {
+    this.#store = store;
+  }
+
+  /** Records the latest state of each device group, for `status` (one transaction). */
+  writeDeviceStatus(devices: DeviceStatus[]): void {
+    if (devices.length === 0) return;
+    const store = this.#store;
+    const up = store.statement(
+      `INSERT INTO devices(key, device_id, last_poll_at_ms, last_ok_at_ms, last_error, polls_ok, polls_failed, polls_skipped)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT(key) DO UPDATE SET device_id = excluded.device_id, last_poll_at_ms = excluded.last_poll_at_ms,
+         last_ok_at_ms = excluded.last_ok_at_ms, last_error = excluded.last_error, polls_ok = excluded.polls_ok,
+         polls_failed = excluded.polls_failed, polls_skipped = excluded.polls_skipped`,
+    );
+    store.transaction(() => {
+      store.statement("DELETE FROM devices").run();
+      for (const d of devices) {
+        up.run(
+          d.key,
+          d.deviceId,
+          d.lastPollAtMs ?? null,
+          d.lastOkAtMs ?? null,
+          d.lastError ?? null,
+          d.pollsOk,
+          d.pollsFailed,
+          d.pollsSkipped,
+        );
+      }
+    });
+  }
+
+  deviceStatus(): DeviceStatus[] {
+    return (this.#store.statement("SELECT * FROM devices ORDER BY key").all() as {
+      key: string;
+      device_id: string;
+      last_poll_at_ms: number | null;
+      last_ok_at_ms: number | null;
+      last_error: string | null;
+      polls_ok: number;
+      polls_failed: number;
+      polls_skipped: number;
+    }[]).map((r) => ({
+      key: r.key,
+      deviceId: r.device_id,
+      lastPollAtMs: r.last_poll_at_ms ?? undefined,
+      lastOkAtMs: r.last_ok_at_ms ?? undefined,
+      lastError: r.last_error ?? undefined,
+      pollsOk: Number(r.polls_ok),
+      pollsFailed: Number(r.polls_failed),
+      pollsSkipped: Number(r.polls_skipped),
+    }));
+  }
+
+  /** Replaces the last known content of the central promoted_metrics table. */
+  writePromoted(rows: readonly PromotedRow[]): void {
+    const store = this.#store;
+    const ins = store.statement("INSERT INTO promoted(device_id, metric_id) VALUES (?, ?)");
+    store.transaction(() => {
+      store.statement("DELETE FROM promoted").run();
+      for (const r of rows) ins.run(r.deviceId, r.metricId);
+    });
+  }
+
+  readPromoted(): PromotedRow[] {
+    return (this.#store.statement("SELECT device_id, metric_id FROM promoted").all() as {
+      device_id: string;
+      metric_id: string | null;
+    }[]).map((r) => ({ deviceId: r.device_id, metricId: r.metric_id }));
+  }
+}

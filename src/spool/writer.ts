@@ -1,0 +1,340 @@
+/**
+ * # The writer: the one place samples enter the spool
+ *
+ * Held by the collector (`run`, `wattmetre`) only, next to the store's writer lock:
+ *
+ * - **Group commit** (invariant 1): `append()` queues samples and resolves once the transaction
+ *   holding them has committed. The next commit is due `commitIntervalMs` after the start of the
+ *   previous one, on the clock: at most one commit (one fsync) per interval at any load.
+ * - **Seqs** (invariant 2): each sample gets the next seq in commit order, and `meta.next_seq`
+ *   is written in the same transaction. Only the writer assigns or moves seqs (`renumberAfter`).
+ * - **The series dictionary**: (device, metric, labels) stored once per series, with a lower
+ *   bound of its last seq kept within SERIES_SEQ_SLACK of the truth, so `collectGarbage()` never
+ *   removes a series still in use.
+ * - **The full-spool policy** (invariant 5): before each commit, when the used bytes would pass
+ *   `maxBytes`, `drop_newest` refuses the new samples and `drop_oldest` frees the oldest rows
+ *   (recorded as a gap), never a row leased to this process's forwarder. Logged as an error and
+ *   counted either way.
+ */
+import type { Sample } from "../sample.ts";
+import { errorMessage } from "../log.ts";
+import { type Clock, systemClock, type TimerId } from "../clock.ts";
+import { ROWS_DROPPED, SPOOL_FULL } from "../telemetry/events.ts";
+import { Telemetry } from "../telemetry/telemetry.ts";
+import { type LeaseTable, type OwnSeqs, SERIES_CACHE_MAX } from "./lease.ts";
+import type { SpoolStore } from "./store.ts";
+
+/** See "The series dictionary": how stale a series' recorded last_seq may be. */
+const SERIES_SEQ_SLACK = 100_000;
+/** Samples per INSERT statement: one call into SQLite per 64 samples instead of per sample. */
+const ROWS_PER_INSERT = 64;
+/** Conservative bytes one sample takes on disk (measured: about 21), for room and budget estimates. */
+export const SAMPLE_BYTES_ESTIMATE = 40;
+/**
+ * The spool-full condition lasts until the forwarder has brought the spool back under this share
+ * of its budget: drop_oldest's trims (5% of the budget each) then read as one condition.
+ */
+const SPOOL_FULL_CLEARS_AT = 0.5;
+
+const INSERT_SAMPLE = "INSERT INTO samples(seq, series, ts, value) VALUES (?, ?, ?, ?)";
+const INSERT_SAMPLES = `INSERT INTO samples(seq, series, ts, value) VALUES ${
+  Array(ROWS_PER_INSERT).fill("(?, ?, ?, ?)").join(", ")
+}`;
+const INSERT_GAP = "INSERT INTO gaps(first_seq, last_seq, rows, reason, at_ms) VALUES (?, ?, ?, ?, ?)";
+const OLDEST_AFTER = "SELECT seq FROM samples WHERE seq > ? ORDER BY seq LIMIT 1 OFFSET ?";
+
+export type FullPolicy = "drop_oldest" | "drop_newest";
+
+export interface WriterOptions {
+  maxBytes: number;
+  fullPolicy: FullPolicy;
+  commitIntervalMs: number;
+  /** Where samples dropped by the full-spool policy are logged and counted. */
+  telemetry?: Telemetry;
+  clock?: Clock;
+}
+
+export interface WriterCounters {
+  appended: number;
+  commits: number;
+  droppedOldest: number;
+  droppedNewest: number;
+}
+
+interface Pending {
+  samples: Sample[];
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+export class SpoolWriter implements OwnSeqs {
+  readonly counters: WriterCounters = { appended: 0, commits: 0, droppedOldest: 0, droppedNewest: 0 };
+  readonly openedAtSeq: number;
+  readonly openedAtMs: number;
+  #store: SpoolStore;
+  #leases: LeaseTable;
+  #opts: WriterOptions;
+  #clock: Clock;
+  #telemetry: Telemetry;
+  #nextSeq: number;
+  #pending: Pending[] = [];
+  #timer: TimerId | undefined;
+  /** Monotonic time when the last group commit started. */
+  #lastCommitAt = -Infinity;
+  #closed = false;
+  #seriesByKey = new Map<string, { id: number; lastSeq: number }>();
+
+  constructor(store: SpoolStore, leases: LeaseTable, opts: WriterOptions) {
+    this.#store = store;
+    this.#leases = leases;
+    this.#opts = opts;
+    this.#clock = opts.clock ?? systemClock;
+    this.#telemetry = opts.telemetry ?? new Telemetry();
+    this.openedAtSeq = store.openedAtSeq;
+    this.openedAtMs = store.openedAtMs;
+    this.#nextSeq = store.openedAtSeq;
+  }
+
+  /**
+   * Queues samples for the next group commit; resolves once they are durable. Under the
+   * `drop_newest` policy a full spool resolves without writing them (they are counted as
+   * dropped and logged).
+   */
+  append(samples: Sample[]): Promise<void> {
+    if (this.#closed) return Promise.reject(new Error(`Spool '${this.#store.path}' is closed`));
+    if (samples.length === 0) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.#pending.push({ samples, resolve, reject });
+      // The next commit is due commitIntervalMs after the start of the previous one, not after
+      // this append: under load commits follow each other with no idle wait, and samples that
+      // come after a quiet spell commit at once. Still at most one commit per interval.
+      this.#timer ??= this.#clock.setTimeout(() => {
+        this.#timer = undefined;
+        this.commitPending();
+      }, Math.max(0, this.#lastCommitAt + this.#opts.commitIntervalMs - this.#clock.monotonic()));
+    });
+  }
+
+  /** Commits everything queued now (also called on shutdown and before a crash exit). */
+  commitPending(): void {
+    if (this.#timer !== undefined) {
+      this.#clock.clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+    const batch = this.#pending;
+    if (batch.length === 0) return;
+    this.#pending = [];
+    this.#lastCommitAt = this.#clock.monotonic();
+    const count = batch.reduce((n, p) => n + p.samples.length, 0);
+    try {
+      const admitted = this.#makeRoom(count);
+      if (admitted) this.#write(batch);
+      for (const p of batch) p.resolve();
+    } catch (err) {
+      const e = new Error(`Cannot commit ${count} samples to spool '${this.#store.path}': ${errorMessage(err)}`);
+      for (const p of batch) p.reject(e);
+    }
+  }
+
+  /**
+   * Moves every seq assigned since the spool was opened past `lastClaimedSeq`, and records the
+   * seqs in between as a gap. Needed when the spool lost commits it had already forwarded (its
+   * write-ahead log deleted or damaged): it then handed those seqs out again, and the central
+   * ledger, which holds them, would take the new samples for the old ones. One transaction;
+   * returns how far the seqs moved (0 when nothing overlaps).
+   */
+  renumberAfter(lastClaimedSeq: number, reason: string): number {
+    const from = this.openedAtSeq;
+    const shift = lastClaimedSeq + 1 - from;
+    if (shift <= 0) return 0;
+    this.commitPending();
+    const store = this.#store;
+    store.transaction(() => {
+      // Through negative values, so no updated key ever meets one not yet moved.
+      for (const [table, key] of [["samples", "seq"], ["quarantine", "seq"], ["gaps", "first_seq"]]) {
+        const extra = table === "gaps" ? ", last_seq = last_seq + ?" : "";
+        const args = table === "gaps" ? [shift, shift, from] : [shift, from];
+        store.statement(`UPDATE ${table} SET ${key} = -(${key} + ?)${extra} WHERE ${key} >= ?`).run(...args);
+        store.statement(`UPDATE ${table} SET ${key} = -${key} WHERE ${key} < 0`).run();
+      }
+      store.statement("UPDATE series SET last_seq = last_seq + ? WHERE last_seq >= ?").run(
+        shift,
+        from - SERIES_SEQ_SLACK,
+      );
+      store.statement(INSERT_GAP).run(from, lastClaimedSeq, 0, reason, Date.now());
+      store.setMeta("next_seq", this.#nextSeq + shift);
+    });
+    this.#nextSeq += shift;
+    this.#seriesByKey.clear();
+    this.#leases.clear();
+    return shift;
+  }
+
+  /**
+   * Deletes series that no sample can still reference (see SERIES_SEQ_SLACK). Cheap: uses the
+   * index on series.last_seq.
+   */
+  collectGarbage(): number {
+    const min = this.#store.minSeq() ?? this.#nextSeq;
+    const limit = min - SERIES_SEQ_SLACK - 1;
+    if (limit <= 0) return 0;
+    const n = Number(this.#store.statement("DELETE FROM series WHERE last_seq < ?").run(limit).changes);
+    if (n > 0) {
+      this.#seriesByKey.clear();
+      this.#store.seriesDeleted();
+    }
+    return n;
+  }
+
+  /** Whether the file at the spool's path is still the database open here (it may be deleted or replaced). */
+  fileState(): "ok" | "missing" | "replaced" {
+    return this.#store.fileState();
+  }
+
+  /**
+   * Writes the spool back to its path after the file was deleted or replaced under it (spool.ts
+   * "Recovery"), with what is queued committed first. Throws a `refused` SpoolError when the disk
+   * will not take the copy: the open database keeps every sample meanwhile.
+   */
+  restoreFile(): void {
+    if (this.#store.fileState() === "ok") return;
+    this.commitPending();
+    this.#store.restore();
+  }
+
+  /** Commits what is queued; later appends are refused. The store is closed by its owner. */
+  close(): void {
+    if (this.#closed) return;
+    this.commitPending();
+    this.#closed = true;
+  }
+
+  #write(batch: Pending[]): void {
+    const store = this.#store;
+    const insertSamples = store.statement(INSERT_SAMPLES);
+    const insertSample = store.statement(INSERT_SAMPLE);
+    const touchSeries = store.statement("UPDATE series SET last_seq = ? WHERE id = ?");
+    const firstSeq = this.#nextSeq;
+    let seq = firstSeq;
+    const touched: [number, number][] = [];
+    const params: (number | null)[] = [];
+    const epochMs = store.epochMs;
+    try {
+      store.transaction(() => {
+        for (const p of batch) {
+          for (const s of p.samples) {
+            const seriesId = this.#seriesFor(s, seq, touched);
+            const tsUs = Math.round((s.timestampMs - epochMs) * 1000);
+            params.push(seq, seriesId, tsUs, Number.isNaN(s.value) ? null : s.value);
+            if (params.length === ROWS_PER_INSERT * 4) {
+              insertSamples.run(...params);
+              params.length = 0;
+            }
+            seq++;
+          }
+        }
+        for (let i = 0; i < params.length; i += 4) {
+          insertSample.run(params[i]!, params[i + 1]!, params[i + 2]!, params[i + 3]!);
+        }
+        for (const [id, lastSeq] of touched) touchSeries.run(lastSeq, id);
+        store.setMeta("next_seq", seq);
+        store.setMeta("rows", store.committedRows() + seq - firstSeq);
+      });
+    } catch (err) {
+      // Series ids created in the failed transaction do not exist: forget the cache.
+      this.#seriesByKey.clear();
+      throw err;
+    }
+    this.#nextSeq = seq;
+    this.counters.appended += seq - firstSeq;
+    this.counters.commits++;
+  }
+
+  #seriesFor(s: Sample, seq: number, touched: [number, number][]): number {
+    const labels = JSON.stringify(s.labels);
+    const key = `${s.deviceId}\u0000${s.metricId}\u0000${labels}`;
+    let entry = this.#seriesByKey.get(key);
+    if (!entry) {
+      const row = this.#store.statement(
+        "SELECT id, last_seq FROM series WHERE device_id = ? AND metric_id = ? AND labels = ?",
+      ).get(s.deviceId, s.metricId, labels) as { id: number; last_seq: number } | undefined;
+      if (row) entry = { id: Number(row.id), lastSeq: Number(row.last_seq) };
+      else {
+        const ins = this.#store.statement(
+          "INSERT INTO series(device_id, metric_id, labels, last_seq) VALUES (?, ?, ?, ?) RETURNING id",
+        ).get(s.deviceId, s.metricId, labels, seq) as { id: number };
+        entry = { id: Number(ins.id), lastSeq: seq };
+      }
+      if (this.#seriesByKey.size >= SERIES_CACHE_MAX) this.#seriesByKey.clear();
+      this.#seriesByKey.set(key, entry);
+    }
+    if (seq - entry.lastSeq > SERIES_SEQ_SLACK) {
+      entry.lastSeq = seq;
+      touched.push([entry.id, seq]);
+    }
+    return entry.id;
+  }
+
+  /** Applies the full-spool policy; returns false when the new samples must be dropped. */
+  #makeRoom(incoming: number): boolean {
+    const store = this.#store;
+    const { path } = store;
+    const { maxBytes, fullPolicy } = this.#opts;
+    const estimate = incoming * SAMPLE_BYTES_ESTIMATE;
+    const t = this.#telemetry;
+    const policy = { labels: { policy: fullPolicy } };
+    const used = store.usedBytes();
+    if (used + estimate <= maxBytes) {
+      if (used + estimate <= maxBytes * SPOOL_FULL_CLEARS_AT && t.isActive(SPOOL_FULL, path)) {
+        t.end(SPOOL_FULL, path, { spool: path, dropped_total: t.total(ROWS_DROPPED.counter) });
+      }
+      return true;
+    }
+    const full = { spool: path, policy: fullPolicy, max_bytes: maxBytes };
+    if (fullPolicy === "drop_newest") {
+      this.counters.droppedNewest += incoming;
+      t.emit(ROWS_DROPPED, { ...full, samples: incoming }, { ...policy, n: incoming });
+      t.begin(SPOOL_FULL, path, full);
+      return false;
+    }
+    // drop_oldest: free about 5% of the budget (at least room for this commit) plus any excess
+    // (a commit larger than that may have overshot), oldest first, never touching rows leased to
+    // the forwarder.
+    const target = Math.max(estimate * 2, maxBytes * 0.05) + Math.max(0, used - maxBytes);
+    // Rows to free at the measured ~21 bytes per sample: dividing by more would free too little.
+    const rowsToDrop = Math.max(incoming, Math.ceil(target / 20));
+    const oldestAfter = store.statement(OLDEST_AFTER);
+    // Start after any lease that sits at the old end of the spool.
+    let lo = 0;
+    for (let moved = true; moved;) {
+      moved = false;
+      const next = oldestAfter.get(lo, 0) as { seq: number } | undefined;
+      for (const [first, last] of this.#leases.ranges()) {
+        if (next && first <= Number(next.seq) && last >= Number(next.seq)) {
+          lo = last;
+          moved = true;
+        }
+      }
+    }
+    const edge = oldestAfter.get(lo, rowsToDrop - 1) as { seq: number } | undefined;
+    let hi = edge ? Number(edge.seq) : this.#nextSeq - 1;
+    // Nor into a lease further on (the live lane's batch in flight).
+    for (const [first] of this.#leases.ranges()) if (first > lo && first <= hi) hi = first - 1;
+    const range = store.statement(
+      "SELECT count(*) AS n, min(seq) AS lo, max(seq) AS hi FROM samples WHERE seq > ? AND seq <= ?",
+    ).get(lo, hi) as { n: number; lo: number | null; hi: number | null };
+    if (!range.n || range.lo === null || range.hi === null) return true;
+    const { lo: first, hi: last } = range;
+    const deleted = store.transaction(() => {
+      const deleted = Number(store.statement("DELETE FROM samples WHERE seq BETWEEN ? AND ?").run(first, last).changes);
+      store.statement(INSERT_GAP).run(first, last, deleted, "spool full (drop_oldest)", Date.now());
+      store.setMeta("rows", store.committedRows() - deleted);
+      return deleted;
+    });
+    this.counters.droppedOldest += deleted;
+    const fields = { ...full, samples: deleted, first_seq: first, last_seq: last };
+    t.emit(ROWS_DROPPED, fields, { ...policy, n: deleted });
+    t.begin(SPOOL_FULL, path, fields);
+    return true;
+  }
+}

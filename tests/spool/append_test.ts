@@ -1,0 +1,108 @@
+/**
+ * The writer's invariants (src/spool/spool.ts 1 and 2, src/spool/writer.ts): acknowledged means
+ * durable, seqs are never reused, one writer at a time, private files, and a series dictionary
+ * whose garbage collection never removes a series still in use.
+ */
+import assert from "node:assert/strict";
+import type { Sample } from "../../src/sample.ts";
+import { open, samples, tempSpoolPath } from "./fixtures/spool.ts";
+
+Deno.test("spool.append() resolves once durable and read() returns samples in seq order", async () => {
+  const path = await tempSpoolPath();
+  const spool = open(path);
+  const odd: Sample[] = [
+    { timestampMs: 1_790_000_000_123.456, deviceId: "a\tb", metricId: "m", value: NaN, labels: { value_str: "on" } },
+    { timestampMs: 1_790_000_000_124, deviceId: "a", metricId: "m", value: Infinity, labels: {} },
+    { timestampMs: 1_790_000_000_125, deviceId: "a", metricId: "m", value: -Infinity, labels: {} },
+  ];
+  await spool.writer.append(odd);
+  await spool.writer.append(samples(5));
+  const got = spool.lease.read(0, 100);
+  assert.deepEqual(got.map((s) => s.seq), [1, 2, 3, 4, 5, 6, 7, 8]);
+  assert.ok(Number.isNaN(got[0]!.value));
+  assert.equal(got[0]!.deviceId, "a\tb");
+  assert.equal(got[0]!.timestampMs, 1_790_000_000_123.456);
+  assert.deepEqual(got[0]!.labels, { value_str: "on" });
+  assert.equal(got[1]!.value, Infinity);
+  assert.equal(got[2]!.value, -Infinity);
+  assert.equal(spool.view.stats().rows, 8);
+  spool.close();
+});
+
+Deno.test("spool never reuses a seq, even after it was emptied and reopened, and keeps its id", async () => {
+  const path = await tempSpoolPath();
+  let spool = open(path);
+  const id = spool.spoolId;
+  assert.match(id, /^[0-9a-f-]{36}$/);
+  await spool.writer.append(samples(10));
+  assert.equal(spool.lease.removeForwarded(1, 10), 10);
+  assert.equal(spool.view.stats().rows, 0);
+  spool.close();
+  spool = open(path);
+  assert.equal(spool.spoolId, id);
+  await spool.writer.append(samples(3));
+  assert.deepEqual(spool.lease.read(0, 10).map((s) => s.seq), [11, 12, 13]);
+  spool.close();
+});
+
+Deno.test("spool refuses a second writer while the first one holds it", async () => {
+  const path = await tempSpoolPath();
+  const first = open(path);
+  assert.throws(() => open(path), /is in use by another kwollector process \(pid \d+\)/);
+  first.close();
+  open(path).close();
+});
+
+Deno.test("spool creates its directory and files readable by their owner only", async () => {
+  const path = await tempSpoolPath();
+  const spool = open(path);
+  await spool.writer.append(samples(10));
+  assert.equal(Deno.statSync(path).mode! & 0o777, 0o600);
+  assert.equal(Deno.statSync(`${path}-wal`).mode! & 0o777, 0o600);
+  assert.equal(Deno.statSync(path.replace(/\/spool\.db$/, "")).mode! & 0o777, 0o700);
+  spool.close();
+});
+
+Deno.test("spool acknowledges only durable samples: kill -9 of the writer loses none of them", async () => {
+  for (let round = 0; round < 3; round++) {
+    const path = await tempSpoolPath();
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL("./fixtures/writer.ts", import.meta.url).pathname, path],
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    let lastAcked = 0;
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    const deadline = Date.now() + 300 + round * 400;
+    let buffer = "";
+    while (Date.now() < deadline || lastAcked === 0) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      const lines = buffer.split("\n");
+      buffer = lines.pop()!;
+      for (const l of lines) if (l.startsWith("acked ")) lastAcked = Number(l.slice(6));
+    }
+    child.kill("SIGKILL");
+    await child.status;
+    await reader.cancel();
+    const spool = open(path);
+    const values = spool.lease.read(0, 10_000_000).map((s) => s.value);
+    spool.close();
+    assert.ok(values.length >= lastAcked, `acked ${lastAcked}, found ${values.length}`);
+    for (let v = 1; v <= lastAcked; v++) assert.equal(values[v - 1], v);
+  }
+});
+
+Deno.test("spool garbage collection removes only series no sample can reference", async () => {
+  const path = await tempSpoolPath();
+  const spool = open(path);
+  await spool.writer.append([{ timestampMs: 1, deviceId: "old", metricId: "m", value: 1, labels: {} }]);
+  for (let i = 0; i < 300_000; i += 50_000) await spool.writer.append(samples(50_000, i, 3));
+  spool.lease.removeForwarded(1, 250_000);
+  assert.equal(spool.writer.collectGarbage(), 1);
+  await spool.writer.append(samples(10, 0, 3));
+  const rows = spool.lease.read(0, 1_000_000);
+  assert.ok(rows.every((s) => s.deviceId.startsWith("node-")));
+  spool.close();
+});

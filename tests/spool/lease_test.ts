@@ -1,0 +1,73 @@
+/**
+ * What a forwarder may do with the spool (src/spool/lease.ts, invariants 3, 4 and 6 of
+ * src/spool/spool.ts): read runs of consecutive seqs, acknowledge them, set samples aside, and
+ * do so next to a running writer from a lease of its own.
+ */
+import assert from "node:assert/strict";
+import { openSpoolLease } from "../../src/spool/spool.ts";
+import { open, samples, tempSpoolPath } from "./fixtures/spool.ts";
+
+Deno.test("spool.read() stops before a missing seq, so a batch never spans a seq that left another way", async () => {
+  const spool = open(await tempSpoolPath());
+  await spool.writer.append(samples(10));
+  spool.lease.removeForwarded(4, 5); // e.g. sent by the live lane
+  assert.deepEqual(spool.lease.read(0, 100).map((s) => s.seq), [1, 2, 3]);
+  assert.deepEqual(spool.lease.read(3, 100).map((s) => s.seq), [6, 7, 8, 9, 10]);
+  spool.close();
+});
+
+Deno.test("spool lease without the writer acknowledges next to it, and both keep one count of rows", async () => {
+  const path = await tempSpoolPath();
+  const spool = open(path);
+  await spool.writer.append(samples(100));
+  const flush = openSpoolLease(path);
+  try {
+    assert.equal(flush.spoolId, spool.spoolId);
+    assert.equal(flush.lease.ownSeqs, undefined, "only the writer's lease may move seqs");
+    assert.equal(spool.lease.ownSeqs?.openedAtSeq, 1);
+    const batch = flush.lease.read(0, 50);
+    assert.equal(flush.lease.removeForwarded(batch[0]!.seq, batch.at(-1)!.seq), 50);
+    await spool.writer.append(samples(10, 100));
+    assert.equal(flush.lease.lastSeq(), 110, "the lease sees the seqs the writer committed");
+    assert.equal(spool.view.rowCount(), 60);
+    assert.equal(flush.view.rowCount(), 60);
+    assert.deepEqual(spool.lease.read(0, 1000).map((s) => s.seq)[0], 51);
+  } finally {
+    flush.close();
+    spool.close();
+  }
+  const again = open(path);
+  assert.equal(again.view.stats().rows, 60);
+  again.close();
+});
+
+Deno.test("spool quarantine sets samples aside with their reason until the ledger has them", async () => {
+  const spool = open(await tempSpoolPath());
+  await spool.writer.append(samples(5));
+  const [, second, third] = spool.lease.read(0, 5);
+  spool.lease.quarantine([second!, third!], "rejected: value out of range");
+  assert.deepEqual(spool.lease.unreportedQuarantine(), [
+    { seq: 2, reason: "rejected: value out of range" },
+    { seq: 3, reason: "rejected: value out of range" },
+  ]);
+  assert.equal(spool.lease.rowCount(), 3);
+  spool.lease.markQuarantineReported(2);
+  assert.deepEqual(spool.lease.unreportedQuarantine().map((q) => q.seq), [3]);
+  assert.equal(spool.view.stats().quarantined, 2, "reported or not, a quarantined sample is kept");
+  assert.deepEqual(spool.lease.read(0, 5).map((s) => s.seq), [1], "a batch stops before a seq set aside");
+  spool.close();
+});
+
+Deno.test("spool handles close once: closing one again does nothing", async () => {
+  const path = await tempSpoolPath();
+  const spool = open(path);
+  await spool.writer.append(samples(3));
+  const flush = openSpoolLease(path);
+  flush.close();
+  flush.close();
+  spool.close();
+  spool.close();
+  const again = open(path);
+  assert.equal(again.view.rowCount(), 3);
+  again.close();
+});
