@@ -16,6 +16,7 @@ import { FakeClock } from "../helpers/fake_clock.ts";
 function scriptedProtocol(clock: FakeClock, behaviour: Record<string, number | "dead" | { ignoresAbortMs: number }>) {
   const polls: { host: string; at: number; entries: string[] }[] = [];
   const protocol: Protocol = {
+    configKeys: [],
     validate: () => undefined,
     groupKey: (e) => `test://${e.target.host}`,
     endpoint: (e) => e.target.host,

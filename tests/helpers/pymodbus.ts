@@ -4,7 +4,7 @@
  * "RTU over TCP" ports (RTU frames with CRC on a raw socket, as a serial gateway passes them).
  *
  * The test gives typed values (`le_le_f32` ...); the server script encodes them into registers
- * with Python's struct, following the definition in src/sources/modbus_types.ts, and refuses to
+ * with Python's struct, following the definition in src/sources/modbus/register_types.ts, and refuses to
  * start unless pymodbus's own BinaryPayloadDecoder, given the same byte and word order, decodes
  * every value back. The server answers any unit id (or only `units`, each with its own registers)
  * and refuses addresses past `size` (exception 2, illegal data address).
@@ -18,7 +18,7 @@ export interface TypedValue {
   unit?: number;
   table: ModbusTable;
   address: number;
-  /** A type name of modbus_types.ts, e.g. `be_le_f32`. */
+  /** A type name of register_types.ts, e.g. `be_le_f32`. */
   type: string;
   value: number | bigint;
 }
