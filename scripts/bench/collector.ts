@@ -10,7 +10,7 @@
  * no extra column). Sample timestamps come from the collector's clock, commit timestamps from
  * the server's: the same machine, so the same clock.
  */
-import { destroyPostgres, type PgCluster, startPostgres } from "../../tests/helpers/postgres.ts";
+import { destroyPostgres, type PgCluster, startPostgres } from "../peers/postgres.ts";
 import type { Sql } from "../../src/central/connect.ts";
 
 /** Device id of the live samples polled from the exporter (backlog samples use other ids). */

@@ -26,8 +26,8 @@ import { setupDatabase } from "../../src/central/setup.ts";
 import { copyRow } from "../../src/forward/copy_text.ts";
 import { setLogSink } from "../../src/log.ts";
 import { report } from "./report.ts";
-import { destroyPostgres } from "../../tests/helpers/postgres.ts";
-import { pgConfig, testConfig } from "../../tests/helpers/config.ts";
+import { destroyPostgres } from "../peers/postgres.ts";
+import { pgConfig, testConfig } from "../harness/config.ts";
 import {
   firstLedgerCommitMs,
   LIVE_METRICS,

@@ -10,8 +10,8 @@
  */
 import { setupDatabase } from "../../src/central/setup.ts";
 import { setLogSink } from "../../src/log.ts";
-import { destroyPostgres } from "../../tests/helpers/postgres.ts";
-import { pgConfig } from "../../tests/helpers/config.ts";
+import { destroyPostgres } from "../peers/postgres.ts";
+import { pgConfig } from "../harness/config.ts";
 import { report } from "./report.ts";
 import {
   LIVE_METRICS,

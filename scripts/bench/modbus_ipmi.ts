@@ -26,10 +26,10 @@ import { setLogLevel } from "../../src/log.ts";
 import { ipmi } from "../../src/sources/ipmi/ipmi.ts";
 import { modbus } from "../../src/sources/modbus/modbus.ts";
 import type { Source } from "../../src/sources/source.ts";
-import { testConfig } from "../../tests/helpers/config.ts";
-import { entryFor } from "../../tests/helpers/entries.ts";
-import { startIpmiSim } from "../../tests/helpers/ipmi_sim.ts";
-import { startPymodbus } from "../../tests/helpers/pymodbus.ts";
+import { testConfig } from "../harness/config.ts";
+import { entryFor } from "../harness/entries.ts";
+import { startIpmiSim } from "../peers/ipmi_sim.ts";
+import { startPymodbus } from "../peers/pymodbus.ts";
 import { percentile, report } from "./report.ts";
 
 /** CPU time of this process, and of its waited-for children (clock ticks of /proc/self/stat). */

@@ -19,9 +19,9 @@ import type { MetricEntry } from "../../src/config/metrics_dir.ts";
 import { setLogLevel } from "../../src/log.ts";
 import { snmp } from "../../src/sources/snmp/snmp.ts";
 import type { Source } from "../../src/sources/source.ts";
-import { testConfig } from "../../tests/helpers/config.ts";
-import { entryFor } from "../../tests/helpers/entries.ts";
-import { boundUdpPorts, freeUdpPort, OIDS, startSnmpd } from "../../tests/helpers/snmpd.ts";
+import { testConfig } from "../harness/config.ts";
+import { entryFor } from "../harness/entries.ts";
+import { boundUdpPorts, freeUdpPort, OIDS, startSnmpd } from "../peers/snmpd.ts";
 import { percentile, report } from "./report.ts";
 
 function cpuMs(): number {

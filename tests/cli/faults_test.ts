@@ -5,10 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { setupDatabase } from "../../src/central/setup.ts";
-import { destroyPostgres, type PgCluster, startPostgres } from "../helpers/postgres.ts";
-import { pgConfig } from "../helpers/config.ts";
+import { destroyPostgres, type PgCluster, startPostgres } from "../../scripts/peers/postgres.ts";
+import { pgConfig } from "../../scripts/harness/config.ts";
 import { startCountingExporter } from "../helpers/exporter.ts";
-import { kwollector, sleep, spawnCollector } from "../helpers/collector.ts";
+import { kwollector, sleep, spawnCollector } from "../../scripts/harness/collector.ts";
 import { Spool } from "../../src/spool/spool.ts";
 
 async function rig(pg: PgCluster, exporterPort: number, extra = "") {

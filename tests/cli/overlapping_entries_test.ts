@@ -6,7 +6,7 @@
  * table is counted per scrape.
  */
 import assert from "node:assert/strict";
-import { destroyPostgres } from "../helpers/postgres.ts";
+import { destroyPostgres } from "../../scripts/peers/postgres.ts";
 import {
   checkDelivery,
   finalDrain,
@@ -15,7 +15,7 @@ import {
   startCollector,
   startRecordingExporter,
   writeRig,
-} from "../helpers/rig.ts";
+} from "../../scripts/torture/rig.ts";
 
 Deno.test("two overlapping promoted Prometheus entries store each exporter line once per scrape", async () => {
   const pg = await startCentral();

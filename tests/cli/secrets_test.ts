@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { kwollector, sleep, spawnCollector } from "../helpers/collector.ts";
+import { kwollector, sleep, spawnCollector } from "../../scripts/harness/collector.ts";
 
 const COMMUNITY = "TopSecretCommunity";
 const PRIV = "PrivSecret99";

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import type { MetricEntry } from "../../src/config/metrics_dir.ts";
 import { configSubset } from "../../src/config/resolve.ts";
 import type { Protocol } from "../../src/sources/source.ts";
-import { testConfig } from "../helpers/config.ts";
+import { testConfig } from "../../scripts/harness/config.ts";
 
 export interface ConformanceFixture {
   /** Entries the running peer serves, all in one poll group. */

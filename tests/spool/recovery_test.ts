@@ -12,7 +12,7 @@ import { listAside } from "../../src/spool/aside.ts";
 import { SpoolError, spoolTrouble } from "../../src/spool/errors.ts";
 import type { Sample } from "../../src/sample.ts";
 import { setLogSink } from "../../src/log.ts";
-import { mountSmallFs } from "../helpers/small_fs.ts";
+import { mountSmallFs } from "../../scripts/peers/small_fs.ts";
 
 async function tempSpoolPath(): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "kwollector-spool-" });

@@ -6,10 +6,10 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { setupDatabase } from "../../src/central/setup.ts";
 import { Spool } from "../../src/spool/spool.ts";
-import { pgConfig } from "../helpers/config.ts";
-import { sleep, spawnCollector } from "../helpers/collector.ts";
+import { pgConfig } from "../../scripts/harness/config.ts";
+import { sleep, spawnCollector } from "../../scripts/harness/collector.ts";
 import { startCountingExporter } from "../helpers/exporter.ts";
-import { destroyPostgres, freePort, startPostgres } from "../helpers/postgres.ts";
+import { destroyPostgres, freePort, startPostgres } from "../../scripts/peers/postgres.ts";
 
 async function writeRig(
   entries: { name: string; url: string; every: number }[],

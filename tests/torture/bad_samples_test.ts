@@ -1,6 +1,6 @@
-import { ciSize } from "./scenario.ts";
+import { ciSize } from "../../scripts/torture/scenario.ts";
 import assert from "node:assert/strict";
-import { runBadSamples } from "./bad_samples.ts";
+import { runBadSamples } from "../../scripts/torture/bad_samples.ts";
 
 Deno.test({
   name: "samples with impossible timestamps are refused or set aside alone, and every other sample arrives once",

@@ -1,6 +1,6 @@
-import { ciSize } from "./scenario.ts";
+import { ciSize } from "../../scripts/torture/scenario.ts";
 import assert from "node:assert/strict";
-import { runClockStep } from "./clock_step.ts";
+import { runClockStep } from "../../scripts/torture/clock_step.ts";
 
 Deno.test({
   name: "wall clock stepped back and forward by an hour keeps polling, seqs and exactly-once delivery",

@@ -1,6 +1,6 @@
-import { ciSize } from "./scenario.ts";
+import { ciSize } from "../../scripts/torture/scenario.ts";
 import assert from "node:assert/strict";
-import { runFullAtStart } from "./full_at_start.ts";
+import { runFullAtStart } from "../../scripts/torture/full_at_start.ts";
 
 Deno.test({
   name: "collector started on a full disk waits for space, never moves its sound spool aside, and delivers it all",

@@ -1,6 +1,6 @@
-import { ciSize } from "./scenario.ts";
+import { ciSize } from "../../scripts/torture/scenario.ts";
 import assert from "node:assert/strict";
-import { KILL_PHASES, runKillSweep } from "./kill_sweep.ts";
+import { KILL_PHASES, runKillSweep } from "../../scripts/torture/kill_sweep.ts";
 
 Deno.test({
   name: "collector killed with SIGKILL 24 times at aimed points loses no committed sample and duplicates none",

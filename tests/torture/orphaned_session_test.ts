@@ -1,6 +1,6 @@
-import { ciSize } from "./scenario.ts";
+import { ciSize } from "../../scripts/torture/scenario.ts";
 import assert from "node:assert/strict";
-import { runOrphanedSession } from "./orphaned_session.ts";
+import { runOrphanedSession } from "../../scripts/torture/orphaned_session.ts";
 
 Deno.test({
   name: "collector that loses power mid-batch (between statements and inside COPY) resumes delivery within a minute",

@@ -1,6 +1,6 @@
-import { ciSize } from "./scenario.ts";
+import { ciSize } from "../../scripts/torture/scenario.ts";
 import assert from "node:assert/strict";
-import { runOutageRestarts } from "./outage_restarts.ts";
+import { runOutageRestarts } from "../../scripts/torture/outage_restarts.ts";
 
 Deno.test({
   name: "collector restarted 6 times while PostgreSQL is down delivers the whole backlog exactly once",

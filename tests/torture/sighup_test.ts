@@ -1,6 +1,6 @@
-import { ciSize } from "./scenario.ts";
+import { ciSize } from "../../scripts/torture/scenario.ts";
 import assert from "node:assert/strict";
-import { runSighup } from "./sighup.ts";
+import { runSighup } from "../../scripts/torture/sighup.ts";
 
 Deno.test({
   name: "collector sent SIGHUP reloads metrics.d each time and loses nothing",

@@ -1,6 +1,6 @@
-import { ciSize } from "./scenario.ts";
+import { ciSize } from "../../scripts/torture/scenario.ts";
 import assert from "node:assert/strict";
-import { runSlowCentral } from "./slow_central.ts";
+import { runSlowCentral } from "../../scripts/torture/slow_central.ts";
 
 Deno.test({
   name:

@@ -1,6 +1,6 @@
-import { ciSize } from "./scenario.ts";
+import { ciSize } from "../../scripts/torture/scenario.ts";
 import assert from "node:assert/strict";
-import { runSpoolDeleted } from "./spool_deleted.ts";
+import { runSpoolDeleted } from "../../scripts/torture/spool_deleted.ts";
 
 Deno.test({
   name: "spool file deleted three times under the running collector is written back and loses nothing",

@@ -7,9 +7,9 @@ import type { Sample } from "../../../src/sample.ts";
 import { buildGroups } from "../../../src/collect/groups.ts";
 import { Scheduler } from "../../../src/collect/scheduler.ts";
 import { systemClock } from "../../../src/clock.ts";
-import { entryFor } from "../../helpers/entries.ts";
-import { testConfig } from "../../helpers/config.ts";
-import { DEFAULT_SENSORS, freeUdpPort, type IpmiSim, startIpmiSim } from "../../helpers/ipmi_sim.ts";
+import { entryFor } from "../../../scripts/harness/entries.ts";
+import { testConfig } from "../../../scripts/harness/config.ts";
+import { DEFAULT_SENSORS, freeUdpPort, type IpmiSim, startIpmiSim } from "../../../scripts/peers/ipmi_sim.ts";
 import { conformance } from "../conformance.ts";
 
 const USER = "admin";

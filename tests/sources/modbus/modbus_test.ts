@@ -3,10 +3,10 @@ import { MAX_REGISTERS_PER_READ, modbus, modbusRtu, planReads } from "../../../s
 import { decodeRegisters, parseModbusType } from "../../../src/sources/modbus/register_types.ts";
 import type { PollResult, Protocol } from "../../../src/sources/source.ts";
 import type { MetricEntry } from "../../../src/config/metrics_dir.ts";
-import { entryFor } from "../../helpers/entries.ts";
-import { testConfig } from "../../helpers/config.ts";
-import { freePort } from "../../helpers/postgres.ts";
-import { startPymodbus, type TypedValue } from "../../helpers/pymodbus.ts";
+import { entryFor } from "../../../scripts/harness/entries.ts";
+import { testConfig } from "../../../scripts/harness/config.ts";
+import { freePort } from "../../../scripts/peers/postgres.ts";
+import { startPymodbus, type TypedValue } from "../../../scripts/peers/pymodbus.ts";
 import { conformance } from "../conformance.ts";
 
 const config = testConfig();

@@ -6,8 +6,8 @@
 import assert from "node:assert/strict";
 import { prometheus } from "../../../src/sources/prometheus/prometheus.ts";
 import { MAX_LINE_CHARS } from "../../../src/sources/prometheus/text_parser.ts";
-import { entryFor } from "../../helpers/entries.ts";
-import { testConfig } from "../../helpers/config.ts";
+import { entryFor } from "../../../scripts/harness/entries.ts";
+import { testConfig } from "../../../scripts/harness/config.ts";
 import { type HostileExporter, startHostileExporter } from "../../helpers/exporter.ts";
 
 const DEFAULT_MAX_BODY_BYTES = testConfig().prometheus_max_body_bytes;

@@ -8,8 +8,8 @@ import assert from "node:assert/strict";
 import { Scheduler } from "../../../src/collect/scheduler.ts";
 import { buildGroups, type PollGroup } from "../../../src/collect/groups.ts";
 import type { Sample } from "../../../src/sample.ts";
-import { entryFor } from "../../helpers/entries.ts";
-import { testConfig } from "../../helpers/config.ts";
+import { entryFor } from "../../../scripts/harness/entries.ts";
+import { testConfig } from "../../../scripts/harness/config.ts";
 import { FakeClock, settle } from "../../helpers/fake_clock.ts";
 import { startCountingExporter, startHostileExporter } from "../../helpers/exporter.ts";
 

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { prometheus } from "../../../src/sources/prometheus/prometheus.ts";
 import { toSample } from "../../../src/collect/scheduler.ts";
-import { entryFor } from "../../helpers/entries.ts";
-import { testConfig } from "../../helpers/config.ts";
-import { freePort } from "../../helpers/postgres.ts";
+import { entryFor } from "../../../scripts/harness/entries.ts";
+import { testConfig } from "../../../scripts/harness/config.ts";
+import { freePort } from "../../../scripts/peers/postgres.ts";
 import { conformance } from "../conformance.ts";
 
 /** A real node exporter (Debian's prometheus-node-exporter) with a textfile directory. */

@@ -9,9 +9,9 @@ import type { Config } from "../../../src/config/defaults.ts";
 import { redfish } from "../../../src/sources/redfish/redfish.ts";
 import type { PollResult } from "../../../src/sources/source.ts";
 import { MAX_JSON_DEPTH } from "../../../src/sources/redfish/json_body.ts";
-import { testConfig } from "../../helpers/config.ts";
-import { entryFor } from "../../helpers/entries.ts";
-import { type FakeBmc, startFakeBmc } from "../../helpers/redfish_server.ts";
+import { testConfig } from "../../../scripts/harness/config.ts";
+import { entryFor } from "../../../scripts/harness/entries.ts";
+import { type FakeBmc, startFakeBmc } from "../../../scripts/peers/redfish_server.ts";
 
 const CHASSIS = "/redfish/v1/Chassis/1";
 

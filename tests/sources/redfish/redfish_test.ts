@@ -4,9 +4,9 @@ import type { MetricEntry } from "../../../src/config/metrics_dir.ts";
 import { toSample } from "../../../src/collect/scheduler.ts";
 import { redfish } from "../../../src/sources/redfish/redfish.ts";
 import type { PollResult, Protocol } from "../../../src/sources/source.ts";
-import { testConfig } from "../../helpers/config.ts";
-import { entryFor } from "../../helpers/entries.ts";
-import { type FakeBmc, startFakeBmc, startSilentPeer } from "../../helpers/redfish_server.ts";
+import { testConfig } from "../../../scripts/harness/config.ts";
+import { entryFor } from "../../../scripts/harness/entries.ts";
+import { type FakeBmc, startFakeBmc, startSilentPeer } from "../../../scripts/peers/redfish_server.ts";
 import { conformance } from "../conformance.ts";
 
 const CHASSIS = "/redfish/v1/Chassis/1";

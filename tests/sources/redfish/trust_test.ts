@@ -9,10 +9,10 @@ import type { MetricEntry } from "../../../src/config/metrics_dir.ts";
 import { redfish } from "../../../src/sources/redfish/redfish.ts";
 import { SpoolTlsPins, type TlsPins } from "../../../src/spool/tls_pins.ts";
 import { Spool } from "../../../src/spool/spool.ts";
-import { testConfig } from "../../helpers/config.ts";
-import { entryFor } from "../../helpers/entries.ts";
-import { kwollector } from "../../helpers/collector.ts";
-import { type FakeBmc, startFakeBmc } from "../../helpers/redfish_server.ts";
+import { testConfig } from "../../../scripts/harness/config.ts";
+import { entryFor } from "../../../scripts/harness/entries.ts";
+import { kwollector } from "../../../scripts/harness/collector.ts";
+import { type FakeBmc, startFakeBmc } from "../../../scripts/peers/redfish_server.ts";
 import { startTcpRelay, type TcpRelay } from "../../helpers/tcp_relay.ts";
 
 const THERMAL = "/redfish/v1/Chassis/1/Thermal";

@@ -4,8 +4,8 @@ import type { MetricEntry } from "../../../src/config/metrics_dir.ts";
 import { log, setLogSink } from "../../../src/log.ts";
 import { snmp } from "../../../src/sources/snmp/snmp.ts";
 import type { PollResult } from "../../../src/sources/source.ts";
-import { testConfig } from "../../helpers/config.ts";
-import { entryFor } from "../../helpers/entries.ts";
+import { testConfig } from "../../../scripts/harness/config.ts";
+import { entryFor } from "../../../scripts/harness/entries.ts";
 import {
   freeUdpPort,
   NUMERIC_TEXT,
@@ -16,8 +16,8 @@ import {
   startSnmpd,
   SYS_NAME,
   V3_USERS,
-} from "../../helpers/snmpd.ts";
-import { startSnmpsim } from "../../helpers/snmpsim.ts";
+} from "../../../scripts/peers/snmpd.ts";
+import { startSnmpsim } from "../../../scripts/peers/snmpsim.ts";
 import { conformance } from "../conformance.ts";
 
 const TIMEOUT_MS = 1500;

@@ -51,7 +51,7 @@ async function run(cmd: string, args: string[], opts: { asPostgres?: boolean; cw
   return text;
 }
 
-/** A private network the cluster also serves (tests/helpers/netns.ts): its address, and its clients'. */
+/** A private network the cluster also serves (netns.ts): its address, and its clients'. */
 export interface ServedNetwork {
   address: string;
   clients: string;

@@ -17,7 +17,7 @@
  * central or quarantined, and no gap between two polls may exceed one second.
  */
 import { DatabaseSync } from "node:sqlite";
-import { destroyPostgres } from "../helpers/postgres.ts";
+import { destroyPostgres } from "../peers/postgres.ts";
 import type { Sql } from "../../src/central/connect.ts";
 import {
   checkDelivery,
@@ -35,7 +35,7 @@ import {
   unexpectedLogLines,
   unexplainedMissing,
   writeRig,
-} from "../helpers/rig.ts";
+} from "./rig.ts";
 import { prng, type ScenarioResult, scenarioResult, type ScenarioSize } from "./scenario.ts";
 
 const SERIES = 20;

@@ -7,7 +7,7 @@
  * the same spool (same id) as soon as space returns. PostgreSQL then returns and every sample
  * committed to the spool must arrive exactly once.
  */
-import { destroyPostgres } from "../helpers/postgres.ts";
+import { destroyPostgres } from "../peers/postgres.ts";
 import {
   checkDelivery,
   type CollectorProcess,
@@ -22,8 +22,8 @@ import {
   startRecordingExporter,
   unexplainedMissing,
   writeRig,
-} from "../helpers/rig.ts";
-import { mountSmallFs } from "../helpers/small_fs.ts";
+} from "./rig.ts";
+import { mountSmallFs } from "../peers/small_fs.ts";
 import { listAside } from "../../src/spool/aside.ts";
 import { type ScenarioResult, scenarioResult, type ScenarioSize } from "./scenario.ts";
 

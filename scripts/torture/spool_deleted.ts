@@ -5,7 +5,7 @@
  * file back within a second, keep polling, and deliver every committed sample exactly once when
  * PostgreSQL returns; `status` must never report the spool as never created.
  */
-import { destroyPostgres } from "../helpers/postgres.ts";
+import { destroyPostgres } from "../peers/postgres.ts";
 import {
   checkDelivery,
   deliveryCounts,
@@ -19,7 +19,7 @@ import {
   startRecordingExporter,
   unexplainedMissing,
   writeRig,
-} from "../helpers/rig.ts";
+} from "./rig.ts";
 import { prng, type ScenarioResult, scenarioResult, type ScenarioSize } from "./scenario.ts";
 
 export async function runSpoolDeleted(size: ScenarioSize): Promise<ScenarioResult> {

@@ -1,8 +1,8 @@
 /**
  * One torture scenario: a fault applied many times against real processes and files, with the
  * counts that prove (or disprove) its pass criteria. `deno task torture` runs every scenario at
- * full size and publishes the results in docs/RELIABILITY.md; the `*_test.ts` files beside it run
- * each one at a bounded size in CI.
+ * full size and publishes the results in docs/RELIABILITY.md; the `*_test.ts` files of
+ * tests/torture/ run each one at a bounded size in CI.
  */
 export interface ScenarioResult {
   /** Short name, e.g. "kill -9 sweep". */

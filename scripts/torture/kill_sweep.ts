@@ -21,7 +21,7 @@
  * Spool garbage collection runs once a minute; no process here lives that long, so it is not one
  * of the kill points.
  */
-import { destroyPostgres } from "../helpers/postgres.ts";
+import { destroyPostgres } from "../peers/postgres.ts";
 import type { Sql } from "../../src/central/connect.ts";
 import {
   checkDelivery,
@@ -38,7 +38,7 @@ import {
   unexpectedLogLines,
   within,
   writeRig,
-} from "../helpers/rig.ts";
+} from "./rig.ts";
 import { prng, type ScenarioResult, scenarioResult, type ScenarioSize } from "./scenario.ts";
 import { readWal } from "./sqlite_wal.ts";
 

@@ -14,7 +14,7 @@
  * the only values missing centrally are the samples the collector counted as lost (its
  * `Samples lost` events), so a loss is counted, never silent.
  */
-import { destroyPostgres, type PgCluster } from "../helpers/postgres.ts";
+import { destroyPostgres, type PgCluster } from "../peers/postgres.ts";
 import {
   checkDelivery,
   type CollectorProcess,
@@ -28,7 +28,7 @@ import {
   startRecordingExporter,
   within,
   writeRig,
-} from "../helpers/rig.ts";
+} from "./rig.ts";
 import { prng, type ScenarioResult, type ScenarioSize } from "./scenario.ts";
 
 const FS_BYTES = 16 * 1024 * 1024;

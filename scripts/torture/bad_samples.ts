@@ -10,7 +10,7 @@
  * the same exporter are stored, the two old samples are quarantined alone, every sample of the
  * counting exporter arrives exactly once, its polls keep their schedule, and flush exits 0.
  */
-import { destroyPostgres } from "../helpers/postgres.ts";
+import { destroyPostgres } from "../peers/postgres.ts";
 import {
   checkDelivery,
   deliveryCounts,
@@ -25,7 +25,7 @@ import {
   startRecordingExporter,
   unexplainedMissing,
   writeRig,
-} from "../helpers/rig.ts";
+} from "./rig.ts";
 import { Spool } from "../../src/spool/spool.ts";
 import { type ScenarioResult, scenarioResult, type ScenarioSize } from "./scenario.ts";
 

@@ -1,6 +1,6 @@
 import type { Config } from "../../src/config/defaults.ts";
 import { resolveConfig } from "../../src/config/resolve.ts";
-import type { PgCluster } from "./postgres.ts";
+import type { PgCluster } from "../peers/postgres.ts";
 
 /** A resolved configuration from defaults plus `overrides` (as flags), ignoring the environment. */
 export function testConfig(overrides: Record<string, string | number> = {}): Config {

@@ -5,7 +5,7 @@
  * flight, and go on: every sample of the first exporter arrives exactly once, the second
  * exporter is polled after the reload that added it, and SIGTERM still stops with exit 0.
  */
-import { destroyPostgres } from "../helpers/postgres.ts";
+import { destroyPostgres } from "../peers/postgres.ts";
 import {
   checkDelivery,
   deliveryCounts,
@@ -18,7 +18,7 @@ import {
   startRecordingExporter,
   unexplainedMissing,
   writeRig,
-} from "../helpers/rig.ts";
+} from "./rig.ts";
 import { prng, type ScenarioResult, scenarioResult, type ScenarioSize } from "./scenario.ts";
 
 export async function runSighup(size: ScenarioSize): Promise<ScenarioResult> {

@@ -1,6 +1,6 @@
 /**
  * Power loss in the middle of a batch (issue 11, item 4): the collector runs in a network
- * namespace (tests/helpers/netns.ts) and stops itself at a failpoint inside a batch's central
+ * namespace (scripts/peers/netns.ts) and stops itself at a failpoint inside a batch's central
  * transaction, after the claim took the spool's ledger lock: either between two statements
  * (`before-copy`: its backend idles in the transaction) or inside COPY (`mid-copy`: its backend
  * waits for data). The test then cuts the namespace's link, kills the collector and deletes the
@@ -16,8 +16,8 @@
  * - log the wait as a lock held by another session, never as an unreachable database;
  * - and in the end every committed sample is central exactly once.
  */
-import { destroyPostgres, type PgCluster } from "../helpers/postgres.ts";
-import { createPrivateNetwork, type Edge, type PrivateNetwork } from "../helpers/netns.ts";
+import { destroyPostgres, type PgCluster } from "../peers/postgres.ts";
+import { createPrivateNetwork, type Edge, type PrivateNetwork } from "../peers/netns.ts";
 import {
   checkDelivery,
   type CollectorProcess,
@@ -34,7 +34,7 @@ import {
   unexpectedLogLines,
   unexplainedMissing,
   writeRig,
-} from "../helpers/rig.ts";
+} from "./rig.ts";
 import { prng, type ScenarioResult, scenarioResult, type ScenarioSize } from "./scenario.ts";
 
 const SERIES = 10;

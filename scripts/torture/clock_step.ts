@@ -14,7 +14,7 @@
  * step.
  */
 import { DatabaseSync } from "node:sqlite";
-import { destroyPostgres } from "../helpers/postgres.ts";
+import { destroyPostgres } from "../peers/postgres.ts";
 import {
   checkDelivery,
   type CollectorProcess,
@@ -29,7 +29,7 @@ import {
   unexpectedLogLines,
   unexplainedMissing,
   writeRig,
-} from "../helpers/rig.ts";
+} from "./rig.ts";
 import { type ScenarioResult, scenarioResult, type ScenarioSize } from "./scenario.ts";
 
 export const LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";

@@ -10,11 +10,11 @@
  * (series, value) pair is a duplicate.
  */
 import { DatabaseSync } from "node:sqlite";
-import { destroyPostgres, type PgCluster, type ServedNetwork, startPostgres } from "./postgres.ts";
-import { pgConfig } from "./config.ts";
+import { destroyPostgres, type PgCluster, type ServedNetwork, startPostgres } from "../peers/postgres.ts";
+import { pgConfig } from "../harness/config.ts";
 import { setupDatabase } from "../../src/central/setup.ts";
 import { Spool } from "../../src/spool/spool.ts";
-import { collectLines } from "./collector.ts";
+import { collectLines } from "../harness/collector.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 /** device_id of the exporter's samples in metrics.d. */

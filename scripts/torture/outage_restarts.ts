@@ -4,7 +4,7 @@
  * is restarted `iterations` times while it is down (SIGTERM and SIGKILL mixed), then PostgreSQL
  * comes back and the whole backlog must arrive exactly once.
  */
-import { destroyPostgres } from "../helpers/postgres.ts";
+import { destroyPostgres } from "../peers/postgres.ts";
 import {
   checkDelivery,
   deliveryCounts,
@@ -21,7 +21,7 @@ import {
   unexpectedLogLines,
   unexplainedMissing,
   writeRig,
-} from "../helpers/rig.ts";
+} from "./rig.ts";
 import { prng, type ScenarioResult, scenarioResult, type ScenarioSize } from "./scenario.ts";
 
 const SERIES = 10;
