@@ -8,7 +8,7 @@ import { UsageError } from "../src/config/errors.ts";
 import { configReference } from "../scripts/gen-config-reference.ts";
 import { PERMISSIONS, V8_FLAGS } from "../scripts/compile.ts";
 import { destroyPostgres, startPostgres } from "../scripts/peers/postgres.ts";
-import { startCountingExporter } from "./helpers/exporter.ts";
+import { startCountingExporter } from "../scripts/peers/prometheus_exporter.ts";
 import { startIpmiSim } from "../scripts/peers/ipmi_sim.ts";
 import { startFakeBmc } from "../scripts/peers/redfish_server.ts";
 import { ServedLog } from "../scripts/demo/served.ts";

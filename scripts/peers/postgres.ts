@@ -7,6 +7,7 @@
  */
 import postgres from "postgres";
 import { connect, type Endpoint, type Sql } from "../../src/central/connect.ts";
+import { selfSignedCertificate } from "./certificates.ts";
 
 export const PG_BIN = "/usr/lib/postgresql/15/bin";
 
@@ -25,6 +26,9 @@ export interface PgCluster {
   /** Runs SQL through psql as the superuser (for statements postgres.js cannot run). */
   psql(sql: string, database?: string): Promise<string>;
 }
+
+/** The CommandComplete message of a COMMIT, as the server sends it (its acknowledgement). */
+export const COMMIT_COMPLETE = new Uint8Array([0x43, 0, 0, 0, 11, ...new TextEncoder().encode("COMMIT"), 0]);
 
 export function timescaleInstalled(): boolean {
   try {
@@ -57,9 +61,18 @@ export interface ServedNetwork {
   clients: string;
 }
 
-export async function startPostgres(
-  opts: { timescaledb?: boolean; fsync?: boolean; network?: ServedNetwork } = {},
-): Promise<PgCluster> {
+export interface PostgresOptions {
+  /** Preloads TimescaleDB (default: when it is installed). */
+  timescaledb?: boolean;
+  /** fsync on (off by default: tests need no durability across a power cut). */
+  fsync?: boolean;
+  /** A private network the cluster serves too. */
+  network?: ServedNetwork;
+  /** More server settings (`-c name=value`), e.g. `track_commit_timestamp: "on"`. */
+  settings?: Record<string, string>;
+}
+
+export async function startPostgres(opts: PostgresOptions = {}): Promise<PgCluster> {
   const timescaledb = opts.timescaledb ?? timescaleInstalled();
   const dir = await Deno.makeTempDir({ prefix: "kwollector-pg-" });
   await Deno.chmod(dir, 0o755);
@@ -86,21 +99,7 @@ export async function startPostgres(
   // TLS material: a CA and a server certificate for 127.0.0.1 / localhost.
   const caKey = `${dir}/ca.key`;
   const caFile = `${dir}/ca.crt`;
-  await run("openssl", [
-    "req",
-    "-x509",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-keyout",
-    caKey,
-    "-out",
-    caFile,
-    "-days",
-    "2",
-    "-subj",
-    "/CN=kwollector test CA",
-  ]);
+  await selfSignedCertificate({ keyFile: caKey, certFile: caFile, subject: "/CN=kwollector test CA", days: 2 });
   await run("openssl", [
     "req",
     "-newkey",
@@ -154,6 +153,7 @@ export async function startPostgres(
     `-c fsync=${opts.fsync ? "on" : "off"}`,
     "-c max_connections=200",
     ...(timescaledb ? ["-c shared_preload_libraries=timescaledb", "-c timescaledb.telemetry_level=off"] : []),
+    ...Object.entries(opts.settings ?? {}).map(([name, value]) => `-c ${name}=${value}`),
   ].join(" ");
   const start = () =>
     run(`${PG_BIN}/pg_ctl`, ["-D", data, "-l", `${dir}/pg.log`, "-w", "-o", options, "start"], { asPostgres: true })

@@ -9,6 +9,8 @@
  * deeply nested.
  */
 
+import { selfSignedCertificate } from "./certificates.ts";
+
 export interface FakeBmcOptions {
   tls?: boolean;
   user?: string;
@@ -170,11 +172,6 @@ function redfishError(code: string, message: string): string {
   });
 }
 
-async function openssl(args: string[]): Promise<void> {
-  const out = await new Deno.Command("openssl", { args, stdout: "piped", stderr: "piped" }).output();
-  if (!out.success) throw new Error(`openssl ${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr)}`);
-}
-
 export async function startFakeBmc(opts: FakeBmcOptions = {}): Promise<FakeBmc> {
   const user = opts.user ?? "admin";
   const password = opts.password ?? "s3cret-bmc-pass";
@@ -182,23 +179,13 @@ export async function startFakeBmc(opts: FakeBmcOptions = {}): Promise<FakeBmc> 
   const certFile = `${dir}/bmc.crt`;
   const keyFile = `${dir}/bmc.key`;
   // As a BMC's factory certificate: self-signed, and (openssl's default) marked as a CA.
-  await openssl([
-    "req",
-    "-x509",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-keyout",
+  await selfSignedCertificate({
     keyFile,
-    "-out",
     certFile,
-    "-days",
-    "2",
-    "-subj",
-    "/O=Hewlett Packard Enterprise/CN=ILO-CZ1234ABCD",
-    "-addext",
-    `subjectAltName=${opts.subjectAltName ?? "IP:127.0.0.1"}`,
-  ]);
+    subject: "/O=Hewlett Packard Enterprise/CN=ILO-CZ1234ABCD",
+    days: 2,
+    subjectAltName: opts.subjectAltName ?? "IP:127.0.0.1",
+  });
   const expected = `Basic ${btoa(`${user}:${password}`)}`;
   const documents = redfishDocuments();
   const delays = new Map<string, number>();

@@ -14,22 +14,11 @@
  * the only values missing centrally are the samples the collector counted as lost (its
  * `Samples lost` events), so a loss is counted, never silent.
  */
-import { destroyPostgres, type PgCluster } from "../peers/postgres.ts";
-import {
-  checkDelivery,
-  type CollectorProcess,
-  deliveryCounts,
-  finalDrain,
-  type RecordingExporter,
-  runCli,
-  sleep,
-  startCentral,
-  startCollector,
-  startRecordingExporter,
-  within,
-  writeRig,
-} from "./rig.ts";
-import { prng, type ScenarioResult, type ScenarioSize } from "./scenario.ts";
+import { type CollectorProcess, finalDrain, kwollector, sleep, within } from "../harness/collector.ts";
+import type { CountingExporter } from "../peers/prometheus_exporter.ts";
+import { checkDelivery, deliveryCounts } from "./delivery_check.ts";
+import { TortureRun } from "./run.ts";
+import type { ScenarioResult, ScenarioSize } from "./scenario.ts";
 
 const FS_BYTES = 16 * 1024 * 1024;
 const PERIOD_MS = 100;
@@ -97,7 +86,7 @@ interface Cycle {
 
 async function fullDiskCycle(
   collector: CollectorProcess,
-  exporter: RecordingExporter,
+  exporter: CountingExporter,
   mnt: string,
   holdMs: number,
 ): Promise<Cycle> {
@@ -127,37 +116,41 @@ async function fullDiskCycle(
 
 export async function runDiskFull(size: ScenarioSize): Promise<ScenarioResult> {
   const started = performance.now();
-  const rand = prng(size.seed);
   const notes: string[] = [];
   const failures: string[] = [];
   const counts: Record<string, number | string> = { cycles: size.iterations };
   const root = await Deno.makeTempDir({ prefix: "kwollector-diskfull-" });
   const mnt = `${root}/mnt`;
-  let mounted = false;
-  let pg: PgCluster | undefined;
-  let exporter: RecordingExporter | undefined;
-  let collector: CollectorProcess | undefined;
   try {
+    // The run closes what it got (the collector first, the mount last) before the root goes.
+    await using run = new TortureRun(size);
+    const rand = run.random;
     await Deno.mkdir(mnt);
     await Deno.writeFile(`${root}/fs.img`, new Uint8Array(0));
     await Deno.truncate(`${root}/fs.img`, FS_BYTES);
     // No blocks reserved for root: the collector runs as root here and would use them.
     await mustSh("mkfs.ext4", ["-q", "-m", "0", `${root}/fs.img`]);
     await mustSh("mount", ["-o", "loop", `${root}/fs.img`, mnt]);
-    mounted = true;
+    run.own(mnt, async () => {
+      const u = await sh("umount", [mnt]);
+      if (!u.ok) {
+        notes.push(`umount failed (${u.out.trim()}); lazily detached`);
+        await sh("umount", ["-l", mnt]);
+      }
+    });
     counts.fs_bytes = FS_BYTES;
 
-    pg = await startCentral();
-    exporter = startRecordingExporter();
+    const pg = await run.central();
+    const exporter = run.exporter();
     const spoolPath = `${mnt}/spool/spool.db`;
-    const rig = await writeRig({
+    const rig = await run.rig({
       pg,
       exporter,
       periodMs: PERIOD_MS,
       settings: { spool_path: spoolPath, log_level: "debug" },
     });
     await pg.stop();
-    collector = startCollector(rig.config);
+    const collector: CollectorProcess = run.collector(rig.config);
     await sleep(2000);
 
     let servedWhileFull = 0;
@@ -189,7 +182,7 @@ export async function runDiskFull(size: ScenarioSize): Promise<ScenarioResult> {
     const deadline = Date.now() + 60_000;
     let left = -1;
     while (Date.now() < deadline) {
-      const status = await runCli(["status", rig.config, "--json"]);
+      const status = await kwollector(["status", rig.config, "--json"]);
       left = status.code === 0 ? Number(JSON.parse(status.stdout).spool_rows) : -1;
       if (left === 0) break;
       await sleep(500);
@@ -197,7 +190,6 @@ export async function runDiskFull(size: ScenarioSize): Promise<ScenarioResult> {
     counts.spool_rows_left_before_stop = left;
     const logs = collector.logs();
     failures.push(...await finalDrain(collector, rig.config));
-    collector = undefined;
     const check = await checkDelivery(pg, spoolPath, exporter);
     Object.assign(counts, deliveryCounts(check));
     const lost = countedLost(logs);
@@ -219,16 +211,6 @@ export async function runDiskFull(size: ScenarioSize): Promise<ScenarioResult> {
   } catch (err) {
     failures.push(`the scenario could not run: ${err instanceof Error ? err.message : err}`);
   } finally {
-    if (collector) await collector.stop("SIGKILL");
-    await exporter?.close();
-    if (pg) await destroyPostgres(pg);
-    if (mounted) {
-      const u = await sh("umount", [mnt]);
-      if (!u.ok) {
-        notes.push(`umount failed (${u.out.trim()}); lazily detached`);
-        await sh("umount", ["-l", mnt]);
-      }
-    }
     await Deno.remove(root, { recursive: true }).catch(() => {});
   }
   return {

@@ -7,25 +7,13 @@
  * the same spool (same id) as soon as space returns. PostgreSQL then returns and every sample
  * committed to the spool must arrive exactly once.
  */
-import { destroyPostgres } from "../peers/postgres.ts";
-import {
-  checkDelivery,
-  type CollectorProcess,
-  deliveryCounts,
-  finalDrain,
-  type Life,
-  pollFailed,
-  type Rig,
-  sleep,
-  startCentral,
-  startCollector,
-  startRecordingExporter,
-  unexplainedMissing,
-  writeRig,
-} from "./rig.ts";
+import { type CollectorProcess, finalDrain, sleep } from "../harness/collector.ts";
 import { mountSmallFs } from "../peers/small_fs.ts";
 import { listAside } from "../../src/spool/aside.ts";
-import { type ScenarioResult, scenarioResult, type ScenarioSize } from "./scenario.ts";
+import { deliveryCounts } from "./delivery_check.ts";
+import { type Life, pollFailed } from "./lives.ts";
+import { TortureRun } from "./run.ts";
+import type { ScenarioResult, ScenarioSize } from "./scenario.ts";
 
 async function waitForLine(c: CollectorProcess, pattern: RegExp, ms: number): Promise<boolean> {
   const until = performance.now() + ms;
@@ -37,67 +25,61 @@ async function waitForLine(c: CollectorProcess, pattern: RegExp, ms: number): Pr
 }
 
 export async function runFullAtStart(size: ScenarioSize): Promise<ScenarioResult> {
-  const started = performance.now();
-  const problems: string[] = [];
-  const notes: string[] = [];
-  const counts: Record<string, number | string> = { seed: size.seed, cycles: size.iterations };
-  const pg = await startCentral();
-  const exporter = startRecordingExporter({ series: 5 });
-  const fs = await mountSmallFs(16 * 1024 * 1024);
-  let rig: Rig | undefined;
-  try {
-    rig = await writeRig({ pg, exporter, settings: { spool_path: `${fs.dir}/spool.db`, telemetry_interval_ms: 0 } });
-    await pg.stop();
-    const lives: Life[] = [];
-    let spoolId: string | undefined;
-    let refusedLogged = 0;
-    let servedWhileFull = 0;
-    let collector = startCollector(rig.config);
-    let first = 1;
-    for (let i = 0; i < size.iterations; i++) {
-      await sleep(1500);
-      const stop = await collector.stop("SIGTERM");
-      if (stop.code !== 0) problems.push(`cycle ${i}: SIGTERM gave exit ${stop.code}`);
-      lives.push({ first, last: exporter.served(), stop: "SIGTERM", pollFailed: pollFailed(collector.logs()) });
-      const id = /spool_id="([0-9a-f-]+)"/.exec(collector.logs().join("\n"))?.[1];
-      if (spoolId !== undefined && id !== spoolId) problems.push(`cycle ${i}: the spool id changed to ${id}`);
-      spoolId ??= id;
-      fs.fill();
-      const beforeFull = exporter.served();
-      collector = startCollector(rig.config);
-      if (!await waitForLine(collector, /Spool cannot be opened: the disk or the operating system refuses/, 10_000)) {
-        problems.push(`cycle ${i}: no log line said the disk refused (${collector.logs().slice(-2).join(" | ")})`);
-      } else refusedLogged++;
-      await sleep(1500);
-      servedWhileFull += exporter.served() - beforeFull;
-      const aside = listAside(`${fs.dir}/spool.db`);
-      if (aside.damaged.length + aside.retired.length > 0) problems.push(`cycle ${i}: the sound spool was moved aside`);
-      fs.free();
-      if (!await waitForLine(collector, /Spool opened/, 40_000)) problems.push(`cycle ${i}: the spool never opened`);
-      first = exporter.served() + 1;
-    }
-    await sleep(1000);
-    await pg.start();
-    const last = collector;
-    await sleep(2000);
-    problems.push(...await finalDrain(last, rig.config));
-    lives.push({ first, last: exporter.served(), stop: "SIGTERM", pollFailed: pollFailed(last.logs()) });
-    const check = await checkDelivery(pg, `${fs.dir}/spool.db`, exporter);
-    problems.push(...check.problems);
-    const unexplained = unexplainedMissing(check.missingValues, lives);
-    if (unexplained.length > 0) problems.push(`served values missing: ${unexplained.slice(0, 20).join(", ")}`);
-    if (servedWhileFull > 0) problems.push(`${servedWhileFull} polls were taken while the spool could not keep them`);
-    Object.assign(counts, { refusalsLogged: refusedLogged, ...deliveryCounts(check) });
-    return scenarioResult({
-      name: "full disk at start",
-      fault: `the spool's filesystem full when the collector starts, ${size.iterations} times, PostgreSQL down`,
-      criteria: "the refusal logged with the path, the spool never moved aside, the same spool opened once space " +
-        "returns, every committed sample central exactly once",
-    }, { problems, notes, counts, startedMs: started });
-  } finally {
-    await exporter.close();
-    await destroyPostgres(pg);
-    await fs.close();
-    if (rig) await Deno.remove(rig.dir, { recursive: true }).catch(() => {});
+  await using run = new TortureRun(size, { cycles: size.iterations });
+  const { problems } = run;
+  const pg = await run.central();
+  const exporter = run.exporter({ series: 5 });
+  const fs = run.own(await mountSmallFs(16 * 1024 * 1024), (fs) => fs.close());
+  const rig = await run.rig({
+    pg,
+    exporter,
+    settings: { spool_path: `${fs.dir}/spool.db`, telemetry_interval_ms: 0 },
+  });
+  await pg.stop();
+  const lives: Life[] = [];
+  let spoolId: string | undefined;
+  let refusedLogged = 0;
+  let servedWhileFull = 0;
+  let collector = run.collector(rig.config);
+  let first = 1;
+  for (let i = 0; i < size.iterations; i++) {
+    await sleep(1500);
+    const stop = await collector.stop("SIGTERM");
+    if (stop.code !== 0) problems.push(`cycle ${i}: SIGTERM gave exit ${stop.code}`);
+    lives.push({ first, last: exporter.served(), stop: "SIGTERM", pollFailed: pollFailed(collector.logs()) });
+    const id = /spool_id="([0-9a-f-]+)"/.exec(collector.logs().join("\n"))?.[1];
+    if (spoolId !== undefined && id !== spoolId) problems.push(`cycle ${i}: the spool id changed to ${id}`);
+    spoolId ??= id;
+    fs.fill();
+    const beforeFull = exporter.served();
+    collector = run.collector(rig.config);
+    if (!await waitForLine(collector, /Spool cannot be opened: the disk or the operating system refuses/, 10_000)) {
+      problems.push(`cycle ${i}: no log line said the disk refused (${collector.logs().slice(-2).join(" | ")})`);
+    } else refusedLogged++;
+    await sleep(1500);
+    servedWhileFull += exporter.served() - beforeFull;
+    const aside = listAside(`${fs.dir}/spool.db`);
+    if (aside.damaged.length + aside.retired.length > 0) problems.push(`cycle ${i}: the sound spool was moved aside`);
+    fs.free();
+    if (!await waitForLine(collector, /Spool opened/, 40_000)) problems.push(`cycle ${i}: the spool never opened`);
+    first = exporter.served() + 1;
   }
+  await sleep(1000);
+  await pg.start();
+  const last = collector;
+  await sleep(2000);
+  problems.push(...await finalDrain(last, rig.config));
+  lives.push({ first, last: exporter.served(), stop: "SIGTERM", pollFailed: pollFailed(last.logs()) });
+  const check = await run.checkDelivery(pg, `${fs.dir}/spool.db`, exporter, {
+    lives,
+    problem: "served values missing",
+  });
+  if (servedWhileFull > 0) problems.push(`${servedWhileFull} polls were taken while the spool could not keep them`);
+  Object.assign(run.counts, { refusalsLogged: refusedLogged, ...deliveryCounts(check) });
+  return run.result({
+    name: "full disk at start",
+    fault: `the spool's filesystem full when the collector starts, ${size.iterations} times, PostgreSQL down`,
+    criteria: "the refusal logged with the path, the spool never moved aside, the same spool opened once space " +
+      "returns, every committed sample central exactly once",
+  });
 }

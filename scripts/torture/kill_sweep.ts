@@ -21,25 +21,14 @@
  * Spool garbage collection runs once a minute; no process here lives that long, so it is not one
  * of the kill points.
  */
-import { destroyPostgres } from "../peers/postgres.ts";
 import type { Sql } from "../../src/central/connect.ts";
-import {
-  checkDelivery,
-  type CollectorProcess,
-  deliveryCounts,
-  finalDrain,
-  type RecordingExporter,
-  type Rig,
-  sleep,
-  spoolSalvaged,
-  startCentral,
-  startCollector,
-  startRecordingExporter,
-  unexpectedLogLines,
-  within,
-  writeRig,
-} from "./rig.ts";
-import { prng, type ScenarioResult, scenarioResult, type ScenarioSize } from "./scenario.ts";
+import { type CollectorProcess, finalDrain, sleep, within } from "../harness/collector.ts";
+import type { CountingExporter } from "../peers/prometheus_exporter.ts";
+import { deliveryCounts } from "./delivery_check.ts";
+import { spoolSalvaged, unexpectedLogLines } from "./lives.ts";
+import type { Rig } from "./rig.ts";
+import { TortureRun } from "./run.ts";
+import type { ScenarioResult, ScenarioSize } from "./scenario.ts";
 import { readWal } from "./sqlite_wal.ts";
 
 export const KILL_PHASES = [
@@ -55,10 +44,10 @@ export const KILL_PHASES = [
 export type KillPhase = typeof KILL_PHASES[number];
 
 interface Context {
+  run: TortureRun;
   admin: Sql;
-  exporter: RecordingExporter;
+  exporter: CountingExporter;
   rig: Rig;
-  random: () => number;
 }
 
 interface Round {
@@ -112,10 +101,11 @@ async function waitForCopy(admin: Sql, want: "blocked" | "running", timeoutMs: n
 }
 
 async function killRound(ctx: Context, phase: KillPhase): Promise<Round> {
-  const { rig, random, exporter } = ctx;
+  const { run, rig, exporter } = ctx;
+  const { random } = run;
   switch (phase) {
     case "startup": {
-      const c = startCollector(rig.config);
+      const c = run.collector(rig.config);
       await sleep(30 + random() * 1200);
       await c.stop("SIGKILL");
       return { phase, hit: true, logs: c.logs() };
@@ -123,7 +113,7 @@ async function killRound(ctx: Context, phase: KillPhase): Promise<Round> {
     case "poll": {
       exporter.setDelay(40);
       try {
-        const c = startCollector(rig.config);
+        const c = run.collector(rig.config);
         const arrived = await within(
           Promise.race([exporter.nextRequest().then(() => true), c.status.then(() => false)]),
           15_000,
@@ -138,12 +128,12 @@ async function killRound(ctx: Context, phase: KillPhase): Promise<Round> {
     }
     case "spool-commit": {
       const nth = 3 + Math.floor(random() * 150);
-      const c = startCollector(rig.config, { wrapper: straceKill(`${rig.spoolPath}-wal`, "pwrite64", nth) });
+      const c = run.collector(rig.config, { wrapper: straceKill(`${rig.spoolPath}-wal`, "pwrite64", nth) });
       return { phase, hit: await killedWithin(c, 20_000), logs: c.logs() };
     }
     case "wal-fsync": {
       const nth = 1 + Math.floor(random() * 40);
-      const c = startCollector(rig.config, { wrapper: straceKill(`${rig.spoolPath}-wal`, "fsync,fdatasync", nth) });
+      const c = run.collector(rig.config, { wrapper: straceKill(`${rig.spoolPath}-wal`, "fsync,fdatasync", nth) });
       return { phase, hit: await killedWithin(c, 20_000), logs: c.logs() };
     }
     case "checkpoint": {
@@ -151,7 +141,7 @@ async function killRound(ctx: Context, phase: KillPhase): Promise<Round> {
       // SQLite checkpoints by itself once the WAL holds 1000 frames; killed processes leave their
       // frames behind, so the WAL grows from round to round. Near the mark, wait for it.
       const frames = await walFrames(`${rig.spoolPath}-wal`);
-      const c = startCollector(rig.config, { wrapper: straceKill(rig.spoolPath, "pwrite64", nth) });
+      const c = run.collector(rig.config, { wrapper: straceKill(rig.spoolPath, "pwrite64", nth) });
       const auto = await within(c.status, frames >= AUTO_CHECKPOINT_FRAMES * 0.7 ? 8000 : 1000 + random() * 3000);
       if (auto) return { phase, hit: (await c.status).signal === "SIGKILL", variant: "automatic", logs: c.logs() };
       // No automatic checkpoint yet: a clean stop checkpoints when it closes the spool.
@@ -163,7 +153,7 @@ async function killRound(ctx: Context, phase: KillPhase): Promise<Round> {
       try {
         await lock`BEGIN`;
         await lock`LOCK TABLE metrics IN ACCESS EXCLUSIVE MODE`;
-        const c = startCollector(rig.config);
+        const c = run.collector(rig.config);
         const blocked = await waitForCopy(ctx.admin, "blocked", 15_000);
         if (random() < 0.5) {
           if (blocked) await sleep(random() * 500);
@@ -183,11 +173,11 @@ async function killRound(ctx: Context, phase: KillPhase): Promise<Round> {
     }
     case "after-commit": {
       const nth = 1 + Math.floor(random() * 4);
-      const c = startCollector(rig.config, { env: { KWOLLECTOR_FAILPOINT: `after-central-commit@${nth}` } });
+      const c = run.collector(rig.config, { env: { KWOLLECTOR_FAILPOINT: `after-central-commit@${nth}` } });
       return { phase, hit: await killedWithin(c, 15_000), logs: c.logs() };
     }
     case "random": {
-      const c = startCollector(rig.config);
+      const c = run.collector(rig.config);
       await sleep(200 + random() * 2800);
       await c.stop("SIGKILL");
       return { phase, hit: true, logs: c.logs() };
@@ -221,82 +211,70 @@ export async function runKillSweep(
   size: ScenarioSize,
   phases: readonly KillPhase[] = KILL_PHASES,
 ): Promise<ScenarioResult> {
-  const started = performance.now();
-  const random = prng(size.seed);
-  const notes: string[] = [];
-  const counts: Record<string, number | string> = { seed: size.seed };
-  const problems: string[] = [];
-  const pg = await startCentral();
-  const exporter = startRecordingExporter({ series: 20 });
-  const admin = pg.admin("kwdb");
-  let rig: Rig | undefined;
-  try {
-    rig = await writeRig({ pg, exporter, settings: { forward_batch_rows: 500 } });
-    const ctx: Context = { admin, exporter, rig, random };
-    const rounds: Round[] = [];
-    let midTransaction = 0;
-    let roundsPolled = 0;
-    let reconciliations = 0;
-    const unexpected: string[] = [];
-    for (const phase of schedule(size.iterations, phases, random)) {
-      const servedBefore = exporter.served();
-      const round = await killRound(ctx, phase);
-      rounds.push(round);
-      reconciliations += round.logs.filter((l) => /Reconciled spool/.test(l)).length;
-      if (spoolSalvaged(round.logs)) problems.push(`round ${rounds.length} (${phase}) found the spool damaged`);
-      unexpected.push(...unexpectedLogLines(round.logs));
-      if (exporter.served() > servedBefore) roundsPolled++;
-      // A cut transaction shows as valid frames after the WAL's last commit frame.
-      const wal = await Deno.readFile(`${rig.spoolPath}-wal`).catch(() => new Uint8Array());
-      if (readWal(wal).uncommittedFrames > 0) {
-        midTransaction++;
-        counts[`cutTransactions.${phase}`] = Number(counts[`cutTransactions.${phase}`] ?? 0) + 1;
-      }
-    }
-    // A clean run: it must reconcile, poll and forward as if nothing had happened.
-    const last = startCollector(rig.config);
+  await using run = new TortureRun(size);
+  const { random, problems, notes, counts } = run;
+  const pg = await run.central();
+  const exporter = run.exporter({ series: 20 });
+  const admin = run.own(pg.admin("kwdb"), (admin) => admin.end({ timeout: 1 }).catch(() => {}));
+  const rig = await run.rig({ pg, exporter, settings: { forward_batch_rows: 500 } });
+  const ctx: Context = { run, admin, exporter, rig };
+  const rounds: Round[] = [];
+  let midTransaction = 0;
+  let roundsPolled = 0;
+  let reconciliations = 0;
+  const unexpected: string[] = [];
+  for (const phase of schedule(size.iterations, phases, random)) {
     const servedBefore = exporter.served();
-    for (let i = 0; i < 100 && exporter.served() < servedBefore + 15; i++) await sleep(100);
-    const finalPolls = exporter.served() - servedBefore;
-    problems.push(...await finalDrain(last, rig.config));
-    for (const line of last.logs()) if (/Reconciled spool/.test(line)) reconciliations++;
-    unexpected.push(...unexpectedLogLines(last.logs()));
-    if (finalPolls < 5) problems.push(`the collector polled ${finalPolls} times in its last, clean run`);
-
-    const check = await checkDelivery(pg, rig.spoolPath, exporter);
-    problems.push(...check.problems);
-    Object.assign(counts, { kills: rounds.length, ...deliveryCounts(check) });
-    for (const phase of phases) {
-      const of = rounds.filter((r) => r.phase === phase);
-      counts[`kills.${phase}`] = of.length;
-      counts[`aimed.${phase}`] = of.filter((r) => r.hit).length;
-      if (of.length > 0 && !of.some((r) => r.hit)) problems.push(`no kill reached its aimed point in phase ${phase}`);
+    const round = await killRound(ctx, phase);
+    rounds.push(round);
+    reconciliations += round.logs.filter((l) => /Reconciled spool/.test(l)).length;
+    if (spoolSalvaged(round.logs)) problems.push(`round ${rounds.length} (${phase}) found the spool damaged`);
+    unexpected.push(...unexpectedLogLines(round.logs));
+    if (exporter.served() > servedBefore) roundsPolled++;
+    // A cut transaction shows as valid frames after the WAL's last commit frame.
+    const wal = await Deno.readFile(`${rig.spoolPath}-wal`).catch(() => new Uint8Array());
+    if (readWal(wal).uncommittedFrames > 0) {
+      midTransaction++;
+      counts[`cutTransactions.${phase}`] = Number(counts[`cutTransactions.${phase}`] ?? 0) + 1;
     }
-    for (const r of rounds.filter((r) => r.variant && r.hit)) {
-      counts[`aimed.${r.phase}.${r.variant}`] = Number(counts[`aimed.${r.phase}.${r.variant}`] ?? 0) + 1;
-    }
-    counts.cutTransactions = midTransaction;
-    counts.roundsThatPolled = roundsPolled;
-    counts.reconciliations = reconciliations;
-    counts.finalPolls = finalPolls;
-    counts.neverSpooledRunMax = Math.max(0, ...holeSizes(check.missingValues));
-    if (unexpected.length) notes.push(`Unexpected log lines: ${unexpected.slice(0, 5).join(" | ")}`);
-    notes.push(
-      "Samples polled but not yet committed when a kill lands are not acknowledged and not counted as lost " +
-        "(neverSpooled); every committed one is checked.",
-    );
-    return scenarioResult({
-      name: "kill -9 sweep",
-      fault: "SIGKILL of the collector process at aimed points (startup, mid-poll, mid-spool-commit, WAL fsync, " +
-        "checkpoint, mid-COPY, between central COMMIT and local delete, random), restart after each",
-      criteria: "every committed sample central exactly once, no ledger gap, polling resumes after every restart",
-    }, { problems, notes, counts, startedMs: started });
-  } finally {
-    await admin.end({ timeout: 1 }).catch(() => {});
-    await exporter.close();
-    await destroyPostgres(pg);
-    if (rig) await Deno.remove(rig.dir, { recursive: true }).catch(() => {});
   }
+  // A clean run: it must reconcile, poll and forward as if nothing had happened.
+  const last = run.collector(rig.config);
+  const servedBefore = exporter.served();
+  for (let i = 0; i < 100 && exporter.served() < servedBefore + 15; i++) await sleep(100);
+  const finalPolls = exporter.served() - servedBefore;
+  problems.push(...await finalDrain(last, rig.config));
+  for (const line of last.logs()) if (/Reconciled spool/.test(line)) reconciliations++;
+  unexpected.push(...unexpectedLogLines(last.logs()));
+  if (finalPolls < 5) problems.push(`the collector polled ${finalPolls} times in its last, clean run`);
+
+  const check = await run.checkDelivery(pg, rig.spoolPath, exporter);
+  Object.assign(counts, { kills: rounds.length, ...deliveryCounts(check) });
+  for (const phase of phases) {
+    const of = rounds.filter((r) => r.phase === phase);
+    counts[`kills.${phase}`] = of.length;
+    counts[`aimed.${phase}`] = of.filter((r) => r.hit).length;
+    if (of.length > 0 && !of.some((r) => r.hit)) problems.push(`no kill reached its aimed point in phase ${phase}`);
+  }
+  for (const r of rounds.filter((r) => r.variant && r.hit)) {
+    counts[`aimed.${r.phase}.${r.variant}`] = Number(counts[`aimed.${r.phase}.${r.variant}`] ?? 0) + 1;
+  }
+  counts.cutTransactions = midTransaction;
+  counts.roundsThatPolled = roundsPolled;
+  counts.reconciliations = reconciliations;
+  counts.finalPolls = finalPolls;
+  counts.neverSpooledRunMax = Math.max(0, ...holeSizes(check.missingValues));
+  if (unexpected.length) notes.push(`Unexpected log lines: ${unexpected.slice(0, 5).join(" | ")}`);
+  notes.push(
+    "Samples polled but not yet committed when a kill lands are not acknowledged and not counted as lost " +
+      "(neverSpooled); every committed one is checked.",
+  );
+  return run.result({
+    name: "kill -9 sweep",
+    fault: "SIGKILL of the collector process at aimed points (startup, mid-poll, mid-spool-commit, WAL fsync, " +
+      "checkpoint, mid-COPY, between central COMMIT and local delete, random), restart after each",
+    criteria: "every committed sample central exactly once, no ledger gap, polling resumes after every restart",
+  });
 }
 
 /** Lengths of the runs of consecutive missing values. */

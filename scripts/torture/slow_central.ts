@@ -17,26 +17,13 @@
  * central or quarantined, and no gap between two polls may exceed one second.
  */
 import { DatabaseSync } from "node:sqlite";
-import { destroyPostgres } from "../peers/postgres.ts";
 import type { Sql } from "../../src/central/connect.ts";
-import {
-  checkDelivery,
-  type CollectorProcess,
-  deliveryCounts,
-  finalDrain,
-  pollFailed,
-  type RecordingExporter,
-  type Rig,
-  sleep,
-  spoolRows,
-  startCentral,
-  startCollector,
-  startRecordingExporter,
-  unexpectedLogLines,
-  unexplainedMissing,
-  writeRig,
-} from "./rig.ts";
-import { prng, type ScenarioResult, scenarioResult, type ScenarioSize } from "./scenario.ts";
+import { finalDrain, sleep, spoolRows } from "../harness/collector.ts";
+import type { CountingExporter } from "../peers/prometheus_exporter.ts";
+import { deliveryCounts } from "./delivery_check.ts";
+import { pollFailed, unexpectedLogLines } from "./lives.ts";
+import { TortureRun } from "./run.ts";
+import type { ScenarioResult, ScenarioSize } from "./scenario.ts";
 
 const SERIES = 20;
 const BATCH_ROWS = 1000;
@@ -108,7 +95,7 @@ async function reconnectForwarder(admin: Sql): Promise<void> {
 }
 
 /** Longest time between two consecutive polls, in this process' monotonic time. */
-function longestPollGapMs(exporter: RecordingExporter, from: number): number {
+function longestPollGapMs(exporter: CountingExporter, from: number): number {
   let longest = 0;
   for (let v = from + 1; v <= exporter.served(); v++) {
     const a = exporter.servedAt(v - 1);
@@ -119,106 +106,90 @@ function longestPollGapMs(exporter: RecordingExporter, from: number): number {
 }
 
 export async function runSlowCentral(size: ScenarioSize): Promise<ScenarioResult> {
-  const started = performance.now();
-  const random = prng(size.seed);
-  const problems: string[] = [];
-  const notes: string[] = [];
-  const counts: Record<string, number | string> = { seed: size.seed };
-  const pg = await startCentral();
-  const exporter = startRecordingExporter({ series: SERIES });
-  const admin = pg.admin("kwdb");
-  let rig: Rig | undefined;
-  let collector: CollectorProcess | undefined;
-  try {
-    await admin.unsafe(FAULT_SQL);
-    await admin`ALTER ROLE kwuser IN DATABASE kwdb SET statement_timeout = '1s'`;
-    rig = await writeRig({ pg, exporter, settings: { forward_batch_rows: BATCH_ROWS } });
-    collector = startCollector(rig.config);
-    while (exporter.served() < 10) await sleep(50);
-    const firstPolled = exporter.served();
+  await using run = new TortureRun(size);
+  const { random, problems, notes, counts } = run;
+  const pg = await run.central();
+  const exporter = run.exporter({ series: SERIES });
+  const admin = run.own(pg.admin("kwdb"), (admin) => admin.end({ timeout: 1 }).catch(() => {}));
+  await admin.unsafe(FAULT_SQL);
+  await admin`ALTER ROLE kwuser IN DATABASE kwdb SET statement_timeout = '1s'`;
+  const rig = await run.rig({ pg, exporter, settings: { forward_batch_rows: BATCH_ROWS } });
+  const collector = run.collector(rig.config);
+  while (exporter.served() < 10) await sleep(50);
+  const firstPolled = exporter.served();
 
-    // 1. Locks held longer than the statement timeout.
-    let phaseStart = performance.now();
-    let statements = await counter(admin, "torture_insert_statements");
-    for (let i = 0; i < size.iterations; i++) {
-      await holdLock(admin, 1200 + random() * 1800);
-      await sleep(500 + random() * 1000);
-    }
-    counts.locks = size.iterations;
-    let now = await counter(admin, "torture_insert_statements");
-    counts["statementsPerS.locks"] = Math.round((now - statements) / ((performance.now() - phaseStart) / 1000));
-
-    // 2. Statements that sleep up to 2 s, against the 1 s timeout.
-    await admin`UPDATE torture_control SET sleep_ms = 2000`;
-    phaseStart = performance.now();
-    statements = now;
-    await sleep(size.iterations * 1000);
-    await admin`UPDATE torture_control SET sleep_ms = 0`;
-    now = await counter(admin, "torture_insert_statements");
-    counts["statementsPerS.slow"] = Math.round((now - statements) / ((performance.now() - phaseStart) / 1000));
-
-    // 3. Quiet: no timeout, a backlog of refused and good rows, attempts per refused row counted.
-    await admin`ALTER ROLE kwuser IN DATABASE kwdb RESET statement_timeout`;
-    await reconnectForwarder(admin);
-    if (!await waitDrained(rig.config, 60_000)) problems.push("the spool did not drain after the slow phases");
-    const attempts0 = await counter(admin, "torture_refused_row_attempts");
-    const quarantined0 = quarantined(rig.spoolPath);
-    await holdLock(admin, 3000 + size.iterations * 200);
-    await sleep(3000);
-    if (!await waitDrained(rig.config, 60_000)) problems.push("the spool did not drain in the quiet phase");
-    const quietAttempts = await counter(admin, "torture_refused_row_attempts") - attempts0;
-    const quietQuarantined = quarantined(rig.spoolPath) - quarantined0;
-    const perRowBound = Math.ceil(Math.log2(BATCH_ROWS)) + 2;
-    if (quietQuarantined === 0) problems.push("no row was refused in the quiet phase");
-    if (quietAttempts > quietQuarantined * perRowBound) {
-      problems.push(
-        `retry storm: ${quietAttempts} attempts at ${quietQuarantined} refused rows (bound ${perRowBound} each)`,
-      );
-    }
-
-    const maxPollGapMs = longestPollGapMs(exporter, firstPolled);
-    const logs = collector.logs();
-    problems.push(...await finalDrain(collector, rig.config));
-    collector = undefined;
-
-    const check = await checkDelivery(pg, rig.spoolPath, exporter);
-    problems.push(...check.problems);
-    const wrongful = check.quarantine.filter((q) => !refused(q.value, q.labels));
-    if (wrongful.length) problems.push(`${wrongful.length} good rows quarantined, e.g. ${JSON.stringify(wrongful[0])}`);
-    const noReason = check.quarantine.filter((q) => !q.reason.includes(CONSTRAINT));
-    if (noReason.length) problems.push(`${noReason.length} quarantined rows without the constraint in their reason`);
-    const unexplained = unexplainedMissing(check.missingValues, [
-      { first: 1, last: check.served, stop: "SIGTERM", pollFailed: pollFailed(logs) },
-    ]);
-    if (unexplained.length) problems.push(`polls never spooled: ${unexplained.slice(0, 20).join(", ")}`);
-    if (maxPollGapMs > 1000) problems.push(`polling stalled: ${maxPollGapMs} ms between two polls`);
-    const pgLog = await Deno.readTextFile(`${pg.dir}/pg.log`);
-    const timeouts = pgLog.split("canceling statement due to statement timeout").length - 1;
-    if (timeouts === 0) problems.push("no statement ran into the timeout: the slow phases did not bite");
-    const unexpected = unexpectedLogLines(logs);
-    if (unexpected.length) notes.push(`Unexpected log lines: ${unexpected.slice(0, 5).join(" | ")}`);
-    Object.assign(counts, {
-      ...deliveryCounts(check),
-      statementTimeouts: timeouts,
-      refusedRowAttempts: await counter(admin, "torture_refused_row_attempts"),
-      insertStatements: await counter(admin, "torture_insert_statements"),
-      quietRefusedRows: quietQuarantined,
-      quietAttempts,
-      quietAttemptsBound: quietQuarantined * perRowBound,
-      maxPollGapMs,
-    });
-    return scenarioResult({
-      name: "slow and refusing central database",
-      fault: "metrics locked 1.2–3 s at a time and statements sleeping up to 2 s, against a 1 s statement_timeout; " +
-        "a CHECK constraint refusing ~1% of rows throughout",
-      criteria: "good rows all central exactly once, refused rows quarantined with the reason, bounded attempts per " +
-        "refused row, no ledger gap, no poll gap over 1 s",
-    }, { problems, notes, counts, startedMs: started });
-  } finally {
-    if (collector) await collector.stop("SIGKILL");
-    await admin.end({ timeout: 1 }).catch(() => {});
-    await exporter.close();
-    await destroyPostgres(pg);
-    if (rig) await Deno.remove(rig.dir, { recursive: true }).catch(() => {});
+  // 1. Locks held longer than the statement timeout.
+  let phaseStart = performance.now();
+  let statements = await counter(admin, "torture_insert_statements");
+  for (let i = 0; i < size.iterations; i++) {
+    await holdLock(admin, 1200 + random() * 1800);
+    await sleep(500 + random() * 1000);
   }
+  counts.locks = size.iterations;
+  let now = await counter(admin, "torture_insert_statements");
+  counts["statementsPerS.locks"] = Math.round((now - statements) / ((performance.now() - phaseStart) / 1000));
+
+  // 2. Statements that sleep up to 2 s, against the 1 s timeout.
+  await admin`UPDATE torture_control SET sleep_ms = 2000`;
+  phaseStart = performance.now();
+  statements = now;
+  await sleep(size.iterations * 1000);
+  await admin`UPDATE torture_control SET sleep_ms = 0`;
+  now = await counter(admin, "torture_insert_statements");
+  counts["statementsPerS.slow"] = Math.round((now - statements) / ((performance.now() - phaseStart) / 1000));
+
+  // 3. Quiet: no timeout, a backlog of refused and good rows, attempts per refused row counted.
+  await admin`ALTER ROLE kwuser IN DATABASE kwdb RESET statement_timeout`;
+  await reconnectForwarder(admin);
+  if (!await waitDrained(rig.config, 60_000)) problems.push("the spool did not drain after the slow phases");
+  const attempts0 = await counter(admin, "torture_refused_row_attempts");
+  const quarantined0 = quarantined(rig.spoolPath);
+  await holdLock(admin, 3000 + size.iterations * 200);
+  await sleep(3000);
+  if (!await waitDrained(rig.config, 60_000)) problems.push("the spool did not drain in the quiet phase");
+  const quietAttempts = await counter(admin, "torture_refused_row_attempts") - attempts0;
+  const quietQuarantined = quarantined(rig.spoolPath) - quarantined0;
+  const perRowBound = Math.ceil(Math.log2(BATCH_ROWS)) + 2;
+  if (quietQuarantined === 0) problems.push("no row was refused in the quiet phase");
+  if (quietAttempts > quietQuarantined * perRowBound) {
+    problems.push(
+      `retry storm: ${quietAttempts} attempts at ${quietQuarantined} refused rows (bound ${perRowBound} each)`,
+    );
+  }
+
+  const maxPollGapMs = longestPollGapMs(exporter, firstPolled);
+  const logs = collector.logs();
+  problems.push(...await finalDrain(collector, rig.config));
+
+  const check = await run.checkDelivery(pg, rig.spoolPath, exporter, {
+    lives: [{ first: 1, last: exporter.served(), stop: "SIGTERM", pollFailed: pollFailed(logs) }],
+    problem: "polls never spooled",
+  });
+  const wrongful = check.quarantine.filter((q) => !refused(q.value, q.labels));
+  if (wrongful.length) problems.push(`${wrongful.length} good rows quarantined, e.g. ${JSON.stringify(wrongful[0])}`);
+  const noReason = check.quarantine.filter((q) => !q.reason.includes(CONSTRAINT));
+  if (noReason.length) problems.push(`${noReason.length} quarantined rows without the constraint in their reason`);
+  if (maxPollGapMs > 1000) problems.push(`polling stalled: ${maxPollGapMs} ms between two polls`);
+  const pgLog = await Deno.readTextFile(`${pg.dir}/pg.log`);
+  const timeouts = pgLog.split("canceling statement due to statement timeout").length - 1;
+  if (timeouts === 0) problems.push("no statement ran into the timeout: the slow phases did not bite");
+  const unexpected = unexpectedLogLines(logs);
+  if (unexpected.length) notes.push(`Unexpected log lines: ${unexpected.slice(0, 5).join(" | ")}`);
+  Object.assign(counts, {
+    ...deliveryCounts(check),
+    statementTimeouts: timeouts,
+    refusedRowAttempts: await counter(admin, "torture_refused_row_attempts"),
+    insertStatements: await counter(admin, "torture_insert_statements"),
+    quietRefusedRows: quietQuarantined,
+    quietAttempts,
+    quietAttemptsBound: quietQuarantined * perRowBound,
+    maxPollGapMs,
+  });
+  return run.result({
+    name: "slow and refusing central database",
+    fault: "metrics locked 1.2–3 s at a time and statements sleeping up to 2 s, against a 1 s statement_timeout; " +
+      "a CHECK constraint refusing ~1% of rows throughout",
+    criteria: "good rows all central exactly once, refused rows quarantined with the reason, bounded attempts per " +
+      "refused row, no ledger gap, no poll gap over 1 s",
+  });
 }

@@ -5,78 +5,54 @@
  * file back within a second, keep polling, and deliver every committed sample exactly once when
  * PostgreSQL returns; `status` must never report the spool as never created.
  */
-import { destroyPostgres } from "../peers/postgres.ts";
-import {
-  checkDelivery,
-  deliveryCounts,
-  finalDrain,
-  pollFailed,
-  type Rig,
-  runCli,
-  sleep,
-  startCentral,
-  startCollector,
-  startRecordingExporter,
-  unexplainedMissing,
-  writeRig,
-} from "./rig.ts";
-import { prng, type ScenarioResult, scenarioResult, type ScenarioSize } from "./scenario.ts";
+import { finalDrain, kwollector, sleep } from "../harness/collector.ts";
+import { deliveryCounts } from "./delivery_check.ts";
+import { pollFailed } from "./lives.ts";
+import { TortureRun } from "./run.ts";
+import type { ScenarioResult, ScenarioSize } from "./scenario.ts";
 
 export async function runSpoolDeleted(size: ScenarioSize): Promise<ScenarioResult> {
-  const started = performance.now();
-  const random = prng(size.seed);
-  const problems: string[] = [];
-  const notes: string[] = [];
-  const counts: Record<string, number | string> = { seed: size.seed, deletions: size.iterations };
-  const pg = await startCentral();
-  const exporter = startRecordingExporter({ series: 5 });
-  let rig: Rig | undefined;
-  try {
-    rig = await writeRig({ pg, exporter });
-    await pg.stop();
-    const collector = startCollector(rig.config);
-    await sleep(1500);
-    let restoredWithinOneSecond = 0;
-    for (let i = 0; i < size.iterations; i++) {
-      await Deno.remove(rig.spoolPath);
-      const deletedAt = performance.now();
-      let back = false;
-      while (performance.now() - deletedAt < 5000) {
-        try {
-          Deno.statSync(rig.spoolPath);
-          back = true;
-          break;
-        } catch { /* not yet */ }
-        await sleep(20);
-      }
-      if (!back) problems.push(`deletion ${i}: the spool file was not written back within 5 s`);
-      else if (performance.now() - deletedAt <= 1500) restoredWithinOneSecond++;
-      const status = await runCli(["status", rig.config, "--json"]);
-      const report = JSON.parse(status.stdout);
-      if (report.spool_error !== null) problems.push(`deletion ${i}: status says the spool ${report.spool_error}`);
-      await sleep(700 + random() * 1500);
+  await using run = new TortureRun(size, { deletions: size.iterations });
+  const { problems } = run;
+  const pg = await run.central();
+  const exporter = run.exporter({ series: 5 });
+  const rig = await run.rig({ pg, exporter });
+  await pg.stop();
+  const collector = run.collector(rig.config);
+  await sleep(1500);
+  let restoredWithinOneSecond = 0;
+  for (let i = 0; i < size.iterations; i++) {
+    await Deno.remove(rig.spoolPath);
+    const deletedAt = performance.now();
+    let back = false;
+    while (performance.now() - deletedAt < 5000) {
+      try {
+        Deno.statSync(rig.spoolPath);
+        back = true;
+        break;
+      } catch { /* not yet */ }
+      await sleep(20);
     }
-    const logs = collector.logs();
-    const reported = logs.filter((l) => /Spool file was deleted or replaced/.test(l)).length;
-    if (reported !== size.iterations) problems.push(`${reported} of ${size.iterations} deletions were logged`);
-    await pg.start();
-    await sleep(2000);
-    problems.push(...await finalDrain(collector, rig.config));
-    const check = await checkDelivery(pg, rig.spoolPath, exporter);
-    problems.push(...check.problems);
-    const lives = [{ first: 1, last: exporter.served(), stop: "SIGTERM" as const, pollFailed: pollFailed(logs) }];
-    const unexplained = unexplainedMissing(check.missingValues, lives);
-    if (unexplained.length > 0) problems.push(`served values missing: ${unexplained.slice(0, 20).join(", ")}`);
-    Object.assign(counts, { restoredWithin1500ms: restoredWithinOneSecond, ...deliveryCounts(check) });
-    return scenarioResult({
-      name: "spool file deleted while running",
-      fault: `the spool file deleted ${size.iterations} times under the running collector, PostgreSQL down`,
-      criteria: "each deletion logged and the file written back, status always reads it, every committed sample " +
-        "central exactly once",
-    }, { problems, notes, counts, startedMs: started });
-  } finally {
-    await exporter.close();
-    await destroyPostgres(pg);
-    if (rig) await Deno.remove(rig.dir, { recursive: true }).catch(() => {});
+    if (!back) problems.push(`deletion ${i}: the spool file was not written back within 5 s`);
+    else if (performance.now() - deletedAt <= 1500) restoredWithinOneSecond++;
+    const status = await kwollector(["status", rig.config, "--json"]);
+    const report = JSON.parse(status.stdout);
+    if (report.spool_error !== null) problems.push(`deletion ${i}: status says the spool ${report.spool_error}`);
+    await sleep(700 + run.random() * 1500);
   }
+  const logs = collector.logs();
+  const reported = logs.filter((l) => /Spool file was deleted or replaced/.test(l)).length;
+  if (reported !== size.iterations) problems.push(`${reported} of ${size.iterations} deletions were logged`);
+  await pg.start();
+  await sleep(2000);
+  problems.push(...await finalDrain(collector, rig.config));
+  const lives = [{ first: 1, last: exporter.served(), stop: "SIGTERM" as const, pollFailed: pollFailed(logs) }];
+  const check = await run.checkDelivery(pg, rig.spoolPath, exporter, { lives, problem: "served values missing" });
+  Object.assign(run.counts, { restoredWithin1500ms: restoredWithinOneSecond, ...deliveryCounts(check) });
+  return run.result({
+    name: "spool file deleted while running",
+    fault: `the spool file deleted ${size.iterations} times under the running collector, PostgreSQL down`,
+    criteria: "each deletion logged and the file written back, status always reads it, every committed sample " +
+      "central exactly once",
+  });
 }

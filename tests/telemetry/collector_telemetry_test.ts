@@ -7,8 +7,8 @@ import { DatabaseSync } from "node:sqlite";
 import { setupDatabase } from "../../src/central/setup.ts";
 import { Spool } from "../../src/spool/spool.ts";
 import { pgConfig } from "../../scripts/harness/config.ts";
-import { sleep, spawnCollector } from "../../scripts/harness/collector.ts";
-import { startCountingExporter } from "../helpers/exporter.ts";
+import { sleep, startCollector } from "../../scripts/harness/collector.ts";
+import { startCountingExporter } from "../../scripts/peers/prometheus_exporter.ts";
 import { destroyPostgres, freePort, startPostgres } from "../../scripts/peers/postgres.ts";
 
 async function writeRig(
@@ -86,7 +86,7 @@ Deno.test({
         },
       );
       await setupDatabase(pgConfig(pg, dir));
-      const collector = spawnCollector(["run", config]);
+      const collector = startCollector(["run", config]);
       await sleep(4000);
       const scraped = await scrape(listenPort);
       const other = await fetch(`http://127.0.0.1:${listenPort}/other`);
@@ -153,7 +153,7 @@ Deno.test({
     // checked in samples (hours × the ingest rate it was computed with, against the samples the
     // spool took until it was full), so a loaded machine that polls more slowly changes nothing.
     const series = Array.from({ length: 1000 }, (_, i) => `load{slot="${i}"} ${i}.5`).join("\n");
-    const exporter = startCountingExporter({ extra: `# TYPE load gauge\n${series}` });
+    const exporter = startCountingExporter({ extraLines: [`# TYPE load gauge\n${series}`] });
     const listenPort = freePort();
     const closedPort = freePort();
     try {
@@ -169,7 +169,7 @@ Deno.test({
         },
       );
       ageSpool(`${dir}/spool/spool.db`);
-      const collector = spawnCollector(["run", config]);
+      const collector = startCollector(["run", config]);
       let measured: { rows: number; predictedSamples: number } | undefined;
       let mostRows = 0;
       let full = false;

@@ -8,7 +8,7 @@ import { prometheus } from "../../../src/sources/prometheus/prometheus.ts";
 import { MAX_LINE_CHARS } from "../../../src/sources/prometheus/text_parser.ts";
 import { entryFor } from "../../../scripts/harness/entries.ts";
 import { testConfig } from "../../../scripts/harness/config.ts";
-import { type HostileExporter, startHostileExporter } from "../../helpers/exporter.ts";
+import { type HostileExporter, startHostileExporter } from "../../../scripts/peers/prometheus_exporter.ts";
 
 const DEFAULT_MAX_BODY_BYTES = testConfig().prometheus_max_body_bytes;
 const DEFAULT_MAX_SERIES = testConfig().prometheus_max_series;

@@ -11,7 +11,7 @@ import type { Sample } from "../../../src/sample.ts";
 import { entryFor } from "../../../scripts/harness/entries.ts";
 import { testConfig } from "../../../scripts/harness/config.ts";
 import { FakeClock, settle } from "../../helpers/fake_clock.ts";
-import { startCountingExporter, startHostileExporter } from "../../helpers/exporter.ts";
+import { startCountingExporter, startHostileExporter } from "../../../scripts/peers/prometheus_exporter.ts";
 
 /** Wraps each group's source so the test knows, at any moment, how many polls are in flight. */
 function countPolls(groups: PollGroup[]) {

@@ -13,7 +13,7 @@ import { testConfig } from "../../../scripts/harness/config.ts";
 import { entryFor } from "../../../scripts/harness/entries.ts";
 import { kwollector } from "../../../scripts/harness/collector.ts";
 import { type FakeBmc, startFakeBmc } from "../../../scripts/peers/redfish_server.ts";
-import { startTcpRelay, type TcpRelay } from "../../helpers/tcp_relay.ts";
+import { type LinkCutter, startLinkCutter } from "../../../scripts/peers/link_cutter.ts";
 
 const THERMAL = "/redfish/v1/Chassis/1/Thermal";
 
@@ -26,7 +26,7 @@ async function opensslFingerprint(certFile: string): Promise<string> {
   return new TextDecoder().decode(out.stdout).trim().split("=")[1]!;
 }
 
-function entryVia(relay: TcpRelay, bmc: FakeBmc): MetricEntry {
+function entryVia(relay: LinkCutter, bmc: FakeBmc): MetricEntry {
   return entryFor(
     `https://${bmc.user}:${bmc.password}@127.0.0.1:${relay.port}${THERMAL}#Temperatures[0].ReadingCelsius`,
   );
@@ -45,11 +45,13 @@ async function pollOnce(entry: MetricEntry, pins: TlsPins) {
 
 /** Two BMCs with the same credentials and different certificates behind one relay. */
 async function withSwap(
-  fn: (ctx: { original: FakeBmc; impostor: FakeBmc; relay: TcpRelay; spoolPath: string; dir: string }) => Promise<void>,
+  fn: (
+    ctx: { original: FakeBmc; impostor: FakeBmc; relay: LinkCutter; spoolPath: string; dir: string },
+  ) => Promise<void>,
 ) {
   const original = await startFakeBmc();
   const impostor = await startFakeBmc();
-  const relay = startTcpRelay(original.port);
+  const relay = startLinkCutter({ port: original.port });
   const dir = await Deno.makeTempDir({ prefix: "kwollector-tofu-" });
   try {
     await fn({ original, impostor, relay, spoolPath: `${dir}/spool.db`, dir });
