@@ -37,8 +37,6 @@ function assertExactlyOnce(values: number[]) {
 
 Deno.test({
   name: "collector loses and duplicates nothing while PostgreSQL is stopped and restarted mid-stream",
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: async () => {
     const pg = await startCentral({ timescaledb: false });
     const exporter = startCountingExporter();
@@ -89,8 +87,6 @@ Deno.test({
 Deno.test({
   name:
     "collector killed with SIGKILL 24 times, 8 of them between central COMMIT and local delete, leaves no duplicate and no gap",
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: async () => {
     const pg = await startCentral({ timescaledb: false });
     const exporter = startCountingExporter();

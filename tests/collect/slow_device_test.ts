@@ -30,8 +30,6 @@ function slotGaps(samples: { timestampMs: number }[]): number[] {
 
 Deno.test({
   name: "scheduler stores a sample every 2 s from a device answering in 1.5 s at 1 s, stamped when sent",
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: async () => {
     const agent = await startSnmpd();
     const sim = await startSnmpsim(["raritan-pdu_px3"]);

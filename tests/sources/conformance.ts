@@ -90,8 +90,6 @@ export function conformance(
     Deno.test({
       name: `${name} source ${caseName}`,
       ignore: reason !== undefined,
-      sanitizeOps: false,
-      sanitizeResources: false,
       fn: async () => {
         const { fixture, teardown } = await setup();
         try {

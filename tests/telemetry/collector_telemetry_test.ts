@@ -61,8 +61,6 @@ async function scrape(port: number): Promise<Map<string, number>> {
 
 Deno.test({
   name: "collector stores its health as samples of its edge_id and serves the same figures on metrics_listen",
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: async () => {
     const pg = await startPostgres({ timescaledb: false });
     const exporter = startCountingExporter();
@@ -146,8 +144,6 @@ Deno.test({
 
 Deno.test({
   name: "outage budget hours predict within 10% how many samples fit before a full spool starts dropping",
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: async () => {
     // 1,000 series scraped 4 times a second fill a 2 MiB spool in about 20 s. The prediction is
     // checked in samples (hours × the ingest rate it was computed with, against the samples the

@@ -236,8 +236,6 @@ const PDU_OIDS: Record<string, Record<string, number>> = {
 
 Deno.test({
   name: "snmp source reads the power OIDs of real PDU recordings as snmpget does",
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: async () => {
     const sim = await startSnmpsim(Object.keys(PDU_OIDS));
     try {
