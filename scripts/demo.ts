@@ -13,7 +13,7 @@
 import { parseArgs } from "node:util";
 import { formatBytes } from "../src/cli/format.ts";
 import { type Central, prepareRealCentral, type RealCentralOptions, startEmbeddedCentral } from "./demo/central.ts";
-import { within } from "./harness/collector.ts";
+import { sleep, within } from "./harness/collector.ts";
 import { startLinkCutter } from "./peers/link_cutter.ts";
 import { KwollectorCli } from "./demo/kwollector_cli.ts";
 import { type LatestSample, latestThroughApi, storedCount, verify, type Window } from "./demo/queries.ts";
@@ -43,7 +43,6 @@ const started = performance.now();
 const say = (text: string) =>
   console.log(`[${((performance.now() - started) / 1000).toFixed(1).padStart(5)}s] ${text}`);
 const detail = (text: string) => console.log(`         ${text}`);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Options extends RealCentralOptions {
   real: boolean;

@@ -36,6 +36,7 @@ import {
   startBenchCentral,
   startLiveRig,
 } from "./collector.ts";
+import { sleep } from "../harness/collector.ts";
 
 setLogSink(() => {});
 const BACKLOGS = (Deno.env.get("BENCH_BACKLOG") ?? "1000000,10000000").split(",").map(Number);
@@ -43,8 +44,6 @@ const SERIES = 10_000;
 /** Metric of the backlog samples (the live ones are the exporter's, the collector's own are its telemetry). */
 const BACKLOG_METRIC = "bmc_node_power_watt";
 const count = new Intl.NumberFormat("en-US");
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * `n` samples of SERIES series (device, metric, labels like a BMC power reading), numbered from

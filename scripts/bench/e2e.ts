@@ -11,12 +11,12 @@
 import { setLogSink } from "../../src/log.ts";
 import { report } from "./report.ts";
 import { LIVE_METRICS, liveArrival, processCpuMs, processRssMb, spawnCollector, startLiveRig } from "./collector.ts";
+import { sleep } from "../harness/collector.ts";
 
 setLogSink(() => {});
 const WARMUP_S = 5;
 const MEASURE_S = 30;
 const rate = new Intl.NumberFormat("en-US").format(LIVE_METRICS);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const dir = await Deno.makeTempDir({ prefix: "kwollector-bench-e2e-" });
 try {

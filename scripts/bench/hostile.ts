@@ -23,7 +23,7 @@
  */
 import { phaseOf } from "../../src/collect/scheduler.ts";
 import { setLogSink } from "../../src/log.ts";
-import { kwollector } from "../harness/collector.ts";
+import { kwollector, sleep } from "../harness/collector.ts";
 import { metricsEntry } from "../harness/config.ts";
 import { destroyPostgres } from "../peers/postgres.ts";
 import { percentile, report } from "./report.ts";
@@ -39,7 +39,6 @@ const DOCUMENT_BYTES = 16_000_000;
 const ORDINARY_PERIOD_MS = 1000;
 const ON_TIME_MS = 100;
 const count = new Intl.NumberFormat("en-US");
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * A Redfish-shaped JSON document of sensor members, as many as fit in `bytes`, served as is on

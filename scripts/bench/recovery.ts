@@ -16,6 +16,7 @@
 import { setLogSink } from "../../src/log.ts";
 import { percentile, report } from "./report.ts";
 import { LIVE_DEVICE, LIVE_METRICS, liveArrival, spawnCollector, startLiveRig } from "./collector.ts";
+import { sleep } from "../harness/collector.ts";
 
 setLogSink(() => {});
 const OUTAGES = Number(Deno.env.get("BENCH_OUTAGES") ?? 10);
@@ -23,7 +24,6 @@ const OUTAGE_S = Number(Deno.env.get("BENCH_OUTAGE_S") ?? 30);
 const SETTLE_S = Number(Deno.env.get("BENCH_SETTLE_S") ?? 15);
 const WARMUP_S = 5;
 const rate = new Intl.NumberFormat("en-US").format(LIVE_METRICS);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const dir = await Deno.makeTempDir({ prefix: "kwollector-bench-recovery-" });
 try {
