@@ -16,6 +16,8 @@ export interface Exposition {
   body: string | Uint8Array<ArrayBuffer> | (() => Iterator<Uint8Array>);
   /** Content-Encoding of the body, when it is encoded. */
   encoding?: string;
+  /** HTTP status (200 by default). */
+  status?: number;
 }
 
 export interface ExporterOptions {
@@ -88,7 +90,7 @@ export function startExporter(opts: ExporterOptions): Exporter {
       const exposition = typeof answer === "string" ? { body: answer } : answer;
       const headers = { ...TEXT_FORMAT, ...(exposition.encoding && { "content-encoding": exposition.encoding }) };
       const content = typeof exposition.body === "function" ? stream(exposition.body) : exposition.body;
-      return new Response(content, { headers });
+      return new Response(content, { headers, status: exposition.status ?? 200 });
     } finally {
       inFlight--;
     }

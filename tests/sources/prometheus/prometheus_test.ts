@@ -4,6 +4,7 @@ import { toSample } from "../../../src/collect/scheduler.ts";
 import { entryFor } from "../../../scripts/harness/entries.ts";
 import { testConfig } from "../../../scripts/harness/config.ts";
 import { freePort } from "../../../scripts/peers/postgres.ts";
+import { startExporter } from "../../../scripts/peers/prometheus_exporter.ts";
 import { conformance } from "../conformance.ts";
 
 /** A real node exporter (Debian's prometheus-node-exporter) with a textfile directory. */
@@ -73,8 +74,7 @@ conformance("prometheus", prometheus, async () => {
 });
 
 Deno.test("prometheus source applies kwollect_custom rules, YAML labels and scale_factor", async () => {
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, () => new Response(CUSTOM));
-  const exporter = { port: server.addr.port, stop: () => server.shutdown() };
+  const exporter = startExporter({ body: () => CUSTOM });
   try {
     const entry = entryFor(`prometheus://127.0.0.1:${exporter.port}/kwollect_custom-feas_test_gauge`, {
       deviceId: "node-7",
@@ -104,24 +104,21 @@ Deno.test("prometheus source applies kwollect_custom rules, YAML labels and scal
     assert.match(result.errors[0]!.message, /Cannot parse _timestamp 'soon'/);
     await source.close();
   } finally {
-    await exporter.stop();
+    await exporter.close();
   }
 });
 
 Deno.test("prometheus source reads kwollect_custom lines by Kwollect's rules when they arrive a byte at a time", async () => {
   const bytes = new TextEncoder().encode(CUSTOM);
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, () => {
-    let at = 0;
-    const body = new ReadableStream<Uint8Array>({
-      pull(controller) {
-        if (at < bytes.length) controller.enqueue(bytes.slice(at, ++at));
-        else controller.close();
+  const server = startExporter({
+    body: () => ({
+      body: function* () {
+        for (let at = 0; at < bytes.length; at++) yield bytes.slice(at, at + 1);
       },
-    }, { highWaterMark: 0 });
-    return new Response(body);
+    }),
   });
   try {
-    const entry = entryFor(`prometheus://127.0.0.1:${server.addr.port}/kwollect_custom`);
+    const entry = entryFor(`prometheus://127.0.0.1:${server.port}/kwollect_custom`);
     const source = prometheus.create([entry], { options: testConfig(), timeoutMs: 10_000 });
     const result = await source.poll([entry], AbortSignal.timeout(10_000));
     const got = result.readings.map((r) => {
@@ -143,22 +140,24 @@ Deno.test("prometheus source reads kwollect_custom lines by Kwollect's rules whe
       },
     ]);
     assert.deepEqual(result.errors.map((e) => e.message), [
-      `Line 3 from http://127.0.0.1:${server.addr.port}/metrics: Cannot parse _timestamp 'soon' of kwollect_custom`,
+      `Line 3 from http://127.0.0.1:${server.port}/metrics: Cannot parse _timestamp 'soon' of kwollect_custom`,
     ]);
     await source.close();
   } finally {
-    await server.shutdown();
+    await server.close();
   }
 });
 
 Deno.test("prometheus source sends one request per exporter and cycle whatever the number of entries", async () => {
   let requests = 0;
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, () => {
-    requests++;
-    return new Response("a 1\nb 2\nc 3\n");
+  const server = startExporter({
+    body: () => {
+      requests++;
+      return "a 1\nb 2\nc 3\n";
+    },
   });
   try {
-    const url = (p: string) => `prometheus://127.0.0.1:${server.addr.port}/${p}`;
+    const url = (p: string) => `prometheus://127.0.0.1:${server.port}/${p}`;
     const entries = [
       entryFor(url("a"), { deviceId: "d1" }),
       entryFor(url("b-c"), { deviceId: "d2" }),
@@ -170,21 +169,18 @@ Deno.test("prometheus source sends one request per exporter and cycle whatever t
     const got = result.readings.map((r) => `${r.entry.deviceId}:${r.metricId}`).sort();
     assert.deepEqual(got, ["d1:prom_a", "d2:prom_b", "d2:prom_c", "d3:prom_a", "d3:prom_b", "d3:prom_c"]);
   } finally {
-    await server.shutdown();
+    await server.close();
   }
 });
 
 Deno.test("prometheus source fails the poll on an HTTP error status, naming the exporter", async () => {
-  const server = Deno.serve(
-    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
-    () => new Response("no", { status: 503 }),
-  );
+  const server = startExporter({ body: () => ({ body: "no", status: 503 }) });
   try {
-    const entry = entryFor(`prometheus://127.0.0.1:${server.addr.port}/a`);
+    const entry = entryFor(`prometheus://127.0.0.1:${server.port}/a`);
     const source = prometheus.create([entry], { options: testConfig(), timeoutMs: 2000 });
     await assert.rejects(source.poll([entry], AbortSignal.timeout(2000)), /HTTP 503/);
   } finally {
-    await server.shutdown();
+    await server.close();
   }
 });
 
