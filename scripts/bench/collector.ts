@@ -49,6 +49,7 @@ export interface LiveRig extends AsyncDisposable {
   config: Config;
   /** Path of kwollector.yaml. */
   yaml: string;
+  close(): Promise<void>;
 }
 
 export async function startLiveRig(dir: string, overrides: Record<string, string | number> = {}): Promise<LiveRig> {
@@ -71,7 +72,7 @@ export async function startLiveRig(dir: string, overrides: Record<string, string
       },
       settings: { db_host: "127.0.0.1", db_port: pg.port, db_sslmode: "disable", spool_path: config.spool_path },
     });
-    return { pg, exporter, config, yaml, [Symbol.asyncDispose]: close };
+    return { pg, exporter, config, yaml, close, [Symbol.asyncDispose]: close };
   } catch (err) {
     await close();
     throw err;

@@ -294,123 +294,127 @@ async function drainWhilePolling(root: string, backlogSize: number) {
   const suffix = backlogSize % 1_000_000 === 0 ? `_${backlogSize / 1_000_000}m` : `_${backlogSize}`;
   const dir = `${root}/drain${suffix}`;
   await Deno.mkdir(dir);
-  await using rig = await startLiveRig(dir, { spool_path: `${dir}/drain/spool.db`, spool_max_bytes: 2 ** 40 });
+  const rig = await startLiveRig(dir, { spool_path: `${dir}/drain/spool.db`, spool_max_bytes: 2 ** 40 });
   const { pg, config, yaml } = rig;
-  const spool = openSpool(config);
-  for (let i = 0; i < backlogSize;) {
-    const appends: Promise<void>[] = [];
-    for (let n = 0; n < 5 && i < backlogSize; n++, i += 50_000) {
-      appends.push(spool.append(batch(Math.min(50_000, backlogSize - i), i, backlogSize)));
-    }
-    await Promise.all(appends);
-  }
-  spool.close();
-  const admin = pg.admin("kwdb");
-  const startedMs = Date.now();
-  const child = spawnCollector([yaml]);
-  const pid = await child.pid();
-  const rss: number[] = [];
-  let drained = false;
   try {
-    for (let waited = 0; waited < 3_600_000 && !drained; waited += 1000) {
-      await sleep(1000);
-      rss.push(processRssMb(pid));
-      const [row] = await admin`
-        SELECT coalesce(sum(least(last_seq, ${backlogSize}) - first_seq + 1), 0)::float8 AS covered
-        FROM kwollect_ledger WHERE first_seq <= ${backlogSize}`;
-      drained = (row as { covered: number }).covered >= backlogSize;
+    const spool = openSpool(config);
+    for (let i = 0; i < backlogSize;) {
+      const appends: Promise<void>[] = [];
+      for (let n = 0; n < 5 && i < backlogSize; n++, i += 50_000) {
+        appends.push(spool.append(batch(Math.min(50_000, backlogSize - i), i, backlogSize)));
+      }
+      await Promise.all(appends);
     }
-    // Let the live samples of the last polls of the drain land before stopping.
-    await sleep(3000);
+    spool.close();
+    const admin = pg.admin("kwdb");
+    const startedMs = Date.now();
+    const child = spawnCollector([yaml]);
+    const pid = await child.pid();
+    const rss: number[] = [];
+    let drained = false;
+    try {
+      for (let waited = 0; waited < 3_600_000 && !drained; waited += 1000) {
+        await sleep(1000);
+        rss.push(processRssMb(pid));
+        const [row] = await admin`
+          SELECT coalesce(sum(least(last_seq, ${backlogSize}) - first_seq + 1), 0)::float8 AS covered
+          FROM kwollect_ledger WHERE first_seq <= ${backlogSize}`;
+        drained = (row as { covered: number }).covered >= backlogSize;
+      }
+      // Let the live samples of the last polls of the drain land before stopping.
+      await sleep(3000);
+    } finally {
+      await child.stop();
+    }
+    const [end] = await admin`
+      SELECT (extract(epoch FROM max(pg_xact_commit_timestamp(xmin))) * 1000)::float8 AS ms
+      FROM kwollect_ledger WHERE first_seq <= ${backlogSize}`;
+    const drainEndMs = drained ? (end as { ms: number }).ms : NaN;
+    const drainS = (drainEndMs - startedMs) / 1000;
+    const firstForwardMs = await firstLedgerCommitMs(admin);
+    const live = await liveArrival(admin, startedMs, drained ? drainEndMs : Date.now());
+    const [backlogRows] = await admin`SELECT count(*)::int AS n FROM metrics WHERE metric_id = ${BACKLOG_METRIC}`;
+    const delivered = (backlogRows as { n: number }).n;
+    const steady = rss.slice(Math.min(5, rss.length - 1)).sort((a, b) => a - b);
+    const backlog = count.format(backlogSize);
+    report({
+      name: `restart_to_first_poll${suffix}`,
+      figure: `restart with a ${backlog}-sample spool: process start → first poll (first sample timestamp)`,
+      value: live.firstSampleMs === undefined ? NaN : (live.firstSampleMs - startedMs) / 1000,
+      unit: "s",
+      goal: { op: "<=", value: 2 },
+    });
+    report({
+      name: `restart_to_first_forward${suffix}`,
+      figure: `restart with a ${backlog}-sample spool: process start → first batch committed centrally`,
+      value: firstForwardMs === undefined ? NaN : (firstForwardMs - startedMs) / 1000,
+      unit: "s",
+      goal: { op: "<=", value: 2 },
+    });
+    report({
+      name: `drain_time_while_polling${suffix}`,
+      figure: `drain of a ${backlog}-sample backlog while polling ${count.format(LIVE_METRICS)} metrics at 1 Hz: ` +
+        `process start → last backlog batch committed`,
+      value: drainS,
+      unit: "s",
+    });
+    report({
+      name: `drain_rate_net${suffix}`,
+      figure: "drain: backlog and live rows committed per second of drain",
+      value: (delivered + live.rows) / drainS,
+      unit: "rows/s",
+      goal: { op: ">=", value: 130_000 },
+    });
+    report({
+      name: `drain_live_freshness_p50${suffix}`,
+      figure: "drain: live lane freshness p50 (sample timestamp → commit in the central table)",
+      value: live.p50S,
+      unit: "s",
+    });
+    report({
+      name: `drain_live_freshness_p99${suffix}`,
+      figure: "drain: live lane freshness p99 (goal: 2 poll periods)",
+      value: live.p99S,
+      unit: "s",
+      goal: { op: "<=", value: 2 },
+    });
+    report({
+      name: `drain_live_freshness_max${suffix}`,
+      figure: "drain: live lane freshness, worst sample",
+      value: live.maxS,
+      unit: "s",
+    });
+    report({
+      name: `drain_live_polls${suffix}`,
+      figure: `drain: polls of ${count.format(LIVE_METRICS)} samples that landed during the drain ` +
+        `(one per second of drain if none was skipped)`,
+      value: live.polls,
+      unit: `polls in ${Math.round(drainS)} s`,
+    });
+    report({
+      name: `drain_backlog_delivered_exactly_once${suffix}`,
+      figure: "drain: backlog rows in the central table / backlog size",
+      value: delivered / backlogSize,
+      unit: "ratio",
+      goal: { op: "==", value: 1 },
+    });
+    report({
+      name: `collector_rss_during_drain_max${suffix}`,
+      figure: `collector RSS during the drain, max (sampled every second, first 5 s left out)`,
+      value: steady.at(-1) ?? NaN,
+      unit: "MB",
+      goal: { op: "<=", value: 120 },
+    });
+    report({
+      name: `collector_rss_during_drain_spread${suffix}`,
+      figure: "collector RSS during the drain, (max − min) / min",
+      value: steady.length > 0 ? (steady.at(-1)! - steady[0]!) / steady[0]! : NaN,
+      unit: "ratio",
+      goal: { op: "<=", value: 0.1 },
+    });
   } finally {
-    await child.stop();
+    await rig.close();
   }
-  const [end] = await admin`
-    SELECT (extract(epoch FROM max(pg_xact_commit_timestamp(xmin))) * 1000)::float8 AS ms
-    FROM kwollect_ledger WHERE first_seq <= ${backlogSize}`;
-  const drainEndMs = drained ? (end as { ms: number }).ms : NaN;
-  const drainS = (drainEndMs - startedMs) / 1000;
-  const firstForwardMs = await firstLedgerCommitMs(admin);
-  const live = await liveArrival(admin, startedMs, drained ? drainEndMs : Date.now());
-  const [backlogRows] = await admin`SELECT count(*)::int AS n FROM metrics WHERE metric_id = ${BACKLOG_METRIC}`;
-  const delivered = (backlogRows as { n: number }).n;
-  const steady = rss.slice(Math.min(5, rss.length - 1)).sort((a, b) => a - b);
-  const backlog = count.format(backlogSize);
-  report({
-    name: `restart_to_first_poll${suffix}`,
-    figure: `restart with a ${backlog}-sample spool: process start → first poll (first sample timestamp)`,
-    value: live.firstSampleMs === undefined ? NaN : (live.firstSampleMs - startedMs) / 1000,
-    unit: "s",
-    goal: { op: "<=", value: 2 },
-  });
-  report({
-    name: `restart_to_first_forward${suffix}`,
-    figure: `restart with a ${backlog}-sample spool: process start → first batch committed centrally`,
-    value: firstForwardMs === undefined ? NaN : (firstForwardMs - startedMs) / 1000,
-    unit: "s",
-    goal: { op: "<=", value: 2 },
-  });
-  report({
-    name: `drain_time_while_polling${suffix}`,
-    figure: `drain of a ${backlog}-sample backlog while polling ${count.format(LIVE_METRICS)} metrics at 1 Hz: ` +
-      `process start → last backlog batch committed`,
-    value: drainS,
-    unit: "s",
-  });
-  report({
-    name: `drain_rate_net${suffix}`,
-    figure: "drain: backlog and live rows committed per second of drain",
-    value: (delivered + live.rows) / drainS,
-    unit: "rows/s",
-    goal: { op: ">=", value: 130_000 },
-  });
-  report({
-    name: `drain_live_freshness_p50${suffix}`,
-    figure: "drain: live lane freshness p50 (sample timestamp → commit in the central table)",
-    value: live.p50S,
-    unit: "s",
-  });
-  report({
-    name: `drain_live_freshness_p99${suffix}`,
-    figure: "drain: live lane freshness p99 (goal: 2 poll periods)",
-    value: live.p99S,
-    unit: "s",
-    goal: { op: "<=", value: 2 },
-  });
-  report({
-    name: `drain_live_freshness_max${suffix}`,
-    figure: "drain: live lane freshness, worst sample",
-    value: live.maxS,
-    unit: "s",
-  });
-  report({
-    name: `drain_live_polls${suffix}`,
-    figure: `drain: polls of ${count.format(LIVE_METRICS)} samples that landed during the drain ` +
-      `(one per second of drain if none was skipped)`,
-    value: live.polls,
-    unit: `polls in ${Math.round(drainS)} s`,
-  });
-  report({
-    name: `drain_backlog_delivered_exactly_once${suffix}`,
-    figure: "drain: backlog rows in the central table / backlog size",
-    value: delivered / backlogSize,
-    unit: "ratio",
-    goal: { op: "==", value: 1 },
-  });
-  report({
-    name: `collector_rss_during_drain_max${suffix}`,
-    figure: `collector RSS during the drain, max (sampled every second, first 5 s left out)`,
-    value: steady.at(-1) ?? NaN,
-    unit: "MB",
-    goal: { op: "<=", value: 120 },
-  });
-  report({
-    name: `collector_rss_during_drain_spread${suffix}`,
-    figure: "collector RSS during the drain, (max − min) / min",
-    value: steady.length > 0 ? (steady.at(-1)! - steady[0]!) / steady[0]! : NaN,
-    unit: "ratio",
-    goal: { op: "<=", value: 0.1 },
-  });
 }
 
 const dir = await Deno.makeTempDir({ prefix: "kwollector-bench-" });
