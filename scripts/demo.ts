@@ -12,10 +12,11 @@
  */
 import { parseArgs } from "node:util";
 import { formatBytes } from "../src/cli/format.ts";
-import { type Central, prepareRealCentral, startEmbeddedCentral } from "./demo/central.ts";
-import { KwollectorCli, type RunningCollector } from "./demo/kwollector_cli.ts";
+import { type Central, prepareRealCentral, type RealCentralOptions, startEmbeddedCentral } from "./demo/central.ts";
+import { sleep, within } from "./harness/collector.ts";
+import { startLinkCutter } from "./peers/link_cutter.ts";
+import { KwollectorCli } from "./demo/kwollector_cli.ts";
 import { type LatestSample, latestThroughApi, storedCount, verify, type Window } from "./demo/queries.ts";
-import { startRelay } from "./demo/relay.ts";
 import { ServedLog } from "./demo/served.ts";
 import { startRack } from "./demo/rack.ts";
 
@@ -42,16 +43,9 @@ const started = performance.now();
 const say = (text: string) =>
   console.log(`[${((performance.now() - started) / 1000).toFixed(1).padStart(5)}s] ${text}`);
 const detail = (text: string) => console.log(`         ${text}`);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-interface Options {
+interface Options extends RealCentralOptions {
   real: boolean;
-  host: string;
-  port: number;
-  database: string;
-  user: string;
-  password: string;
-  sslmode: string;
   setupFlags: string[];
   outageS: number;
 }
@@ -150,7 +144,7 @@ async function runDemo(opts: Options, dir: string, cleanup: (() => Promise<void>
     embedded = await startEmbeddedCentral();
     cleanup.push(() => embedded!.close());
   }
-  const relay = startRelay(embedded ?? { host: opts.host, port: opts.port });
+  const relay = startLinkCutter(embedded ?? { host: opts.host, port: opts.port });
   cleanup.push(() => relay.close());
 
   // 2. The simulated rack.
@@ -197,17 +191,14 @@ async function runDemo(opts: Options, dir: string, cleanup: (() => Promise<void>
 
   // 4. The collector.
   let stopping = false;
-  const collector: RunningCollector = cli.spawnRun((line) => detail(`collector: ${line}`));
-  cleanup.push(async () => {
-    collector.stop("SIGKILL");
-    await collector.status;
-  });
+  const collector = cli.spawnRun((line) => detail(`collector: ${line}`));
+  cleanup.push(() => collector.stop("SIGKILL").then(() => {}));
   const exitedEarly = collector.status.then((s) => {
     if (!stopping) throw new Error(`The collector exited on its own (exit ${s.code})`);
   });
   exitedEarly.catch(() => {});
   const guard = <T>(p: Promise<T>) => Promise.race([p, exitedEarly.then(() => p)]);
-  say(`Collector started (pid ${collector.pid}): ${configPath}, ${rack.entries} metrics, log_level warning`);
+  say(`Collector started (pid ${await collector.pid()}): ${configPath}, ${rack.entries} metrics, log_level warning`);
 
   // 5. Samples arriving.
   const firstDeadline = Date.now() + 30_000;
@@ -264,8 +255,7 @@ async function runDemo(opts: Options, dir: string, cleanup: (() => Promise<void>
 
   // 8. Stop the collector (SIGTERM: in-flight polls finish and are committed), then flush.
   stopping = true;
-  collector.stop("SIGTERM");
-  const exit = await Promise.race([collector.status, sleep(STOP_TIMEOUT_S * 1000).then(() => undefined)]);
+  const exit = await within(collector.stop("SIGTERM"), STOP_TIMEOUT_S * 1000);
   if (!exit) throw new Error(`The collector did not stop within ${STOP_TIMEOUT_S} s of SIGTERM`);
   say(`Collector stopped by SIGTERM (exit ${exit.code}); the devices are no longer polled`);
   if (exit.code !== 0) throw new Error(`The collector exited with ${exit.code} on SIGTERM`);

@@ -1,5 +1,5 @@
 /**
- * `deno task torture`: runs every torture scenario of tests/torture/ at full size against real
+ * `deno task torture`: runs every torture scenario of scripts/torture/ at full size against real
  * processes, files and PostgreSQL, prints one JSON line per scenario (its ScenarioResult plus
  * `scenario`), and rewrites the generated block of docs/RELIABILITY.md with the results, the
  * machine and the versions. Exits 1 when any scenario failed.
@@ -11,76 +11,76 @@
  *
  * Progress goes to stderr; stdout holds only the JSON lines.
  */
-import { CI_SEED, CI_SIZES, type ScenarioResult, type ScenarioSize } from "../tests/torture/scenario.ts";
+import { CI_SEED, CI_SIZES, type ScenarioResult, type ScenarioSize } from "./torture/scenario.ts";
 
 type Runner = (size: ScenarioSize) => Promise<ScenarioResult>;
 
 interface Scenario {
   name: keyof typeof CI_SIZES;
   load(): Promise<Runner>;
-  /** Iterations at full size (CI sizes: CI_SIZES of tests/torture/scenario.ts). */
+  /** Iterations at full size (CI sizes: CI_SIZES of scripts/torture/scenario.ts). */
   full: number;
 }
 
 const SCENARIOS: Scenario[] = [
   {
     name: "kill-sweep",
-    load: async () => (await import("../tests/torture/kill_sweep.ts")).runKillSweep,
+    load: async () => (await import("./torture/kill_sweep.ts")).runKillSweep,
     full: 240,
   },
   {
     name: "outage-restarts",
-    load: async () => (await import("../tests/torture/outage_restarts.ts")).runOutageRestarts,
+    load: async () => (await import("./torture/outage_restarts.ts")).runOutageRestarts,
     full: 20,
   },
   {
     name: "orphaned-session",
-    load: async () => (await import("../tests/torture/orphaned_session.ts")).runOrphanedSession,
+    load: async () => (await import("./torture/orphaned_session.ts")).runOrphanedSession,
     full: 6,
   },
   {
     name: "slow-central",
-    load: async () => (await import("../tests/torture/slow_central.ts")).runSlowCentral,
+    load: async () => (await import("./torture/slow_central.ts")).runSlowCentral,
     full: 12,
   },
   {
     name: "clock-step",
-    load: async () => (await import("../tests/torture/clock_step.ts")).runClockStep,
+    load: async () => (await import("./torture/clock_step.ts")).runClockStep,
     full: 8,
   },
   {
     name: "spool-model",
-    load: async () => (await import("../tests/torture/spool_model.ts")).runSpoolModel,
+    load: async () => (await import("./torture/spool_model.ts")).runSpoolModel,
     full: 80,
   },
   {
     name: "crash-images",
-    load: async () => (await import("../tests/torture/crash_images.ts")).runCrashImages,
+    load: async () => (await import("./torture/crash_images.ts")).runCrashImages,
     full: 100,
   },
   {
     name: "disk-full",
-    load: async () => (await import("../tests/torture/disk_full.ts")).runDiskFull,
+    load: async () => (await import("./torture/disk_full.ts")).runDiskFull,
     full: 10,
   },
   {
     name: "bad-samples",
-    load: async () => (await import("../tests/torture/bad_samples.ts")).runBadSamples,
+    load: async () => (await import("./torture/bad_samples.ts")).runBadSamples,
     full: 6,
   },
   {
     name: "full-at-start",
-    load: async () => (await import("../tests/torture/full_at_start.ts")).runFullAtStart,
+    load: async () => (await import("./torture/full_at_start.ts")).runFullAtStart,
     full: 10,
   },
   {
     name: "spool-deleted",
-    load: async () => (await import("../tests/torture/spool_deleted.ts")).runSpoolDeleted,
+    load: async () => (await import("./torture/spool_deleted.ts")).runSpoolDeleted,
     full: 20,
   },
   {
     name: "sighup",
-    load: async () => (await import("../tests/torture/sighup.ts")).runSighup,
+    load: async () => (await import("./torture/sighup.ts")).runSighup,
     full: 20,
   },
 ];
@@ -102,9 +102,9 @@ spool driven against a model through random crashes, crash images of its files, 
 Each scenario counts what it checked. "Committed" samples are those the spool acknowledged;
 "central" are the rows found in \`metrics\`, compared value by value with what the test exporter
 served, and the delivery ledger (\`kwollect_ledger_gaps\`) must show no gap. The scenarios live in
-\`tests/torture/\`; CI runs each at a small size with a fixed seed, and \`deno task torture\` runs them
-at full size and rewrites the block below. A failure names its seed, so it can be replayed with
-\`deno task torture --only <scenario> --seed <seed>\`.
+\`scripts/torture/\`; CI runs each at a small size with a fixed seed (\`tests/torture/\`), and
+\`deno task torture\` runs them at full size and rewrites the block below. A failure names its
+seed, so it can be replayed with \`deno task torture --only <scenario> --seed <seed>\`.
 `;
 
 function parseArgs(args: string[]): { only: string | undefined; quick: boolean; seed: number } {
@@ -152,7 +152,7 @@ async function commandText(cmd: string, args: string[]): Promise<string> {
 }
 
 async function environment(): Promise<Record<string, string>> {
-  const { PG_BIN } = await import("../tests/helpers/postgres.ts");
+  const { PG_BIN } = await import("./peers/postgres.ts");
   const commit = await commandText("git", ["rev-parse", "--short", "HEAD"]);
   const dirty = (await commandText("git", ["status", "--porcelain", "--untracked-files=no"])) !== "";
   const memory = Deno.systemMemoryInfo().total;

@@ -4,7 +4,7 @@ import { PGlite } from "@electric-sql/pglite";
 import { connect } from "../src/central/connect.ts";
 import { pgliteEndpoint } from "../scripts/demo/central.ts";
 import { servePglite } from "../scripts/demo/pglite_server.ts";
-import { destroyPostgres, startPostgres } from "./helpers/postgres.ts";
+import { destroyPostgres, startPostgres } from "../scripts/peers/postgres.ts";
 
 /**
  * The README's demo, end to end, as a person runs it: `deno run -A scripts/demo.ts`. It must end

@@ -10,103 +10,88 @@
  * no extra column). Sample timestamps come from the collector's clock, commit timestamps from
  * the server's: the same machine, so the same clock.
  */
-import { destroyPostgres, type PgCluster, startPostgres } from "../../tests/helpers/postgres.ts";
 import type { Sql } from "../../src/central/connect.ts";
+import type { Config } from "../../src/config/defaults.ts";
+import { V8_FLAGS } from "../compile.ts";
+import { type CollectorProcess, startCollector } from "../harness/collector.ts";
+import { metricsEntry, pgConfig, writeCollectorConfig } from "../harness/config.ts";
+import { startCentral } from "../peers/central.ts";
+import { destroyPostgres, type PgCluster } from "../peers/postgres.ts";
+import { type Exporter, fixedBody, startExporter } from "../peers/prometheus_exporter.ts";
 
 /** Device id of the live samples polled from the exporter (backlog samples use other ids). */
 export const LIVE_DEVICE = "rack-1";
 export const LIVE_METRICS = 10_000;
 
-export interface ExporterOptions {
-  /** Series served (default LIVE_METRICS). */
-  series?: number;
-  /** Series i is `node_power_watt_<i>` (one metric name each) instead of `node_power_watt{psu="<i>"}`. */
-  namePerSeries?: boolean;
-  /** Called with the arrival time (ms since the epoch) of every request, before it is answered. */
-  onScrape?: (atMs: number) => void;
-}
-
-/** An HTTP exporter on 127.0.0.1 serving `series` samples of `node_power_watt` (LIVE_METRICS by default). */
-export function startExporter(opts: ExporterOptions = {}): { port: number; shutdown(): Promise<void> } {
+/** An exporter on 127.0.0.1 serving `series` samples of `node_power_watt` (LIVE_METRICS by default). */
+export function startPowerExporter(opts: { series?: number; namePerSeries?: boolean } = {}): Exporter {
   const line = opts.namePerSeries
     ? (i: number) => `node_power_watt_${i} ${i}`
     : (i: number) => `node_power_watt{psu="${i}"} ${i}`;
-  const body = Array.from({ length: opts.series ?? LIVE_METRICS }, (_, i) => line(i)).join("\n") + "\n";
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, () => {
-    opts.onScrape?.(Date.now());
-    return new Response(body);
-  });
-  return { port: server.addr.port, shutdown: () => server.shutdown() };
+  return startExporter({ body: fixedBody(Array.from({ length: opts.series ?? LIVE_METRICS }, (_, i) => line(i))) });
 }
 
-/** PostgreSQL 15 as the benchmarks use it: plain tables, fsync on, commit timestamps tracked. */
-export async function startBenchPostgres(): Promise<PgCluster> {
-  const pg = await startPostgres({ timescaledb: false, fsync: true });
-  try {
-    await pg.psql("ALTER SYSTEM SET track_commit_timestamp = on");
-    await pg.stop();
-    await pg.start();
-    return pg;
-  } catch (err) {
+/** The central database as the benchmarks run it: plain tables, fsync on, commit timestamps tracked. */
+export function startBenchCentral(): Promise<PgCluster> {
+  return startCentral({ timescaledb: false, fsync: true, settings: { track_commit_timestamp: "on" } });
+}
+
+/**
+ * What the end-to-end benchmarks share: the bench central database, an exporter of LIVE_METRICS
+ * series, and the collector's configuration in `dir` (one Prometheus entry of device LIVE_DEVICE
+ * polled every second, every other setting at its default). Closing it stops the exporter and
+ * destroys the database.
+ */
+export interface LiveRig extends AsyncDisposable {
+  pg: PgCluster;
+  exporter: Exporter;
+  /** The collector's configuration, resolved (for a spool or forwarder run in this process). */
+  config: Config;
+  /** Path of kwollector.yaml. */
+  yaml: string;
+  close(): Promise<void>;
+}
+
+export async function startLiveRig(dir: string, overrides: Record<string, string | number> = {}): Promise<LiveRig> {
+  const pg = await startBenchCentral();
+  const exporter = startPowerExporter();
+  const close = async () => {
+    await exporter.close();
     await destroyPostgres(pg);
+  };
+  try {
+    const config = pgConfig(pg, dir, { spool_path: `${dir}/spool/spool.db`, ...overrides });
+    const yaml = await writeCollectorConfig(dir, {
+      metrics: {
+        "rack.yaml": metricsEntry({
+          name: "p",
+          deviceId: LIVE_DEVICE,
+          url: `prometheus://127.0.0.1:${exporter.port}/node_power_watt`,
+          updateEveryMs: 1000,
+        }),
+      },
+      settings: { db_host: "127.0.0.1", db_port: pg.port, db_sslmode: "disable", spool_path: config.spool_path },
+    });
+    return { pg, exporter, config, yaml, close, [Symbol.asyncDispose]: close };
+  } catch (err) {
+    await close();
     throw err;
   }
 }
 
-/** Stops and removes a cluster of startBenchPostgres. */
-export function destroyBenchPostgres(pg: PgCluster): Promise<void> {
-  return destroyPostgres(pg);
-}
-
-/** Writes metrics.d (one Prometheus entry polled every second) and kwollector.yaml; returns its path. */
-export async function writeCollectorConfig(
-  dir: string,
-  pg: PgCluster,
-  spoolPath: string,
-  exporterPort: number,
-): Promise<string> {
-  await Deno.mkdir(`${dir}/metrics.d`, { recursive: true });
-  await Deno.writeTextFile(
-    `${dir}/metrics.d/rack.yaml`,
-    `- name: p\n  device_id: ${LIVE_DEVICE}\n  url: prometheus://127.0.0.1:${exporterPort}/node_power_watt\n` +
-      `  update_every: 1000\n`,
-  );
-  const yaml = `${dir}/kwollector.yaml`;
-  await Deno.writeTextFile(
-    yaml,
-    `metrics_dir: ${dir}/metrics.d\ndb_host: 127.0.0.1\ndb_port: ${pg.port}\ndb_sslmode: disable\n` +
-      `spool_path: ${spoolPath}\n`,
-  );
-  return yaml;
-}
-
 /**
- * V8 flags of the collector under test: those of the `kwollector` task of deno.json (the
- * compiled binary embeds the same ones), unless BENCH_V8_FLAGS gives others.
+ * V8 flags of the collector under test: those of the `kwollector` task of deno.json and of the
+ * compiled binary (compile.ts), unless BENCH_V8_FLAGS gives others.
  */
 export function collectorV8Flags(): string[] {
   const override = Deno.env.get("BENCH_V8_FLAGS");
   if (override !== undefined) return override.split(" ").filter((f) => f !== "");
-  const denoJson = JSON.parse(Deno.readTextFileSync(new URL("../../deno.json", import.meta.url)));
-  const task = String(denoJson.tasks?.kwollector ?? "");
-  return task.split(" ").filter((a) => a.startsWith("--v8-flags="));
+  return [V8_FLAGS];
 }
 
-/** Starts `kwollector run` with `args`, its output discarded. */
-export function spawnCollector(args: string[]): Deno.ChildProcess {
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", ...collectorV8Flags(), new URL("../../main.ts", import.meta.url).pathname, "run", ...args],
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-}
-
-export async function stopCollector(child: Deno.ChildProcess): Promise<void> {
-  try {
-    child.kill("SIGTERM");
-  } catch { /* already exited */ }
-  await child.status;
+/** Starts `kwollector run` with `args` and the bench V8 flags, its output discarded. */
+export function spawnCollector(args: string[]): CollectorProcess {
+  return startCollector(["run", ...args], { v8Flags: collectorV8Flags(), discardOutput: true });
 }
 
 /** Resident memory of a process in MB, from /proc. */

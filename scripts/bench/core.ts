@@ -23,23 +23,21 @@ import { openSpool } from "../../src/spool/spool.ts";
 import type { Sample } from "../../src/sample.ts";
 import { Forwarder } from "../../src/forward/forwarder.ts";
 import { connect, endpointOf } from "../../src/central/connect.ts";
-import { setupDatabase } from "../../src/central/setup.ts";
 import { copyRow } from "../../src/forward/copy_text.ts";
 import { setLogSink } from "../../src/log.ts";
 import { report } from "./report.ts";
-import { destroyPostgres } from "../../tests/helpers/postgres.ts";
-import { pgConfig, testConfig } from "../../tests/helpers/config.ts";
+import { destroyPostgres } from "../peers/postgres.ts";
+import { pgConfig, testConfig } from "../harness/config.ts";
 import {
   firstLedgerCommitMs,
   LIVE_METRICS,
   liveArrival,
   processRssMb,
   spawnCollector,
-  startBenchPostgres,
-  startExporter,
-  stopCollector,
-  writeCollectorConfig,
+  startBenchCentral,
+  startLiveRig,
 } from "./collector.ts";
+import { sleep } from "../harness/collector.ts";
 
 setLogSink(() => {});
 const BACKLOGS = (Deno.env.get("BENCH_BACKLOG") ?? "1000000,10000000").split(",").map(Number);
@@ -47,8 +45,6 @@ const SERIES = 10_000;
 /** Metric of the backlog samples (the live ones are the exporter's, the collector's own are its telemetry). */
 const BACKLOG_METRIC = "bmc_node_power_watt";
 const count = new Intl.NumberFormat("en-US");
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * `n` samples of SERIES series (device, metric, labels like a BMC power reading), numbered from
@@ -80,17 +76,18 @@ async function idleCollectorRss(dir: string) {
     "--db_port",
     "1",
   ]);
+  const pid = await child.pid();
   try {
     await sleep(3000);
     report({
       name: "collector_rss_idle",
       figure: "collector RSS, idle (no metric, central database unreachable)",
-      value: processRssMb(child.pid),
+      value: processRssMb(pid),
       unit: "MB",
       goal: { op: "<=", value: 60 },
     });
   } finally {
-    await stopCollector(child);
+    await child.stop();
   }
 }
 
@@ -231,10 +228,9 @@ async function spoolAppend(dir: string) {
 }
 
 async function forwardRate(dir: string) {
-  const pg = await startBenchPostgres();
+  const pg = await startBenchCentral();
   try {
     const config = pgConfig(pg, dir, { spool_path: `${dir}/fwd.db`, spool_max_bytes: 2 ** 40 });
-    await setupDatabase(config);
     const rows = 1_000_000;
     const spool = openSpool(spoolOptions(config));
     for (let i = 0; i < rows; i += 50_000) await spool.writer.append(batch(50_000, i, rows));
@@ -299,11 +295,9 @@ async function drainWhilePolling(root: string, backlogSize: number) {
   const suffix = backlogSize % 1_000_000 === 0 ? `_${backlogSize / 1_000_000}m` : `_${backlogSize}`;
   const dir = `${root}/drain${suffix}`;
   await Deno.mkdir(dir);
-  const pg = await startBenchPostgres();
-  const exporter = startExporter();
+  const rig = await startLiveRig(dir, { spool_path: `${dir}/drain/spool.db`, spool_max_bytes: 2 ** 40 });
+  const { pg, config, yaml } = rig;
   try {
-    const config = pgConfig(pg, dir, { spool_path: `${dir}/drain/spool.db`, spool_max_bytes: 2 ** 40 });
-    await setupDatabase(config);
     const spool = openSpool(spoolOptions(config));
     for (let i = 0; i < backlogSize;) {
       const appends: Promise<void>[] = [];
@@ -313,16 +307,16 @@ async function drainWhilePolling(root: string, backlogSize: number) {
       await Promise.all(appends);
     }
     spool.close();
-    const yaml = await writeCollectorConfig(dir, pg, config.spool_path, exporter.port);
     const admin = pg.admin("kwdb");
     const startedMs = Date.now();
     const child = spawnCollector([yaml]);
+    const pid = await child.pid();
     const rss: number[] = [];
     let drained = false;
     try {
       for (let waited = 0; waited < 3_600_000 && !drained; waited += 1000) {
         await sleep(1000);
-        rss.push(processRssMb(child.pid));
+        rss.push(processRssMb(pid));
         const [row] = await admin`
           SELECT coalesce(sum(least(last_seq, ${backlogSize}) - first_seq + 1), 0)::float8 AS covered
           FROM kwollect_ledger WHERE first_seq <= ${backlogSize}`;
@@ -331,7 +325,7 @@ async function drainWhilePolling(root: string, backlogSize: number) {
       // Let the live samples of the last polls of the drain land before stopping.
       await sleep(3000);
     } finally {
-      await stopCollector(child);
+      await child.stop();
     }
     const [end] = await admin`
       SELECT (extract(epoch FROM max(pg_xact_commit_timestamp(xmin))) * 1000)::float8 AS ms
@@ -420,8 +414,7 @@ async function drainWhilePolling(root: string, backlogSize: number) {
       goal: { op: "<=", value: 0.1 },
     });
   } finally {
-    await exporter.shutdown();
-    await destroyPostgres(pg);
+    await rig.close();
   }
 }
 

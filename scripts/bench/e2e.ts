@@ -8,53 +8,38 @@
  *
  *   deno run -A scripts/bench/e2e.ts
  */
-import { setupDatabase } from "../../src/central/setup.ts";
 import { setLogSink } from "../../src/log.ts";
-import { destroyPostgres } from "../../tests/helpers/postgres.ts";
-import { pgConfig } from "../../tests/helpers/config.ts";
 import { report } from "./report.ts";
-import {
-  LIVE_METRICS,
-  liveArrival,
-  processCpuMs,
-  processRssMb,
-  spawnCollector,
-  startBenchPostgres,
-  startExporter,
-  stopCollector,
-  writeCollectorConfig,
-} from "./collector.ts";
+import { LIVE_METRICS, liveArrival, processCpuMs, processRssMb, spawnCollector, startLiveRig } from "./collector.ts";
+import { sleep } from "../harness/collector.ts";
 
 setLogSink(() => {});
 const WARMUP_S = 5;
 const MEASURE_S = 30;
 const rate = new Intl.NumberFormat("en-US").format(LIVE_METRICS);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const dir = await Deno.makeTempDir({ prefix: "kwollector-bench-e2e-" });
-const pg = await startBenchPostgres();
-const exporter = startExporter();
 try {
-  const config = pgConfig(pg, dir, { spool_path: `${dir}/spool/spool.db` });
-  await setupDatabase(config);
-  const yaml = await writeCollectorConfig(dir, pg, config.spool_path, exporter.port);
+  await using rig = await startLiveRig(dir);
+  const { pg, yaml } = rig;
   const admin = pg.admin("kwdb");
   const startedMs = Date.now();
   const child = spawnCollector([yaml]);
+  const pid = await child.pid();
   const rss: number[] = [];
   let cpuMs = NaN;
   try {
     await sleep(WARMUP_S * 1000);
-    const cpu0 = processCpuMs(child.pid);
+    const cpu0 = processCpuMs(pid);
     for (let s = 0; s < MEASURE_S; s++) {
       await sleep(1000);
-      rss.push(processRssMb(child.pid));
+      rss.push(processRssMb(pid));
     }
-    cpuMs = processCpuMs(child.pid) - cpu0;
+    cpuMs = processCpuMs(pid) - cpu0;
     // Samples of the last second of the window are still on their way: let them land.
     await sleep(3000);
   } finally {
-    await stopCollector(child);
+    await child.stop();
   }
   const windowStartMs = startedMs + WARMUP_S * 1000;
   const windowEndMs = windowStartMs + MEASURE_S * 1000;
@@ -109,7 +94,5 @@ try {
     goal: { op: "<=", value: 0.5 },
   });
 } finally {
-  await exporter.shutdown();
-  await destroyPostgres(pg);
   await Deno.remove(dir, { recursive: true });
 }

@@ -21,19 +21,13 @@
  *
  *   deno run -A scripts/bench/hostile.ts
  */
-import { setupDatabase } from "../../src/central/setup.ts";
-import { resolveConfig } from "../../src/config/resolve.ts";
 import { phaseOf } from "../../src/collect/scheduler.ts";
 import { setLogSink } from "../../src/log.ts";
+import { kwollector, sleep } from "../harness/collector.ts";
+import { metricsEntry } from "../harness/config.ts";
+import { destroyPostgres } from "../peers/postgres.ts";
 import { percentile, report } from "./report.ts";
-import {
-  collectorV8Flags,
-  destroyBenchPostgres,
-  spawnCollector,
-  startBenchPostgres,
-  startExporter,
-  stopCollector,
-} from "./collector.ts";
+import { collectorV8Flags, spawnCollector, startBenchCentral, startPowerExporter } from "./collector.ts";
 
 setLogSink(() => {});
 const WARMUP_S = 10;
@@ -45,7 +39,6 @@ const DOCUMENT_BYTES = 16_000_000;
 const ORDINARY_PERIOD_MS = 1000;
 const ON_TIME_MS = 100;
 const count = new Intl.NumberFormat("en-US");
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * A Redfish-shaped JSON document of sensor members, as many as fit in `bytes`, served as is on
@@ -78,8 +71,8 @@ function startDocumentServer(bytes: number): { port: number; bytes: number; shut
 }
 
 function metricsFiles(ports: { wide: number; fleet: number; document: number; ordinary: number }) {
-  const entry = (name: string, device: string, url: string, every: number) =>
-    `- name: ${name}\n  device_id: ${device}\n  url: ${url}\n  update_every: ${every}\n`;
+  const entry = (name: string, deviceId: string, url: string, updateEveryMs: number) =>
+    metricsEntry({ name, deviceId, url, updateEveryMs });
   const fleet: string[] = [];
   for (let i = 0; i < FILE_ENTRIES; i++) {
     fleet.push(entry("p", `fleet-${i}`, `prometheus://127.0.0.1:${ports.fleet}/node_power_watt_${i}`, 10_000));
@@ -119,12 +112,10 @@ function slotLateness(arrivals: number[], phaseMs: number, periodMs: number, fro
 }
 
 const dir = await Deno.makeTempDir({ prefix: "kwollector-bench-hostile-" });
-const pg = await startBenchPostgres();
-const arrivals: number[] = [];
-const wideScrapes: number[] = [];
-const wide = startExporter({ series: WIDE_SERIES, onScrape: (at) => wideScrapes.push(at) });
-const fleet = startExporter({ series: FILE_ENTRIES, namePerSeries: true });
-const ordinary = startExporter({ series: 1, onScrape: (at) => arrivals.push(at) });
+const pg = await startBenchCentral();
+const wide = startPowerExporter({ series: WIDE_SERIES });
+const fleet = startPowerExporter({ series: FILE_ENTRIES, namePerSeries: true });
+const ordinary = startPowerExporter({ series: 1 });
 const document = startDocumentServer(DOCUMENT_BYTES);
 try {
   const flags = {
@@ -133,15 +124,14 @@ try {
     db_host: "127.0.0.1",
     db_port: String(pg.port),
     db_sslmode: "disable",
-    db_admin: "postgres",
   };
-  await setupDatabase(resolveConfig({ flags, env: {} }).config);
   await Deno.mkdir(flags.metrics_dir, { recursive: true });
   const files = metricsFiles({ wide: wide.port, fleet: fleet.port, document: document.port, ordinary: ordinary.port });
   for (const [name, text] of Object.entries(files)) await Deno.writeTextFile(`${flags.metrics_dir}/${name}`, text);
-  const args = Object.entries(flags).filter(([k]) => k !== "db_admin").flatMap(([k, v]) => [`--${k}`, v]);
+  const args = Object.entries(flags).flatMap(([k, v]) => [`--${k}`, v]);
   const startedMs = Date.now();
   const child = spawnCollector(args);
+  const pid = await child.pid();
   /** Set when the collector exits before it is stopped. */
   let exit: Deno.CommandStatus | undefined;
   let stopping = false;
@@ -152,12 +142,14 @@ try {
   try {
     for (let s = 0; s < WARMUP_S + MEASURE_S && exit === undefined; s++) {
       await sleep(1000);
-      if (exit === undefined) peak = peakRssMb(child.pid);
+      if (exit === undefined) peak = peakRssMb(pid);
     }
   } finally {
     stopping = true;
-    await stopCollector(child);
+    await child.stop();
   }
+  /** When each request of the ordinary device reached its exporter (ms since the epoch). */
+  const arrivals = Array.from({ length: ordinary.served() }, (_, i) => ordinary.servedAt(i + 1)!.wallMs);
   const fromMs = startedMs + WARMUP_S * 1000;
   const toMs = startedMs + (WARMUP_S + MEASURE_S) * 1000;
   const phase = phaseOf(`prometheus://127.0.0.1:${ordinary.port}|${ORDINARY_PERIOD_MS}`, ORDINARY_PERIOD_MS);
@@ -169,12 +161,8 @@ try {
     SELECT device_id, count(*)::int AS n FROM metrics
     WHERE device_id IN ('wide-1', 'bmc-1', 'fleet-0', 'ordinary-1') GROUP BY device_id`;
   const delivered = Object.fromEntries(rows.map((r) => [r.device_id as string, r.n as number]));
-  const status = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("../../main.ts", import.meta.url).pathname, "status", "--json", ...args],
-    stdout: "piped",
-    stderr: "null",
-  }).output();
-  const devices = (JSON.parse(new TextDecoder().decode(status.stdout)).devices ?? []) as {
+  const status = await kwollector(["status", "--json", ...args]);
+  const devices = (JSON.parse(status.stdout).devices ?? []) as {
     device_id: string;
     last_error: string | null;
   }[];
@@ -185,7 +173,7 @@ try {
   console.error(
     `collector ${exit ? `exited on its own with code ${exit.code}${exit.signal ? ` (${exit.signal})` : ""}` : "ran"}` +
       ` with ${collectorV8Flags().join(" ")}; document ${count.format(document.bytes)} bytes; ` +
-      `wide exporter scraped ${wideScrapes.length} times; central rows ${JSON.stringify(delivered)}; ` +
+      `wide exporter scraped ${wide.served()} times; central rows ${JSON.stringify(delivered)}; ` +
       `last errors ${JSON.stringify(errors)}`,
   );
   const conditions = `${count.format(WIDE_SERIES)}-series exporter every ${WIDE_PERIOD_MS / 1000} s, ` +
@@ -242,7 +230,7 @@ try {
     lastError: errors["bmc-1"] ?? null,
   });
 } finally {
-  await Promise.all([wide.shutdown(), fleet.shutdown(), ordinary.shutdown(), document.shutdown()]);
-  await destroyBenchPostgres(pg);
+  await Promise.all([wide.close(), fleet.close(), ordinary.close(), document.shutdown()]);
+  await destroyPostgres(pg);
   await Deno.remove(dir, { recursive: true });
 }

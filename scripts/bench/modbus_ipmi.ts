@@ -23,13 +23,13 @@ import { Scheduler, toSample } from "../../src/collect/scheduler.ts";
 import type { MetricEntry } from "../../src/config/metrics_dir.ts";
 import type { Sample } from "../../src/sample.ts";
 import { setLogLevel } from "../../src/log.ts";
-import { ipmi } from "../../src/sources/ipmi.ts";
-import { modbus } from "../../src/sources/modbus.ts";
+import { ipmi } from "../../src/sources/ipmi/ipmi.ts";
+import { modbus } from "../../src/sources/modbus/modbus.ts";
 import type { Source } from "../../src/sources/source.ts";
-import { testConfig } from "../../tests/helpers/config.ts";
-import { entryFor } from "../../tests/helpers/entries.ts";
-import { startIpmiSim } from "../../tests/helpers/ipmi_sim.ts";
-import { startPymodbus } from "../../tests/helpers/pymodbus.ts";
+import { testConfig } from "../harness/config.ts";
+import { entryFor } from "../harness/entries.ts";
+import { startIpmiSim } from "../peers/ipmi_sim.ts";
+import { startPymodbus } from "../peers/pymodbus.ts";
 import { percentile, report } from "./report.ts";
 
 /** CPU time of this process, and of its waited-for children (clock ticks of /proc/self/stat). */
@@ -85,7 +85,7 @@ async function modbusBench(): Promise<void> {
     // 1. Throughput, back to back.
     const byDevice = server.tcpPorts.map((port) => modbusEntries([port], 1000));
     const sources = byDevice.map((entries) => ({
-      source: modbus.create(entries, { config, timeoutMs: 5000 }),
+      source: modbus.create(entries, { options: config, timeoutMs: 5000 }),
       entries,
     }));
     await closedLoop(sources, performance.now() + 1000); // connect and warm up
@@ -182,7 +182,7 @@ async function ipmiBench(): Promise<void> {
           name: `sensor_${id}`,
         })
       );
-      return { source: ipmi.create(entries, { config, timeoutMs: 5000 }), entries };
+      return { source: ipmi.create(entries, { options: config, timeoutMs: 5000 }), entries };
     });
     await closedLoop(sources, performance.now() + 500); // SDR caches filled
     const latencies: number[] = [];

@@ -5,7 +5,7 @@
  * around it is kept and met / not met is computed from each figure's goal.
  */
 import { type Goal, goalMet, type Result } from "./report.ts";
-import { PG_BIN } from "../../tests/helpers/postgres.ts";
+import { PG_BIN } from "../peers/postgres.ts";
 
 export const BEGIN = "<!-- bench:begin -->";
 export const END = "<!-- bench:end -->";

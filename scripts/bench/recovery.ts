@@ -13,21 +13,10 @@
  *
  *   deno run -A scripts/bench/recovery.ts
  */
-import { setupDatabase } from "../../src/central/setup.ts";
 import { setLogSink } from "../../src/log.ts";
-import { destroyPostgres } from "../../tests/helpers/postgres.ts";
-import { pgConfig } from "../../tests/helpers/config.ts";
 import { percentile, report } from "./report.ts";
-import {
-  LIVE_DEVICE,
-  LIVE_METRICS,
-  liveArrival,
-  spawnCollector,
-  startBenchPostgres,
-  startExporter,
-  stopCollector,
-  writeCollectorConfig,
-} from "./collector.ts";
+import { LIVE_DEVICE, LIVE_METRICS, liveArrival, spawnCollector, startLiveRig } from "./collector.ts";
+import { sleep } from "../harness/collector.ts";
 
 setLogSink(() => {});
 const OUTAGES = Number(Deno.env.get("BENCH_OUTAGES") ?? 10);
@@ -35,15 +24,11 @@ const OUTAGE_S = Number(Deno.env.get("BENCH_OUTAGE_S") ?? 30);
 const SETTLE_S = Number(Deno.env.get("BENCH_SETTLE_S") ?? 15);
 const WARMUP_S = 5;
 const rate = new Intl.NumberFormat("en-US").format(LIVE_METRICS);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const dir = await Deno.makeTempDir({ prefix: "kwollector-bench-recovery-" });
-const pg = await startBenchPostgres();
-const exporter = startExporter();
 try {
-  const config = pgConfig(pg, dir, { spool_path: `${dir}/spool/spool.db` });
-  await setupDatabase(config);
-  const yaml = await writeCollectorConfig(dir, pg, config.spool_path, exporter.port);
+  await using rig = await startLiveRig(dir);
+  const { pg, yaml } = rig;
   const child = spawnCollector([yaml]);
   const firstLiveS: number[] = [];
   const freshP99S: number[] = [];
@@ -79,7 +64,7 @@ try {
       await admin.end();
     }
   } finally {
-    await stopCollector(child);
+    await child.stop();
   }
   const conditions = `${OUTAGES} outages of ${OUTAGE_S} s (PostgreSQL stopped and started), ${rate} samples/s`;
   report({
@@ -116,7 +101,5 @@ try {
     unit: "s",
   });
 } finally {
-  await exporter.shutdown();
-  await destroyPostgres(pg);
   await Deno.remove(dir, { recursive: true });
 }

@@ -13,15 +13,15 @@
  */
 import process from "node:process";
 import { type Clock, systemClock, type TimerId } from "../../src/clock.ts";
-import { buildGroups } from "../../src/collect/groups.ts";
+import { buildGroups, type PollGroup } from "../../src/collect/groups.ts";
 import { Scheduler, toSample } from "../../src/collect/scheduler.ts";
 import type { MetricEntry } from "../../src/config/metrics_dir.ts";
 import { setLogLevel } from "../../src/log.ts";
-import { snmp } from "../../src/sources/snmp.ts";
-import type { Protocol, Source } from "../../src/sources/source.ts";
-import { testConfig } from "../../tests/helpers/config.ts";
-import { entryFor } from "../../tests/helpers/entries.ts";
-import { boundUdpPorts, freeUdpPort, OIDS, startSnmpd } from "../../tests/helpers/snmpd.ts";
+import { snmp } from "../../src/sources/snmp/snmp.ts";
+import type { Source } from "../../src/sources/source.ts";
+import { testConfig } from "../harness/config.ts";
+import { entryFor } from "../harness/entries.ts";
+import { boundUdpPorts, freeUdpPort, OIDS, startSnmpd } from "../peers/snmpd.ts";
 import { percentile, report } from "./report.ts";
 
 function cpuMs(): number {
@@ -39,7 +39,7 @@ async function throughput(): Promise<void> {
       { length: OIDS.seriesCount },
       (_, i) => entryFor(`snmp://public@127.0.0.1:${agent.port}/${OIDS.series(i + 1)}`, { name: `s${i}` }),
     );
-    const sources = Array.from({ length: GROUPS }, () => snmp.create(entries, { config, timeoutMs: 2000 }));
+    const sources = Array.from({ length: GROUPS }, () => snmp.create(entries, { options: config, timeoutMs: 2000 }));
     let samples = 0;
     let polls = 0;
     let errors = 0;
@@ -167,11 +167,11 @@ async function fleet(): Promise<void> {
     }
     const clock = slotClock();
     const polls: { healthy: boolean; dueMs: number; lateMs: number; ok: boolean }[] = [];
-    const measured: Protocol = {
-      ...snmp,
-      create(groupEntries, ctx) {
-        const inner = snmp.create(groupEntries, ctx);
-        const healthy = liveSet.has(groupEntries[0]!.target.port!);
+    const measured = groups.map((g): PollGroup => ({
+      ...g,
+      open(ctx) {
+        const inner = g.open(ctx);
+        const healthy = liveSet.has(g.entries[0]!.target.port!);
         return {
           async poll(e, signal) {
             const dueMs = clock.firing() ?? performance.now();
@@ -187,11 +187,10 @@ async function fleet(): Promise<void> {
           close: () => inner.close(),
         };
       },
-    };
-    for (const g of groups) g.protocol = measured;
+    }));
     let delivered = 0;
     const scheduler = new Scheduler({
-      groups,
+      groups: measured,
       config,
       clock,
       deliver: (samples) => {

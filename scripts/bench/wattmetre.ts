@@ -7,7 +7,7 @@
  *   deno run -A scripts/bench/wattmetre.ts [SECONDS of stream, default 600]
  */
 import { openSpool } from "../../src/spool/spool.ts";
-import { WattmetreReader } from "../../src/sources/wattmetre.ts";
+import { WattmetreReader } from "../../src/collect/wattmetre_reader.ts";
 import { report } from "./report.ts";
 
 const PORTS = 48;

@@ -92,14 +92,8 @@ export function pgliteEndpoint(port: number): Endpoint {
   };
 }
 
-export interface RealCentralOptions {
-  host: string;
-  port: number;
-  database: string;
-  user: string;
-  password: string;
-  sslmode: string;
-}
+/** A real PostgreSQL the demo prepares with setup-db: an endpoint whose CA is the system's. */
+export type RealCentralOptions = Omit<Endpoint, "sslrootcert">;
 
 /** Runs `kwollector setup-db` (its flags carry db_admin and db_admin_password) on a real server. */
 export async function prepareRealCentral(

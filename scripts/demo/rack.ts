@@ -1,5 +1,6 @@
 import { METER_REGISTERS, startModbusMeter } from "./modbus_meter.ts";
-import { startPrometheusExporter } from "./prometheus_exporter.ts";
+import { metricsEntry } from "../harness/config.ts";
+import { startComputeNode } from "./compute_node.ts";
 import type { ServedLog } from "./served.ts";
 import { PDU_OIDS, PDU_OUTLETS, startSnmpPdu } from "./snmp_pdu.ts";
 
@@ -24,7 +25,7 @@ const METER = "demo-meter-1";
 const MODBUS_TYPES = { uint32: "be_be_u32", float32: "be_be_f32", uint16: "be_u16" } as const;
 
 export async function startRack(served: ServedLog): Promise<Rack> {
-  const exporter = startPrometheusExporter(NODE, served);
+  const exporter = startComputeNode(NODE, served);
   const pdu = await startSnmpPdu(PDU, (oid) => (oid === PDU_OIDS.energy ? "pdu_energy_wh" : "outlet_power_w"), served)
     .catch(async (err) => {
       await exporter.close();
@@ -61,8 +62,6 @@ export async function startRack(served: ServedLog): Promise<Rack> {
   };
 }
 
-function entry(deviceId: string, name: string, url: string, everyMs: number, labels?: Record<string, string>): string {
-  const lines = [`- name: ${name}`, `  device_id: ${deviceId}`, `  url: ${url}`, `  update_every: ${everyMs}`];
-  if (labels) lines.push(`  labels: ${JSON.stringify(labels)}`);
-  return lines.join("\n") + "\n";
+function entry(deviceId: string, name: string, url: string, updateEveryMs: number, labels?: Record<string, string>) {
+  return metricsEntry({ name, deviceId, url, updateEveryMs, ...(labels && { labels }) });
 }

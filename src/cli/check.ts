@@ -5,7 +5,7 @@ import { formatProblem, type Problem } from "../config/errors.ts";
 import { loadMetricsDir, metricsDirLimits } from "../config/metrics_dir.ts";
 import { errorMessage } from "../log.ts";
 import { MemoryTlsPins, pinEndpoint, SpoolTlsPins, type TlsPin } from "../spool/tls_pins.ts";
-import { fetchCertificate, type PresentedCertificate } from "../sources/tls_trust.ts";
+import { fetchCertificate, type PresentedCertificate } from "../sources/redfish/tls_trust.ts";
 import { parseCommand } from "./args.ts";
 
 export const CHECK_HELP = `kwollector check [CONFIG] [--probe] [--json] [--key value ...]
@@ -126,7 +126,7 @@ async function probeGroups(groups: readonly PollGroup[], c: Config, pins: Memory
   let failures = 0;
   await Promise.all(groups.map(async (group) => {
     const timeoutMs = c.poll_timeout_ms;
-    const source = group.protocol.create(group.entries, { config: c, timeoutMs, tlsPins: pins });
+    const source = group.open({ timeoutMs, tlsPins: pins });
     const sentAtMs = Date.now();
     try {
       const result = await source.poll(group.entries, AbortSignal.timeout(timeoutMs));

@@ -1,7 +1,7 @@
 import { UsageError } from "../config/errors.ts";
 import { errorMessage } from "../log.ts";
 import { pinEndpoint, SpoolTlsPins } from "../spool/tls_pins.ts";
-import { fetchCertificate } from "../sources/tls_trust.ts";
+import { fetchCertificate } from "../sources/redfish/tls_trust.ts";
 import { parseCommand } from "./args.ts";
 
 export const TRUST_HELP = `kwollector trust [CONFIG] HOST[:PORT] [--fingerprint SHA256] [--key value ...]

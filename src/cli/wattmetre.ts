@@ -1,5 +1,6 @@
 import { ConfigError } from "../config/errors.ts";
-import { loadMappingFile, pumpWattmetreStream, WATTMETRE_METRIC, WattmetreReader } from "../sources/wattmetre.ts";
+import { pumpWattmetreStream, WATTMETRE_METRIC, WattmetreReader } from "../collect/wattmetre_reader.ts";
+import { loadMappingFile } from "../config/wattmetre_mapping.ts";
 import { logger } from "../log.ts";
 import { parseCommand } from "./args.ts";
 import { startPipeline } from "./pipeline.ts";

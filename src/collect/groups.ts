@@ -1,13 +1,17 @@
-import type { Config } from "../config/defaults.ts";
+import type { Config, ConfigKey } from "../config/defaults.ts";
 import type { Problem } from "../config/errors.ts";
 import type { MetricEntry } from "../config/metrics_dir.ts";
+import { configSubset } from "../config/resolve.ts";
 import { PROTOCOLS } from "../sources/registry.ts";
-import type { Protocol } from "../sources/source.ts";
+import type { PollContext, Protocol, ProtocolOptions, Source } from "../sources/source.ts";
 
 /**
  * A poll group: the entries fetched by one request per cycle. Entries share a group when they
  * share a protocol, a device endpoint (host, port, credentials) and an `update_every`: each entry
  * is polled at its own period (Kwollect polled a whole host at its fastest entry's rate).
+ *
+ * This is where a protocol's options are resolved from the configuration, once per protocol: its
+ * `validate` and its sources are given the keys it declares (`configKeys`) and no other.
  */
 export interface PollGroup {
   /** Identity of the group; contains credentials, so never shown. */
@@ -16,9 +20,10 @@ export interface PollGroup {
   name: string;
   scheme: string;
   endpoint: string;
-  protocol: Protocol;
   periodMs: number;
   entries: MetricEntry[];
+  /** Creates the group's source, with its protocol's options. */
+  open(ctx: PollContext): Source;
 }
 
 /** Validates every entry against its protocol (no network access) and builds the groups. */
@@ -28,6 +33,7 @@ export function buildGroups(
 ): { groups: PollGroup[]; problems: Problem[] } {
   const problems: Problem[] = [];
   const groups = new Map<string, PollGroup>();
+  const optionsOf = new Map<Protocol, ProtocolOptions<ConfigKey>>();
   for (const entry of entries) {
     const scheme = entry.target.scheme;
     const protocol = PROTOCOLS[scheme];
@@ -42,7 +48,12 @@ export function buildGroups(
       });
       continue;
     }
-    const problem = protocol.validate(entry, config);
+    let options = optionsOf.get(protocol);
+    if (!options) {
+      options = configSubset(config, protocol.configKeys);
+      optionsOf.set(protocol, options);
+    }
+    const problem = protocol.validate(entry, options);
     if (problem) {
       problems.push({ file: entry.file, line: entry.line, key: "url", message: problem });
       continue;
@@ -51,15 +62,17 @@ export function buildGroups(
     let group = groups.get(key);
     if (!group) {
       const endpoint = protocol.endpoint(entry);
-      group = {
+      const protocolOptions = options;
+      const created: PollGroup = {
         key,
         name: `${scheme}://${endpoint} every ${entry.updateEveryMs} ms`,
         scheme,
         endpoint,
-        protocol,
         periodMs: entry.updateEveryMs,
         entries: [],
+        open: (ctx) => protocol.create(created.entries, { ...ctx, options: protocolOptions }),
       };
+      group = created;
       groups.set(key, group);
     }
     group.entries.push(entry);

@@ -98,11 +98,7 @@ export class Scheduler {
       const timeoutMs = opts.config.poll_timeout_ms;
       return {
         group,
-        source: group.protocol.create(group.entries, {
-          config: opts.config,
-          timeoutMs,
-          ...(opts.tlsPins && { tlsPins: opts.tlsPins }),
-        }),
+        source: group.open({ timeoutMs, ...(opts.tlsPins && { tlsPins: opts.tlsPins }) }),
         timeoutMs,
         phaseMs: phaseOf(group.key, group.periodMs),
         lastSkipAtMs: -Infinity,

@@ -91,6 +91,16 @@ export function resolveConfig(inputs: ConfigInputs): ResolvedConfig {
   return { config: resolved, origin };
 }
 
+/**
+ * The values of `keys` alone, in a frozen object: what a part of the program that owns those keys
+ * (a protocol's sources) is given of the configuration, so it cannot read a key it does not own.
+ */
+export function configSubset<K extends ConfigKey>(config: Config, keys: readonly K[]): Readonly<Pick<Config, K>> {
+  const subset = {} as Pick<Config, K>;
+  for (const key of keys) subset[key] = config[key];
+  return Object.freeze(subset);
+}
+
 /** Defaults that follow another key, so one file serves `run` and `setup-db` alike. */
 function applyDerivedDefaults(c: Config): void {
   if (c.kwollect_db_name === "") c.kwollect_db_name = c.db_name;

@@ -1,11 +1,11 @@
 import type { Protocol } from "./source.ts";
-import { prometheus } from "./prometheus.ts";
-import { ipmi } from "./ipmi.ts";
-import { modbus, modbusRtu } from "./modbus.ts";
-import { snmp } from "./snmp.ts";
-import { redfish } from "./redfish.ts";
+import { prometheus } from "./prometheus/prometheus.ts";
+import { ipmi } from "./ipmi/ipmi.ts";
+import { modbus, modbusRtu } from "./modbus/modbus.ts";
+import { snmp } from "./snmp/snmp.ts";
+import { redfish } from "./redfish/redfish.ts";
 
-/** URL scheme → protocol. One line per protocol. */
+/** URL scheme → protocol, one line each; a protocol lives in its own folder (docs/DESIGN.md: adding one). */
 export const PROTOCOLS: Record<string, Protocol> = {
   prometheus,
   ipmisensor: ipmi,

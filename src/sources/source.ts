@@ -1,5 +1,5 @@
 import type { MetricEntry } from "../config/metrics_dir.ts";
-import type { Config } from "../config/defaults.ts";
+import type { Config, ConfigKey } from "../config/defaults.ts";
 import type { Labels, RawValue } from "../sample.ts";
 import type { TlsPins } from "../spool/tls_pins.ts";
 
@@ -43,18 +43,32 @@ export interface PollResult {
   errors: EntryError[];
 }
 
-export interface SourceContext {
-  config: Config;
+/** What a protocol's sources are given of the configuration: the keys it declares, and no other. */
+export type ProtocolOptions<K extends ConfigKey> = Readonly<Pick<Config, K>>;
+
+/** Where a poll group's source runs: its timeout and the certificates pinned for https urls. */
+export interface PollContext {
   /** Timeout of one poll of this group (`poll_timeout_ms`). */
   timeoutMs: number;
   /** Certificates pinned for https urls (tofu); a private, in-memory set when absent. */
   tlsPins?: TlsPins;
 }
 
-/** One line of the registry: how a URL scheme is validated, grouped and polled. */
-export interface Protocol {
+export interface SourceContext<K extends ConfigKey = never> extends PollContext {
+  /** The protocol's configuration keys (`configKeys`) and their values. */
+  options: ProtocolOptions<K>;
+}
+
+/**
+ * One line of the registry: how a URL scheme is validated, grouped and polled. `K` is the set of
+ * configuration keys the protocol reads: its sources are given those (resolved once, by
+ * `buildGroups`) and cannot name any other.
+ */
+export interface Protocol<K extends ConfigKey = ConfigKey> {
+  /** The configuration keys the protocol reads (each named after the protocol, e.g. `snmp_retries`). */
+  readonly configKeys: readonly K[];
   /** Checks an entry before any network access; returns an error message naming what is wrong. */
-  validate(entry: MetricEntry, config: Config): string | undefined;
+  validate(entry: MetricEntry, options: ProtocolOptions<K>): string | undefined;
   /**
    * Entries with the same key (and period) are polled by one request. It must include everything
    * that selects the device endpoint: host, port, credentials, protocol options.
@@ -62,5 +76,5 @@ export interface Protocol {
   groupKey(entry: MetricEntry): string;
   /** Human-readable name of the endpoint, without credentials (for logs and status). */
   endpoint(entry: MetricEntry): string;
-  create(entries: readonly MetricEntry[], ctx: SourceContext): Source;
+  create(entries: readonly MetricEntry[], ctx: SourceContext<K>): Source;
 }

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import type { Sql } from "../../src/central/connect.ts";
-import { PG_BIN, type PgCluster } from "../helpers/postgres.ts";
+import { PG_BIN, type PgCluster } from "../../scripts/peers/postgres.ts";
 
 export async function schemaDump(pg: PgCluster, database: string): Promise<string> {
   const out = await new Deno.Command(`${PG_BIN}/pg_dump`, {

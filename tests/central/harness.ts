@@ -13,8 +13,8 @@ import type postgres from "postgres";
 import { connect, type Sql } from "../../src/central/connect.ts";
 import { setupDatabase, type SetupResult } from "../../src/central/setup.ts";
 import type { Config } from "../../src/config/defaults.ts";
-import { pgConfig } from "../helpers/config.ts";
-import { destroyPostgres, type PgCluster, startPostgres, timescaleInstalled } from "../helpers/postgres.ts";
+import { pgConfig } from "../../scripts/harness/config.ts";
+import { destroyPostgres, type PgCluster, startPostgres, timescaleInstalled } from "../../scripts/peers/postgres.ts";
 
 export type Backend = "plain" | "timescaledb";
 

@@ -31,7 +31,7 @@
  * node-1 and node-2 given as FQDNs, T0 .. T0 + 1 h; 1235 running on node-3 since an hour ago.
  */
 import type { Sql } from "../../src/central/connect.ts";
-import type { PgCluster } from "../helpers/postgres.ts";
+import type { PgCluster } from "../../scripts/peers/postgres.ts";
 import { T0_EPOCH } from "./fixture.ts";
 
 export const KW_USER = "kwuser";

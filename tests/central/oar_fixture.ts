@@ -3,7 +3,7 @@
  * OAR 2.5's types, and a finished and a running job.
  */
 import type { Config } from "../../src/config/defaults.ts";
-import type { PgCluster } from "../helpers/postgres.ts";
+import type { PgCluster } from "../../scripts/peers/postgres.ts";
 import { T0_EPOCH } from "./fixture.ts";
 
 const OAR_SCHEMA = `

@@ -6,8 +6,8 @@
 import assert from "node:assert/strict";
 import { setupDatabase } from "../../src/central/setup.ts";
 import type { Sql } from "../../src/central/connect.ts";
-import { destroyPostgres, startPostgres } from "../helpers/postgres.ts";
-import { pgConfig } from "../helpers/config.ts";
+import { destroyPostgres, startPostgres } from "../../scripts/peers/postgres.ts";
+import { pgConfig } from "../../scripts/harness/config.ts";
 import { at, loadFixture } from "./fixture.ts";
 import { PASSWORD, rpc, startCentral, timescaleAvailable } from "./harness.ts";
 import { runJob } from "./catalog.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { destroyPostgres, startPostgres } from "../helpers/postgres.ts";
+import { destroyPostgres, startPostgres } from "../../scripts/peers/postgres.ts";
 
 const CHILD = new URL("./fixtures/crash_child.ts", import.meta.url).pathname;
 

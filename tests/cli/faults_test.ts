@@ -4,38 +4,13 @@
  * moments and exactly between the central COMMIT and the local delete. Every sample is counted.
  */
 import assert from "node:assert/strict";
-import { setupDatabase } from "../../src/central/setup.ts";
-import { destroyPostgres, type PgCluster, startPostgres } from "../helpers/postgres.ts";
-import { pgConfig } from "../helpers/config.ts";
-import { startCountingExporter } from "../helpers/exporter.ts";
-import { kwollector, sleep, spawnCollector } from "../helpers/collector.ts";
-import { openSpool, openSpoolView } from "../../src/spool/spool.ts";
-
-async function rig(pg: PgCluster, exporterPort: number, extra = "") {
-  const dir = await Deno.makeTempDir({ prefix: "kwollector-faults-" });
-  await Deno.mkdir(`${dir}/metrics.d`);
-  await Deno.writeTextFile(
-    `${dir}/metrics.d/exporter.yaml`,
-    `- name: counter\n  device_id: exporter-1\n  url: prometheus://127.0.0.1:${exporterPort}/scrape_count\n  update_every: 100\n`,
-  );
-  const config = `${dir}/kwollector.yaml`;
-  await Deno.writeTextFile(
-    config,
-    [
-      `metrics_dir: ${dir}/metrics.d`,
-      `db_host: 127.0.0.1`,
-      `db_port: ${pg.port}`,
-      `db_sslmode: verify-full`,
-      `db_sslrootcert: ${pg.caFile}`,
-      `spool_path: ${dir}/spool/spool.db`,
-      `forward_interval_ms: 50`,
-      `forward_retry_max_ms: 300`,
-      `log_level: info`,
-      extra,
-    ].join("\n") + "\n",
-  );
-  return { dir, config };
-}
+import { destroyPostgres, type PgCluster } from "../../scripts/peers/postgres.ts";
+import { startCentral } from "../../scripts/peers/central.ts";
+import { startCountingExporter } from "../../scripts/peers/prometheus_exporter.ts";
+import { kwollector, sleep, startCollector, within } from "../../scripts/harness/collector.ts";
+import { spoolStats } from "../../scripts/torture/delivery_check.ts";
+import { writeRig } from "../../scripts/torture/rig.ts";
+import { openSpool } from "../../src/spool/spool.ts";
 
 async function centralValues(pg: PgCluster): Promise<number[]> {
   const sql = pg.admin("kwdb");
@@ -47,9 +22,7 @@ async function centralValues(pg: PgCluster): Promise<number[]> {
 
 async function ledgerChecks(pg: PgCluster, spoolPath: string) {
   const sql = pg.admin("kwdb");
-  const spool = openSpoolView(spoolPath);
-  const { spoolId, nextSeq, rows } = spool.view.stats();
-  spool.close();
+  const { spoolId, nextSeq, rows } = spoolStats(spoolPath);
   const [gaps] = await sql`SELECT count(*)::int AS n FROM kwollect_ledger_gaps WHERE spool_id = ${spoolId}`;
   const [d] = await sql`SELECT coalesce(sum(rows), 0)::int AS rows, coalesce(max(last_seq), 0)::int AS last
                         FROM kwollect_ledger WHERE spool_id = ${spoolId}`;
@@ -64,15 +37,12 @@ function assertExactlyOnce(values: number[]) {
 
 Deno.test({
   name: "collector loses and duplicates nothing while PostgreSQL is stopped and restarted mid-stream",
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: async () => {
-    const pg = await startPostgres({ timescaledb: false });
+    const pg = await startCentral({ timescaledb: false });
     const exporter = startCountingExporter();
     try {
-      const { config, dir } = await rig(pg, exporter.port);
-      await setupDatabase(pgConfig(pg, dir));
-      const collector = spawnCollector(["run", config]);
+      const { config, spoolPath } = await writeRig({ pg, exporter });
+      const collector = startCollector(["run", config]);
       await sleep(2000);
       await pg.stop();
       await sleep(4000);
@@ -92,7 +62,7 @@ Deno.test({
       const served = exporter.served();
       const logs = collector.logs().join("\n");
       assertExactlyOnce(values);
-      const check = await ledgerChecks(pg, `${dir}/spool/spool.db`);
+      const check = await ledgerChecks(pg, spoolPath);
       assert.equal(check.gaps, 0, "the ledger has a gap");
       assert.equal(check.lastSeq, check.nextSeq - 1, "every seq the spool assigned is in the ledger");
       assert.equal(check.ledgerRows, check.centralRows);
@@ -117,14 +87,11 @@ Deno.test({
 Deno.test({
   name:
     "collector killed with SIGKILL 24 times, 8 of them between central COMMIT and local delete, leaves no duplicate and no gap",
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: async () => {
-    const pg = await startPostgres({ timescaledb: false });
+    const pg = await startCentral({ timescaledb: false });
     const exporter = startCountingExporter();
     try {
-      const { config, dir } = await rig(pg, exporter.port, "forward_batch_rows: 7");
-      await setupDatabase(pgConfig(pg, dir));
+      const { config, spoolPath } = await writeRig({ pg, exporter, settings: { forward_batch_rows: 7 } });
       let seed = 20261125;
       const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
       let failpointKills = 0;
@@ -133,9 +100,9 @@ Deno.test({
         const env: Record<string, string> = atCommit
           ? { KWOLLECTOR_FAILPOINT: `after-central-commit@${1 + (round % 4)}` }
           : {};
-        const collector = spawnCollector(["run", config], env);
+        const collector = startCollector(["run", config], { env });
         if (atCommit) {
-          const status = await Promise.race([collector.child.status, sleep(15_000).then(() => undefined)]);
+          const status = await within(collector.status, 15_000);
           assert.ok(status && status.signal === "SIGKILL", `round ${round}: the failpoint did not fire`);
           failpointKills++;
           await collector.stop();
@@ -146,14 +113,14 @@ Deno.test({
         }
       }
       assert.equal(failpointKills, 8);
-      const last = spawnCollector(["run", config]);
+      const last = startCollector(["run", config]);
       await sleep(1500);
       assert.equal((await last.stop()).code, 0);
       const flush = await kwollector(["flush", config, "--timeout_s", "30"]);
       assert.equal(flush.code, 0, flush.stderr);
       const values = await centralValues(pg);
       assertExactlyOnce(values);
-      const check = await ledgerChecks(pg, `${dir}/spool/spool.db`);
+      const check = await ledgerChecks(pg, spoolPath);
       assert.equal(check.gaps, 0, "the ledger has a gap");
       assert.equal(check.spoolRows, 0);
       assert.equal(check.lastSeq, check.nextSeq - 1, "every seq the spool assigned is in the ledger");
@@ -217,7 +184,7 @@ Deno.test("check reports every configuration error with file, line and key, and 
 });
 
 Deno.test("check --probe --json prints one sample per line without spooling", async () => {
-  const exporter = startCountingExporter({ extra: 'node_temp{sensor="cpu"} 41.5' });
+  const exporter = startCountingExporter({ extraLines: ['node_temp{sensor="cpu"} 41.5'] });
   try {
     const dir = await Deno.makeTempDir();
     await Deno.mkdir(`${dir}/metrics.d`);

@@ -6,20 +6,16 @@
  * table is counted per scrape.
  */
 import assert from "node:assert/strict";
-import { destroyPostgres } from "../helpers/postgres.ts";
-import {
-  checkDelivery,
-  finalDrain,
-  sleep,
-  startCentral,
-  startCollector,
-  startRecordingExporter,
-  writeRig,
-} from "../helpers/rig.ts";
+import { finalDrain, sleep, startCollector } from "../../scripts/harness/collector.ts";
+import { startCentral } from "../../scripts/peers/central.ts";
+import { destroyPostgres } from "../../scripts/peers/postgres.ts";
+import { startCountingExporter } from "../../scripts/peers/prometheus_exporter.ts";
+import { checkDelivery } from "../../scripts/torture/delivery_check.ts";
+import { writeRig } from "../../scripts/torture/rig.ts";
 
 Deno.test("two overlapping promoted Prometheus entries store each exporter line once per scrape", async () => {
   const pg = await startCentral();
-  const exporter = startRecordingExporter({ series: 4 });
+  const exporter = startCountingExporter({ series: 4 });
   try {
     const rig = await writeRig({ pg, exporter, settings: { promoted_refresh_ms: 200 } });
     const url = `prometheus://127.0.0.1:${exporter.port}`;
@@ -44,7 +40,7 @@ Deno.test("two overlapping promoted Prometheus entries store each exporter line 
     );
     const admin = pg.admin("kwdb");
     await admin`INSERT INTO promoted_metrics (device_id, metric_id) VALUES ('exporter-1', 'prom_')`;
-    const collector = startCollector(rig.config);
+    const collector = startCollector(["run", rig.config]);
     try {
       for (let i = 0; i < 300 && exporter.served() < 15; i++) await sleep(100);
       assert.ok(exporter.served() >= 15, `${exporter.served()} scrapes: ${collector.logs().join("\n")}`);

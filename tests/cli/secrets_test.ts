@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { kwollector, sleep, spawnCollector } from "../helpers/collector.ts";
+import { kwollector, sleep, startCollector } from "../../scripts/harness/collector.ts";
 
 const COMMUNITY = "TopSecretCommunity";
 const PRIV = "PrivSecret99";
@@ -44,7 +44,9 @@ Deno.test("check names the bad SNMP entries by file and line without quoting a c
 
 Deno.test("run logs neither SNMP secrets nor a database password given in the environment", async () => {
   const config = await configWithBadSnmpUrls();
-  const collector = spawnCollector(["run", config, "--log_level", "debug"], { KWOLLECT_DB_PASSWORD: DB_PASSWORD });
+  const collector = startCollector(["run", config, "--log_level", "debug"], {
+    env: { KWOLLECT_DB_PASSWORD: DB_PASSWORD },
+  });
   await sleep(2500);
   const status = await collector.stop();
   assert.equal(status.code, 0, collector.logs().join("\n"));

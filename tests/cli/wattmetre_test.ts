@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { setupDatabase } from "../../src/central/setup.ts";
-import { destroyPostgres, startPostgres } from "../helpers/postgres.ts";
-import { pgConfig } from "../helpers/config.ts";
-import { kwollector } from "../helpers/collector.ts";
+import { destroyPostgres, startPostgres } from "../../scripts/peers/postgres.ts";
+import { pgConfig } from "../../scripts/harness/config.ts";
+import { kwollector } from "../../scripts/harness/collector.ts";
 
 /** wattmetre-read lines: debug fields, epoch seconds, OK, one power value per port. */
 function stream(seconds: number, ports: number, hz: number, start: number): string {

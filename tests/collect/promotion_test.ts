@@ -5,9 +5,9 @@ import { setupDatabase } from "../../src/central/setup.ts";
 import { PromotionFilter, PromotionRefresher } from "../../src/collect/promotion.ts";
 import { setLogLevel, setLogSink } from "../../src/log.ts";
 import { openSpool, type Spool } from "../../src/spool/spool.ts";
-import { pgConfig } from "../helpers/config.ts";
-import { entryFor } from "../helpers/entries.ts";
-import { destroyPostgres, startPostgres } from "../helpers/postgres.ts";
+import { pgConfig } from "../../scripts/harness/config.ts";
+import { entryFor } from "../../scripts/harness/entries.ts";
+import { destroyPostgres, startPostgres } from "../../scripts/peers/postgres.ts";
 
 const REFRESH_MS = 200;
 

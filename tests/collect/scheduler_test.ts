@@ -5,8 +5,8 @@ import type { MetricEntry } from "../../src/config/metrics_dir.ts";
 import type { Sample } from "../../src/sample.ts";
 import { PROTOCOLS } from "../../src/sources/registry.ts";
 import type { PollResult, Protocol } from "../../src/sources/source.ts";
-import { entryFor } from "../helpers/entries.ts";
-import { testConfig } from "../helpers/config.ts";
+import { entryFor } from "../../scripts/harness/entries.ts";
+import { testConfig } from "../../scripts/harness/config.ts";
 import { FakeClock } from "../helpers/fake_clock.ts";
 
 /**
@@ -16,6 +16,7 @@ import { FakeClock } from "../helpers/fake_clock.ts";
 function scriptedProtocol(clock: FakeClock, behaviour: Record<string, number | "dead" | { ignoresAbortMs: number }>) {
   const polls: { host: string; at: number; entries: string[] }[] = [];
   const protocol: Protocol = {
+    configKeys: [],
     validate: () => undefined,
     groupKey: (e) => `test://${e.target.host}`,
     endpoint: (e) => e.target.host,

@@ -13,10 +13,10 @@ import { setLogLevel, setLogSink } from "../../src/log.ts";
 import type { Sample } from "../../src/sample.ts";
 import { Telemetry } from "../../src/telemetry/telemetry.ts";
 import { CONDITIONS } from "../../src/telemetry/events.ts";
-import { testConfig } from "../helpers/config.ts";
-import { entryFor } from "../helpers/entries.ts";
-import { OIDS, startSnmpd } from "../helpers/snmpd.ts";
-import { startSnmpsim } from "../helpers/snmpsim.ts";
+import { testConfig } from "../../scripts/harness/config.ts";
+import { entryFor } from "../../scripts/harness/entries.ts";
+import { OIDS, startSnmpd } from "../../scripts/peers/snmpd.ts";
+import { startSnmpsim } from "../../scripts/peers/snmpsim.ts";
 
 const PERIOD_MS = 1000;
 const RUN_MS = 11_000;
@@ -30,8 +30,6 @@ function slotGaps(samples: { timestampMs: number }[]): number[] {
 
 Deno.test({
   name: "scheduler stores a sample every 2 s from a device answering in 1.5 s at 1 s, stamped when sent",
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: async () => {
     const agent = await startSnmpd();
     const sim = await startSnmpsim(["raritan-pdu_px3"]);

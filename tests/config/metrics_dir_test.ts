@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { DEFAULT_LIMITS, loadMetricsDir, parseMetricsText } from "../../src/config/metrics_dir.ts";
 import { parseMetricUrl, redactUrl } from "../../src/config/metric_url.ts";
 import { buildGroups } from "../../src/collect/groups.ts";
-import { testConfig } from "../helpers/config.ts";
-import { kwollector } from "../helpers/collector.ts";
+import { testConfig } from "../../scripts/harness/config.ts";
+import { kwollector } from "../../scripts/harness/collector.ts";
 import { loadGroupsForRun } from "../../src/cli/runtime.ts";
 import { setLogSink } from "../../src/log.ts";
 

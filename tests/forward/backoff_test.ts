@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Backoff } from "../../src/forward/backoff.ts";
 import { DEFAULTS } from "../../src/config/defaults.ts";
-import { prng } from "../torture/scenario.ts";
+import { prng } from "../../scripts/torture/scenario.ts";
 
 /** A `random` that returns the given values in turn. */
 function sequence(...values: number[]): () => number {

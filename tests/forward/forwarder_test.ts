@@ -7,9 +7,9 @@ import { setupDatabase } from "../../src/central/setup.ts";
 import type { Config } from "../../src/config/defaults.ts";
 import type { Sample } from "../../src/sample.ts";
 import { setLogSink } from "../../src/log.ts";
-import { destroyPostgres, type PgCluster, startPostgres } from "../helpers/postgres.ts";
-import { pgConfig } from "../helpers/config.ts";
-import { startCutProxy } from "../helpers/cut_proxy.ts";
+import { COMMIT_COMPLETE, destroyPostgres, type PgCluster, startPostgres } from "../../scripts/peers/postgres.ts";
+import { pgConfig } from "../../scripts/harness/config.ts";
+import { startLinkCutter } from "../../scripts/peers/link_cutter.ts";
 
 const pgReady = startPostgres({ timescaledb: false }).then(async (pg) => {
   const dir = await Deno.makeTempDir();
@@ -70,13 +70,13 @@ Deno.test("forwarder lands each batch once, with a ledger row covering its seqs"
 
 Deno.test("forwarder recognises a batch whose COMMIT acknowledgement was lost and duplicates nothing", async () => {
   const pg = await pgReady;
-  const proxy = startCutProxy(pg.port);
+  const proxy = startLinkCutter({ port: pg.port });
   const logs = quietLogs();
   try {
     const { config, spool, admin } = await fixture(pg, { db_port: proxy.port, forward_batch_rows: 500 });
     await spool.writer.append(samples(1200));
     const fwd = new Forwarder({ lease: spool.lease, endpoint: endpointOf(config), config });
-    proxy.armCommitCut();
+    proxy.cutWhenServerSends(COMMIT_COMPLETE);
     assert.equal(await fwd.drain({ deadlineMs: performance.now() + 30_000 }), true);
     await fwd.close();
     assert.equal(proxy.cuts(), 1, "the acknowledgement of one COMMIT was cut");

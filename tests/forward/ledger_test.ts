@@ -13,8 +13,8 @@ import { setLogSink } from "../../src/log.ts";
 import type { Sample } from "../../src/sample.ts";
 import { openSpool, type Spool } from "../../src/spool/spool.ts";
 import { Telemetry } from "../../src/telemetry/telemetry.ts";
-import { pgConfig } from "../helpers/config.ts";
-import { destroyPostgres, type PgCluster, startPostgres } from "../helpers/postgres.ts";
+import { pgConfig } from "../../scripts/harness/config.ts";
+import { destroyPostgres, type PgCluster, startPostgres } from "../../scripts/peers/postgres.ts";
 
 const pgReady = startPostgres({ timescaledb: false }).then(async (pg) => {
   const dir = await Deno.makeTempDir();

@@ -7,8 +7,8 @@ import { setupDatabase } from "../../src/central/setup.ts";
 import type { Config } from "../../src/config/defaults.ts";
 import type { Sample } from "../../src/sample.ts";
 import { setLogLevel, setLogSink } from "../../src/log.ts";
-import { destroyPostgres, type PgCluster, startPostgres } from "../helpers/postgres.ts";
-import { pgConfig } from "../helpers/config.ts";
+import { destroyPostgres, type PgCluster, startPostgres } from "../../scripts/peers/postgres.ts";
+import { pgConfig } from "../../scripts/harness/config.ts";
 
 /**
  * What the forwarder does when delivery resumes: which samples go first after a restart or an

@@ -5,7 +5,7 @@ import { spoolOptions } from "../../src/cli/runtime.ts";
 import { endpointOf, type Sql } from "../../src/central/connect.ts";
 import { setLogSink } from "../../src/log.ts";
 import { FakeClock, settle } from "../helpers/fake_clock.ts";
-import { testConfig } from "../helpers/config.ts";
+import { testConfig } from "../../scripts/harness/config.ts";
 
 /**
  * The pace of the forwarder's attempts, on fake time. The central side is a connection whose

@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { connect } from "../../src/central/connect.ts";
 import { setupDatabase } from "../../src/central/setup.ts";
 import { IDLE_IN_TRANSACTION_MS, limitStatements, sessionParameters } from "../../src/forward/session.ts";
-import { destroyPostgres, startPostgres } from "../helpers/postgres.ts";
-import { pgConfig, testConfig } from "../helpers/config.ts";
+import { destroyPostgres, startPostgres } from "../../scripts/peers/postgres.ts";
+import { pgConfig, testConfig } from "../../scripts/harness/config.ts";
 
 /**
  * The forwarder's central session (src/forward/session.ts), against a real PostgreSQL set up by

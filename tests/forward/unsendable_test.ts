@@ -10,9 +10,9 @@ import { endpointOf, type Sql } from "../../src/central/connect.ts";
 import { setupDatabase } from "../../src/central/setup.ts";
 import type { Sample } from "../../src/sample.ts";
 import { setLogLevel, setLogSink } from "../../src/log.ts";
-import { destroyPostgres, startPostgres } from "../helpers/postgres.ts";
-import { pgConfig } from "../helpers/config.ts";
-import { mountSmallFs } from "../helpers/small_fs.ts";
+import { destroyPostgres, startPostgres } from "../../scripts/peers/postgres.ts";
+import { pgConfig } from "../../scripts/harness/config.ts";
+import { mountSmallFs } from "../../scripts/peers/small_fs.ts";
 
 function samples(n: number, from = 0): Sample[] {
   return Array.from({ length: n }, (_, i) => ({

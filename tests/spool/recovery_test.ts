@@ -11,7 +11,7 @@ import { openSpoolLease, openSpoolView, type Spool } from "../../src/spool/spool
 import { listAside } from "../../src/spool/aside.ts";
 import { SpoolError, spoolTrouble } from "../../src/spool/errors.ts";
 import { setLogSink } from "../../src/log.ts";
-import { mountSmallFs } from "../helpers/small_fs.ts";
+import { mountSmallFs } from "../../scripts/peers/small_fs.ts";
 import { open, readAll, samples, tempSpoolPath } from "./fixtures/spool.ts";
 
 /** Captures the log lines of `fn`. */

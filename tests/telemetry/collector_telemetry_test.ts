@@ -6,10 +6,10 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { setupDatabase } from "../../src/central/setup.ts";
 import { openSpool } from "../../src/spool/spool.ts";
-import { pgConfig } from "../helpers/config.ts";
-import { sleep, spawnCollector } from "../helpers/collector.ts";
-import { startCountingExporter } from "../helpers/exporter.ts";
-import { destroyPostgres, freePort, startPostgres } from "../helpers/postgres.ts";
+import { pgConfig } from "../../scripts/harness/config.ts";
+import { sleep, startCollector } from "../../scripts/harness/collector.ts";
+import { startCountingExporter } from "../../scripts/peers/prometheus_exporter.ts";
+import { destroyPostgres, freePort, startPostgres } from "../../scripts/peers/postgres.ts";
 
 async function writeRig(
   entries: { name: string; url: string; every: number }[],
@@ -61,8 +61,6 @@ async function scrape(port: number): Promise<Map<string, number>> {
 
 Deno.test({
   name: "collector stores its health as samples of its edge_id and serves the same figures on metrics_listen",
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: async () => {
     const pg = await startPostgres({ timescaledb: false });
     const exporter = startCountingExporter();
@@ -86,7 +84,7 @@ Deno.test({
         },
       );
       await setupDatabase(pgConfig(pg, dir));
-      const collector = spawnCollector(["run", config]);
+      const collector = startCollector(["run", config]);
       await sleep(4000);
       const scraped = await scrape(listenPort);
       const other = await fetch(`http://127.0.0.1:${listenPort}/other`);
@@ -146,14 +144,12 @@ Deno.test({
 
 Deno.test({
   name: "outage budget hours predict within 10% how many samples fit before a full spool starts dropping",
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: async () => {
     // 1,000 series scraped 4 times a second fill a 2 MiB spool in about 20 s. The prediction is
     // checked in samples (hours × the ingest rate it was computed with, against the samples the
     // spool took until it was full), so a loaded machine that polls more slowly changes nothing.
     const series = Array.from({ length: 1000 }, (_, i) => `load{slot="${i}"} ${i}.5`).join("\n");
-    const exporter = startCountingExporter({ extra: `# TYPE load gauge\n${series}` });
+    const exporter = startCountingExporter({ extraLines: [`# TYPE load gauge\n${series}`] });
     const listenPort = freePort();
     const closedPort = freePort();
     try {
@@ -169,7 +165,7 @@ Deno.test({
         },
       );
       ageSpool(`${dir}/spool/spool.db`);
-      const collector = spawnCollector(["run", config]);
+      const collector = startCollector(["run", config]);
       let measured: { rows: number; predictedSamples: number } | undefined;
       let mostRows = 0;
       let full = false;

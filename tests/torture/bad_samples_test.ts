@@ -1,13 +1,8 @@
-import { ciSize } from "./scenario.ts";
-import assert from "node:assert/strict";
-import { runBadSamples } from "./bad_samples.ts";
+import { runBadSamples } from "../../scripts/torture/bad_samples.ts";
+import { scenarioTest } from "./ci_case.ts";
 
-Deno.test({
-  name: "samples with impossible timestamps are refused or set aside alone, and every other sample arrives once",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    const result = await runBadSamples(ciSize("bad-samples"));
-    assert.ok(result.passed, JSON.stringify(result, null, 1));
-  },
-});
+scenarioTest(
+  "samples with impossible timestamps are refused or set aside alone, and every other sample arrives once",
+  "bad-samples",
+  runBadSamples,
+);

@@ -1,6 +1,6 @@
-import { ciSize } from "./scenario.ts";
+import { ciSize } from "../../scripts/torture/scenario.ts";
 import assert from "node:assert/strict";
-import { runDiskFull } from "./disk_full.ts";
+import { runDiskFull } from "../../scripts/torture/disk_full.ts";
 
 Deno.test("collector survives a full spool disk, logs it once, resumes by itself and loses only what it counts", async () => {
   const result = await runDiskFull(ciSize("disk-full"));

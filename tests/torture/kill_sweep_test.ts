@@ -1,15 +1,13 @@
-import { ciSize } from "./scenario.ts";
 import assert from "node:assert/strict";
-import { KILL_PHASES, runKillSweep } from "./kill_sweep.ts";
+import { KILL_PHASES, runKillSweep } from "../../scripts/torture/kill_sweep.ts";
+import { scenarioTest } from "./ci_case.ts";
 
-Deno.test({
-  name: "collector killed with SIGKILL 24 times at aimed points loses no committed sample and duplicates none",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    const result = await runKillSweep(ciSize("kill-sweep"));
-    assert.ok(result.passed, JSON.stringify(result, null, 1));
+scenarioTest(
+  "collector killed with SIGKILL 24 times at aimed points loses no committed sample and duplicates none",
+  "kill-sweep",
+  runKillSweep,
+  (result) => {
     assert.equal(result.counts.kills, 24);
     for (const phase of KILL_PHASES) assert.equal(result.counts[`kills.${phase}`], 3);
   },
-});
+);

@@ -1,14 +1,12 @@
-import { ciSize } from "./scenario.ts";
 import assert from "node:assert/strict";
-import { runOutageRestarts } from "./outage_restarts.ts";
+import { runOutageRestarts } from "../../scripts/torture/outage_restarts.ts";
+import { scenarioTest } from "./ci_case.ts";
 
-Deno.test({
-  name: "collector restarted 6 times while PostgreSQL is down delivers the whole backlog exactly once",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    const result = await runOutageRestarts(ciSize("outage-restarts"));
-    assert.ok(result.passed, JSON.stringify(result, null, 1));
+scenarioTest(
+  "collector restarted 6 times while PostgreSQL is down delivers the whole backlog exactly once",
+  "outage-restarts",
+  runOutageRestarts,
+  (result) => {
     assert.equal(Number(result.counts.sigterm) + Number(result.counts.sigkill), 6);
   },
-});
+);

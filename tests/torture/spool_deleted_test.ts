@@ -1,13 +1,8 @@
-import { ciSize } from "./scenario.ts";
-import assert from "node:assert/strict";
-import { runSpoolDeleted } from "./spool_deleted.ts";
+import { runSpoolDeleted } from "../../scripts/torture/spool_deleted.ts";
+import { scenarioTest } from "./ci_case.ts";
 
-Deno.test({
-  name: "spool file deleted three times under the running collector is written back and loses nothing",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    const result = await runSpoolDeleted(ciSize("spool-deleted"));
-    assert.ok(result.passed, JSON.stringify(result, null, 1));
-  },
-});
+scenarioTest(
+  "spool file deleted three times under the running collector is written back and loses nothing",
+  "spool-deleted",
+  runSpoolDeleted,
+);

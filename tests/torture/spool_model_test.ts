@@ -1,6 +1,6 @@
-import { ciSize } from "./scenario.ts";
+import { ciSize } from "../../scripts/torture/scenario.ts";
 import assert from "node:assert/strict";
-import { runSpoolModel } from "./spool_model.ts";
+import { runSpoolModel } from "../../scripts/torture/spool_model.ts";
 
 Deno.test("spool matches its model through random appends, acks, drops, reopens and SIGKILLs (fixed seeds)", async () => {
   const result = await runSpoolModel(ciSize("spool-model"));

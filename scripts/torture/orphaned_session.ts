@@ -1,0 +1,202 @@
+/**
+ * Power loss in the middle of a batch (issue 11, item 4): the collector runs in a network
+ * namespace (scripts/peers/netns.ts) and stops itself at a failpoint inside a batch's central
+ * transaction, after the claim took the spool's ledger lock: either between two statements
+ * (`before-copy`: its backend idles in the transaction) or inside COPY (`mid-copy`: its backend
+ * waits for data). The test then cuts the namespace's link, kills the collector and deletes the
+ * namespace: the server never hears a FIN, and its backend keeps the lock. A new collector
+ * starts on the same spool in a new namespace, with a new address (as after a reboot that
+ * changed nothing on the central side), and must:
+ *
+ * - resume delivery within a minute of the power loss: the server drops the orphan by itself
+ *   (idle_in_transaction_session_timeout between statements, TCP keepalives inside COPY: see
+ *   src/forward/session.ts), which pg.log must show;
+ * - wait for the lock without piling up backends: at most the orphan and one backend of the new
+ *   collector at any time, at most one of them waiting on a lock;
+ * - log the wait as a lock held by another session, never as an unreachable database;
+ * - and in the end every committed sample is central exactly once.
+ */
+import { finalDrain, sleep } from "../harness/collector.ts";
+import { createPrivateNetwork, type Edge } from "../peers/netns.ts";
+import type { PgCluster } from "../peers/postgres.ts";
+import { deliveryCounts } from "./delivery_check.ts";
+import { type Life, pollFailed, unexpectedLogLines } from "./lives.ts";
+import { TortureRun } from "./run.ts";
+import type { ScenarioResult, ScenarioSize } from "./scenario.ts";
+
+const SERIES = 10;
+const RESUME_WITHIN_MS = 60_000;
+const POINTS = ["before-copy", "mid-copy"] as const;
+/** How pg.log says the server dropped the orphan, per failpoint. */
+const FREED_BY: Record<(typeof POINTS)[number], RegExp> = {
+  "before-copy": /terminating connection due to idle-in-transaction timeout/g,
+  "mid-copy": /could not receive data from client: Connection timed out/g,
+};
+
+async function isStopped(pid: number): Promise<boolean> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`).catch(() => "");
+  return stat.slice(stat.lastIndexOf(")") + 2).startsWith("T");
+}
+
+interface Backend {
+  pid: number;
+  client: string | null;
+  waiting: boolean;
+  locked: boolean;
+}
+
+async function forwarderBackends(pg: PgCluster): Promise<Backend[]> {
+  const admin = pg.admin("kwdb");
+  try {
+    return await admin<Backend[]>`
+      SELECT a.pid, host(a.client_addr) AS client, a.wait_event_type = 'Lock' AS waiting,
+             EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted) AS locked
+      FROM pg_stat_activity a WHERE a.application_name = 'kwollector forwarder'`;
+  } finally {
+    await admin.end();
+  }
+}
+
+async function dataCommitsSince(pg: PgCluster, wallMs: number): Promise<number> {
+  const admin = pg.admin("kwdb");
+  try {
+    const [row] = await admin<{ n: number }[]>`
+      SELECT count(*)::int AS n FROM kwollect_ledger WHERE kind = 'data' AND committed_at > ${new Date(wallMs)}`;
+    return row!.n;
+  } finally {
+    await admin.end();
+  }
+}
+
+export async function runOrphanedSession(size: ScenarioSize): Promise<ScenarioResult> {
+  await using run = new TortureRun(size, { powerLosses: size.iterations });
+  const { random, problems, notes, counts } = run;
+  const net = run.own(await createPrivateNetwork(), (net) => net.close());
+  const pg = await run.central({ network: { address: net.centralIp, clients: net.edges } });
+  const exporter = run.exporter({ series: SERIES, hostname: net.centralIp });
+  const rig = await run.rig({
+    pg,
+    exporter,
+    sslmode: "require",
+    settings: { db_host: net.centralIp, forward_batch_rows: 1000 },
+  });
+  const lives: Life[] = [];
+  const lifeLogs: string[][] = [];
+  const unexpected: string[] = [];
+  const resumeMs: number[] = [];
+  const freedMs: number[] = [];
+  const perPoint: Record<string, number> = { "before-copy": 0, "mid-copy": 0 };
+  let mostBackends = 0;
+  let mostWaiting = 0;
+  const failpointEnv = (i: number): Record<string, string> =>
+    i < size.iterations ? { KWOLLECTOR_FAILPOINT: `${POINTS[i % 2]}@${3 + Math.floor(random() * 5)}:stop` } : {};
+  let edge: Edge = await net.addEdge();
+  let collector = run.collector(rig.config, { netns: edge.name, env: failpointEnv(0) });
+  let first = exporter.served() + 1;
+
+  for (let i = 0; i < size.iterations; i++) {
+    const point = POINTS[i % 2]!;
+    perPoint[point]!++;
+    // The collector stops itself inside a batch.
+    const pid = await collector.pid();
+    let frozen = false;
+    for (let waited = 0; waited < 60_000 && !frozen; waited += 50) {
+      frozen = await isStopped(pid);
+      if (!frozen) await sleep(50);
+    }
+    if (!frozen) {
+      problems.push(`power loss ${i}: the collector never reached failpoint ${point}`);
+      break;
+    }
+    const orphans = (await forwarderBackends(pg)).filter((b) => b.client === edge.ip);
+    const orphan = orphans.find((b) => b.locked);
+    if (!orphan) {
+      problems.push(
+        `power loss ${i}: the stopped collector's session holds no ledger lock (${JSON.stringify(orphans)})`,
+      );
+    }
+    // Power loss: nothing leaves the edge any more, then the collector and its kernel state vanish.
+    await edge.cut();
+    await collector.stop("SIGKILL");
+    await edge.remove();
+    const lostAt = performance.now();
+    const lostAtWall = Date.now();
+    const logs = collector.logs();
+    lifeLogs.push(logs);
+    lives.push({ first, last: exporter.served(), stop: "SIGKILL", pollFailed: pollFailed(logs) });
+    unexpected.push(...unexpectedLogLines(logs));
+
+    // The next life, on a new edge.
+    edge = await net.addEdge();
+    collector = run.collector(rig.config, { netns: edge.name, env: failpointEnv(i + 1) });
+    first = exporter.served() + 1;
+    let freed: number | undefined;
+    let resumed: number | undefined;
+    while (performance.now() - lostAt < RESUME_WITHIN_MS * 1.5 && (freed === undefined || resumed === undefined)) {
+      const backends = await forwarderBackends(pg);
+      mostBackends = Math.max(mostBackends, backends.length);
+      mostWaiting = Math.max(mostWaiting, backends.filter((b) => b.waiting).length);
+      if (freed === undefined && !backends.some((b) => b.pid === orphan?.pid)) freed = performance.now() - lostAt;
+      if (resumed === undefined && await dataCommitsSince(pg, lostAtWall) > 0) resumed = performance.now() - lostAt;
+      await sleep(200);
+    }
+    if (freed === undefined) problems.push(`power loss ${i} (${point}): the orphaned session was never dropped`);
+    else freedMs.push(freed);
+    if (resumed === undefined || resumed > RESUME_WITHIN_MS) {
+      problems.push(`power loss ${i} (${point}): delivery did not resume within ${RESUME_WITHIN_MS / 1000} s`);
+    }
+    if (resumed !== undefined) resumeMs.push(resumed);
+  }
+
+  // The last life polls a little more, then stops and the rest is flushed.
+  await sleep(2000);
+  const lastLogs = collector.logs();
+  problems.push(...await finalDrain(collector, rig.config));
+  lifeLogs.push(lastLogs);
+  lives.push({ first, last: exporter.served(), stop: "SIGTERM", pollFailed: pollFailed(lastLogs) });
+  unexpected.push(...unexpectedLogLines(lastLogs));
+
+  // What each restarted collector said while it waited for the orphan's lock.
+  let lockWaitsLogged = 0;
+  for (const [k, logs] of lifeLogs.entries()) {
+    if (k === 0) continue;
+    if (logs.some((l) => l.includes("Central database lock held by another session"))) lockWaitsLogged++;
+    else problems.push(`life ${k} never logged the held lock it waited for`);
+    const wrong = logs.filter((l) => /unreachable|did not answer/.test(l));
+    if (wrong.length) problems.push(`life ${k} reported a lock wait as an outage: ${wrong[0]}`);
+  }
+  counts.lockWaitsLogged = lockWaitsLogged;
+  const pgLog = await Deno.readTextFile(`${pg.dir}/pg.log`);
+  for (const point of POINTS) {
+    const seen = pgLog.match(FREED_BY[point])?.length ?? 0;
+    counts[`droppedBy.${point === "before-copy" ? "idleInTransactionTimeout" : "keepalive"}`] = seen;
+    if (seen < perPoint[point]!) {
+      problems.push(
+        `${perPoint[point]} power losses at ${point}, pg.log shows ${seen} sessions dropped by ${
+          FREED_BY[point].source
+        }`,
+      );
+    }
+  }
+  const check = await run.checkDelivery(pg, rig.spoolPath, exporter, {
+    lives,
+    problem: "served values missing with no power loss to explain them",
+  });
+  if (mostBackends > 2) problems.push(`${mostBackends} forwarder backends at once: retries piled up`);
+  if (mostWaiting > 1) problems.push(`${mostWaiting} forwarder backends waiting on a lock at once`);
+  Object.assign(counts, {
+    resumeMaxS: Math.round(Math.max(0, ...resumeMs) / 100) / 10,
+    orphanDroppedMaxS: Math.round(Math.max(0, ...freedMs) / 100) / 10,
+    mostForwarderBackends: mostBackends,
+    mostWaitingOnLock: mostWaiting,
+    ...deliveryCounts(check),
+  });
+  if (unexpected.length) notes.push(`Unexpected log lines: ${unexpected.slice(0, 5).join(" | ")}`);
+  return run.result({
+    name: "power loss mid-batch",
+    fault: `the collector stopped inside a batch's transaction after its claim (between statements and inside COPY), ` +
+      `its network namespace cut and deleted, ${size.iterations} times; a new collector started on the spool`,
+    criteria: "delivery resumes within 60 s of each power loss (the server drops the orphaned session), at most one " +
+      "waiting backend per collector, the wait logged as a held lock, every committed sample central exactly once",
+  });
+}

@@ -1,0 +1,164 @@
+import { parseNumber } from "../../sample.ts";
+
+/** One sample line of the Prometheus text exposition format. */
+export interface PromSample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+  /** Exposition timestamp in ms, when the line has one. */
+  timestampMs?: number;
+  line: number;
+}
+
+/** A malformed line, with its number and the reason; it does not stop the parse. */
+export interface LineError {
+  line: number;
+  message: string;
+}
+
+/** Where the parser hands each sample and each malformed line, in the order of the text. */
+export interface ParseSink {
+  sample(s: PromSample): void;
+  error(e: LineError): void;
+}
+
+/**
+ * Longest line the parser holds while waiting for its end, in characters. A longer line is
+ * reported as malformed and skipped as it streams by, so an exporter that never sends a newline
+ * costs this much memory, not its whole body. Real lines are far shorter (a sample with a dozen
+ * labels is a few hundred characters).
+ */
+export const MAX_LINE_CHARS = 65_536;
+
+const NAME_RE = /^[a-zA-Z_:][a-zA-Z0-9_:]*/;
+const LABEL_NAME_RE = /[a-zA-Z_][a-zA-Z0-9_]*/y;
+
+/**
+ * Parses the text exposition format (version 0.0.4, and the sample lines of OpenMetrics):
+ * comments, HELP and TYPE lines, label values with `\\`, `\"` and `\n` escapes, NaN/+Inf/-Inf
+ * values and optional timestamps. `wanted`, when given, keeps only samples with those names.
+ *
+ * Incremental: the body is pushed in pieces as it arrives and each line is parsed as soon as it
+ * is complete, so the parser holds at most one unfinished line (MAX_LINE_CHARS), never the body.
+ */
+export class PrometheusTextParser {
+  #wanted: ReadonlySet<string> | undefined;
+  #pending = "";
+  /** The current line is too long: it was reported and its rest is skipped up to its newline. */
+  #skipping = false;
+  #lineNo = 0;
+
+  constructor(wanted?: ReadonlySet<string>) {
+    this.#wanted = wanted;
+  }
+
+  /** Parses every line `text` completes; its unfinished last line waits for the next push. */
+  push(text: string, sink: ParseSink): void {
+    let start = 0;
+    for (;;) {
+      const end = text.indexOf("\n", start);
+      if (end < 0) break;
+      if (this.#skipping) this.#skipping = false;
+      else this.#line(this.#pending + text.slice(start, end), sink);
+      this.#pending = "";
+      this.#lineNo++;
+      start = end + 1;
+    }
+    if (this.#skipping) return;
+    this.#pending += text.slice(start);
+    if (this.#pending.length > MAX_LINE_CHARS) {
+      sink.error({ line: this.#lineNo + 1, message: `Line longer than ${MAX_LINE_CHARS} characters` });
+      this.#pending = "";
+      this.#skipping = true;
+    }
+  }
+
+  /** Parses the last line when the text does not end with a newline. */
+  end(sink: ParseSink): void {
+    if (!this.#skipping && this.#pending !== "") this.#line(this.#pending, sink);
+    this.#pending = "";
+    this.#skipping = false;
+  }
+
+  /** Parses line number #lineNo + 1. */
+  #line(raw: string, sink: ParseSink): void {
+    const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
+    const trimmed = line.trimStart();
+    if (trimmed === "" || trimmed.startsWith("#")) return;
+    const lineNo = this.#lineNo + 1;
+    const nameMatch = NAME_RE.exec(trimmed);
+    if (!nameMatch) {
+      sink.error({ line: lineNo, message: `Invalid metric name in '${trimmed.slice(0, 80)}'` });
+      return;
+    }
+    const name = nameMatch[0];
+    if (this.#wanted && !this.#wanted.has(name)) return;
+    const parsed = parseRest(trimmed, name.length);
+    if ("error" in parsed) sink.error({ line: lineNo, message: `${parsed.error} in '${trimmed.slice(0, 80)}'` });
+    else sink.sample({ name, line: lineNo, ...parsed });
+  }
+}
+
+function parseRest(
+  line: string,
+  pos: number,
+): { labels: Record<string, string>; value: number; timestampMs?: number } | { error: string } {
+  const labels: Record<string, string> = {};
+  let i = pos;
+  if (line[i] === "{") {
+    i++;
+    /** Position of the next backslash at or after i (-1: none left), so values are copied in runs. */
+    let escapeAt = line.indexOf("\\", i);
+    for (;;) {
+      while (line[i] === " " || line[i] === "\t") i++;
+      if (line[i] === "}") {
+        i++;
+        break;
+      }
+      LABEL_NAME_RE.lastIndex = i;
+      const m = LABEL_NAME_RE.exec(line);
+      if (!m) return { error: "Invalid label name" };
+      const labelName = m[0];
+      i += labelName.length;
+      while (line[i] === " ") i++;
+      if (line[i] !== "=") return { error: `Expected '=' after label ${labelName}` };
+      i++;
+      while (line[i] === " ") i++;
+      if (line[i] !== '"') return { error: `Expected '"' to open the value of label ${labelName}` };
+      i++;
+      let value = "";
+      for (;;) {
+        if (escapeAt >= 0 && escapeAt < i) escapeAt = line.indexOf("\\", i);
+        const quote = line.indexOf('"', i);
+        if (quote < 0) return { error: `Unterminated value of label ${labelName}` };
+        if (escapeAt < 0 || quote < escapeAt) {
+          value += line.slice(i, quote);
+          i = quote + 1;
+          break;
+        }
+        value += line.slice(i, escapeAt);
+        const n = line[escapeAt + 1];
+        if (n === "n") value += "\n";
+        else if (n === "\\") value += "\\";
+        else if (n === '"') value += '"';
+        else value += "\\" + (n ?? "");
+        i = escapeAt + 2;
+      }
+      labels[labelName] = value;
+      while (line[i] === " ") i++;
+      if (line[i] === ",") i++;
+      else if (line[i] !== "}") return { error: `Expected ',' or '}' after label ${labelName}` };
+    }
+  }
+  const rest = line.slice(i).trim().split(/[ \t]+/);
+  const valueText = rest[0];
+  if (valueText === undefined || valueText === "") return { error: "Missing value" };
+  const value = parseNumber(valueText);
+  if (Number.isNaN(value) && valueText !== "NaN") return { error: `Invalid value '${valueText}'` };
+  if (rest.length > 1) {
+    const ts = Number(rest[1]);
+    if (!Number.isFinite(ts)) return { error: `Invalid timestamp '${rest[1]}'` };
+    return { labels, value, timestampMs: ts };
+  }
+  return { labels, value };
+}

@@ -1,0 +1,35 @@
+/**
+ * The layout that makes adding a protocol one folder, one registry line and one test file
+ * (docs/DESIGN.md, "How to add a protocol"): src/sources/ holds the Source interface, the
+ * registry and one folder per protocol, and each folder's protocol is proven by a test file that
+ * runs the shared conformance suite.
+ */
+import assert from "node:assert/strict";
+
+const SOURCES = new URL("../../src/sources/", import.meta.url);
+const TESTS = new URL("./", import.meta.url);
+
+function entries(dir: URL): Deno.DirEntry[] {
+  return [...Deno.readDirSync(dir)].sort((a, b) => a.name.localeCompare(b.name));
+}
+
+const folders = entries(SOURCES).filter((e) => e.isDirectory).map((e) => e.name);
+
+Deno.test("src/sources holds the Source interface, the registry and one folder per protocol, each registered", () => {
+  const files = entries(SOURCES).filter((e) => e.isFile).map((e) => e.name);
+  assert.deepEqual(files, ["registry.ts", "source.ts"]);
+  assert.ok(folders.length >= 5, `protocol folders: ${folders.join(", ")}`);
+  const registry = Deno.readTextFileSync(new URL("registry.ts", SOURCES));
+  for (const folder of folders) {
+    assert.match(registry, new RegExp(`from "\\./${folder}/${folder}\\.ts"`), `the registry does not import ${folder}`);
+  }
+});
+
+Deno.test("every protocol folder has a test file that runs the conformance suite against its peer", () => {
+  for (const folder of folders) {
+    const file = new URL(`${folder}/${folder}_test.ts`, TESTS);
+    const text = Deno.readTextFileSync(file);
+    assert.match(text, /from "\.\.\/conformance\.ts"/, `${file.pathname} does not import the conformance suite`);
+    assert.match(text, /\bconformance\(/, `${file.pathname} does not run the conformance suite`);
+  }
+});
