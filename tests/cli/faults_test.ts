@@ -113,8 +113,11 @@ Deno.test({
         }
       }
       assert.equal(failpointKills, 8);
+      // A last life long enough for the exporter to have served 120 scrapes in all, however slow
+      // the machine made the short lives above (a life killed before its first poll adds none).
       const last = startCollector(["run", config]);
       await sleep(1500);
+      for (let waited = 0; exporter.served() < 120 && waited < 30_000; waited += 100) await sleep(100);
       assert.equal((await last.stop()).code, 0);
       const flush = await kwollector(["flush", config, "--timeout_s", "30"]);
       assert.equal(flush.code, 0, flush.stderr);
