@@ -9,11 +9,13 @@ import type { TlsPins } from "../spool/tls_pins.ts";
 import { type Clock, deadline, DeadlineError, type TimerId } from "../clock.ts";
 import type { PollGroup } from "./groups.ts";
 import {
+  COLLECTOR_LATE,
   DEVICE_BEHIND,
   DEVICE_FAILING,
   ENTRY_ERROR,
   ENTRY_FAILING,
   POLL_FAILED,
+  POLL_MISSED,
   POLL_OK,
   POLL_SKIPPED,
   SAMPLES_LOST,
@@ -34,6 +36,11 @@ import { Telemetry } from "../telemetry/telemetry.ts";
  * go of its request) is still running, the group's slots are skipped and counted, so a device
  * that answers in 1.5 s at a 1 s period gives a sample every 2 s. Every group has its own timer
  * and timeout, so one slow or dead device never delays another.
+ *
+ * Every slot of the grid is accounted for, once: polled (ok or failed), skipped (the previous
+ * poll still running) or missed (its timer fired a period or more late: the process was stalled
+ * or starved of CPU, and the group resumes at the next slot due). Before the first grid slot,
+ * which comes at least half a period after the poll at start, there is none to count.
  *
  * One stored sample per series and poll: when entries of a group select overlapping values (two
  * Prometheus entries naming the same metric, the same OID and labels twice), each (device,
@@ -57,13 +64,15 @@ export interface GroupCounters {
   pollsOk: number;
   pollsFailed: number;
   pollsSkipped: number;
+  /** Slots that passed while the process was late (the timer fired a period or more after them). */
+  pollsMissed: number;
   samples: number;
   samplesAcknowledged: number;
   samplesLost: number;
   entryErrors: number;
 }
 
-/** A device behind schedule is back on it after this long without a skipped slot. */
+/** A device behind schedule (or a late collector) is back on it after this long without a skipped (missed) slot. */
 const BEHIND_QUIET_MS = 60_000;
 
 interface GroupState {
@@ -90,6 +99,8 @@ export class Scheduler {
   #deliveries = new Set<Promise<void>>();
   #originMono = 0;
   #telemetry: Telemetry;
+  /** Monotonic time of the last missed slot, any group. */
+  #lastMissAtMs = -Infinity;
 
   constructor(opts: SchedulerOptions) {
     this.#opts = opts;
@@ -110,6 +121,7 @@ export class Scheduler {
           pollsOk: 0,
           pollsFailed: 0,
           pollsSkipped: 0,
+          pollsMissed: 0,
           samples: 0,
           samplesAcknowledged: 0,
           samplesLost: 0,
@@ -163,9 +175,19 @@ export class Scheduler {
     const now = clock.monotonic() - this.#originMono;
     // Timers may fire up to a millisecond early: never arm a slot that was already armed.
     const k = Math.max(s.lastSlot + 1, Math.floor((now + minDelayMs - s.phaseMs) / period) + 1);
+    // Slots between the one just handled and the next armed passed while the timer was late.
+    if (Number.isFinite(s.lastSlot) && k > s.lastSlot + 1) this.#missed(s, k - s.lastSlot - 1);
     s.lastSlot = k;
     const next = s.phaseMs + k * period;
     s.timer = clock.setTimeout(() => this.#slot(s), next - now);
+  }
+
+  #missed(s: GroupState, n: number): void {
+    const t = this.#telemetry;
+    s.counters.pollsMissed += n;
+    this.#lastMissAtMs = this.#opts.clock.monotonic();
+    t.emit(POLL_MISSED, { group: s.group.name, slots: n }, { labels: { protocol: s.group.scheme }, n });
+    t.begin(COLLECTOR_LATE, "scheduler", { group: s.group.name, slots: n });
   }
 
   #slot(s: GroupState): void {
@@ -173,6 +195,11 @@ export class Scheduler {
     if (!this.#running) return;
     const t = this.#telemetry;
     const now = this.#opts.clock.monotonic();
+    if (now - this.#lastMissAtMs >= BEHIND_QUIET_MS) {
+      t.end(COLLECTOR_LATE, "scheduler", {
+        missed_total: this.#states.reduce((sum, g) => sum + g.counters.pollsMissed, 0),
+      });
+    }
     if (s.inFlight) {
       s.counters.pollsSkipped++;
       s.lastSkipAtMs = now;

@@ -9,7 +9,7 @@ import type { ConditionSpec, EventSpec, GaugeSpec } from "./telemetry.ts";
 // Polling (labels: protocol).
 export const POLL_OK: EventSpec = {
   counter: "kwollector_polls_total",
-  help: "Device polls by protocol and result (ok, failed, skipped)",
+  help: "Device poll slots by protocol and result (ok, failed, skipped, missed)",
   labels: { result: "ok" },
   level: "debug",
   message: "Poll done",
@@ -19,6 +19,11 @@ export const POLL_SKIPPED: EventSpec = {
   ...POLL_OK,
   labels: { result: "skipped" },
   message: "Poll slot skipped: the previous poll is still running",
+};
+export const POLL_MISSED: EventSpec = {
+  ...POLL_OK,
+  labels: { result: "missed" },
+  message: "Poll slots missed: the collector was late",
 };
 export const SAMPLES_POLLED: EventSpec = {
   counter: "kwollector_samples_polled_total",
@@ -49,6 +54,12 @@ export const DEVICE_BEHIND: ConditionSpec = {
   level: "warning",
   started: "Device slower than its period: skipping poll slots",
   ended: "Device back on schedule",
+};
+export const COLLECTOR_LATE: ConditionSpec = {
+  name: "collector_late",
+  level: "warning",
+  started: "Collector late: poll slots missed",
+  ended: "Collector back on time",
 };
 export const ENTRY_FAILING: ConditionSpec = {
   name: "metric_entry_failing",
@@ -259,6 +270,7 @@ export const LAST_FORWARD_AGE: GaugeSpec = {
 export const CONDITIONS: readonly ConditionSpec[] = [
   DEVICE_FAILING,
   DEVICE_BEHIND,
+  COLLECTOR_LATE,
   ENTRY_FAILING,
   SPOOL_WRITE_FAILING,
   DEVICE_STATUS_UNRECORDED,

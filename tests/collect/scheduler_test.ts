@@ -8,6 +8,9 @@ import type { PollResult, Protocol } from "../../src/sources/source.ts";
 import { entryFor } from "../../scripts/harness/entries.ts";
 import { testConfig } from "../../scripts/harness/config.ts";
 import { FakeClock } from "../helpers/fake_clock.ts";
+import { setLogLevel, setLogSink } from "../../src/log.ts";
+import { CONDITIONS } from "../../src/telemetry/events.ts";
+import { Telemetry } from "../../src/telemetry/telemetry.ts";
 
 /**
  * A scripted protocol: each host answers after `delayMs[host]` of fake time (or never when
@@ -293,4 +296,83 @@ Deno.test("samplesOfPoll() refuses a reading the central database could never st
   assert.equal(refused.length, 1);
   assert.equal(refused[0]!.subject, "prom_ns");
   assert.match(refused[0]!.message, /Sample of prom_ns refused: Timestamp .* looks like nanoseconds/);
+});
+
+Deno.test("scheduler accounts for every grid slot: polled, skipped, or missed while the process was stalled", async () => {
+  const clock = new FakeClock();
+  const { protocol, polls } = scriptedProtocol(clock, { fast: 30, slow: 2500 });
+  const logs: string[] = [];
+  setLogSink((line) => logs.push(line));
+  setLogLevel("info");
+  try {
+    await withProtocol(protocol, async () => {
+      const config = testConfig();
+      const { groups } = buildGroups([
+        entryFor("test://fast/a", { updateEveryMs: 1000 }),
+        entryFor("test://slow/b", { updateEveryMs: 1000 }),
+      ], config);
+      const telemetry = new Telemetry({ conditions: CONDITIONS, now: () => clock.monotonic() });
+      const scheduler = new Scheduler({ groups, config, clock, telemetry, deliver: () => Promise.resolve() });
+      scheduler.start();
+      await clock.advance(5_000);
+      // The process stops for 3.5 s: the slots due meanwhile are neither polled nor skipped.
+      clock.stall(3_500);
+      await clock.advance(5_000);
+      const endMs = clock.monotonic();
+      // Stopping arms no slot and lets the poll in flight finish, so each slot's result is counted.
+      await stopOn(clock, scheduler);
+      const counted = scheduler.counters();
+
+      for (const host of ["fast", "slow"]) {
+        const c = counted.find((g) => g.group.includes(host))!.counters;
+        const starts = polls.filter((p) => p.host === host).map((p) => p.at);
+        // The poll at start (at 0) is off the grid; the group's grid (the second poll is on it)
+        // begins at least half a period later.
+        const phase = starts[1]! % 1000;
+        const firstSlot = phase >= 500 ? phase : phase + 1000;
+        const gridSlots = Math.floor((endMs - firstSlot) / 1000) + 1;
+        assert.ok(c.pollsMissed >= 2, `${host}: ${c.pollsMissed} slots missed`);
+        assert.equal(c.pollsOk - 1 + c.pollsFailed + c.pollsSkipped + c.pollsMissed, gridSlots, JSON.stringify(c));
+      }
+      const missed = telemetry.snapshot().filter((p) =>
+        p.name === "kwollector_polls_total" && p.labels.result === "missed"
+      );
+      assert.equal(
+        missed.reduce((sum, p) => sum + p.value, 0),
+        counted.reduce((sum, g) => sum + g.counters.pollsMissed, 0),
+      );
+      // One warning for the stall, whatever the number of groups.
+      assert.equal(logs.filter((l) => l.includes("Collector late: poll slots missed")).length, 1, logs.join("\n"));
+    });
+  } finally {
+    setLogLevel("warning");
+    setLogSink((line) => console.error(line));
+  }
+});
+
+Deno.test("scheduler says the collector is back on time after a quiet minute without a missed slot", async () => {
+  const clock = new FakeClock();
+  const { protocol } = scriptedProtocol(clock, { fast: 30 });
+  const logs: string[] = [];
+  setLogSink((line) => logs.push(line));
+  setLogLevel("info");
+  try {
+    await withProtocol(protocol, async () => {
+      const config = testConfig();
+      const { groups } = buildGroups([entryFor("test://fast/a", { updateEveryMs: 1000 })], config);
+      const telemetry = new Telemetry({ conditions: CONDITIONS, now: () => clock.monotonic() });
+      const scheduler = new Scheduler({ groups, config, clock, telemetry, deliver: () => Promise.resolve() });
+      scheduler.start();
+      await clock.advance(3_000);
+      clock.stall(2_500);
+      await clock.advance(30_000);
+      assert.equal(logs.filter((l) => l.includes("Collector back on time")).length, 0);
+      await clock.advance(31_000);
+      await stopOn(clock, scheduler);
+      assert.equal(logs.filter((l) => l.includes("Collector back on time")).length, 1, logs.join("\n"));
+    });
+  } finally {
+    setLogLevel("warning");
+    setLogSink((line) => console.error(line));
+  }
 });

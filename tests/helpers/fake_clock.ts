@@ -43,6 +43,14 @@ export class FakeClock implements Clock {
     this.#wall += ms;
   }
 
+  /**
+   * The process stops for `ms` (a blocked event loop, SIGSTOP, CPU starvation): time moves and no
+   * timer fires; the overdue ones fire late, in order, at the next `advance`.
+   */
+  stall(ms: number): void {
+    this.#mono += ms;
+  }
+
   /** Advances time by `ms`, firing due timers in order and letting promises settle between. */
   async advance(ms: number): Promise<void> {
     const end = this.#mono + ms;
@@ -55,7 +63,7 @@ export class FakeClock implements Clock {
       }
       if (!next) break;
       this.#timers.delete(next[0]);
-      this.#mono = next[1].at;
+      this.#mono = Math.max(this.#mono, next[1].at);
       next[1].fn();
       await settle();
     }
