@@ -298,22 +298,38 @@ Deno.test("samplesOfPoll() refuses a reading the central database could never st
   assert.match(refused[0]!.message, /Sample of prom_ns refused: Timestamp .* looks like nanoseconds/);
 });
 
-Deno.test("scheduler accounts for every grid slot: polled, skipped, or missed while the process was stalled", async () => {
-  const clock = new FakeClock();
-  const { protocol, polls } = scriptedProtocol(clock, { fast: 30, slow: 2500 });
+/** Runs `fn` with the info logs captured in `logs`. */
+async function withLogs(fn: (logs: string[]) => Promise<void>): Promise<void> {
   const logs: string[] = [];
   setLogSink((line) => logs.push(line));
   setLogLevel("info");
   try {
-    await withProtocol(protocol, async () => {
-      const config = testConfig();
-      const { groups } = buildGroups([
+    await fn(logs);
+  } finally {
+    setLogLevel("warning");
+    setLogSink((line) => console.error(line));
+  }
+}
+
+/** A started scheduler of `entries` whose telemetry the test reads. */
+function startCounted(clock: FakeClock, entries: MetricEntry[]) {
+  const config = testConfig();
+  const { groups } = buildGroups(entries, config);
+  const telemetry = new Telemetry({ conditions: CONDITIONS, now: () => clock.monotonic() });
+  const scheduler = new Scheduler({ groups, config, clock, telemetry, deliver: () => Promise.resolve() });
+  scheduler.start();
+  return { scheduler, telemetry };
+}
+
+Deno.test("scheduler accounts for every grid slot: polled, skipped, or missed while the process was stalled", async () => {
+  const clock = new FakeClock();
+  const { protocol, polls } = scriptedProtocol(clock, { fast: 30, slow: 2500 });
+  await withLogs((logs) =>
+    withProtocol(protocol, async () => {
+      const { scheduler, telemetry } = startCounted(clock, [
         entryFor("test://fast/a", { updateEveryMs: 1000 }),
         entryFor("test://slow/b", { updateEveryMs: 1000 }),
-      ], config);
-      const telemetry = new Telemetry({ conditions: CONDITIONS, now: () => clock.monotonic() });
-      const scheduler = new Scheduler({ groups, config, clock, telemetry, deliver: () => Promise.resolve() });
-      scheduler.start();
+      ]);
       await clock.advance(5_000);
       // The process stops for 3.5 s: the slots due meanwhile are neither polled nor skipped.
       clock.stall(3_500);
@@ -343,26 +359,16 @@ Deno.test("scheduler accounts for every grid slot: polled, skipped, or missed wh
       );
       // One warning for the stall, whatever the number of groups.
       assert.equal(logs.filter((l) => l.includes("Collector late: poll slots missed")).length, 1, logs.join("\n"));
-    });
-  } finally {
-    setLogLevel("warning");
-    setLogSink((line) => console.error(line));
-  }
+    })
+  );
 });
 
 Deno.test("scheduler says the collector is back on time after a quiet minute without a missed slot", async () => {
   const clock = new FakeClock();
   const { protocol } = scriptedProtocol(clock, { fast: 30 });
-  const logs: string[] = [];
-  setLogSink((line) => logs.push(line));
-  setLogLevel("info");
-  try {
-    await withProtocol(protocol, async () => {
-      const config = testConfig();
-      const { groups } = buildGroups([entryFor("test://fast/a", { updateEveryMs: 1000 })], config);
-      const telemetry = new Telemetry({ conditions: CONDITIONS, now: () => clock.monotonic() });
-      const scheduler = new Scheduler({ groups, config, clock, telemetry, deliver: () => Promise.resolve() });
-      scheduler.start();
+  await withLogs((logs) =>
+    withProtocol(protocol, async () => {
+      const { scheduler } = startCounted(clock, [entryFor("test://fast/a", { updateEveryMs: 1000 })]);
       await clock.advance(3_000);
       clock.stall(2_500);
       await clock.advance(30_000);
@@ -370,9 +376,6 @@ Deno.test("scheduler says the collector is back on time after a quiet minute wit
       await clock.advance(31_000);
       await stopOn(clock, scheduler);
       assert.equal(logs.filter((l) => l.includes("Collector back on time")).length, 1, logs.join("\n"));
-    });
-  } finally {
-    setLogLevel("warning");
-    setLogSink((line) => console.error(line));
-  }
+    })
+  );
 });
