@@ -265,7 +265,9 @@ async function forwardRate(dir: string) {
     await sql.end();
     report({
       name: "forward_rate",
-      figure: `forward to a local PostgreSQL (${count.format(batchRows)}-row COPY batches, ledger, spool deletes)`,
+      figure: `forward a restarted spool's backlog to a local PostgreSQL (${
+        count.format(batchRows)
+      }-row COPY batches, ${config.forward_pipeline_batches} in flight, ledger, spool deletes)`,
       value: rate,
       unit: "rows/s",
       goal: { op: ">=", value: 150_000 },

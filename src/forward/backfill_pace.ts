@@ -18,6 +18,11 @@ import type { Clock } from "../clock.ts";
  * - **A fast one gets the full pace back.** A batch faster than BACKFILL_FAST_MS ends the pause,
  *   doubles the batch back towards `forward_batch_rows` and, once there, allows
  *   `forward_pipeline_batches` in flight again.
+ * - **A backlog starts slow.** The first batch holds BACKFILL_START_ROWS (and one batch is in
+ *   flight) until fast answers have doubled it to `forward_batch_rows`: a fleet returning together
+ *   sends a first wave the database takes in a fraction of a second (20 collectors × 2,500 rows),
+ *   not 20 × 2 × 20,000 rows that would keep every live lane waiting for seconds. A collector
+ *   alone is at full pace after three fast batches.
  *
  * So a fleet returning together converges on what the database can take: each slow answer
  * spreads the fleet's backfill further apart in time, and the live lanes (never paced) find the
@@ -28,6 +33,7 @@ export const BACKFILL_SLOW_MS = 2000;
 export const BACKFILL_FAST_MS = 500;
 export const BACKFILL_MIN_ROWS = 500;
 export const BACKFILL_PAUSE_MAX_MS = 10_000;
+export const BACKFILL_START_ROWS = 2500;
 
 export interface BackfillPaceOptions {
   /** forward_batch_rows: the largest batch. */
@@ -42,6 +48,8 @@ export interface BackfillPaceOptions {
 export class BackfillPace {
   #opts: BackfillPaceOptions;
   #rows: number;
+  /** Whether a slow answer was seen and full pace not reached again since. */
+  #slow = false;
   #pausedUntil = 0;
   #pauseMs = 0;
   #tokens = 0;
@@ -49,7 +57,7 @@ export class BackfillPace {
 
   constructor(opts: BackfillPaceOptions) {
     this.#opts = opts;
-    this.#rows = opts.maxRows;
+    this.#rows = Math.min(opts.maxRows, Math.max(BACKFILL_START_ROWS, BACKFILL_MIN_ROWS));
     this.#refilledAt = opts.clock.monotonic();
   }
 
@@ -58,14 +66,14 @@ export class BackfillPace {
     return this.#rows;
   }
 
-  /** Whether the database is being treated as slow (batches reduced or paused). */
+  /** Whether the central database answered slowly, and the full pace is not back yet. */
   get slow(): boolean {
-    return this.#rows < this.#opts.maxRows || this.#pauseMs > 0;
+    return this.#slow;
   }
 
-  /** Backfill batches that may be in flight at once. */
+  /** Backfill batches that may be in flight at once: the pipeline only at full pace. */
   get inFlightMax(): number {
-    return this.slow ? 1 : Math.max(1, this.#opts.pipeline);
+    return this.#rows === this.#opts.maxRows && this.#pauseMs === 0 ? Math.max(1, this.#opts.pipeline) : 1;
   }
 
   /** Monotonic time until which the backfill waits (0: not paused). */
@@ -96,9 +104,10 @@ export class BackfillPace {
    * database slow, "fast" when it ended a slow period, otherwise undefined.
    */
   observe(elapsedMs: number): "slow" | "fast" | undefined {
-    const wasSlow = this.slow;
+    const wasSlow = this.#slow;
     const max = this.#opts.maxRows;
     if (elapsedMs > BACKFILL_SLOW_MS) {
+      this.#slow = true;
       const least = Math.min(BACKFILL_MIN_ROWS, max);
       if (this.#rows > least) {
         this.#rows = Math.max(least, Math.floor(this.#rows / 2));
@@ -110,9 +119,10 @@ export class BackfillPace {
       this.#pauseMs = 0;
       this.#pausedUntil = 0;
       this.#rows = Math.min(max, this.#rows * 2);
+      if (this.#rows === max) this.#slow = false;
     }
-    if (!wasSlow && this.slow) return "slow";
-    if (wasSlow && !this.slow) return "fast";
+    if (!wasSlow && this.#slow) return "slow";
+    if (wasSlow && !this.#slow) return "fast";
     return undefined;
   }
 }

@@ -3,6 +3,7 @@ import {
   BACKFILL_MIN_ROWS,
   BACKFILL_PAUSE_MAX_MS,
   BACKFILL_SLOW_MS,
+  BACKFILL_START_ROWS,
   BackfillPace,
 } from "../../src/forward/backfill_pace.ts";
 import { FakeClock } from "../helpers/fake_clock.ts";
@@ -15,8 +16,36 @@ function pace(opts: { capRowsPerS?: number; maxRows?: number } = {}) {
   };
 }
 
+/** Fast answers until the pace is at full batches. */
+function atFullPace(p: BackfillPace): BackfillPace {
+  while (p.rows < 20_000) p.observe(100);
+  return p;
+}
+
+Deno.test("backfill pace starts a backlog with small batches, one in flight, and doubles them on fast answers", () => {
+  const { pace: p } = pace();
+  assert.equal(p.allowance(), BACKFILL_START_ROWS);
+  assert.equal(p.inFlightMax, 1);
+  const sizes = [];
+  for (let i = 0; i < 4; i++) {
+    assert.equal(p.observe(100), undefined, "starting slow is not the central database being slow");
+    sizes.push(p.allowance());
+  }
+  assert.deepEqual(sizes, [5000, 10_000, 20_000, 20_000]);
+  assert.equal(p.inFlightMax, 2, "the pipeline opens at full batches");
+});
+
+Deno.test("backfill pace holds a starting backlog's batch while answers are neither fast nor slow", () => {
+  const { pace: p } = pace();
+  for (let i = 0; i < 5; i++) p.observe(1000);
+  assert.equal(p.allowance(), BACKFILL_START_ROWS);
+  assert.equal(p.inFlightMax, 1);
+  assert.equal(p.slow, false);
+});
+
 Deno.test("backfill pace halves the batch of a slow central database and pauses for as long as the batch took", async () => {
-  const { clock, pace: p } = pace();
+  const { clock, pace: full } = pace();
+  const p = atFullPace(full);
   assert.equal(p.allowance(), 20_000);
   assert.equal(p.inFlightMax, 2);
   assert.equal(p.observe(BACKFILL_SLOW_MS + 1000), "slow");
@@ -31,6 +60,7 @@ Deno.test("backfill pace halves the batch of a slow central database and pauses 
 
 Deno.test("backfill pace never goes under the minimum batch and doubles its pause there, up to the cap", async () => {
   const { clock, pace: p } = pace();
+  atFullPace(p);
   for (let i = 0; i < 20; i++) p.observe(BACKFILL_SLOW_MS + 1);
   assert.equal(p.rows, BACKFILL_MIN_ROWS);
   // Each slow answer at the minimum doubles the pause; it never exceeds the cap.
@@ -46,6 +76,7 @@ Deno.test("backfill pace never goes under the minimum batch and doubles its paus
     BACKFILL_PAUSE_MAX_MS,
   ]);
   const { clock: c2, pace: q } = pace();
+  atFullPace(q);
   q.observe(BACKFILL_SLOW_MS + 1); // 10,000
   q.observe(BACKFILL_SLOW_MS + 1); // 5,000
   q.observe(BACKFILL_SLOW_MS + 1); // 2,500
@@ -63,6 +94,7 @@ Deno.test("backfill pace never goes under the minimum batch and doubles its paus
 
 Deno.test("backfill pace is back to full batches, no pause and a full pipeline once the central database is fast", () => {
   const { pace: p } = pace();
+  atFullPace(p);
   for (let i = 0; i < 8; i++) p.observe(BACKFILL_SLOW_MS + 1);
   assert.equal(p.observe(100), undefined, "one fast answer ends the pause, the batch grows back");
   assert.equal(p.allowance(), 1000);
