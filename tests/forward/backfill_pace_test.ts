@@ -5,6 +5,7 @@ import {
   BACKFILL_SLOW_MS,
   BACKFILL_START_ROWS,
   BackfillPace,
+  LIVE_LATE_MS,
 } from "../../src/forward/backfill_pace.ts";
 import { FakeClock } from "../helpers/fake_clock.ts";
 
@@ -137,4 +138,18 @@ Deno.test("backfill pace under a cap below the minimum batch still sends minimum
     await clock.advance(100);
   }
   assert.deepEqual(sizes, [500, 500, 500, 500]);
+});
+
+Deno.test("backfill pace slows and pauses when live samples commit late, and ignores them on time", async () => {
+  const { clock, pace: full } = pace();
+  const p = atFullPace(full);
+  assert.equal(p.observeLive(LIVE_LATE_MS), undefined, "on time");
+  assert.equal(p.allowance(), 20_000);
+  assert.equal(p.observeLive(LIVE_LATE_MS + 500), "slow");
+  assert.equal(p.rows, 10_000);
+  assert.equal(p.inFlightMax, 1);
+  assert.equal(p.allowance(), 0);
+  await clock.advance(LIVE_LATE_MS + 500);
+  assert.equal(p.allowance(), 10_000);
+  assert.equal(p.observeLive(LIVE_LATE_MS + 500), undefined, "already slow");
 });

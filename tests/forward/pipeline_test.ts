@@ -187,7 +187,7 @@ Deno.test("forwarder whose backfill connections die with two batches in flight r
     assert.ok(await until(async () => (await t.heldBackends()).length === 2), "two batches were never in flight");
     const pids = await t.heldBackends();
     await t.admin`SELECT pg_terminate_backend(pid) FROM unnest(${pids}::int[]) AS pid`;
-    assert.ok(await until(async () => t.fwd.counters.retries > 0), "the lost batches were never noticed");
+    assert.ok(await until(() => Promise.resolve(t.fwd.counters.retries > 0)), "the lost batches were never noticed");
     await t.openGate();
     await t.finish();
     await assertExactlyOnce(t.admin, t.spool.spoolId, []);
