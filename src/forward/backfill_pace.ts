@@ -15,19 +15,14 @@ import type { Clock } from "../clock.ts";
  *   as that batch took, so this collector's backfill occupies the database at most half the time
  *   while it is slow. At the minimum size, each further slow batch doubles the pause, up to
  *   BACKFILL_PAUSE_MAX_MS. While slow, one backfill batch at a time is in flight.
- * - **Late live samples count as a slow answer.** `observeLive()` is told how old the oldest fresh
- *   sample of each live batch was when it committed: past LIVE_LATE_MS, the backfill is slowed
- *   and paused the same way. This catches what the backfill's own batch times miss: a machine
- *   whose CPU the collectors and the database share (the collector's own loop is late), a
- *   database whose commits queue up.
  * - **A fast one gets the full pace back.** A batch faster than BACKFILL_FAST_MS ends the pause,
  *   doubles the batch back towards `forward_batch_rows` and, once there, allows
  *   `forward_pipeline_batches` in flight again.
  * - **A backlog starts slow.** The first batch holds BACKFILL_START_ROWS (and one batch is in
  *   flight) until fast answers have doubled it to `forward_batch_rows`: a fleet returning together
- *   sends a first wave the database takes in a fraction of a second (20 collectors × 2,500 rows),
+ *   sends a first wave the database takes in about a second (20 collectors × 5,000 rows),
  *   not 20 × 2 × 20,000 rows that would keep every live lane waiting for seconds. A collector
- *   alone is at full pace after three fast batches.
+ *   alone is at full pace after two fast batches.
  *
  * So a fleet returning together converges on what the database can take: each slow answer
  * spreads the fleet's backfill further apart in time, and the live lanes (never paced) find the
@@ -35,12 +30,10 @@ import type { Clock } from "../clock.ts";
  */
 
 export const BACKFILL_SLOW_MS = 2000;
-export const BACKFILL_FAST_MS = 500;
+export const BACKFILL_FAST_MS = 1000;
 export const BACKFILL_MIN_ROWS = 500;
 export const BACKFILL_PAUSE_MAX_MS = 10_000;
-export const BACKFILL_START_ROWS = 2500;
-/** Live samples older than this at their commit slow the backfill down (half the 2 s freshness goal). */
-export const LIVE_LATE_MS = 1000;
+export const BACKFILL_START_ROWS = 5000;
 
 export interface BackfillPaceOptions {
   /** forward_batch_rows: the largest batch. */
@@ -111,21 +104,9 @@ export class BackfillPace {
    * database slow, "fast" when it ended a slow period, otherwise undefined.
    */
   observe(elapsedMs: number): "slow" | "fast" | undefined {
-    return this.#answered(elapsedMs > BACKFILL_SLOW_MS, elapsedMs < BACKFILL_FAST_MS, elapsedMs);
-  }
-
-  /**
-   * A live batch committed, its oldest sample `ageMs` old: late, it slows the backfill as a slow
-   * batch would (see the module header). Returns "slow" when this made the database slow.
-   */
-  observeLive(ageMs: number): "slow" | undefined {
-    return this.#answered(ageMs > LIVE_LATE_MS, false, ageMs) === "slow" ? "slow" : undefined;
-  }
-
-  #answered(slow: boolean, fast: boolean, elapsedMs: number): "slow" | "fast" | undefined {
     const wasSlow = this.#slow;
     const max = this.#opts.maxRows;
-    if (slow) {
+    if (elapsedMs > BACKFILL_SLOW_MS) {
       this.#slow = true;
       const least = Math.min(BACKFILL_MIN_ROWS, max);
       if (this.#rows > least) {
@@ -134,7 +115,7 @@ export class BackfillPace {
       } else this.#pauseMs = Math.max(elapsedMs, this.#pauseMs * 2);
       this.#pauseMs = Math.min(BACKFILL_PAUSE_MAX_MS, this.#pauseMs);
       this.#pausedUntil = this.#opts.clock.monotonic() + this.#pauseMs;
-    } else if (fast) {
+    } else if (elapsedMs < BACKFILL_FAST_MS) {
       this.#pauseMs = 0;
       this.#pausedUntil = 0;
       this.#rows = Math.min(max, this.#rows * 2);

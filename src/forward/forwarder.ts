@@ -157,8 +157,6 @@ export class Forwarder {
   #lastAnswerAt: number | undefined;
   /** Spool rows when the current step began: the backlog a recovery log line reports. */
   #backlogAtStepStart = 0;
-  /** Whether the live lane sent a batch since the last failure (see #livePaced). */
-  #liveFlowing = false;
   /** The batches whose commit went unanswered, until their range is found claimed. */
   #inDoubt: { first: number; last: number }[] = [];
 
@@ -269,10 +267,6 @@ export class Forwarder {
       if (fresh.length > 0) {
         await this.#sendIsolating(live.sql, fresh, false);
         this.#liveAfter = Math.max(this.#liveAfter, fresh.at(-1)!.seq);
-        // The first live batch after a failure holds what was taken during the attempts: its age
-        // says nothing about the database's pace.
-        if (this.#liveFlowing) this.#livePaced(this.#clock.now() - fresh[0]!.timestampMs);
-        this.#liveFlowing = true;
       }
       this.counters.liveRows += fresh.length;
       this.#recovered();
@@ -291,7 +285,6 @@ export class Forwarder {
       else this.#failed(err);
       // What was taken until now could not be sent in time: it joins the backfill.
       this.#liveAfter = Math.max(this.#liveAfter, lease.lastSeq());
-      this.#liveFlowing = false;
       return "failed";
     }
   }
@@ -352,16 +345,6 @@ export class Forwarder {
         pause_ms: Math.max(0, Math.round(this.#pace.pausedUntil - this.#clock.monotonic())),
       });
     } else if (turned === "fast") this.#telemetry.end(CENTRAL_SLOW, "central", { rows: this.#pace.rows });
-  }
-
-  /** Tells the pace how old the fresh samples were at their commit. */
-  #livePaced(ageMs: number): void {
-    if (this.#pace.observeLive(ageMs) !== "slow") return;
-    this.#telemetry.begin(CENTRAL_SLOW, "central", {
-      rows: this.#pace.rows,
-      live_age_ms: Math.round(ageMs),
-      pause_ms: Math.max(0, Math.round(this.#pace.pausedUntil - this.#clock.monotonic())),
-    });
   }
 
   /** Rethrows the failure of a backfill batch in flight, for the step to handle. */

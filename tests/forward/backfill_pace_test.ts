@@ -5,7 +5,6 @@ import {
   BACKFILL_SLOW_MS,
   BACKFILL_START_ROWS,
   BackfillPace,
-  LIVE_LATE_MS,
 } from "../../src/forward/backfill_pace.ts";
 import { FakeClock } from "../helpers/fake_clock.ts";
 
@@ -28,11 +27,11 @@ Deno.test("backfill pace starts a backlog with small batches, one in flight, and
   assert.equal(p.allowance(), BACKFILL_START_ROWS);
   assert.equal(p.inFlightMax, 1);
   const sizes = [];
-  for (let i = 0; i < 4; i++) {
+  for (let i = 0; i < 3; i++) {
     assert.equal(p.observe(100), undefined, "starting slow is not the central database being slow");
     sizes.push(p.allowance());
   }
-  assert.deepEqual(sizes, [5000, 10_000, 20_000, 20_000]);
+  assert.deepEqual(sizes, [2 * BACKFILL_START_ROWS, 4 * BACKFILL_START_ROWS, 20_000]);
   assert.equal(p.inFlightMax, 2, "the pipeline opens at full batches");
 });
 
@@ -138,18 +137,4 @@ Deno.test("backfill pace under a cap below the minimum batch still sends minimum
     await clock.advance(100);
   }
   assert.deepEqual(sizes, [500, 500, 500, 500]);
-});
-
-Deno.test("backfill pace slows and pauses when live samples commit late, and ignores them on time", async () => {
-  const { clock, pace: full } = pace();
-  const p = atFullPace(full);
-  assert.equal(p.observeLive(LIVE_LATE_MS), undefined, "on time");
-  assert.equal(p.allowance(), 20_000);
-  assert.equal(p.observeLive(LIVE_LATE_MS + 500), "slow");
-  assert.equal(p.rows, 10_000);
-  assert.equal(p.inFlightMax, 1);
-  assert.equal(p.allowance(), 0);
-  await clock.advance(LIVE_LATE_MS + 500);
-  assert.equal(p.allowance(), 10_000);
-  assert.equal(p.observeLive(LIVE_LATE_MS + 500), undefined, "already slow");
 });
