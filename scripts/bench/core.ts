@@ -232,8 +232,11 @@ async function forwardRate(dir: string) {
   try {
     const config = pgConfig(pg, dir, { spool_path: `${dir}/fwd.db`, spool_max_bytes: 2 ** 40 });
     const rows = 1_000_000;
+    const filled = openSpool(spoolOptions(config));
+    for (let i = 0; i < rows; i += 50_000) await filled.writer.append(batch(50_000, i, rows));
+    filled.close();
+    // Reopened, as after a restart: the rows are a backlog (the backfill lane), not fresh samples.
     const spool = openSpool(spoolOptions(config));
-    for (let i = 0; i < rows; i += 50_000) await spool.writer.append(batch(50_000, i, rows));
     const fwd = new Forwarder({ lease: spool.lease, endpoint: endpointOf(config), config });
     const started = performance.now();
     await fwd.drain({ deadlineMs: performance.now() + 600_000 });
@@ -262,7 +265,9 @@ async function forwardRate(dir: string) {
     await sql.end();
     report({
       name: "forward_rate",
-      figure: `forward to a local PostgreSQL (${count.format(batchRows)}-row COPY batches, ledger, spool deletes)`,
+      figure: `forward a restarted spool's backlog to a local PostgreSQL (${
+        count.format(batchRows)
+      }-row COPY batches, ${config.forward_pipeline_batches} in flight, ledger, spool deletes)`,
       value: rate,
       unit: "rows/s",
       goal: { op: ">=", value: 150_000 },
@@ -278,7 +283,7 @@ async function forwardRate(dir: string) {
       figure: "forward rate / bare COPY",
       value: rate / bare,
       unit: "ratio",
-      goal: { op: ">=", value: 0.7 },
+      goal: { op: ">=", value: 0.95 },
     });
   } finally {
     await destroyPostgres(pg);
@@ -364,7 +369,7 @@ async function drainWhilePolling(root: string, backlogSize: number) {
       figure: "drain: backlog and live rows committed per second of drain",
       value: (delivered + live.rows) / drainS,
       unit: "rows/s",
-      goal: { op: ">=", value: 130_000 },
+      goal: { op: ">=", value: 110_000 },
     });
     report({
       name: `drain_live_freshness_p50${suffix}`,
@@ -404,7 +409,7 @@ async function drainWhilePolling(root: string, backlogSize: number) {
       figure: `collector RSS during the drain, max (sampled every second, first 5 s left out)`,
       value: steady.at(-1) ?? NaN,
       unit: "MB",
-      goal: { op: "<=", value: 120 },
+      goal: { op: "<=", value: 110 },
     });
     report({
       name: `collector_rss_during_drain_spread${suffix}`,

@@ -27,6 +27,11 @@ export const SCRIPTS: Record<string, { title: string; about: string; env?: strin
     about: "central database's return → first live sample committed, live freshness while the outage's backlog drains",
     env: ["BENCH_OUTAGES", "BENCH_OUTAGE_S", "BENCH_SETTLE_S", "BENCH_V8_FLAGS"],
   },
+  fleet: {
+    title: "Fleet fairness",
+    about: "20 collectors returning together with a backlog each: live freshness, aggregate drain, exactly once",
+    env: ["BENCH_FLEET_N", "BENCH_FLEET_BACKLOG", "BENCH_FLEET_DOWN_S", "BENCH_V8_FLAGS"],
+  },
   snmp: { title: "SNMP", about: "throughput against a local snmpd, fleet of 1,000 simulated agents" },
   modbus_ipmi: { title: "Modbus and IPMI", about: "200 simulated Modbus devices, 10 simulated BMCs" },
   wattmetre: { title: "Wattmeter stream", about: "48 ports at 50 Hz into a durable spool" },
