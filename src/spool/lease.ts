@@ -20,10 +20,24 @@
  */
 import type { Labels, Sample } from "../sample.ts";
 import type { SpoolStore } from "./store.ts";
+import { copyPrefix } from "../forward/copy_text.ts";
 
 /** A sample read back for forwarding. */
 export interface SpooledSample extends Sample {
   seq: number;
+  /**
+   * Its device, metric and labels as the start of a COPY row (src/forward/copy_text.ts), rendered
+   * once per series and shared by the series' samples.
+   */
+  copyPrefix?: string;
+}
+
+/** What the lease keeps of a series of the dictionary. */
+interface SeriesRow {
+  deviceId: string;
+  metricId: string;
+  labels: Labels;
+  copyPrefix: string;
 }
 
 export interface GapRange {
@@ -96,7 +110,7 @@ export class SpoolLease {
   readonly ownSeqs: OwnSeqs | undefined;
   #store: SpoolStore;
   #leases: LeaseTable;
-  #seriesById = new Map<number, { deviceId: string; metricId: string; labels: Labels }>();
+  #seriesById = new Map<number, SeriesRow>();
   #seriesGeneration: number;
 
   constructor(store: SpoolStore, leases: LeaseTable, ownSeqs?: OwnSeqs) {
@@ -148,6 +162,7 @@ export class SpoolLease {
         metricId: series.metricId,
         value: r.value === null ? NaN : Number(r.value),
         labels: series.labels,
+        copyPrefix: series.copyPrefix,
       });
     }
     const first = out[0];
@@ -156,7 +171,7 @@ export class SpoolLease {
     return out;
   }
 
-  #series(id: number): { deviceId: string; metricId: string; labels: Labels } | undefined {
+  #series(id: number): SeriesRow | undefined {
     if (this.#seriesGeneration !== this.#store.seriesGeneration) {
       this.#seriesById.clear();
       this.#seriesGeneration = this.#store.seriesGeneration;
@@ -167,7 +182,12 @@ export class SpoolLease {
         | { device_id: string; metric_id: string; labels: string }
         | undefined;
       if (!row) return undefined;
-      s = { deviceId: row.device_id, metricId: row.metric_id, labels: JSON.parse(row.labels) as Labels };
+      s = {
+        deviceId: row.device_id,
+        metricId: row.metric_id,
+        labels: JSON.parse(row.labels) as Labels,
+        copyPrefix: copyPrefix(row.device_id, row.metric_id, row.labels),
+      };
       if (this.#seriesById.size >= SERIES_CACHE_MAX) this.#seriesById.clear();
       this.#seriesById.set(id, s);
     }

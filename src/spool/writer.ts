@@ -61,6 +61,13 @@ export interface WriterCounters {
   droppedNewest: number;
 }
 
+/** What the writer knows of a series of the dictionary: its id, and a lower bound of its last seq. */
+interface SeriesEntry {
+  readonly writer: object;
+  readonly id: number;
+  lastSeq: number;
+}
+
 interface Pending {
   samples: Sample[];
   resolve: () => void;
@@ -82,7 +89,12 @@ export class SpoolWriter implements OwnSeqs {
   /** Monotonic time when the last group commit started. */
   #lastCommitAt = -Infinity;
   #closed = false;
-  #seriesByKey = new Map<string, { id: number; lastSeq: number }>();
+  #seriesByKey = new Map<string, SeriesEntry>();
+  /**
+   * Marks the series entries that are valid: entries kept in a sample's series identity
+   * (`Sample.series.spool`) count only while they carry this token; a new token forgets them all.
+   */
+  #cacheOwner: object = {};
 
   constructor(store: SpoolStore, leases: LeaseTable, opts: WriterOptions) {
     this.#store = store;
@@ -165,7 +177,7 @@ export class SpoolWriter implements OwnSeqs {
       store.setMeta("next_seq", this.#nextSeq + shift);
     });
     this.#nextSeq += shift;
-    this.#seriesByKey.clear();
+    this.#forgetSeries();
     this.#leases.clear();
     return shift;
   }
@@ -180,7 +192,7 @@ export class SpoolWriter implements OwnSeqs {
     if (limit <= 0) return 0;
     const n = Number(this.#store.statement("DELETE FROM series WHERE last_seq < ?").run(limit).changes);
     if (n > 0) {
-      this.#seriesByKey.clear();
+      this.#forgetSeries();
       this.#store.seriesDeleted();
     }
     return n;
@@ -207,6 +219,12 @@ export class SpoolWriter implements OwnSeqs {
     if (this.#closed) return;
     this.commitPending();
     this.#closed = true;
+  }
+
+  /** Forgets every series entry kept, here and in series identities. */
+  #forgetSeries(): void {
+    this.#seriesByKey.clear();
+    this.#cacheOwner = {};
   }
 
   #write(batch: Pending[]): void {
@@ -242,7 +260,7 @@ export class SpoolWriter implements OwnSeqs {
       });
     } catch (err) {
       // Series ids created in the failed transaction do not exist: forget the cache.
-      this.#seriesByKey.clear();
+      this.#forgetSeries();
       throw err;
     }
     this.#nextSeq = seq;
@@ -251,22 +269,31 @@ export class SpoolWriter implements OwnSeqs {
   }
 
   #seriesFor(s: Sample, seq: number, touched: [number, number][]): number {
-    const labels = JSON.stringify(s.labels);
-    const key = `${s.deviceId}\u0000${s.metricId}\u0000${labels}`;
-    let entry = this.#seriesByKey.get(key);
+    const series = s.series;
+    let entry = series?.spool?.writer === this.#cacheOwner ? series.spool : undefined;
     if (!entry) {
-      const row = this.#store.statement(
-        "SELECT id, last_seq FROM series WHERE device_id = ? AND metric_id = ? AND labels = ?",
-      ).get(s.deviceId, s.metricId, labels) as { id: number; last_seq: number } | undefined;
-      if (row) entry = { id: Number(row.id), lastSeq: Number(row.last_seq) };
-      else {
-        const ins = this.#store.statement(
-          "INSERT INTO series(device_id, metric_id, labels, last_seq) VALUES (?, ?, ?, ?) RETURNING id",
-        ).get(s.deviceId, s.metricId, labels, seq) as { id: number };
-        entry = { id: Number(ins.id), lastSeq: seq };
+      const labels = series ? series.labelsJson : JSON.stringify(s.labels);
+      const key = series ? series.key : `${s.deviceId}\u0000${s.metricId}\u0000${labels}`;
+      entry = this.#seriesByKey.get(key);
+      if (!entry) {
+        const row = this.#store.statement(
+          "SELECT id, last_seq FROM series WHERE device_id = ? AND metric_id = ? AND labels = ?",
+        ).get(s.deviceId, s.metricId, labels) as { id: number; last_seq: number } | undefined;
+        const owner = this.#cacheOwner;
+        if (row) entry = { writer: owner, id: Number(row.id), lastSeq: Number(row.last_seq) };
+        else {
+          const ins = this.#store.statement(
+            "INSERT INTO series(device_id, metric_id, labels, last_seq) VALUES (?, ?, ?, ?) RETURNING id",
+          ).get(s.deviceId, s.metricId, labels, seq) as { id: number };
+          entry = { writer: owner, id: Number(ins.id), lastSeq: seq };
+        }
+        // A series with an identity keeps its entry there (its producer bounds how many it keeps).
+        if (!series) {
+          if (this.#seriesByKey.size >= SERIES_CACHE_MAX) this.#seriesByKey.clear();
+          this.#seriesByKey.set(key, entry);
+        }
       }
-      if (this.#seriesByKey.size >= SERIES_CACHE_MAX) this.#seriesByKey.clear();
-      this.#seriesByKey.set(key, entry);
+      if (series) series.spool = entry;
     }
     if (seq - entry.lastSeq > SERIES_SEQ_SLACK) {
       entry.lastSeq = seq;

@@ -1,7 +1,7 @@
 import { redactUrl } from "../../config/metric_url.ts";
 import type { MetricEntry } from "../../config/metrics_dir.ts";
 import { type Labels, timestampProblem } from "../../sample.ts";
-import { type LineError, PrometheusTextParser, type PromSample } from "./text_parser.ts";
+import { type LineError, PrometheusTextParser, type PromSample, SeriesTexts } from "./text_parser.ts";
 import type { EntryError, PollResult, Protocol, Reading, Source, SourceContext } from "../source.ts";
 import { consumeText } from "./text_stream.ts";
 
@@ -68,6 +68,8 @@ class PrometheusSource implements Source {
   #url: string;
   #maxBodyBytes: number;
   #maxSeries: number;
+  /** The exporter's series seen in earlier scrapes: their labels are parsed once. */
+  #known: SeriesTexts;
 
   constructor(entries: readonly MetricEntry[], ctx: SourceContext<PrometheusKey>) {
     const t = entries[0]!.target;
@@ -75,6 +77,7 @@ class PrometheusSource implements Source {
     this.#url = `http://${host}:${t.port}/metrics`;
     this.#maxBodyBytes = ctx.options.prometheus_max_body_bytes;
     this.#maxSeries = ctx.options.prometheus_max_series;
+    this.#known = new SeriesTexts(this.#maxSeries);
   }
 
   async poll(entries: readonly MetricEntry[], signal: AbortSignal): Promise<PollResult> {
@@ -95,7 +98,7 @@ class PrometheusSource implements Source {
       throw new Error(refusal);
     }
     const scrape = new Scrape(entries, this.#url, scrapeMs, this.#maxSeries);
-    const parser = new PrometheusTextParser(scrape.wanted);
+    const parser = new PrometheusTextParser(scrape.wanted, this.#known);
     const decoded = encoding === "" || encoding === "identity" ? "" : ` once decoded from ${encoding}`;
     const tooLarge = `Exporter ${this.#url} sent more than ${this.#maxBodyBytes} bytes${decoded} ` +
       `(prometheus_max_body_bytes)`;
@@ -199,6 +202,7 @@ class Scrape {
         value: s.value,
         metricId,
         labels: s.labels,
+        seriesKey: s.series,
         ...(s.timestampMs !== undefined && { timestampMs: s.timestampMs }),
       });
     }

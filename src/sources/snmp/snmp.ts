@@ -128,7 +128,8 @@ class SnmpSource implements Source {
       const result = results.get(oid) ?? { error: `No answer for ${oid} from ${this.#endpoint}` };
       for (const entry of list) {
         if (typeof result === "object") errors.push({ entry, message: result.error });
-        else readings.push({ entry, value: result });
+        // The entry is the series (its metric and labels are its own): "" names it.
+        else readings.push({ entry, value: result, seriesKey: "" });
       }
     }
     return { readings, errors };
