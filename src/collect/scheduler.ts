@@ -8,7 +8,7 @@ import type { EntryError, PollResult, Reading, Source } from "../sources/source.
 import type { TlsPins } from "../spool/tls_pins.ts";
 import { type Clock, deadline, DeadlineError, type TimerId } from "../clock.ts";
 import type { PollGroup } from "./groups.ts";
-import { SERIES_IDENTITIES_PER_GROUP, SeriesIdentities } from "./series_identity.ts";
+import { SeriesIdentities } from "./series_identity.ts";
 import {
   DEVICE_BEHIND,
   DEVICE_FAILING,
@@ -119,7 +119,7 @@ export class Scheduler {
         },
         failingEntries: new Set(),
         devices: new Map(),
-        identities: new SeriesIdentities(SERIES_IDENTITIES_PER_GROUP),
+        identities: new SeriesIdentities(),
       };
     });
   }
@@ -330,11 +330,13 @@ export class Scheduler {
 export function toSample(r: Reading, sentAtMs: number, identities?: SeriesIdentities): Sample {
   const { value, valueStr } = toSampleValue(r.value, r.entry.scaleFactor);
   const timestampMs = r.timestampMs ?? sentAtMs;
-  if (identities && r.seriesKey !== undefined && valueStr === undefined) {
-    const series = identities.of(r.entry, r.seriesKey, () => ({
+  const series = identities && r.seriesKey !== undefined && valueStr === undefined
+    ? identities.of(r.entry, r.seriesKey, () => ({
       metricId: r.metricId ?? r.entry.name,
       labels: { ...r.labels, ...r.entry.labels },
-    }));
+    }))
+    : undefined;
+  if (series) {
     return { timestampMs, deviceId: series.deviceId, metricId: series.metricId, value, labels: series.labels, series };
   }
   const labels = { ...r.labels, ...r.entry.labels };

@@ -21,6 +21,7 @@
 import type { Labels, Sample } from "../sample.ts";
 import type { SpoolStore } from "./store.ts";
 import { copyPrefix } from "../forward/copy_text.ts";
+import { BoundedCache } from "../bounded_cache.ts";
 
 /** A sample read back for forwarding. */
 export interface SpooledSample extends Sample {
@@ -96,8 +97,9 @@ export class LeaseTable {
 }
 
 /**
- * The series dictionary caches are cleared beyond this many entries, to bound memory: the
- * collector runs with a 64 MB V8 heap (deno.json), which keeps its RSS flat during a drain.
+ * The series dictionary caches hold at most this many entries (src/bounded_cache.ts: full, they
+ * keep what they hold rather than thrash), to bound memory: the collector runs with a 64 MB V8
+ * heap (deno.json), which keeps its RSS flat during a drain.
  */
 export const SERIES_CACHE_MAX = 50_000;
 
@@ -110,7 +112,8 @@ export class SpoolLease {
   readonly ownSeqs: OwnSeqs | undefined;
   #store: SpoolStore;
   #leases: LeaseTable;
-  #seriesById = new Map<number, SeriesRow>();
+  /** A round is a read(). */
+  #seriesById = new BoundedCache<number, SeriesRow>(SERIES_CACHE_MAX);
   #seriesGeneration: number;
 
   constructor(store: SpoolStore, leases: LeaseTable, ownSeqs?: OwnSeqs) {
@@ -146,6 +149,7 @@ export class SpoolLease {
     }[];
     const epochMs = this.#store.epochMs;
     const out: SpooledSample[] = [];
+    this.#seriesById.nextRound();
     for (const r of rows) {
       const seq = Number(r.seq);
       if (out.length > 0 && seq !== out.at(-1)!.seq + 1) break;
@@ -188,7 +192,6 @@ export class SpoolLease {
         labels: JSON.parse(row.labels) as Labels,
         copyPrefix: copyPrefix(row.device_id, row.metric_id, row.labels),
       };
-      if (this.#seriesById.size >= SERIES_CACHE_MAX) this.#seriesById.clear();
       this.#seriesById.set(id, s);
     }
     return s;

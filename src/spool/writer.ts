@@ -22,6 +22,7 @@ import { type Clock, systemClock, type TimerId } from "../clock.ts";
 import { ROWS_DROPPED, SPOOL_FULL } from "../telemetry/events.ts";
 import { Telemetry } from "../telemetry/telemetry.ts";
 import { type LeaseTable, type OwnSeqs, SERIES_CACHE_MAX } from "./lease.ts";
+import { BoundedCache } from "../bounded_cache.ts";
 import type { SpoolStore } from "./store.ts";
 
 /** See "The series dictionary": how stale a series' recorded last_seq may be. */
@@ -89,7 +90,8 @@ export class SpoolWriter implements OwnSeqs {
   /** Monotonic time when the last group commit started. */
   #lastCommitAt = -Infinity;
   #closed = false;
-  #seriesByKey = new Map<string, SeriesEntry>();
+  /** Series of samples without an identity; a round is a commit. */
+  #seriesByKey = new BoundedCache<string, SeriesEntry>(SERIES_CACHE_MAX);
   /**
    * Marks the series entries that are valid: entries kept in a sample's series identity
    * (`Sample.series.spool`) count only while they carry this token; a new token forgets them all.
@@ -237,6 +239,7 @@ export class SpoolWriter implements OwnSeqs {
     const touched: [number, number][] = [];
     const params: (number | null)[] = [];
     const epochMs = store.epochMs;
+    this.#seriesByKey.nextRound();
     try {
       store.transaction(() => {
         for (const p of batch) {
@@ -288,10 +291,7 @@ export class SpoolWriter implements OwnSeqs {
           entry = { writer: owner, id: Number(ins.id), lastSeq: seq };
         }
         // A series with an identity keeps its entry there (its producer bounds how many it keeps).
-        if (!series) {
-          if (this.#seriesByKey.size >= SERIES_CACHE_MAX) this.#seriesByKey.clear();
-          this.#seriesByKey.set(key, entry);
-        }
+        if (!series) this.#seriesByKey.set(key, entry);
       }
       if (series) series.spool = entry;
     }

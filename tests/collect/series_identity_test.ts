@@ -65,20 +65,22 @@ Deno.test("the identity cache never holds more than its bound, and sweeps series
       T,
       T,
       identities,
-    );
-  // More live series than the bound: the first 100 are kept, the others are computed each time.
+    ).samples;
+  // More live series than the bound: the first 100 keep their identity, the others are built without.
   for (let p = 0; p < 3; p++) {
-    assert.equal(poll(0, 150).samples.length, 150);
+    const samples = poll(0, 150);
+    assert.equal(samples.length, 150);
+    assert.equal(samples.filter((s) => s.series).length, 100);
+    assert.deepEqual(samples[120]!.labels, { i: "120", site: "nancy" });
     assert.equal(identities.size, 100);
   }
-  const kept = poll(0, 1).samples[0]!.series;
-  assert.equal(poll(0, 1).samples[0]!.series, kept);
   // The device now sends other series: once the old ones missed two polls, the new ones are kept.
+  assert.equal(poll(1000, 100).filter((s) => s.series).length, 0);
   poll(1000, 100);
-  poll(1000, 100);
-  const fresh = poll(1000, 100).samples[0]!.series;
-  assert.equal(poll(1000, 100).samples[0]!.series, fresh);
-  assert.ok(identities.size <= 100);
+  const fresh = poll(1000, 100);
+  assert.equal(fresh.filter((s) => s.series).length, 100);
+  assert.equal(poll(1000, 100)[0]!.series, fresh[0]!.series);
+  assert.equal(identities.size, 100);
 });
 
 Deno.test("makeIdentity gives labels with sorted names a single key for the spool and for the poll", () => {

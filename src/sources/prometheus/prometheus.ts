@@ -34,6 +34,8 @@ import { consumeText } from "./text_stream.ts";
  */
 
 const CUSTOM = "kwollect_custom";
+/** Series whose parsed labels a source keeps (about 150 bytes each); an exporter with more is partly cached. */
+const SERIES_TEXTS_MAX = 20_000;
 /** Lines that cannot be read reported per scrape; the others are counted. */
 const MAX_LINE_ERRORS = 10;
 /** Encodings fetch asks for and decodes as it reads (Deno sends `Accept-Encoding: gzip, br`). */
@@ -77,7 +79,7 @@ class PrometheusSource implements Source {
     this.#url = `http://${host}:${t.port}/metrics`;
     this.#maxBodyBytes = ctx.options.prometheus_max_body_bytes;
     this.#maxSeries = ctx.options.prometheus_max_series;
-    this.#known = new SeriesTexts(this.#maxSeries);
+    this.#known = new SeriesTexts(Math.min(this.#maxSeries, SERIES_TEXTS_MAX));
   }
 
   async poll(entries: readonly MetricEntry[], signal: AbortSignal): Promise<PollResult> {
@@ -98,6 +100,7 @@ class PrometheusSource implements Source {
       throw new Error(refusal);
     }
     const scrape = new Scrape(entries, this.#url, scrapeMs, this.#maxSeries);
+    this.#known.nextRound();
     const parser = new PrometheusTextParser(scrape.wanted, this.#known);
     const decoded = encoding === "" || encoding === "identity" ? "" : ` once decoded from ${encoding}`;
     const tooLarge = `Exporter ${this.#url} sent more than ${this.#maxBodyBytes} bytes${decoded} ` +

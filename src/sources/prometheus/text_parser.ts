@@ -1,4 +1,5 @@
 import { parseNumber } from "../../sample.ts";
+import { BoundedCache, ownCopy } from "../../bounded_cache.ts";
 
 /** One sample line of the Prometheus text exposition format. */
 export interface PromSample {
@@ -40,34 +41,13 @@ const LABEL_NAME_RE = /[a-zA-Z_][a-zA-Z0-9_]*/y;
 
 /**
  * The series an exporter sent before, by the `name{labels}` text of their lines, with their parsed
- * labels: a known series costs a lookup instead of a parse of its labels. Kept by the source
- * across its scrapes; bounded by `max` (a scrape that selects more fails, `prometheus_max_series`),
- * emptied when full, so an exporter whose series change keeps at most `max` of them.
+ * labels: a known series costs a lookup instead of a parse of its labels. Kept by the source across
+ * its scrapes (a round is a scrape) and bounded (src/bounded_cache.ts).
  */
-export class SeriesTexts {
-  #max: number;
-  #known = new Map<string, { series: string; labels: Readonly<Record<string, string>> }>();
-
-  constructor(max: number) {
-    this.#max = max;
-  }
-
-  get size(): number {
-    return this.#known.size;
-  }
-
-  get(text: string): { series: string; labels: Readonly<Record<string, string>> } | undefined {
-    return this.#known.get(text);
-  }
-
-  /** Remembers a series; returns its text as kept (a copy: see below). */
-  add(text: string, labels: Record<string, string>): string {
-    if (this.#known.size >= this.#max) this.#known.clear();
-    // V8 may keep a slice of a string as a view into the whole: a copy so that a series kept
-    // across scrapes does not hold the piece of body it was read from.
-    const series = JSON.parse(JSON.stringify(text)) as string;
-    this.#known.set(series, { series, labels: Object.freeze(labels) });
-    return series;
+export class SeriesTexts extends BoundedCache<string, Readonly<Record<string, string>>> {
+  /** Remembers a series' labels (with a copy of its text, see `ownCopy`). */
+  add(text: string, labels: Record<string, string>): void {
+    this.set(ownCopy(text), Object.freeze(labels));
   }
 }
 
@@ -137,26 +117,20 @@ export class PrometheusTextParser {
     // Nothing after the labels can hold a '}': the text up to the last one is the series.
     const end = trimmed[name.length] === "{" ? trimmed.lastIndexOf("}") + 1 : name.length;
     const text = trimmed.slice(0, end);
-    const known = this.#known.get(text);
-    let series: string;
-    let labels: Readonly<Record<string, string>>;
-    let at: number;
-    if (known) {
-      ({ series, labels } = known);
-      at = end;
-    } else {
+    let labels = this.#known.get(text);
+    let at = end;
+    if (!labels) {
       const parsed = parseLabels(trimmed, name.length);
       if ("error" in parsed) {
         sink.error({ line: lineNo, message: `${parsed.error} in '${trimmed.slice(0, 80)}'` });
         return;
       }
-      at = parsed.end;
-      labels = parsed.labels;
-      series = at === end ? this.#known.add(text, parsed.labels) : trimmed.slice(0, at);
+      ({ labels, end: at } = parsed);
+      if (at === end) this.#known.add(text, parsed.labels);
     }
     const rest = parseValue(trimmed, at);
     if ("error" in rest) sink.error({ line: lineNo, message: `${rest.error} in '${trimmed.slice(0, 80)}'` });
-    else sink.sample({ name, series, labels, line: lineNo, ...rest });
+    else sink.sample({ name, series: at === end ? text : trimmed.slice(0, at), labels, line: lineNo, ...rest });
   }
 }
 
