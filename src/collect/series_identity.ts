@@ -18,7 +18,7 @@ import { type Labels, type SeriesIdentity, seriesProblem } from "../sample.ts";
  */
 
 /** Identities an entry keeps (about 400 bytes each): a device with more series is partly cached. */
-export const SERIES_IDENTITIES_PER_ENTRY = 20_000;
+export const SERIES_IDENTITIES_PER_ENTRY = 10_000;
 
 export class SeriesIdentities {
   #max: number;

@@ -101,9 +101,11 @@ export class LeaseTable {
  * keep what they hold rather than thrash), to bound memory: the collector runs with a 64 MB V8
  * heap (deno.json), which keeps its RSS flat during a drain.
  */
-export const SERIES_CACHE_MAX = 50_000;
+export const SERIES_CACHE_MAX = 10_000;
 
 const READ_AFTER = "SELECT seq, series, ts, value FROM samples WHERE seq > ? ORDER BY seq LIMIT ?";
+const SERIES_BY_IDS =
+  "SELECT id, device_id, metric_id, labels FROM series WHERE id IN (SELECT value FROM json_each(?))";
 const DELETE_RANGE = "DELETE FROM samples WHERE seq BETWEEN ? AND ?";
 
 export class SpoolLease {
@@ -149,11 +151,12 @@ export class SpoolLease {
     }[];
     const epochMs = this.#store.epochMs;
     const out: SpooledSample[] = [];
-    this.#seriesById.nextRound();
+    const fetched = this.#fetchUncached(rows);
     for (const r of rows) {
       const seq = Number(r.seq);
       if (out.length > 0 && seq !== out.at(-1)!.seq + 1) break;
-      const series = this.#series(Number(r.series));
+      const id = Number(r.series);
+      const series = this.#seriesById.get(id) ?? fetched.get(id);
       if (!series) {
         if (out.length > 0) break;
         this.#setAsideOrphan(seq, Number(r.ts), r.value, `series ${r.series} is missing from the spool`);
@@ -175,26 +178,40 @@ export class SpoolLease {
     return out;
   }
 
-  #series(id: number): SeriesRow | undefined {
+  /**
+   * The series of `rows` missing from the cache, read in one statement (one call into SQLite per
+   * read, not per series) and cached where there is room.
+   */
+  #fetchUncached(rows: readonly { series: number }[]): Map<number, SeriesRow> {
     if (this.#seriesGeneration !== this.#store.seriesGeneration) {
       this.#seriesById.clear();
       this.#seriesGeneration = this.#store.seriesGeneration;
     }
-    let s = this.#seriesById.get(id);
-    if (!s) {
-      const row = this.#store.statement("SELECT device_id, metric_id, labels FROM series WHERE id = ?").get(id) as
-        | { device_id: string; metric_id: string; labels: string }
-        | undefined;
-      if (!row) return undefined;
-      s = {
+    this.#seriesById.nextRound();
+    const missing = new Set<number>();
+    for (const r of rows) {
+      const id = Number(r.series);
+      if (this.#seriesById.get(id) === undefined) missing.add(id);
+    }
+    const fetched = new Map<number, SeriesRow>();
+    if (missing.size === 0) return fetched;
+    const found = this.#store.statement(SERIES_BY_IDS).all(JSON.stringify([...missing])) as {
+      id: number;
+      device_id: string;
+      metric_id: string;
+      labels: string;
+    }[];
+    for (const row of found) {
+      const s = {
         deviceId: row.device_id,
         metricId: row.metric_id,
         labels: JSON.parse(row.labels) as Labels,
         copyPrefix: copyPrefix(row.device_id, row.metric_id, row.labels),
       };
-      this.#seriesById.set(id, s);
+      fetched.set(Number(row.id), s);
+      this.#seriesById.set(Number(row.id), s);
     }
-    return s;
+    return fetched;
   }
 
   /** Ranges given up under the full-spool policy, not yet reported to the central ledger. */

@@ -35,7 +35,7 @@ import { consumeText } from "./text_stream.ts";
 
 const CUSTOM = "kwollect_custom";
 /** Series whose parsed labels a source keeps (about 150 bytes each); an exporter with more is partly cached. */
-const SERIES_TEXTS_MAX = 20_000;
+const SERIES_TEXTS_MAX = 10_000;
 /** Lines that cannot be read reported per scrape; the others are counted. */
 const MAX_LINE_ERRORS = 10;
 /** Encodings fetch asks for and decodes as it reads (Deno sends `Accept-Encoding: gzip, br`). */
