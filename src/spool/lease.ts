@@ -151,12 +151,12 @@ export class SpoolLease {
     }[];
     const epochMs = this.#store.epochMs;
     const out: SpooledSample[] = [];
-    const fetched = this.#fetchUncached(rows);
-    for (const r of rows) {
+    const seriesOf = this.#seriesOf(rows);
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i]!;
       const seq = Number(r.seq);
       if (out.length > 0 && seq !== out.at(-1)!.seq + 1) break;
-      const id = Number(r.series);
-      const series = this.#seriesById.get(id) ?? fetched.get(id);
+      const series = seriesOf[i];
       if (!series) {
         if (out.length > 0) break;
         this.#setAsideOrphan(seq, Number(r.ts), r.value, `series ${r.series} is missing from the spool`);
@@ -179,22 +179,26 @@ export class SpoolLease {
   }
 
   /**
-   * The series of `rows` missing from the cache, read in one statement (one call into SQLite per
-   * read, not per series) and cached where there is room.
+   * The series of each of `rows` (undefined: missing from the spool); those the cache lacks are
+   * read in one statement (one call into SQLite per read, not per series) and cached where there
+   * is room.
    */
-  #fetchUncached(rows: readonly { series: number }[]): Map<number, SeriesRow> {
+  #seriesOf(rows: readonly { series: number }[]): (SeriesRow | undefined)[] {
     if (this.#seriesGeneration !== this.#store.seriesGeneration) {
       this.#seriesById.clear();
       this.#seriesGeneration = this.#store.seriesGeneration;
     }
     this.#seriesById.nextRound();
+    const seriesOf: (SeriesRow | undefined)[] = new Array(rows.length);
     const missing = new Set<number>();
-    for (const r of rows) {
-      const id = Number(r.series);
-      if (this.#seriesById.get(id) === undefined) missing.add(id);
+    for (let i = 0; i < rows.length; i++) {
+      const id = Number(rows[i]!.series);
+      const s = this.#seriesById.get(id);
+      if (s) seriesOf[i] = s;
+      else missing.add(id);
     }
+    if (missing.size === 0) return seriesOf;
     const fetched = new Map<number, SeriesRow>();
-    if (missing.size === 0) return fetched;
     const found = this.#store.statement(SERIES_BY_IDS).all(JSON.stringify([...missing])) as {
       id: number;
       device_id: string;
@@ -211,7 +215,8 @@ export class SpoolLease {
       fetched.set(Number(row.id), s);
       this.#seriesById.set(Number(row.id), s);
     }
-    return fetched;
+    for (let i = 0; i < rows.length; i++) seriesOf[i] ??= fetched.get(Number(rows[i]!.series));
+    return seriesOf;
   }
 
   /** Ranges given up under the full-spool policy, not yet reported to the central ledger. */

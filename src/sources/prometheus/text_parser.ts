@@ -130,7 +130,17 @@ export class PrometheusTextParser {
     }
     const rest = parseValue(trimmed, at);
     if ("error" in rest) sink.error({ line: lineNo, message: `${rest.error} in '${trimmed.slice(0, 80)}'` });
-    else sink.sample({ name, series: at === end ? text : trimmed.slice(0, at), labels, line: lineNo, ...rest });
+    else {
+      const sample: PromSample = {
+        name,
+        series: at === end ? text : trimmed.slice(0, at),
+        labels,
+        value: rest.value,
+        line: lineNo,
+      };
+      if (rest.timestampMs !== undefined) sample.timestampMs = rest.timestampMs;
+      sink.sample(sample);
+    }
   }
 }
 
@@ -188,6 +198,15 @@ function parseLabels(line: string, pos: number): { labels: Record<string, string
 
 /** The value and the optional timestamp that follow the series at `i`. */
 function parseValue(line: string, i: number): { value: number; timestampMs?: number } | { error: string } {
+  // The common line, a number and nothing after it, without splitting the rest of the line.
+  let start = i;
+  while (line[start] === " " || line[start] === "\t") start++;
+  let end = start;
+  while (end < line.length && line[end] !== " " && line[end] !== "\t") end++;
+  if (end === line.length && end > start) {
+    const value = parseNumber(line.slice(start));
+    if (!Number.isNaN(value)) return { value };
+  }
   const rest = line.slice(i).trim().split(/[ \t]+/);
   const valueText = rest[0];
   if (valueText === undefined || valueText === "") return { error: "Missing value" };
