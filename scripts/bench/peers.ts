@@ -16,6 +16,10 @@
  * with 204 after reading its body (the snappy-compressed protobuf is not decoded), and the bytes
  * it received are printed so a run where the agent sent nothing shows.
  *
+ * Workload B (SNMP, kwollector alone: no SNMP peer collector is packaged here): one local snmpd,
+ * 200 OIDs (one entry each) polled every second for MEASURE_S; the collector's CPU per 1,000 rows
+ * of the window that reached the central table, and its peak RSS.
+ *
  *   deno run -A scripts/bench/peers.ts
  */
 import { setLogSink } from "../../src/log.ts";
@@ -26,16 +30,20 @@ import {
   processCpuMs,
   processRssMb,
   spawnCollector,
+  startBenchCentral,
   startLiveRig,
   startPowerExporter,
 } from "./collector.ts";
 import { sleep } from "../harness/collector.ts";
-import { freePort } from "../peers/postgres.ts";
+import { destroyPostgres, freePort } from "../peers/postgres.ts";
+import { OIDS, startSnmpd } from "../peers/snmpd.ts";
+import { metricsEntry, writeCollectorConfig } from "../harness/config.ts";
 
 setLogSink(() => {});
 const WARMUP_S = 5;
 const MEASURE_S = Number(Deno.env.get("BENCH_PEERS_S") ?? 60);
 const PROMETHEUS = "/usr/bin/prometheus";
+const SNMP_DEVICE = "snmp-agent-1";
 const workload = `one exporter of ${new Intl.NumberFormat("en-US").format(LIVE_METRICS)} series at 1 s, ${MEASURE_S} s`;
 
 interface Measured {
@@ -152,8 +160,47 @@ async function prometheusAgent(): Promise<{ perK: number; rssMaxMb: number } | u
   }
 }
 
+/** Workload B: 200 OIDs of a local snmpd every second, into the bench PostgreSQL. */
+async function kwollectorSnmp(): Promise<{ perK: number; rssMaxMb: number }> {
+  const dir = await Deno.makeTempDir({ prefix: "kwollector-bench-peers-snmp-" });
+  const pg = await startBenchCentral();
+  const agent = await startSnmpd();
+  try {
+    const metrics = Array.from({ length: OIDS.seriesCount }, (_, i) =>
+      metricsEntry({
+        name: `oid_${i + 1}`,
+        deviceId: SNMP_DEVICE,
+        url: `snmp://public@127.0.0.1:${agent.port}/${OIDS.series(i + 1)}`,
+        updateEveryMs: 1000,
+      })).join("");
+    const yaml = await writeCollectorConfig(dir, {
+      metrics: { "snmp.yaml": metrics },
+      settings: { db_host: "127.0.0.1", db_port: pg.port, db_sslmode: "disable", spool_path: `${dir}/spool/spool.db` },
+    });
+    const startedMs = Date.now();
+    const child = spawnCollector([yaml]);
+    let m: Measured;
+    try {
+      m = await measure(await child.pid());
+      await sleep(3000);
+    } finally {
+      await child.stop();
+    }
+    const windowStartMs = startedMs + WARMUP_S * 1000;
+    const [row] = await pg.admin("kwdb")`
+      SELECT count(*)::int AS n FROM metrics WHERE device_id = ${SNMP_DEVICE}
+        AND "timestamp" >= ${new Date(windowStartMs)} AND "timestamp" < ${new Date(windowStartMs + MEASURE_S * 1000)}`;
+    return { perK: m.cpuMs / ((row as { n: number }).n / 1000), rssMaxMb: m.rssMaxMb };
+  } finally {
+    await agent.stop();
+    await destroyPostgres(pg);
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 const ours = await kwollector();
 const agent = await prometheusAgent();
+const snmpB = await kwollectorSnmp();
 report({
   name: "peers_kwollector_cpu_per_1k",
   figure: `workload A (${workload}): kwollector CPU per 1,000 samples stored (PostgreSQL's CPU not counted)`,
@@ -189,3 +236,17 @@ if (agent) {
     goal: { op: "<=", value: 1 },
   });
 }
+report({
+  name: "peers_kwollector_snmp_cpu_per_1k",
+  figure: `workload B (one local snmpd, ${OIDS.seriesCount} OIDs at 1 s, ${MEASURE_S} s): kwollector CPU per 1,000 ` +
+    "samples stored (PostgreSQL's and snmpd's CPU not counted)",
+  value: snmpB.perK,
+  unit: "ms",
+  goal: { op: "<=", value: 45 },
+});
+report({
+  name: "peers_kwollector_snmp_rss_max",
+  figure: "workload B: kwollector RSS, max over the window",
+  value: snmpB.rssMaxMb,
+  unit: "MB",
+});
