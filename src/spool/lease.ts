@@ -18,7 +18,7 @@
  *   assigned, and how to move them past a ledger that already holds them (renumbering, see
  *   spool.ts "Recovery").
  */
-import type { Labels, Sample } from "../sample.ts";
+import { type Labels, makeIdentity, type Sample, type SeriesIdentity } from "../sample.ts";
 import type { SpoolStore } from "./store.ts";
 import { copyPrefix } from "../forward/copy_text.ts";
 import { BoundedCache } from "../bounded_cache.ts";
@@ -33,11 +33,9 @@ export interface SpooledSample extends Sample {
   copyPrefix?: string;
 }
 
-/** What the lease keeps of a series of the dictionary. */
+/** What the lease keeps of a series of the dictionary: its identity, and its rows' COPY prefix. */
 interface SeriesRow {
-  deviceId: string;
-  metricId: string;
-  labels: Labels;
+  identity: SeriesIdentity;
   copyPrefix: string;
 }
 
@@ -165,10 +163,11 @@ export class SpoolLease {
       out.push({
         seq,
         timestampMs: epochMs + Number(r.ts) / 1000,
-        deviceId: series.deviceId,
-        metricId: series.metricId,
+        deviceId: series.identity.deviceId,
+        metricId: series.identity.metricId,
         value: r.value === null ? NaN : Number(r.value),
-        labels: series.labels,
+        labels: series.identity.labels,
+        series: series.identity,
         copyPrefix: series.copyPrefix,
       });
     }
@@ -207,9 +206,7 @@ export class SpoolLease {
     }[];
     for (const row of found) {
       const s = {
-        deviceId: row.device_id,
-        metricId: row.metric_id,
-        labels: JSON.parse(row.labels) as Labels,
+        identity: makeIdentity(row.device_id, row.metric_id, JSON.parse(row.labels) as Labels),
         copyPrefix: copyPrefix(row.device_id, row.metric_id, row.labels),
       };
       fetched.set(Number(row.id), s);

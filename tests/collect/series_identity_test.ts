@@ -5,7 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { samplesOfPoll } from "../../src/collect/scheduler.ts";
-import { makeIdentity, SeriesIdentities } from "../../src/collect/series_identity.ts";
+import { SeriesIdentities } from "../../src/collect/series_identity.ts";
+import { makeIdentity } from "../../src/sample.ts";
 import type { Reading } from "../../src/sources/source.ts";
 import { entryFor } from "../../scripts/harness/entries.ts";
 
