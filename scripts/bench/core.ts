@@ -84,7 +84,7 @@ async function idleCollectorRss(dir: string) {
       figure: "collector RSS, idle (no metric, central database unreachable)",
       value: processRssMb(pid),
       unit: "MB",
-      goal: { op: "<=", value: 60 },
+      goal: { op: "<=", value: 50 },
     });
   } finally {
     await child.stop();

@@ -10,7 +10,11 @@
  *   is written in the same transaction. Only the writer assigns or moves seqs (`renumberAfter`).
  * - **The series dictionary**: (device, metric, labels) stored once per series, with a lower
  *   bound of its last seq kept within SERIES_SEQ_SLACK of the truth, so `collectGarbage()` never
- *   removes a series still in use.
+ *   removes a series still in use. The dictionary is the truth; what the writer knows of a series
+ *   (its id, that bound) is cached in the sample's series identity when it has one
+ *   (`Sample.series.spool`, valid while it carries this writer's current token: a garbage
+ *   collection, a renumbering or a failed commit forgets them all at once), else in a bounded
+ *   cache by key; the series missing from both cost one lookup in the dictionary.
  * - **The full-spool policy** (invariant 5): before each commit, when the used bytes would pass
  *   `maxBytes`, `drop_newest` refuses the new samples and `drop_oldest` frees the oldest rows
  *   (recorded as a gap), never a row leased to this process's forwarder. Logged as an error and
