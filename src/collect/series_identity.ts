@@ -1,6 +1,6 @@
 import type { MetricEntry } from "../config/metrics_dir.ts";
 import { BoundedCache, ownCopy } from "../bounded_cache.ts";
-import { type Labels, makeIdentity, type SeriesIdentity } from "../sample.ts";
+import { type Labels, type SeriesIdentity, seriesProblem } from "../sample.ts";
 
 /**
  * # Series identity, computed once per series instead of once per sample
@@ -59,4 +59,26 @@ export class SeriesIdentities {
     cache.set(ownCopy(seriesKey), identity);
     return identity;
   }
+}
+
+/** Builds the identity of a series; its labels object is frozen, since every sample shares it. */
+export function makeIdentity(deviceId: string, metricId: string, labels: Labels): SeriesIdentity {
+  const { problem, json } = seriesProblem(deviceId, metricId, labels);
+  const head = `${deviceId}\u0000${metricId}\u0000`;
+  const key = head + (json ?? "");
+  const names = Object.keys(labels);
+  const sorted = names.every((name, i) => i === 0 || names[i - 1]! < name);
+  // Most exporters sort their labels: the spool's key is then the per-poll key too (one string).
+  const pollKey = sorted || problem !== undefined
+    ? key
+    : head + JSON.stringify(Object.fromEntries(names.sort().map((name) => [name, labels[name]])));
+  return {
+    deviceId,
+    metricId,
+    labels: Object.freeze(labels),
+    labelsJson: key.slice(head.length),
+    key,
+    pollKey,
+    problem,
+  };
 }

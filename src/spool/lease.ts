@@ -18,7 +18,7 @@
  *   assigned, and how to move them past a ledger that already holds them (renumbering, see
  *   spool.ts "Recovery").
  */
-import { type Labels, makeIdentity, type Sample, type SeriesIdentity } from "../sample.ts";
+import type { Labels, Sample } from "../sample.ts";
 import type { SpoolStore } from "./store.ts";
 import { copyPrefix } from "../forward/copy_text.ts";
 import { BoundedCache } from "../bounded_cache.ts";
@@ -33,9 +33,11 @@ export interface SpooledSample extends Sample {
   copyPrefix?: string;
 }
 
-/** What the lease keeps of a series of the dictionary: its identity, and its rows' COPY prefix. */
+/** What the lease keeps of a series of the dictionary. */
 interface SeriesRow {
-  identity: SeriesIdentity;
+  deviceId: string;
+  metricId: string;
+  labels: Labels;
   copyPrefix: string;
 }
 
@@ -163,11 +165,10 @@ export class SpoolLease {
       out.push({
         seq,
         timestampMs: epochMs + Number(r.ts) / 1000,
-        deviceId: series.identity.deviceId,
-        metricId: series.identity.metricId,
+        deviceId: series.deviceId,
+        metricId: series.metricId,
         value: r.value === null ? NaN : Number(r.value),
-        labels: series.identity.labels,
-        series: series.identity,
+        labels: series.labels,
         copyPrefix: series.copyPrefix,
       });
     }
@@ -206,7 +207,9 @@ export class SpoolLease {
     }[];
     for (const row of found) {
       const s = {
-        identity: makeIdentity(row.device_id, row.metric_id, JSON.parse(row.labels) as Labels),
+        deviceId: row.device_id,
+        metricId: row.metric_id,
+        labels: JSON.parse(row.labels) as Labels,
         copyPrefix: copyPrefix(row.device_id, row.metric_id, row.labels),
       };
       fetched.set(Number(row.id), s);

@@ -5,8 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { samplesOfPoll } from "../../src/collect/scheduler.ts";
-import { SeriesIdentities } from "../../src/collect/series_identity.ts";
-import { makeIdentity } from "../../src/sample.ts";
+import { makeIdentity, SeriesIdentities } from "../../src/collect/series_identity.ts";
 import type { Reading } from "../../src/sources/source.ts";
 import { entryFor } from "../../scripts/harness/entries.ts";
 

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import type { Sample } from "../../src/sample.ts";
-import { makeIdentity } from "../../src/sample.ts";
+import { makeIdentity } from "../../src/collect/series_identity.ts";
 import { open, samples, tempSpoolPath } from "./fixtures/spool.ts";
 
 Deno.test("spool.append() resolves once durable and read() returns samples in seq order", async () => {
