@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the demo and the test suite need on a Debian 12 machine (run as root):
 # Deno from the npm package `deno` into .tools/, and the real peers the tests start
-# (PostgreSQL 15, snmpd, snmpsim, pymodbus, OpenIPMI's ipmi_sim, freeipmi, node exporter), and
+# (PostgreSQL 15, snmpd, snmpsim, pymodbus, OpenIPMI's ipmi_sim, freeipmi, node exporter; Prometheus,
+# whose agent mode the `peers` benchmark runs beside the collector), and
 # the fault injectors of the torture suite (libfaketime steps the wall clock, strace kills the
 # collector at its n-th spool write, e2fsprogs makes the small filesystem that fills up).
 # Idempotent: installed pieces are left as they are. Packages go in with --no-install-recommends,
@@ -17,7 +18,7 @@ PACKAGES=(
   snmpd snmp snmpsim
   python3-pymodbus python3-serial python3-serial-asyncio
   openipmi freeipmi-tools
-  prometheus-node-exporter
+  prometheus-node-exporter prometheus
   systemd iproute2 procps
   faketime strace e2fsprogs
 )

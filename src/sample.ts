@@ -23,9 +23,35 @@ export interface Sample {
   /** NaN is allowed (a missing or non-numeric reading). */
   value: number;
   labels: Labels;
+  /**
+   * What this sample shares with every other sample of its series, when its producer computed it
+   * once for the series (src/collect/series_identity.ts); `labels` is then the identity's object,
+   * shared and never modified.
+   */
+  series?: SeriesIdentity;
 }
 
 export type Labels = Record<string, unknown>;
+
+/**
+ * A series as computed once, for every sample of it: its labels as JSON, its keys, and whether the
+ * central database could store it (the checks of ids and labels in `sampleProblem`). Immutable,
+ * but for `spool`, which the spool writer owns (src/spool/writer.ts).
+ */
+export interface SeriesIdentity {
+  readonly deviceId: string;
+  readonly metricId: string;
+  readonly labels: Labels;
+  readonly labelsJson: string;
+  /** device, metric and labels JSON joined by NUL: the spool's key of the series. */
+  readonly key: string;
+  /** The same with the labels in key order: one sample per series and poll (scheduler.ts). */
+  readonly pollKey: string;
+  /** Why no sample of the series can be stored, or undefined when they can. */
+  readonly problem: string | undefined;
+  /** The spool writer's record of this series: the writer it belongs to, its id and last seq there. */
+  spool?: { readonly writer: object; readonly id: number; lastSeq: number };
+}
 
 /** Earliest timestamp a sample may carry: 2000-01-01T00:00:00Z. */
 export const EARLIEST_TIMESTAMP_MS = Date.UTC(2000, 0, 1);
@@ -69,24 +95,39 @@ export function sampleProblem(s: Sample, nowMs: number): string | undefined {
   const ts = timestampProblem(s.timestampMs, "milliseconds", nowMs);
   if (ts) return ts;
   if (typeof s.value !== "number") return `Value ${String(s.value)} is not a number`;
-  for (const [what, id] of [["device_id", s.deviceId], ["metric_id", s.metricId]] as const) {
+  return s.series ? s.series.problem : seriesProblem(s.deviceId, s.metricId, s.labels).problem;
+}
+
+/**
+ * Why no sample of the series (device, metric, labels) can be stored, or undefined when they can;
+ * with the labels as JSON when they can be written as JSON.
+ */
+export function seriesProblem(
+  deviceId: string,
+  metricId: string,
+  labels: Labels,
+): { problem: string | undefined; json?: string } {
+  for (const [what, id] of [["device_id", deviceId], ["metric_id", metricId]] as const) {
     if (typeof id !== "string" || id.length === 0 || id.length > MAX_ID_CHARS) {
-      return `Invalid ${what} '${String(id).slice(0, 80)}': expected 1 to ${MAX_ID_CHARS} characters`;
+      return { problem: `Invalid ${what} '${String(id).slice(0, 80)}': expected 1 to ${MAX_ID_CHARS} characters` };
     }
-    if (id.includes("\0")) return `Invalid ${what} '${id.slice(0, 80)}': it contains a NUL character`;
+    if (id.includes("\0")) return { problem: `Invalid ${what} '${id.slice(0, 80)}': it contains a NUL character` };
   }
   let json: string;
   try {
-    json = JSON.stringify(s.labels);
+    json = JSON.stringify(labels);
   } catch (err) {
-    return `Labels cannot be written as JSON: ${(err as Error).message}`;
+    return { problem: `Labels cannot be written as JSON: ${(err as Error).message}` };
   }
-  if (typeof json !== "string" || !json.startsWith("{")) return `Labels ${json} are not a JSON object`;
+  if (typeof json !== "string" || !json.startsWith("{")) return { problem: `Labels ${json} are not a JSON object` };
   if (json.length > MAX_LABELS_JSON_CHARS) {
-    return `Labels are ${json.length} characters of JSON, more than the ${MAX_LABELS_JSON_CHARS} accepted`;
+    return {
+      problem: `Labels are ${json.length} characters of JSON, more than the ${MAX_LABELS_JSON_CHARS} accepted`,
+      json,
+    };
   }
-  if (json.includes("\\u0000")) return `Labels ${json.slice(0, 80)} contain a NUL character`;
-  return undefined;
+  if (json.includes("\\u0000")) return { problem: `Labels ${json.slice(0, 80)} contain a NUL character`, json };
+  return { problem: undefined, json };
 }
 
 function isoDay(ms: number): string {

@@ -35,6 +35,12 @@ export const SCRIPTS: Record<string, { title: string; about: string; env?: strin
   snmp: { title: "SNMP", about: "throughput against a local snmpd, fleet of 1,000 simulated agents" },
   modbus_ipmi: { title: "Modbus and IPMI", about: "200 simulated Modbus devices, 10 simulated BMCs" },
   wattmetre: { title: "Wattmeter stream", about: "48 ports at 50 Hz into a durable spool" },
+  peers: {
+    title: "Beside the peer collectors",
+    about: "workload A (10,000 series at 1 s) for kwollector and Debian's Prometheus agent in one run; " +
+      "workload B (200 SNMP OIDs at 1 s): CPU per 1,000 samples and RSS",
+    env: ["BENCH_PEERS_S", "BENCH_V8_FLAGS"],
+  },
   hostile: {
     title: "Hostile input",
     about: "64 MB heap against a 50,000-series exporter, a 16 MB JSON document and a 5,000-entry metrics.d " +

@@ -8,6 +8,7 @@ import type { EntryError, PollResult, Reading, Source } from "../sources/source.
 import type { TlsPins } from "../spool/tls_pins.ts";
 import { type Clock, deadline, DeadlineError, type TimerId } from "../clock.ts";
 import type { PollGroup } from "./groups.ts";
+import { SeriesIdentities } from "./series_identity.ts";
 import {
   COLLECTOR_LATE,
   DEVICE_BEHIND,
@@ -90,6 +91,7 @@ interface GroupState {
   counters: GroupCounters;
   failingEntries: Set<string>;
   devices: Map<string, DeviceStatus>;
+  identities: SeriesIdentities;
 }
 
 export class Scheduler {
@@ -129,6 +131,7 @@ export class Scheduler {
         },
         failingEntries: new Set(),
         devices: new Map(),
+        identities: new SeriesIdentities(),
       };
     });
   }
@@ -257,7 +260,7 @@ export class Scheduler {
     s.counters.pollsOk++;
     t.emit(POLL_OK, { group: s.group.name }, protocol);
     t.end(DEVICE_FAILING, s.group.name, { group: s.group.name });
-    const { samples, refused } = samplesOfPoll(result.readings, sentAtMs, clock.now());
+    const { samples, refused } = samplesOfPoll(result.readings, sentAtMs, clock.now(), s.identities);
     result.errors.push(...refused);
     const entryErrors = this.#entryErrors(s, result);
     this.#recordDevices(s, entries, sentAtMs, undefined, entryErrors);
@@ -347,18 +350,25 @@ export class Scheduler {
   }
 }
 
-/** Builds the stored sample of a reading: Kwollect's value rules, labels, timestamp. */
-export function toSample(r: Reading, sentAtMs: number): Sample {
+/**
+ * Builds the stored sample of a reading: Kwollect's value rules, labels, timestamp. With
+ * `identities`, a reading that names its series (`seriesKey`) shares its series' identity.
+ */
+export function toSample(r: Reading, sentAtMs: number, identities?: SeriesIdentities): Sample {
   const { value, valueStr } = toSampleValue(r.value, r.entry.scaleFactor);
+  const timestampMs = r.timestampMs ?? sentAtMs;
+  const series = identities && r.seriesKey !== undefined && valueStr === undefined
+    ? identities.of(r.entry, r.seriesKey, () => ({
+      metricId: r.metricId ?? r.entry.name,
+      labels: { ...r.labels, ...r.entry.labels },
+    }))
+    : undefined;
+  if (series) {
+    return { timestampMs, deviceId: series.deviceId, metricId: series.metricId, value, labels: series.labels, series };
+  }
   const labels = { ...r.labels, ...r.entry.labels };
   if (valueStr !== undefined) labels.value_str = valueStr;
-  return {
-    timestampMs: r.timestampMs ?? sentAtMs,
-    deviceId: r.entry.deviceId,
-    metricId: r.metricId ?? r.entry.name,
-    value,
-    labels,
-  };
+  return { timestampMs, deviceId: r.entry.deviceId, metricId: r.metricId ?? r.entry.name, value, labels };
 }
 
 /**
@@ -371,13 +381,18 @@ export function samplesOfPoll(
   readings: readonly Reading[],
   sentAtMs: number,
   nowMs: number,
+  identities?: SeriesIdentities,
 ): { samples: Sample[]; refused: EntryError[] } {
   const seen = new Set<string>();
   const samples: Sample[] = [];
   const refused: EntryError[] = [];
+  identities?.nextPoll();
   for (const r of readings) {
-    const s = toSample(r, sentAtMs);
-    const key = `${s.deviceId}\u0000${s.metricId}\u0000${s.timestampMs}\u0000${canonicalLabels(s.labels)}`;
+    const s = toSample(r, sentAtMs, identities);
+    // A known series at the poll's time is keyed by the string its identity holds: no new text.
+    const key = s.series && s.timestampMs === sentAtMs
+      ? s.series.pollKey
+      : `${s.deviceId}\u0000${s.metricId}\u0000${s.timestampMs}\u0000${canonicalLabels(s.labels)}`;
     if (seen.has(key)) continue;
     seen.add(key);
     const problem = sampleProblem(s, nowMs);

@@ -91,7 +91,7 @@ async function insertRows(tx: Transaction, batch: SpooledSample[]): Promise<void
 
 async function copyRows(tx: Transaction, chunks: string[]): Promise<void> {
   failpoint("before-copy");
-  const writable = await tx`COPY metrics ("timestamp", device_id, metric_id, value, labels) FROM STDIN`.writable();
+  const writable = await tx`COPY metrics (device_id, metric_id, labels, "timestamp", value) FROM STDIN`.writable();
   const finished = writeAll(writable, chunks);
   try {
     // The probe is queued once all COPY data has been handed over: it succeeds after a good

@@ -29,6 +29,12 @@ export interface Reading {
   labels?: Labels;
   /** Timestamp from the device (exposition timestamp, `_timestamp`), ms since the epoch. */
   timestampMs?: number;
+  /**
+   * Names the series among the entry's readings, when the source can do so cheaply: readings of
+   * one entry with the same key always have the same metric id and labels, so their series
+   * identity is computed once (src/collect/series_identity.ts).
+   */
+  seriesKey?: string;
 }
 
 export interface EntryError {

@@ -20,10 +20,25 @@
  */
 import type { Labels, Sample } from "../sample.ts";
 import type { SpoolStore } from "./store.ts";
+import { copyPrefix } from "../forward/copy_text.ts";
+import { BoundedCache } from "../bounded_cache.ts";
 
 /** A sample read back for forwarding. */
 export interface SpooledSample extends Sample {
   seq: number;
+  /**
+   * Its device, metric and labels as the start of a COPY row (src/forward/copy_text.ts), rendered
+   * once per series and shared by the series' samples.
+   */
+  copyPrefix?: string;
+}
+
+/** What the lease keeps of a series of the dictionary. */
+interface SeriesRow {
+  deviceId: string;
+  metricId: string;
+  labels: Labels;
+  copyPrefix: string;
 }
 
 export interface GapRange {
@@ -82,12 +97,15 @@ export class LeaseTable {
 }
 
 /**
- * The series dictionary caches are cleared beyond this many entries, to bound memory: the
- * collector runs with a 64 MB V8 heap (deno.json), which keeps its RSS flat during a drain.
+ * The series dictionary caches hold at most this many entries (src/bounded_cache.ts: full, they
+ * keep what they hold rather than thrash), to bound memory: the collector runs with a 64 MB V8
+ * heap (deno.json), which keeps its RSS flat during a drain.
  */
-export const SERIES_CACHE_MAX = 50_000;
+export const SERIES_CACHE_MAX = 10_000;
 
 const READ_AFTER = "SELECT seq, series, ts, value FROM samples WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?";
+const SERIES_BY_IDS =
+  "SELECT id, device_id, metric_id, labels FROM series WHERE id IN (SELECT value FROM json_each(?))";
 const DELETE_RANGE = "DELETE FROM samples WHERE seq BETWEEN ? AND ?";
 
 export class SpoolLease {
@@ -96,7 +114,8 @@ export class SpoolLease {
   readonly ownSeqs: OwnSeqs | undefined;
   #store: SpoolStore;
   #leases: LeaseTable;
-  #seriesById = new Map<number, { deviceId: string; metricId: string; labels: Labels }>();
+  /** A round is a read(). */
+  #seriesById = new BoundedCache<number, SeriesRow>(SERIES_CACHE_MAX);
   #seriesGeneration: number;
 
   constructor(store: SpoolStore, leases: LeaseTable, ownSeqs?: OwnSeqs) {
@@ -133,10 +152,12 @@ export class SpoolLease {
     }[];
     const epochMs = this.#store.epochMs;
     const out: SpooledSample[] = [];
-    for (const r of rows) {
+    const seriesOf = this.#seriesOf(rows);
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i]!;
       const seq = Number(r.seq);
       if (out.length > 0 && seq !== out.at(-1)!.seq + 1) break;
-      const series = this.#series(Number(r.series));
+      const series = seriesOf[i];
       if (!series) {
         if (out.length > 0) break;
         this.#setAsideOrphan(seq, Number(r.ts), r.value, `series ${r.series} is missing from the spool`);
@@ -149,6 +170,7 @@ export class SpoolLease {
         metricId: series.metricId,
         value: r.value === null ? NaN : Number(r.value),
         labels: series.labels,
+        copyPrefix: series.copyPrefix,
       });
     }
     const first = out[0];
@@ -157,22 +179,45 @@ export class SpoolLease {
     return out;
   }
 
-  #series(id: number): { deviceId: string; metricId: string; labels: Labels } | undefined {
+  /**
+   * The series of each of `rows` (undefined: missing from the spool); those the cache lacks are
+   * read in one statement (one call into SQLite per read, not per series) and cached where there
+   * is room.
+   */
+  #seriesOf(rows: readonly { series: number }[]): (SeriesRow | undefined)[] {
     if (this.#seriesGeneration !== this.#store.seriesGeneration) {
       this.#seriesById.clear();
       this.#seriesGeneration = this.#store.seriesGeneration;
     }
-    let s = this.#seriesById.get(id);
-    if (!s) {
-      const row = this.#store.statement("SELECT device_id, metric_id, labels FROM series WHERE id = ?").get(id) as
-        | { device_id: string; metric_id: string; labels: string }
-        | undefined;
-      if (!row) return undefined;
-      s = { deviceId: row.device_id, metricId: row.metric_id, labels: JSON.parse(row.labels) as Labels };
-      if (this.#seriesById.size >= SERIES_CACHE_MAX) this.#seriesById.clear();
-      this.#seriesById.set(id, s);
+    this.#seriesById.nextRound();
+    const seriesOf: (SeriesRow | undefined)[] = new Array(rows.length);
+    const missing = new Set<number>();
+    for (let i = 0; i < rows.length; i++) {
+      const id = Number(rows[i]!.series);
+      const s = this.#seriesById.get(id);
+      if (s) seriesOf[i] = s;
+      else missing.add(id);
     }
-    return s;
+    if (missing.size === 0) return seriesOf;
+    const fetched = new Map<number, SeriesRow>();
+    const found = this.#store.statement(SERIES_BY_IDS).all(JSON.stringify([...missing])) as {
+      id: number;
+      device_id: string;
+      metric_id: string;
+      labels: string;
+    }[];
+    for (const row of found) {
+      const s = {
+        deviceId: row.device_id,
+        metricId: row.metric_id,
+        labels: JSON.parse(row.labels) as Labels,
+        copyPrefix: copyPrefix(row.device_id, row.metric_id, row.labels),
+      };
+      fetched.set(Number(row.id), s);
+      this.#seriesById.set(Number(row.id), s);
+    }
+    for (let i = 0; i < rows.length; i++) seriesOf[i] ??= fetched.get(Number(rows[i]!.series));
+    return seriesOf;
   }
 
   /** Ranges given up under the full-spool policy, not yet reported to the central ledger. */

@@ -10,7 +10,11 @@
  *   is written in the same transaction. Only the writer assigns or moves seqs (`renumberAfter`).
  * - **The series dictionary**: (device, metric, labels) stored once per series, with a lower
  *   bound of its last seq kept within SERIES_SEQ_SLACK of the truth, so `collectGarbage()` never
- *   removes a series still in use.
+ *   removes a series still in use. The dictionary is the truth; what the writer knows of a series
+ *   (its id, that bound) is cached in the sample's series identity when it has one
+ *   (`Sample.series.spool`, valid while it carries this writer's current token: a garbage
+ *   collection, a renumbering or a failed commit forgets them all at once), else in a bounded
+ *   cache by key; the series missing from both cost one lookup in the dictionary.
  * - **The full-spool policy** (invariant 5): before each commit, when the used bytes would pass
  *   `maxBytes`, `drop_newest` refuses the new samples and `drop_oldest` frees the oldest rows
  *   (recorded as a gap), never a row leased to this process's forwarder. Logged as an error and
@@ -22,6 +26,7 @@ import { type Clock, systemClock, type TimerId } from "../clock.ts";
 import { ROWS_DROPPED, SPOOL_FULL } from "../telemetry/events.ts";
 import { Telemetry } from "../telemetry/telemetry.ts";
 import { type LeaseTable, type OwnSeqs, SERIES_CACHE_MAX } from "./lease.ts";
+import { BoundedCache } from "../bounded_cache.ts";
 import type { SpoolStore } from "./store.ts";
 
 /** See "The series dictionary": how stale a series' recorded last_seq may be. */
@@ -61,6 +66,13 @@ export interface WriterCounters {
   droppedNewest: number;
 }
 
+/** What the writer knows of a series of the dictionary: its id, and a lower bound of its last seq. */
+interface SeriesEntry {
+  readonly writer: object;
+  readonly id: number;
+  lastSeq: number;
+}
+
 interface Pending {
   samples: Sample[];
   resolve: () => void;
@@ -82,7 +94,13 @@ export class SpoolWriter implements OwnSeqs {
   /** Monotonic time when the last group commit started. */
   #lastCommitAt = -Infinity;
   #closed = false;
-  #seriesByKey = new Map<string, { id: number; lastSeq: number }>();
+  /** Series of samples without an identity; a round is a commit. */
+  #seriesByKey = new BoundedCache<string, SeriesEntry>(SERIES_CACHE_MAX);
+  /**
+   * Marks the series entries that are valid: entries kept in a sample's series identity
+   * (`Sample.series.spool`) count only while they carry this token; a new token forgets them all.
+   */
+  #cacheOwner: object = {};
 
   constructor(store: SpoolStore, leases: LeaseTable, opts: WriterOptions) {
     this.#store = store;
@@ -165,7 +183,7 @@ export class SpoolWriter implements OwnSeqs {
       store.setMeta("next_seq", this.#nextSeq + shift);
     });
     this.#nextSeq += shift;
-    this.#seriesByKey.clear();
+    this.#forgetSeries();
     this.#leases.clear();
     return shift;
   }
@@ -180,7 +198,7 @@ export class SpoolWriter implements OwnSeqs {
     if (limit <= 0) return 0;
     const n = Number(this.#store.statement("DELETE FROM series WHERE last_seq < ?").run(limit).changes);
     if (n > 0) {
-      this.#seriesByKey.clear();
+      this.#forgetSeries();
       this.#store.seriesDeleted();
     }
     return n;
@@ -209,6 +227,12 @@ export class SpoolWriter implements OwnSeqs {
     this.#closed = true;
   }
 
+  /** Forgets every series entry kept, here and in series identities. */
+  #forgetSeries(): void {
+    this.#seriesByKey.clear();
+    this.#cacheOwner = {};
+  }
+
   #write(batch: Pending[]): void {
     const store = this.#store;
     const insertSamples = store.statement(INSERT_SAMPLES);
@@ -219,6 +243,7 @@ export class SpoolWriter implements OwnSeqs {
     const touched: [number, number][] = [];
     const params: (number | null)[] = [];
     const epochMs = store.epochMs;
+    this.#seriesByKey.nextRound();
     try {
       store.transaction(() => {
         for (const p of batch) {
@@ -242,7 +267,7 @@ export class SpoolWriter implements OwnSeqs {
       });
     } catch (err) {
       // Series ids created in the failed transaction do not exist: forget the cache.
-      this.#seriesByKey.clear();
+      this.#forgetSeries();
       throw err;
     }
     this.#nextSeq = seq;
@@ -251,22 +276,28 @@ export class SpoolWriter implements OwnSeqs {
   }
 
   #seriesFor(s: Sample, seq: number, touched: [number, number][]): number {
-    const labels = JSON.stringify(s.labels);
-    const key = `${s.deviceId}\u0000${s.metricId}\u0000${labels}`;
-    let entry = this.#seriesByKey.get(key);
+    const series = s.series;
+    let entry = series?.spool?.writer === this.#cacheOwner ? series.spool : undefined;
     if (!entry) {
-      const row = this.#store.statement(
-        "SELECT id, last_seq FROM series WHERE device_id = ? AND metric_id = ? AND labels = ?",
-      ).get(s.deviceId, s.metricId, labels) as { id: number; last_seq: number } | undefined;
-      if (row) entry = { id: Number(row.id), lastSeq: Number(row.last_seq) };
-      else {
-        const ins = this.#store.statement(
-          "INSERT INTO series(device_id, metric_id, labels, last_seq) VALUES (?, ?, ?, ?) RETURNING id",
-        ).get(s.deviceId, s.metricId, labels, seq) as { id: number };
-        entry = { id: Number(ins.id), lastSeq: seq };
+      const labels = series ? series.labelsJson : JSON.stringify(s.labels);
+      const key = series ? series.key : `${s.deviceId}\u0000${s.metricId}\u0000${labels}`;
+      entry = this.#seriesByKey.get(key);
+      if (!entry) {
+        const row = this.#store.statement(
+          "SELECT id, last_seq FROM series WHERE device_id = ? AND metric_id = ? AND labels = ?",
+        ).get(s.deviceId, s.metricId, labels) as { id: number; last_seq: number } | undefined;
+        const owner = this.#cacheOwner;
+        if (row) entry = { writer: owner, id: Number(row.id), lastSeq: Number(row.last_seq) };
+        else {
+          const ins = this.#store.statement(
+            "INSERT INTO series(device_id, metric_id, labels, last_seq) VALUES (?, ?, ?, ?) RETURNING id",
+          ).get(s.deviceId, s.metricId, labels, seq) as { id: number };
+          entry = { writer: owner, id: Number(ins.id), lastSeq: seq };
+        }
+        // A series with an identity keeps its entry there (its producer bounds how many it keeps).
+        if (!series) this.#seriesByKey.set(key, entry);
       }
-      if (this.#seriesByKey.size >= SERIES_CACHE_MAX) this.#seriesByKey.clear();
-      this.#seriesByKey.set(key, entry);
+      if (series) series.spool = entry;
     }
     if (seq - entry.lastSeq > SERIES_SEQ_SLACK) {
       entry.lastSeq = seq;

@@ -33,3 +33,34 @@ Deno.test("every protocol folder has a test file that runs the conformance suite
     assert.match(text, /\bconformance\(/, `${file.pathname} does not run the conformance suite`);
   }
 });
+
+/** The modules `root` loads before running any of its code: its static imports, transitively. */
+async function staticImports(root: URL): Promise<Set<string>> {
+  const out = await new Deno.Command(Deno.execPath(), { args: ["info", "--json", root.pathname], stdout: "piped" })
+    .output();
+  assert.ok(out.success, `deno info ${root.pathname} failed`);
+  const graph = JSON.parse(new TextDecoder().decode(out.stdout)) as {
+    modules: { specifier: string; dependencies?: { code?: { specifier: string }; isDynamic?: boolean }[] }[];
+    redirects: Record<string, string>;
+  };
+  const bySpecifier = new Map(graph.modules.map((m) => [m.specifier, m]));
+  const seen = new Set<string>();
+  const visit = (imported: string) => {
+    const specifier = graph.redirects[imported] ?? imported;
+    if (seen.has(specifier)) return;
+    seen.add(specifier);
+    for (const d of bySpecifier.get(specifier)?.dependencies ?? []) {
+      if (d.code && !d.isDynamic) visit(d.code.specifier);
+    }
+  };
+  visit(root.href);
+  return seen;
+}
+
+Deno.test("`kwollector run` loads the npm modules of SNMP and Modbus only when a source of theirs connects", async () => {
+  const loaded = [...await staticImports(new URL("../../src/cli/run.ts", import.meta.url))];
+  assert.ok(loaded.some((s) => s.endsWith("/src/sources/snmp/snmp.ts")), "the SNMP protocol itself is registered");
+  for (const npm of ["net-snmp", "modbus-serial", "serialport", "@electric-sql/pglite"]) {
+    assert.deepEqual(loaded.filter((s) => s.startsWith(`npm:/${npm}@`)), [], `${npm} is loaded at start`);
+  }
+});

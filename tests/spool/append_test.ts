@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import type { Sample } from "../../src/sample.ts";
+import { makeIdentity } from "../../src/collect/series_identity.ts";
 import { open, samples, tempSpoolPath } from "./fixtures/spool.ts";
 
 Deno.test("spool.append() resolves once durable and read() returns samples in seq order", async () => {
@@ -104,5 +105,34 @@ Deno.test("spool garbage collection removes only series no sample can reference"
   await spool.writer.append(samples(10, 0, 3));
   const rows = spool.lease.read(0, 1_000_000);
   assert.ok(rows.every((s) => s.deviceId.startsWith("node-")));
+  spool.close();
+});
+
+Deno.test("a series identity keeps its spool series id only while the series dictionary holds it", async () => {
+  const path = await tempSpoolPath();
+  const spool = open(path);
+  const series = makeIdentity("old", "m", { k: "v" });
+  const sample = (ts: number): Sample => ({
+    timestampMs: ts,
+    deviceId: "old",
+    metricId: "m",
+    value: 1,
+    labels: series.labels,
+    series,
+  });
+  await spool.writer.append([sample(1)]);
+  const id = series.spool?.id;
+  assert.ok(id !== undefined);
+  // The same series without an identity is the same row of the dictionary.
+  await spool.writer.append([{ timestampMs: 2, deviceId: "old", metricId: "m", value: 1, labels: { k: "v" } }]);
+  for (let i = 0; i < 300_000; i += 50_000) await spool.writer.append(samples(50_000, i, 3));
+  spool.lease.removeForwarded(1, 250_001);
+  assert.equal(spool.writer.collectGarbage(), 1);
+  // Its series row is gone: the identity's id is not used again, the series is written anew.
+  await spool.writer.append([sample(3)]);
+  assert.notEqual(series.spool?.id, id);
+  const last = spool.lease.read(spool.lease.lastSeq() - 1, 10).at(-1)!;
+  assert.deepEqual([last.deviceId, last.metricId, last.labels, last.timestampMs], ["old", "m", { k: "v" }, 3]);
+  assert.equal(spool.lease.counters.quarantined, 0);
   spool.close();
 });

@@ -5,7 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { openSpoolLease } from "../../src/spool/spool.ts";
-import { open, samples, tempSpoolPath } from "./fixtures/spool.ts";
+import { open, readAll, samples, tempSpoolPath } from "./fixtures/spool.ts";
+import { SERIES_CACHE_MAX } from "../../src/spool/lease.ts";
 
 Deno.test("spool.read() stops before a missing seq, so a batch never spans a seq that left another way", async () => {
   const spool = open(await tempSpoolPath());
@@ -70,4 +71,20 @@ Deno.test("spool handles close once: closing one again does nothing", async () =
   const again = open(path);
   assert.equal(again.view.rowCount(), 3);
   again.close();
+});
+
+Deno.test("spool.read() gives every sample its own series when the spool holds more series than the lease caches", async () => {
+  const path = await tempSpoolPath();
+  const spool = open(path);
+  const series = SERIES_CACHE_MAX + 500;
+  const written = samples(series * 2, 0, series);
+  await spool.writer.append(written);
+  for (let round = 0; round < 2; round++) {
+    const read = readAll(spool.lease);
+    assert.equal(read.length, written.length);
+    for (let i = 0; i < read.length; i += 97) {
+      assert.deepEqual([read[i]!.deviceId, read[i]!.labels], [written[i]!.deviceId, written[i]!.labels]);
+    }
+  }
+  spool.close();
 });

@@ -1,5 +1,5 @@
 import { redactUrl } from "../../config/metric_url.ts";
-import ModbusMod from "modbus-serial";
+import type ModbusMod from "modbus-serial";
 import type { MetricEntry } from "../../config/metrics_dir.ts";
 import { decodeRegisters, type ModbusType, parseModbusType } from "./register_types.ts";
 import type { EntryError, PollResult, Protocol, Reading, Source, SourceContext } from "../source.ts";
@@ -40,8 +40,13 @@ import type { EntryError, PollResult, Protocol, Reading, Source, SourceContext }
  */
 
 // modbus-serial's typings say `export default` while the runtime is CommonJS (peers.md §1).
-const ModbusRTU = ModbusMod as unknown as typeof ModbusMod.default;
-type Client = InstanceType<typeof ModbusRTU>;
+type Client = InstanceType<typeof ModbusMod.default>;
+
+/** modbus-serial, loaded at the first connection: a collector without Modbus entries never loads it. */
+async function modbusClient(): Promise<Client> {
+  const ModbusRTU = (await import("modbus-serial")).default as unknown as typeof ModbusMod.default;
+  return new ModbusRTU();
+}
 
 const DEFAULT_PORT = 502;
 /** Most registers one read (function 3 or 4) may ask for, by the Modbus specification. */
@@ -264,7 +269,7 @@ class ModbusSource implements Source {
   async #connect(signal: AbortSignal): Promise<Connection> {
     if (this.#connection?.client.isOpen) return this.#connection;
     this.#disconnect();
-    const client = new ModbusRTU();
+    const client = await modbusClient();
     let fail: (err: Error) => void = () => {};
     const lost = new Promise<never>((_, reject) => fail = reject);
     lost.catch(() => {});

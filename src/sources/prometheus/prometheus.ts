@@ -1,7 +1,7 @@
 import { redactUrl } from "../../config/metric_url.ts";
 import type { MetricEntry } from "../../config/metrics_dir.ts";
 import { type Labels, timestampProblem } from "../../sample.ts";
-import { type LineError, PrometheusTextParser, type PromSample } from "./text_parser.ts";
+import { type LineError, PrometheusTextParser, type PromSample, SeriesTexts } from "./text_parser.ts";
 import type { EntryError, PollResult, Protocol, Reading, Source, SourceContext } from "../source.ts";
 import { consumeText } from "./text_stream.ts";
 
@@ -34,6 +34,8 @@ import { consumeText } from "./text_stream.ts";
  */
 
 const CUSTOM = "kwollect_custom";
+/** Series whose parsed labels a source keeps (about 150 bytes each); an exporter with more is partly cached. */
+const SERIES_TEXTS_MAX = 10_000;
 /** Lines that cannot be read reported per scrape; the others are counted. */
 const MAX_LINE_ERRORS = 10;
 /** Encodings fetch asks for and decodes as it reads (Deno sends `Accept-Encoding: gzip, br`). */
@@ -68,6 +70,8 @@ class PrometheusSource implements Source {
   #url: string;
   #maxBodyBytes: number;
   #maxSeries: number;
+  /** The exporter's series seen in earlier scrapes: their labels are parsed once. */
+  #known: SeriesTexts;
 
   constructor(entries: readonly MetricEntry[], ctx: SourceContext<PrometheusKey>) {
     const t = entries[0]!.target;
@@ -75,6 +79,7 @@ class PrometheusSource implements Source {
     this.#url = `http://${host}:${t.port}/metrics`;
     this.#maxBodyBytes = ctx.options.prometheus_max_body_bytes;
     this.#maxSeries = ctx.options.prometheus_max_series;
+    this.#known = new SeriesTexts(Math.min(this.#maxSeries, SERIES_TEXTS_MAX));
   }
 
   async poll(entries: readonly MetricEntry[], signal: AbortSignal): Promise<PollResult> {
@@ -95,7 +100,8 @@ class PrometheusSource implements Source {
       throw new Error(refusal);
     }
     const scrape = new Scrape(entries, this.#url, scrapeMs, this.#maxSeries);
-    const parser = new PrometheusTextParser(scrape.wanted);
+    this.#known.nextRound();
+    const parser = new PrometheusTextParser(scrape.wanted, this.#known);
     const decoded = encoding === "" || encoding === "identity" ? "" : ` once decoded from ${encoding}`;
     const tooLarge = `Exporter ${this.#url} sent more than ${this.#maxBodyBytes} bytes${decoded} ` +
       `(prometheus_max_body_bytes)`;
@@ -199,6 +205,7 @@ class Scrape {
         value: s.value,
         metricId,
         labels: s.labels,
+        seriesKey: s.series,
         ...(s.timestampMs !== undefined && { timestampMs: s.timestampMs }),
       });
     }

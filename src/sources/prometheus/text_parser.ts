@@ -1,9 +1,13 @@
 import { parseNumber } from "../../sample.ts";
+import { BoundedCache, ownCopy } from "../../bounded_cache.ts";
 
 /** One sample line of the Prometheus text exposition format. */
 export interface PromSample {
   name: string;
-  labels: Record<string, string>;
+  /** The line's `name{labels}` text: the series among the exporter's lines. */
+  series: string;
+  /** Shared by every sample of the series (see SeriesTexts): never modified. */
+  labels: Readonly<Record<string, string>>;
   value: number;
   /** Exposition timestamp in ms, when the line has one. */
   timestampMs?: number;
@@ -30,8 +34,22 @@ export interface ParseSink {
  */
 export const MAX_LINE_CHARS = 65_536;
 
+/** Series a parser without a `known` set remembers (a parser used once, by tests and `check`). */
+const MAX_KNOWN_SERIES = 50_000;
 const NAME_RE = /^[a-zA-Z_:][a-zA-Z0-9_:]*/;
 const LABEL_NAME_RE = /[a-zA-Z_][a-zA-Z0-9_]*/y;
+
+/**
+ * The series an exporter sent before, by the `name{labels}` text of their lines, with their parsed
+ * labels: a known series costs a lookup instead of a parse of its labels. Kept by the source across
+ * its scrapes (a round is a scrape) and bounded (src/bounded_cache.ts).
+ */
+export class SeriesTexts extends BoundedCache<string, Readonly<Record<string, string>>> {
+  /** Remembers a series' labels (with a copy of its text, see `ownCopy`). */
+  add(text: string, labels: Record<string, string>): void {
+    this.set(ownCopy(text), Object.freeze(labels));
+  }
+}
 
 /**
  * Parses the text exposition format (version 0.0.4, and the sample lines of OpenMetrics):
@@ -43,13 +61,16 @@ const LABEL_NAME_RE = /[a-zA-Z_][a-zA-Z0-9_]*/y;
  */
 export class PrometheusTextParser {
   #wanted: ReadonlySet<string> | undefined;
+  #known: SeriesTexts;
   #pending = "";
   /** The current line is too long: it was reported and its rest is skipped up to its newline. */
   #skipping = false;
   #lineNo = 0;
 
-  constructor(wanted?: ReadonlySet<string>) {
+  /** `known`: the series of earlier scrapes of the same exporter (a private set by default). */
+  constructor(wanted?: ReadonlySet<string>, known?: SeriesTexts) {
     this.#wanted = wanted;
+    this.#known = known ?? new SeriesTexts(MAX_KNOWN_SERIES);
   }
 
   /** Parses every line `text` completes; its unfinished last line waits for the next push. */
@@ -93,16 +114,38 @@ export class PrometheusTextParser {
     }
     const name = nameMatch[0];
     if (this.#wanted && !this.#wanted.has(name)) return;
-    const parsed = parseRest(trimmed, name.length);
-    if ("error" in parsed) sink.error({ line: lineNo, message: `${parsed.error} in '${trimmed.slice(0, 80)}'` });
-    else sink.sample({ name, line: lineNo, ...parsed });
+    // Nothing after the labels can hold a '}': the text up to the last one is the series.
+    const end = trimmed[name.length] === "{" ? trimmed.lastIndexOf("}") + 1 : name.length;
+    const text = trimmed.slice(0, end);
+    let labels = this.#known.get(text);
+    let at = end;
+    if (!labels) {
+      const parsed = parseLabels(trimmed, name.length);
+      if ("error" in parsed) {
+        sink.error({ line: lineNo, message: `${parsed.error} in '${trimmed.slice(0, 80)}'` });
+        return;
+      }
+      ({ labels, end: at } = parsed);
+      if (at === end) this.#known.add(text, parsed.labels);
+    }
+    const rest = parseValue(trimmed, at);
+    if ("error" in rest) sink.error({ line: lineNo, message: `${rest.error} in '${trimmed.slice(0, 80)}'` });
+    else {
+      const sample: PromSample = {
+        name,
+        series: at === end ? text : trimmed.slice(0, at),
+        labels,
+        value: rest.value,
+        line: lineNo,
+      };
+      if (rest.timestampMs !== undefined) sample.timestampMs = rest.timestampMs;
+      sink.sample(sample);
+    }
   }
 }
 
-function parseRest(
-  line: string,
-  pos: number,
-): { labels: Record<string, string>; value: number; timestampMs?: number } | { error: string } {
+/** The labels of a line whose name ends at `pos`, and where they end. */
+function parseLabels(line: string, pos: number): { labels: Record<string, string>; end: number } | { error: string } {
   const labels: Record<string, string> = {};
   let i = pos;
   if (line[i] === "{") {
@@ -150,6 +193,20 @@ function parseRest(
       else if (line[i] !== "}") return { error: `Expected ',' or '}' after label ${labelName}` };
     }
   }
+  return { labels, end: i };
+}
+
+/** The value and the optional timestamp that follow the series at `i`. */
+function parseValue(line: string, i: number): { value: number; timestampMs?: number } | { error: string } {
+  // The common line, a number and nothing after it, without splitting the rest of the line.
+  let start = i;
+  while (line[start] === " " || line[start] === "\t") start++;
+  let end = start;
+  while (end < line.length && line[end] !== " " && line[end] !== "\t") end++;
+  if (end === line.length && end > start) {
+    const value = parseNumber(line.slice(start));
+    if (!Number.isNaN(value)) return { value };
+  }
   const rest = line.slice(i).trim().split(/[ \t]+/);
   const valueText = rest[0];
   if (valueText === undefined || valueText === "") return { error: "Missing value" };
@@ -158,7 +215,7 @@ function parseRest(
   if (rest.length > 1) {
     const ts = Number(rest[1]);
     if (!Number.isFinite(ts)) return { error: `Invalid timestamp '${rest[1]}'` };
-    return { labels, value, timestampMs: ts };
+    return { value, timestampMs: ts };
   }
-  return { labels, value };
+  return { value };
 }

@@ -3,6 +3,7 @@ import { logger } from "../../log.ts";
 import { installPrivacyCiphers } from "./privacy.ts";
 import type { SnmpTarget } from "./url.ts";
 import type { Varbind } from "./value.ts";
+import { AgentStatusError } from "./agent_status.ts";
 
 /**
  * A promise-based net-snmp session to one agent: one UDP socket, reused across polls until it is
@@ -15,22 +16,6 @@ import type { Varbind } from "./value.ts";
  */
 
 installPrivacyCiphers();
-
-/** The agent answered with a non-zero error-status (v1 noSuchName, tooBig, genErr...). */
-export class AgentStatusError extends Error {
-  /** RFC 3416 error-status: 1 tooBig, 2 noSuchName, 5 genErr... */
-  readonly status: number;
-  /** The OID the error-index points at, when the agent gave one. */
-  readonly oid: string | undefined;
-  constructor(message: string, status: number, oid: string | undefined) {
-    super(message);
-    this.name = "AgentStatusError";
-    this.status = status;
-    this.oid = oid;
-  }
-}
-
-export const ErrorStatus = { TooBig: 1, NoSuchName: 2 } as const;
 
 const MAX_WALK_VARBINDS = 10_000;
 const WALK_REPETITIONS = 20;

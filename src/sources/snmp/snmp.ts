@@ -1,6 +1,8 @@
 import type { MetricEntry } from "../../config/metrics_dir.ts";
 import type { RawValue } from "../../sample.ts";
-import { AgentStatusError, ErrorStatus, SnmpSession } from "./session.ts";
+import { AgentStatusError, ErrorStatus } from "./agent_status.ts";
+// net-snmp is loaded with the first session: a collector without SNMP entries never loads it.
+import type { SnmpSession } from "./session.ts";
 import { TemplateResolver } from "./resolver.ts";
 import { parseSnmpTarget, type SnmpTarget } from "./url.ts";
 import { varbindValue } from "./value.ts";
@@ -128,7 +130,8 @@ class SnmpSource implements Source {
       const result = results.get(oid) ?? { error: `No answer for ${oid} from ${this.#endpoint}` };
       for (const entry of list) {
         if (typeof result === "object") errors.push({ entry, message: result.error });
-        else readings.push({ entry, value: result });
+        // The entry is the series (its metric and labels are its own): "" names it.
+        else readings.push({ entry, value: result, seriesKey: "" });
       }
     }
     return { readings, errors };
@@ -152,8 +155,9 @@ class SnmpSource implements Source {
   }
 
   /** The session, opened again after an abort closed it. */
-  #open(): SnmpSession {
+  async #open(): Promise<SnmpSession> {
     if (!this.#session || this.#session.closed) {
+      const { SnmpSession } = await import("./session.ts");
       this.#session = new SnmpSession(this.#target, {
         requestTimeoutMs: this.#ctx.options.snmp_timeout_ms,
         retries: this.#ctx.options.snmp_retries,
@@ -163,7 +167,7 @@ class SnmpSource implements Source {
   }
 
   async #walk(prefix: string, signal: AbortSignal) {
-    const vbs = await this.#open().walk(prefix, signal);
+    const vbs = await (await this.#open()).walk(prefix, signal);
     return vbs.map((vb) => {
       const value = varbindValue(vb);
       return { oid: vb.oid, text: typeof value === "object" ? "" : String(value) };
@@ -177,7 +181,7 @@ class SnmpSource implements Source {
     for (let i = 0; i < oids.length; i += perGet) chunks.push(oids.slice(i, i + perGet));
     const results = new Map<string, OidResult>();
     const state = { answered: false, unanswered: undefined as Error | undefined, next: 0 };
-    const session = this.#open();
+    const session = await this.#open();
     const worker = async () => {
       while (state.next < chunks.length) {
         // An agent that has not answered yet and has just timed out is not asked again this cycle.

@@ -4,14 +4,15 @@ import {
   MAX_LINE_CHARS,
   PrometheusTextParser,
   type PromSample,
+  SeriesTexts,
 } from "../../../src/sources/prometheus/text_parser.ts";
 
 /** Parses `pieces` as consecutive parts of one body. */
-function parse(pieces: string[], wanted?: ReadonlySet<string>) {
+function parse(pieces: string[], wanted?: ReadonlySet<string>, known?: SeriesTexts) {
   const samples: PromSample[] = [];
   const errors: LineError[] = [];
   const sink = { sample: (s: PromSample) => samples.push(s), error: (e: LineError) => errors.push(e) };
-  const parser = new PrometheusTextParser(wanted);
+  const parser = new PrometheusTextParser(wanted, known);
   for (const piece of pieces) parser.push(piece, sink);
   parser.end(sink);
   return { samples, errors };
@@ -33,7 +34,7 @@ Deno.test("PrometheusTextParser reads the full text exposition format", () => {
   const { samples, errors } = parse([text]);
   assert.deepEqual(errors, []);
   assert.equal(samples.length, 6);
-  assert.deepEqual(samples[0], { name: "node_load1", labels: {}, value: 0.21, line: 3 });
+  assert.deepEqual(samples[0], { name: "node_load1", series: "node_load1", labels: {}, value: 0.21, line: 3 });
   assert.equal(samples[1]!.timestampMs, 1606389005123);
   assert.deepEqual(samples[1]!.labels, { cpu: "0", mode: "idle" });
   assert.deepEqual(samples[2]!.labels, { path: "C:\\dir", quote: 'say "hi"', nl: "a\nb" });
@@ -67,4 +68,26 @@ Deno.test("PrometheusTextParser skips a line longer than MAX_LINE_CHARS without 
   const { samples, errors } = parse(pieces);
   assert.deepEqual(samples.map((s) => [s.name, s.line]), [["b", 1], ["c", 3]]);
   assert.deepEqual(errors, [{ line: 2, message: `Line longer than ${MAX_LINE_CHARS} characters` }]);
+});
+
+Deno.test("PrometheusTextParser parses a known series' labels once and still reads each line's value and errors", () => {
+  const known = new SeriesTexts(100);
+  const scrape = (n: number) => [`a{x="1",y="}"} ${n}\n`, `a{x="1",y="}"} oops\n`, `b ${n} 1606389005123\n`];
+  const first = parse(scrape(1), undefined, known);
+  const second = parse(scrape(2), undefined, known);
+  assert.equal(known.size, 2);
+  assert.equal(second.samples[0]!.labels, first.samples[0]!.labels);
+  assert.deepEqual(second.samples[0]!.labels, { x: "1", y: "}" });
+  assert.deepEqual(second.samples.map((s) => [s.series, s.value, s.timestampMs]), [
+    ['a{x="1",y="}"}', 2, undefined],
+    ["b", 2, 1606389005123],
+  ]);
+  assert.deepEqual(second.errors, first.errors);
+  assert.deepEqual(second.errors.map((e) => e.line), [2]);
+});
+
+Deno.test("SeriesTexts keeps at most its bound of series", () => {
+  const known = new SeriesTexts(10);
+  parse([Array.from({ length: 25 }, (_, i) => `m{i="${i}"} 1`).join("\n")], undefined, known);
+  assert.ok(known.size <= 10);
 });

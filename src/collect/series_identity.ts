@@ -1,0 +1,84 @@
+import type { MetricEntry } from "../config/metrics_dir.ts";
+import { BoundedCache, ownCopy } from "../bounded_cache.ts";
+import { type Labels, type SeriesIdentity, seriesProblem } from "../sample.ts";
+
+/**
+ * # Series identity, computed once per series instead of once per sample
+ *
+ * A source that can name the series of a reading cheaply sets `Reading.seriesKey` (Prometheus:
+ * the raw `name{labels}` text of the line; SNMP: "" as the entry is the series). For one entry, the
+ * same key always gives the same metric id and labels: the identity (labels merged under the
+ * entry's, their JSON, the spool's key, the per-poll key, the storability check) is built at the
+ * first sample and reused by every later one, so a known series costs a map lookup.
+ *
+ * Bounded: each entry keeps at most SERIES_IDENTITIES_PER_ENTRY identities (src/bounded_cache.ts:
+ * series gone from the device are swept out, and a series past the bound gets no identity, its
+ * samples are built as without one). An identity is derived data: dropping one costs only its
+ * recompute (the spool's series dictionary stays the truth for series ids, src/spool/writer.ts).
+ */
+
+/** Identities an entry keeps (about 400 bytes each): a device with more series is partly cached. */
+export const SERIES_IDENTITIES_PER_ENTRY = 10_000;
+
+export class SeriesIdentities {
+  #max: number;
+  #byEntry = new Map<MetricEntry, BoundedCache<string, SeriesIdentity>>();
+
+  constructor(maxPerEntry = SERIES_IDENTITIES_PER_ENTRY) {
+    this.#max = maxPerEntry;
+  }
+
+  /** Identities in the cache (for tests). */
+  get size(): number {
+    let n = 0;
+    for (const cache of this.#byEntry.values()) n += cache.size;
+    return n;
+  }
+
+  /** Marks the start of a poll: identities used since are the live ones. */
+  nextPoll(): void {
+    for (const cache of this.#byEntry.values()) cache.nextRound();
+  }
+
+  /**
+   * The identity of the series `seriesKey` of `entry`, whose metric id and labels `build` gives when
+   * it is new; undefined when the entry has no room left for it.
+   */
+  of(
+    entry: MetricEntry,
+    seriesKey: string,
+    build: () => { metricId: string; labels: Labels },
+  ): SeriesIdentity | undefined {
+    let cache = this.#byEntry.get(entry);
+    const known = cache?.get(seriesKey);
+    if (known) return known;
+    if (!cache) this.#byEntry.set(entry, cache = new BoundedCache(this.#max));
+    if (!cache.hasRoom()) return undefined;
+    const { metricId, labels } = build();
+    const identity = makeIdentity(entry.deviceId, metricId, labels);
+    cache.set(ownCopy(seriesKey), identity);
+    return identity;
+  }
+}
+
+/** Builds the identity of a series; its labels object is frozen, since every sample shares it. */
+export function makeIdentity(deviceId: string, metricId: string, labels: Labels): SeriesIdentity {
+  const { problem, json } = seriesProblem(deviceId, metricId, labels);
+  const head = `${deviceId}\u0000${metricId}\u0000`;
+  const key = head + (json ?? "");
+  const names = Object.keys(labels);
+  const sorted = names.every((name, i) => i === 0 || names[i - 1]! < name);
+  // Most exporters sort their labels: the spool's key is then the per-poll key too (one string).
+  const pollKey = sorted || problem !== undefined
+    ? key
+    : head + JSON.stringify(Object.fromEntries(names.sort().map((name) => [name, labels[name]])));
+  return {
+    deviceId,
+    metricId,
+    labels: Object.freeze(labels),
+    labelsJson: key.slice(head.length),
+    key,
+    pollKey,
+    problem,
+  };
+}

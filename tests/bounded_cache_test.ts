@@ -1,0 +1,24 @@
+import assert from "node:assert/strict";
+import { BoundedCache } from "../src/bounded_cache.ts";
+
+Deno.test("a full BoundedCache keeps its entries instead of evicting each one before its next use", () => {
+  const cache = new BoundedCache<number, string>(10);
+  for (let round = 0; round < 3; round++) {
+    cache.nextRound();
+    for (let k = 0; k < 15; k++) if (cache.get(k) === undefined) cache.set(k, `v${k}`);
+    assert.equal(cache.size, 10);
+  }
+  assert.deepEqual(Array.from({ length: 15 }, (_, k) => cache.get(k) !== undefined).filter(Boolean).length, 10);
+});
+
+Deno.test("a full BoundedCache sweeps out what was not used in the last two rounds", () => {
+  const cache = new BoundedCache<number, number>(4);
+  for (let k = 0; k < 4; k++) cache.set(k, k);
+  cache.nextRound();
+  cache.get(0);
+  cache.nextRound();
+  assert.ok(cache.set(10, 10));
+  assert.equal(cache.get(0), 0);
+  assert.equal(cache.get(1), undefined);
+  assert.equal(cache.size, 2);
+});

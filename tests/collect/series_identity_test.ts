@@ -1,0 +1,92 @@
+/**
+ * Series identity computed once (src/collect/series_identity.ts): a known series is reused, the
+ * cache stays within its bound whatever the device sends, and the samples built from identities
+ * are those built without them (one per series and poll, the same refusals).
+ */
+import assert from "node:assert/strict";
+import { samplesOfPoll } from "../../src/collect/scheduler.ts";
+import { makeIdentity, SeriesIdentities } from "../../src/collect/series_identity.ts";
+import type { Reading } from "../../src/sources/source.ts";
+import { entryFor } from "../../scripts/harness/entries.ts";
+
+const T = 1_790_000_000_000;
+const entry = entryFor("prometheus://h:9100/", { name: "all", deviceId: "n1", labels: { site: "nancy" } });
+
+function reading(series: string, labels: Record<string, string>, value = 1): Reading {
+  return { entry, value, metricId: "prom_load", labels, seriesKey: series };
+}
+
+Deno.test("a known series gets the identity of its first sample: the same labels object, key and JSON", () => {
+  const identities = new SeriesIdentities(10);
+  const first = samplesOfPoll([reading('load{a="1"}', { a: "1" })], T, T, identities).samples[0]!;
+  const second = samplesOfPoll([reading('load{a="1"}', { a: "1" }, 2)], T + 1000, T + 1000, identities).samples[0]!;
+  assert.ok(first.series);
+  assert.equal(second.series, first.series);
+  assert.equal(second.labels, first.labels);
+  assert.deepEqual(second.labels, { a: "1", site: "nancy" });
+  assert.equal(first.series.labelsJson, JSON.stringify({ a: "1", site: "nancy" }));
+  assert.equal(first.series.key, `n1\u0000prom_load\u0000${first.series.labelsJson}`);
+  assert.equal(second.value, 2);
+  assert.ok(Object.isFrozen(first.labels));
+});
+
+Deno.test("samples built from identities are those built without: one per series and poll, labels in any order", () => {
+  const readings = [
+    reading('load{a="1",b="2"}', { a: "1", b: "2" }),
+    reading('load{b="2",a="1"}', { b: "2", a: "1" }),
+    reading('load{a="1",b="3"}', { a: "1", b: "3" }),
+    { ...reading('load{a="1",b="3"}', { a: "1", b: "3" }), timestampMs: T - 1000 },
+  ];
+  const plain = samplesOfPoll(readings.map(({ seriesKey: _, ...r }) => r), T, T);
+  const identities = new SeriesIdentities(10);
+  for (let poll = 0; poll < 2; poll++) {
+    const cached = samplesOfPoll(readings, T, T, identities);
+    assert.deepEqual(cached.samples.map(({ series: _, ...s }) => s), plain.samples);
+    assert.equal(cached.samples.length, 3);
+  }
+});
+
+Deno.test("an identity carries its series' refusal: every sample of a series the database could not store is refused", () => {
+  const identities = new SeriesIdentities(10);
+  const huge = { big: "x".repeat(20_000) };
+  for (let poll = 0; poll < 2; poll++) {
+    const { samples, refused } = samplesOfPoll([reading("big", huge), reading("ok", {})], T, T, identities);
+    assert.equal(samples.length, 1);
+    assert.equal(refused.length, 1);
+    assert.match(refused[0]!.message, /Sample of prom_load refused: Labels are \d+ characters of JSON/);
+  }
+});
+
+Deno.test("the identity cache never holds more than its bound, and sweeps series gone from the device", () => {
+  const identities = new SeriesIdentities(100);
+  const poll = (from: number, n: number) =>
+    samplesOfPoll(
+      Array.from({ length: n }, (_, i) => reading(`s{i="${from + i}"}`, { i: String(from + i) })),
+      T,
+      T,
+      identities,
+    ).samples;
+  // More live series than the bound: the first 100 keep their identity, the others are built without.
+  for (let p = 0; p < 3; p++) {
+    const samples = poll(0, 150);
+    assert.equal(samples.length, 150);
+    assert.equal(samples.filter((s) => s.series).length, 100);
+    assert.deepEqual(samples[120]!.labels, { i: "120", site: "nancy" });
+    assert.equal(identities.size, 100);
+  }
+  // The device now sends other series: once the old ones missed two polls, the new ones are kept.
+  assert.equal(poll(1000, 100).filter((s) => s.series).length, 0);
+  poll(1000, 100);
+  const fresh = poll(1000, 100);
+  assert.equal(fresh.filter((s) => s.series).length, 100);
+  assert.equal(poll(1000, 100)[0]!.series, fresh[0]!.series);
+  assert.equal(identities.size, 100);
+});
+
+Deno.test("makeIdentity gives labels with sorted names a single key for the spool and for the poll", () => {
+  const sorted = makeIdentity("d", "m", { a: "1", b: "2" });
+  assert.equal(sorted.pollKey, sorted.key);
+  const unsorted = makeIdentity("d", "m", { b: "2", a: "1" });
+  assert.notEqual(unsorted.key, sorted.key);
+  assert.equal(unsorted.pollKey, sorted.pollKey);
+});
