@@ -52,8 +52,10 @@ interface Measured {
 }
 
 /** CPU and peak RSS of `pid` over MEASURE_S, after WARMUP_S. */
-async function measure(pid: number): Promise<Measured> {
+/** CPU and RSS of `pid` over MEASURE_S after WARMUP_S; `atStart` runs when the window opens. */
+async function measure(pid: number, atStart = () => {}): Promise<Measured> {
   await sleep(WARMUP_S * 1000);
+  atStart();
   const cpu0 = processCpuMs(pid);
   let rssMaxMb = 0;
   for (let s = 0; s < MEASURE_S; s++) {
@@ -63,21 +65,28 @@ async function measure(pid: number): Promise<Measured> {
   return { cpuMs: processCpuMs(pid) - cpu0, rssMaxMb };
 }
 
+/**
+ * Runs the collector on `yaml` through the warm-up and the window; it stops 3 s after the window,
+ * so the window's last samples reach the central table.
+ */
+async function measureCollector(yaml: string): Promise<{ m: Measured; windowStartMs: number }> {
+  const startedMs = Date.now();
+  const child = spawnCollector([yaml]);
+  try {
+    const m = await measure(await child.pid());
+    await sleep(3000);
+    return { m, windowStartMs: startedMs + WARMUP_S * 1000 };
+  } finally {
+    await child.stop();
+  }
+}
+
 async function kwollector(): Promise<{ perK: number; rssMaxMb: number }> {
   const dir = await Deno.makeTempDir({ prefix: "kwollector-bench-peers-" });
   try {
     await using rig = await startLiveRig(dir);
     const admin = rig.pg.admin("kwdb");
-    const startedMs = Date.now();
-    const child = spawnCollector([rig.yaml]);
-    let m: Measured;
-    try {
-      m = await measure(await child.pid());
-      await sleep(3000);
-    } finally {
-      await child.stop();
-    }
-    const windowStartMs = startedMs + WARMUP_S * 1000;
+    const { m, windowStartMs } = await measureCollector(rig.yaml);
     const arrived = await liveArrival(admin, windowStartMs, windowStartMs + MEASURE_S * 1000);
     return { perK: m.cpuMs / (arrived.rows / 1000), rssMaxMb: m.rssMaxMb };
   } finally {
@@ -134,15 +143,8 @@ async function prometheusAgent(): Promise<{ perK: number; rssMaxMb: number } | u
     let m: Measured;
     let scrapes = 0;
     try {
-      await sleep(WARMUP_S * 1000);
-      const served0 = exporter.served();
-      const cpu0 = processCpuMs(agent.pid);
-      let rssMaxMb = 0;
-      for (let s = 0; s < MEASURE_S; s++) {
-        await sleep(1000);
-        rssMaxMb = Math.max(rssMaxMb, processRssMb(agent.pid));
-      }
-      m = { cpuMs: processCpuMs(agent.pid) - cpu0, rssMaxMb };
+      let served0 = 0;
+      m = await measure(agent.pid, () => served0 = exporter.served());
       scrapes = exporter.served() - served0;
     } finally {
       agent.kill("SIGTERM");
@@ -177,16 +179,7 @@ async function kwollectorSnmp(): Promise<{ perK: number; rssMaxMb: number }> {
       metrics: { "snmp.yaml": metrics },
       settings: { db_host: "127.0.0.1", db_port: pg.port, db_sslmode: "disable", spool_path: `${dir}/spool/spool.db` },
     });
-    const startedMs = Date.now();
-    const child = spawnCollector([yaml]);
-    let m: Measured;
-    try {
-      m = await measure(await child.pid());
-      await sleep(3000);
-    } finally {
-      await child.stop();
-    }
-    const windowStartMs = startedMs + WARMUP_S * 1000;
+    const { m, windowStartMs } = await measureCollector(yaml);
     const [row] = await pg.admin("kwdb")`
       SELECT count(*)::int AS n FROM metrics WHERE device_id = ${SNMP_DEVICE}
         AND "timestamp" >= ${new Date(windowStartMs)} AND "timestamp" < ${new Date(windowStartMs + MEASURE_S * 1000)}`;

@@ -5,27 +5,17 @@ import { spoolOptions } from "../../src/cli/runtime.ts";
 import { endpointOf } from "../../src/central/connect.ts";
 import { setupDatabase } from "../../src/central/setup.ts";
 import type { Config } from "../../src/config/defaults.ts";
-import type { Sample } from "../../src/sample.ts";
 import { setLogSink } from "../../src/log.ts";
 import { COMMIT_COMPLETE, destroyPostgres, type PgCluster, startPostgres } from "../../scripts/peers/postgres.ts";
 import { pgConfig } from "../../scripts/harness/config.ts";
 import { startLinkCutter } from "../../scripts/peers/link_cutter.ts";
+import { samples } from "./fixtures.ts";
 
 const pgReady = startPostgres({ timescaledb: false }).then(async (pg) => {
   const dir = await Deno.makeTempDir();
   await setupDatabase(pgConfig(pg, dir));
   return pg;
 });
-
-function samples(n: number, from = 0): Sample[] {
-  return Array.from({ length: n }, (_, i) => ({
-    timestampMs: 1_790_000_000_000 + (from + i) * 10,
-    deviceId: `node-${(from + i) % 7}`,
-    metricId: "power_watt",
-    value: from + i,
-    labels: { k: "v" },
-  }));
-}
 
 async function fixture(pg: PgCluster, overrides: Record<string, string | number> = {}) {
   const dir = await Deno.makeTempDir();

@@ -5,10 +5,10 @@ import { spoolOptions } from "../../src/cli/runtime.ts";
 import { endpointOf } from "../../src/central/connect.ts";
 import { setupDatabase } from "../../src/central/setup.ts";
 import type { Config } from "../../src/config/defaults.ts";
-import type { Sample } from "../../src/sample.ts";
 import { setLogSink } from "../../src/log.ts";
 import { destroyPostgres, type PgCluster, startPostgres } from "../../scripts/peers/postgres.ts";
 import { pgConfig } from "../../scripts/harness/config.ts";
+import { samples } from "./fixtures.ts";
 
 /**
  * The backfill's pipeline against a real PostgreSQL. A gate holds the backfill's rows inside
@@ -35,16 +35,6 @@ const pgReady = startPostgres({ timescaledb: false }).then(async (pg) => {
   await admin.end();
   return pg;
 });
-
-function samples(n: number, from = 0): Sample[] {
-  return Array.from({ length: n }, (_, i) => ({
-    timestampMs: 1_790_000_000_000 + (from + i) * 10,
-    deviceId: `node-${(from + i) % 7}`,
-    metricId: "power_watt",
-    value: from + i,
-    labels: { k: "v" },
-  }));
-}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
