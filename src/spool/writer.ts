@@ -5,7 +5,12 @@
  *
  * - **Group commit** (invariant 1): `append()` queues samples and resolves once the transaction
  *   holding them has committed. The next commit is due `commitIntervalMs` after the start of the
- *   previous one, on the clock: at most one commit (one fsync) per interval at any load.
+ *   previous one, on the clock: at most one commit (one fsync) per interval, unless more than
+ *   COMMIT_SLICE_SAMPLES samples are queued. A transaction then takes whole appends up to about
+ *   that many, and the next one follows after a turn of the event loop (a zero-delay timer): a
+ *   poll of 50,000 samples, appended in parts by the scheduler, never holds the event loop for
+ *   its whole commit, and an fsync is still shared by thousands of samples. Each append commits
+ *   in one transaction; the forwarder, on the same connection, only ever sees committed ones.
  * - **Seqs** (invariant 2): each sample gets the next seq in commit order, and `meta.next_seq`
  *   is written in the same transaction. Only the writer assigns or moves seqs (`renumberAfter`).
  * - **The series dictionary**: (device, metric, labels) stored once per series, with a lower
@@ -33,6 +38,8 @@ import type { SpoolStore } from "./store.ts";
 const SERIES_SEQ_SLACK = 100_000;
 /** Samples per INSERT statement: one call into SQLite per 64 samples instead of per sample. */
 const ROWS_PER_INSERT = 64;
+/** Samples one transaction takes when more are queued (whole appends; see "Group commit"). */
+export const COMMIT_SLICE_SAMPLES = 5_000;
 /** Conservative bytes one sample takes on disk (measured: about 21), for room and budget estimates. */
 export const SAMPLE_BYTES_ESTIMATE = 40;
 /**
@@ -126,11 +133,17 @@ export class SpoolWriter implements OwnSeqs {
       // The next commit is due commitIntervalMs after the start of the previous one, not after
       // this append: under load commits follow each other with no idle wait, and samples that
       // come after a quiet spell commit at once. Still at most one commit per interval.
-      this.#timer ??= this.#clock.setTimeout(() => {
-        this.#timer = undefined;
-        this.commitPending();
-      }, Math.max(0, this.#lastCommitAt + this.#opts.commitIntervalMs - this.#clock.monotonic()));
+      this.#arm(Math.max(0, this.#lastCommitAt + this.#opts.commitIntervalMs - this.#clock.monotonic()));
     });
+  }
+
+  #arm(delayMs: number): void {
+    this.#timer ??= this.#clock.setTimeout(() => {
+      this.#timer = undefined;
+      this.#commit(COMMIT_SLICE_SAMPLES);
+      // What did not fit in this transaction follows after a turn of the event loop.
+      if (this.#pending.length > 0) this.#arm(0);
+    }, delayMs);
   }
 
   /** Commits everything queued now (also called on shutdown and before a crash exit). */
@@ -139,11 +152,22 @@ export class SpoolWriter implements OwnSeqs {
       this.#clock.clearTimeout(this.#timer);
       this.#timer = undefined;
     }
-    const batch = this.#pending;
-    if (batch.length === 0) return;
-    this.#pending = [];
+    this.#commit(Infinity);
+  }
+
+  /** Commits the oldest queued appends, whole, up to about `maxSamples` (at least one append). */
+  #commit(maxSamples: number): void {
+    let taken = 0;
+    let count = 0;
+    while (
+      taken < this.#pending.length && (taken === 0 || count + this.#pending[taken]!.samples.length <= maxSamples)
+    ) {
+      count += this.#pending[taken]!.samples.length;
+      taken++;
+    }
+    if (taken === 0) return;
+    const batch = this.#pending.splice(0, taken);
     this.#lastCommitAt = this.#clock.monotonic();
-    const count = batch.reduce((n, p) => n + p.samples.length, 0);
     try {
       const admitted = this.#makeRoom(count);
       if (admitted) this.#write(batch);
@@ -283,16 +307,16 @@ export class SpoolWriter implements OwnSeqs {
       const key = series ? series.key : `${s.deviceId}\u0000${s.metricId}\u0000${labels}`;
       entry = this.#seriesByKey.get(key);
       if (!entry) {
-        const row = this.#store.statement(
+        const row = this.#store.arrayStatement(
           "SELECT id, last_seq FROM series WHERE device_id = ? AND metric_id = ? AND labels = ?",
-        ).get(s.deviceId, s.metricId, labels) as { id: number; last_seq: number } | undefined;
+        ).get(s.deviceId, s.metricId, labels) as unknown as [id: number, lastSeq: number] | undefined;
         const owner = this.#cacheOwner;
-        if (row) entry = { writer: owner, id: Number(row.id), lastSeq: Number(row.last_seq) };
+        if (row) entry = { writer: owner, id: Number(row[0]), lastSeq: Number(row[1]) };
         else {
-          const ins = this.#store.statement(
+          const [id] = this.#store.arrayStatement(
             "INSERT INTO series(device_id, metric_id, labels, last_seq) VALUES (?, ?, ?, ?) RETURNING id",
-          ).get(s.deviceId, s.metricId, labels, seq) as { id: number };
-          entry = { writer: owner, id: Number(ins.id), lastSeq: seq };
+          ).get(s.deviceId, s.metricId, labels, seq) as unknown as [id: number];
+          entry = { writer: owner, id: Number(id), lastSeq: seq };
         }
         // A series with an identity keeps its entry there (its producer bounds how many it keeps).
         if (!series) this.#seriesByKey.set(key, entry);

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import type { Sample } from "../../src/sample.ts";
 import { makeIdentity } from "../../src/collect/series_identity.ts";
 import { open, samples, tempSpoolPath } from "./fixtures/spool.ts";
+import { COMMIT_SLICE_SAMPLES } from "../../src/spool/writer.ts";
 
 Deno.test("spool.append() resolves once durable and read() returns samples in seq order", async () => {
   const path = await tempSpoolPath();
@@ -134,5 +135,19 @@ Deno.test("a series identity keeps its spool series id only while the series dic
   const last = spool.lease.read(spool.lease.lastSeq() - 1, 10).at(-1)!;
   assert.deepEqual([last.deviceId, last.metricId, last.labels, last.timestampMs], ["old", "m", { k: "v" }, 3]);
   assert.equal(spool.lease.counters.quarantined, 0);
+  spool.close();
+});
+
+Deno.test("spool commits a queue larger than COMMIT_SLICE_SAMPLES in several transactions, each append whole, and timers run in between", async () => {
+  const spool = open(await tempSpoolPath());
+  const part = Math.ceil(COMMIT_SLICE_SAMPLES * 0.6);
+  const commitsBefore = spool.writer.counters.commits;
+  const appended = [0, 1, 2].map((i) => spool.writer.append(samples(part, i * part, 1000)));
+  // Set after the writer's timer, due at the same time: it runs after the first transaction only.
+  const rowsSeenByTimer = new Promise<number>((resolve) => setTimeout(() => resolve(spool.view.rowCount()), 0));
+  await Promise.all(appended);
+  assert.equal(await rowsSeenByTimer, part);
+  assert.equal(spool.writer.counters.commits - commitsBefore, 3);
+  assert.equal(spool.view.rowCount(), 3 * part);
   spool.close();
 });
