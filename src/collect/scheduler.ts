@@ -80,6 +80,11 @@ export interface GroupCounters {
 const BEHIND_QUIET_MS = 60_000;
 /** Readings turned into samples between two looks at the time slice (src/time_slice.ts). */
 const READINGS_BETWEEN_LOOKS = 500;
+/**
+ * Most samples in one part of a poll handed to the spool: the spool commits whole parts, and
+ * storing a sample costs more than making it (src/spool/writer.ts COMMIT_SLICE_SAMPLES).
+ */
+const PART_MAX_SAMPLES = 2_000;
 
 interface GroupState {
   group: PollGroup;
@@ -273,7 +278,7 @@ export class Scheduler {
     for (let from = 0; from < readings.length;) {
       let to = Math.min(readings.length, from + READINGS_BETWEEN_LOOKS);
       const part = door.take(readings, from, to);
-      while (to < readings.length && !slice.due()) {
+      while (to < readings.length && !slice.due() && part.samples.length < PART_MAX_SAMPLES) {
         const more = door.take(readings, to, to = Math.min(readings.length, to + READINGS_BETWEEN_LOOKS));
         part.samples.push(...more.samples);
         part.refused.push(...more.refused);
@@ -283,7 +288,7 @@ export class Scheduler {
       from = to;
       result.errors.push(...part.refused);
       if (part.samples.length > 0) this.#deliver(s, part.samples);
-      if (from < readings.length) await slice.yield();
+      if (from < readings.length && slice.due()) await slice.yield();
     }
     const entryErrors = this.#entryErrors(s, result);
     this.#recordDevices(s, entries, sentAtMs, undefined, entryErrors);

@@ -106,7 +106,16 @@ export const SERIES_CACHE_MAX = 10_000;
  * Series one read takes from the dictionary (not cached): about 3 µs each (a row, its labels
  * parsed, its COPY prefix rendered), so a read holds the event loop some 10 ms for them.
  */
-export const SERIES_READ_PER_CALL = 4_000;
+export const SERIES_READ_PER_CALL = 2_000;
+/**
+ * Samples that make one round of the writer's and the lease's series caches (src/bounded_cache.ts
+ * sweeps what was not used in the last two rounds). They see commits and reads, not polls, and a
+ * commit or a read may hold a part of a large poll only: a round of this many samples spans a
+ * whole poll of the largest exporter accepted by default (`prometheus_max_series`), so a series
+ * polled every time is never swept out between two of its polls, and the caches keep a stable
+ * share of the series instead of churning.
+ */
+export const SERIES_CACHE_ROUND_SAMPLES = 100_000;
 
 /** A row of READ_AFTER (an array statement: see SpoolStore.arrayStatement). */
 type SampleRow = [seq: number, series: number, ts: number, value: number | null];
@@ -123,6 +132,8 @@ export class SpoolLease {
   #leases: LeaseTable;
   /** A round is a read(). */
   #seriesById = new BoundedCache<number, SeriesRow>(SERIES_CACHE_MAX);
+  /** Rows read since the cache's round began (SERIES_CACHE_ROUND_SAMPLES). */
+  #rowsInRound = 0;
   #seriesGeneration: number;
 
   constructor(store: SpoolStore, leases: LeaseTable, ownSeqs?: OwnSeqs) {
@@ -192,7 +203,11 @@ export class SpoolLease {
       this.#seriesById.clear();
       this.#seriesGeneration = this.#store.seriesGeneration;
     }
-    this.#seriesById.nextRound();
+    this.#rowsInRound += rows.length;
+    if (this.#rowsInRound >= SERIES_CACHE_ROUND_SAMPLES) {
+      this.#seriesById.nextRound();
+      this.#rowsInRound = 0;
+    }
     const seriesOf: (SeriesRow | undefined)[] = [];
     const missing = new Set<number>();
     for (let i = 0; i < rows.length; i++) {

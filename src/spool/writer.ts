@@ -30,7 +30,7 @@ import { errorMessage } from "../log.ts";
 import { type Clock, systemClock, type TimerId } from "../clock.ts";
 import { ROWS_DROPPED, SPOOL_FULL } from "../telemetry/events.ts";
 import { Telemetry } from "../telemetry/telemetry.ts";
-import { type LeaseTable, type OwnSeqs, SERIES_CACHE_MAX } from "./lease.ts";
+import { type LeaseTable, type OwnSeqs, SERIES_CACHE_MAX, SERIES_CACHE_ROUND_SAMPLES } from "./lease.ts";
 import { BoundedCache } from "../bounded_cache.ts";
 import type { SpoolStore } from "./store.ts";
 
@@ -39,7 +39,7 @@ const SERIES_SEQ_SLACK = 100_000;
 /** Samples per INSERT statement: one call into SQLite per 64 samples instead of per sample. */
 const ROWS_PER_INSERT = 64;
 /** Samples one transaction takes when more are queued (whole appends; see "Group commit"). */
-export const COMMIT_SLICE_SAMPLES = 5_000;
+export const COMMIT_SLICE_SAMPLES = 2_000;
 /** Conservative bytes one sample takes on disk (measured: about 21), for room and budget estimates. */
 export const SAMPLE_BYTES_ESTIMATE = 40;
 /**
@@ -52,6 +52,9 @@ const INSERT_SAMPLE = "INSERT INTO samples(seq, series, ts, value) VALUES (?, ?,
 const INSERT_SAMPLES = `INSERT INTO samples(seq, series, ts, value) VALUES ${
   Array(ROWS_PER_INSERT).fill("(?, ?, ?, ?)").join(", ")
 }`;
+/** Series by (device, metric, labels), given as a JSON array of triples: each found one with its index. */
+const FIND_SERIES = `SELECT j.key, s.id, s.last_seq FROM json_each(?) AS j
+  JOIN series AS s ON s.device_id = j.value ->> 0 AND s.metric_id = j.value ->> 1 AND s.labels = j.value ->> 2`;
 const INSERT_GAP = "INSERT INTO gaps(first_seq, last_seq, rows, reason, at_ms) VALUES (?, ?, ?, ?, ?)";
 const OLDEST_AFTER = "SELECT seq FROM samples WHERE seq > ? ORDER BY seq LIMIT 1 OFFSET ?";
 
@@ -101,8 +104,9 @@ export class SpoolWriter implements OwnSeqs {
   /** Monotonic time when the last group commit started. */
   #lastCommitAt = -Infinity;
   #closed = false;
-  /** Series of samples without an identity; a round is a commit. */
+  /** Series of samples without an identity; a round is SERIES_CACHE_ROUND_SAMPLES samples. */
   #seriesByKey = new BoundedCache<string, SeriesEntry>(SERIES_CACHE_MAX);
+  #samplesInRound = 0;
   /**
    * Marks the series entries that are valid: entries kept in a sample's series identity
    * (`Sample.series.spool`) count only while they carry this token; a new token forgets them all.
@@ -267,12 +271,17 @@ export class SpoolWriter implements OwnSeqs {
     const touched: [number, number][] = [];
     const params: (number | null)[] = [];
     const epochMs = store.epochMs;
-    this.#seriesByKey.nextRound();
+    this.#samplesInRound += batch.reduce((n, p) => n + p.samples.length, 0);
+    if (this.#samplesInRound >= SERIES_CACHE_ROUND_SAMPLES) {
+      this.#seriesByKey.nextRound();
+      this.#samplesInRound = 0;
+    }
     try {
       store.transaction(() => {
+        const seriesIds = this.#seriesIds(batch, firstSeq, touched);
         for (const p of batch) {
           for (const s of p.samples) {
-            const seriesId = this.#seriesFor(s, seq, touched);
+            const seriesId = seriesIds[seq - firstSeq]!;
             const tsUs = Math.round((s.timestampMs - epochMs) * 1000);
             params.push(seq, seriesId, tsUs, Number.isNaN(s.value) ? null : s.value);
             if (params.length === ROWS_PER_INSERT * 4) {
@@ -299,30 +308,67 @@ export class SpoolWriter implements OwnSeqs {
     this.counters.commits++;
   }
 
-  #seriesFor(s: Sample, seq: number, touched: [number, number][]): number {
-    const series = s.series;
-    let entry = series?.spool?.writer === this.#cacheOwner ? series.spool : undefined;
-    if (!entry) {
-      const labels = series ? series.labelsJson : JSON.stringify(s.labels);
-      const key = series ? series.key : `${s.deviceId}\u0000${s.metricId}\u0000${labels}`;
-      entry = this.#seriesByKey.get(key);
-      if (!entry) {
-        const row = this.#store.arrayStatement(
-          "SELECT id, last_seq FROM series WHERE device_id = ? AND metric_id = ? AND labels = ?",
-        ).get(s.deviceId, s.metricId, labels) as unknown as [id: number, lastSeq: number] | undefined;
-        const owner = this.#cacheOwner;
-        if (row) entry = { writer: owner, id: Number(row[0]), lastSeq: Number(row[1]) };
-        else {
-          const [id] = this.#store.arrayStatement(
-            "INSERT INTO series(device_id, metric_id, labels, last_seq) VALUES (?, ?, ?, ?) RETURNING id",
-          ).get(s.deviceId, s.metricId, labels, seq) as unknown as [id: number];
-          entry = { writer: owner, id: Number(id), lastSeq: seq };
+  /**
+   * The series id of each sample of `batch`, in order (the first has seq `firstSeq`). A series
+   * known to its identity or to the cache costs a lookup in memory; the others are found in the
+   * dictionary all at once, one statement per commit (one call into SQLite, not one per series),
+   * and those it lacks are added.
+   */
+  #seriesIds(batch: Pending[], firstSeq: number, touched: [number, number][]): number[] {
+    const ids: number[] = [];
+    /** Series of this commit no cache knows, by key, with the positions of their samples. */
+    const unknown = new Map<string, { sample: Sample; key: string; labels: string; positions: number[] }>();
+    for (const p of batch) {
+      for (const s of p.samples) {
+        const series = s.series;
+        let known = series?.spool?.writer === this.#cacheOwner ? series.spool : undefined;
+        let labels: string | undefined;
+        let key: string | undefined;
+        if (!known) {
+          labels = series ? series.labelsJson : JSON.stringify(s.labels);
+          key = series ? series.key : `${s.deviceId}\u0000${s.metricId}\u0000${labels}`;
+          known = this.#seriesByKey.get(key);
         }
-        // A series with an identity keeps its entry there (its producer bounds how many it keeps).
-        if (!series) this.#seriesByKey.set(key, entry);
+        if (known) {
+          if (series) series.spool = known;
+          ids.push(this.#touch(known, firstSeq + ids.length, touched));
+          continue;
+        }
+        let u = unknown.get(key!);
+        if (!u) unknown.set(key!, u = { sample: s, key: key!, labels: labels!, positions: [] });
+        u.positions.push(ids.length);
+        ids.push(0);
       }
-      if (series) series.spool = entry;
     }
+    if (unknown.size === 0) return ids;
+    const list = [...unknown.values()];
+    const found = new Map<number, [id: number, lastSeq: number]>();
+    const rows = this.#store.arrayStatement(FIND_SERIES).all(
+      JSON.stringify(list.map((u) => [u.sample.deviceId, u.sample.metricId, u.labels])),
+    ) as unknown as [index: number, id: number, lastSeq: number][];
+    for (const [index, id, lastSeq] of rows) found.set(Number(index), [Number(id), Number(lastSeq)]);
+    const owner = this.#cacheOwner;
+    list.forEach((u, index) => {
+      const row = found.get(index);
+      const firstUse = firstSeq + u.positions[0]!;
+      let entry: SeriesEntry;
+      if (row) entry = { writer: owner, id: row[0], lastSeq: row[1] };
+      else {
+        const [id] = this.#store.arrayStatement(
+          "INSERT INTO series(device_id, metric_id, labels, last_seq) VALUES (?, ?, ?, ?) RETURNING id",
+        ).get(u.sample.deviceId, u.sample.metricId, u.labels, firstUse) as unknown as [id: number];
+        entry = { writer: owner, id: Number(id), lastSeq: firstUse };
+      }
+      // A series with an identity keeps its entry there (its producer bounds how many it keeps).
+      if (u.sample.series) u.sample.series.spool = entry;
+      else this.#seriesByKey.set(u.key, entry);
+      for (const at of u.positions) ids[at] = this.#touch(entry, firstSeq + at, touched);
+    });
+    return ids;
+  }
+
+  /** Keeps the entry's last seq within SERIES_SEQ_SLACK of `seq` (see "The series dictionary"); returns its id. */
+  #touch(entry: SeriesEntry, seq: number, touched: [number, number][]): number {
     if (seq - entry.lastSeq > SERIES_SEQ_SLACK) {
       entry.lastSeq = seq;
       touched.push([entry.id, seq]);
