@@ -5,12 +5,12 @@
  *
  * - **Group commit** (invariant 1): `append()` queues samples and resolves once the transaction
  *   holding them has committed. The next commit is due `commitIntervalMs` after the start of the
- *   previous one, on the clock: at most one commit (one fsync) per interval, unless more than
- *   COMMIT_SLICE_SAMPLES samples are queued. A transaction then takes whole appends up to about
- *   that many, and the next one follows after a turn of the event loop (a zero-delay timer): a
- *   poll of 50,000 samples, appended in parts by the scheduler, never holds the event loop for
- *   its whole commit, and an fsync is still shared by thousands of samples. Each append commits
- *   in one transaction; the forwarder, on the same connection, only ever sees committed ones.
+ *   previous one, on the clock: at most one commit (one fsync) per interval at any load.
+ * - **A commit only stores rows**: the series of appended samples are found when they are
+ *   appended (in the dictionary, those no cache knows in one statement per append), so the
+ *   commit, which holds the event loop for every sample queued in the interval, writes rows and
+ *   creates only the series that are new. A garbage collection, a renumbering or a failed commit
+ *   in between makes the commit find them again.
  * - **Seqs** (invariant 2): each sample gets the next seq in commit order, and `meta.next_seq`
  *   is written in the same transaction. Only the writer assigns or moves seqs (`renumberAfter`).
  * - **The series dictionary**: (device, metric, labels) stored once per series, with a lower
@@ -38,8 +38,6 @@ import type { SpoolStore } from "./store.ts";
 const SERIES_SEQ_SLACK = 100_000;
 /** Samples per INSERT statement: one call into SQLite per 64 samples instead of per sample. */
 const ROWS_PER_INSERT = 64;
-/** Samples one transaction takes when more are queued (whole appends; see "Group commit"). */
-export const COMMIT_SLICE_SAMPLES = 2_000;
 /** Conservative bytes one sample takes on disk (measured: about 21), for room and budget estimates. */
 export const SAMPLE_BYTES_ESTIMATE = 40;
 /**
@@ -55,6 +53,10 @@ const INSERT_SAMPLES = `INSERT INTO samples(seq, series, ts, value) VALUES ${
 /** Series by (device, metric, labels), given as a JSON array of triples: each found one with its index. */
 const FIND_SERIES = `SELECT j.key, s.id, s.last_seq FROM json_each(?) AS j
   JOIN series AS s ON s.device_id = j.value ->> 0 AND s.metric_id = j.value ->> 1 AND s.labels = j.value ->> 2`;
+/** Adds a series; one that exists already (see #createSeries) is returned as it is. */
+const CREATE_SERIES = `INSERT INTO series(device_id, metric_id, labels, last_seq) VALUES (?, ?, ?, ?)
+  ON CONFLICT(device_id, metric_id, labels) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)
+  RETURNING id, last_seq`;
 const INSERT_GAP = "INSERT INTO gaps(first_seq, last_seq, rows, reason, at_ms) VALUES (?, ?, ?, ?, ?)";
 const OLDEST_AFTER = "SELECT seq FROM samples WHERE seq > ? ORDER BY seq LIMIT 1 OFFSET ?";
 
@@ -85,6 +87,9 @@ interface SeriesEntry {
 
 interface Pending {
   samples: Sample[];
+  /** The series of each sample found at append (undefined: new), valid while `owner` is the writer's token. */
+  series: (SeriesEntry | undefined)[];
+  owner: object;
   resolve: () => void;
   reject: (err: Error) => void;
 }
@@ -132,22 +137,24 @@ export class SpoolWriter implements OwnSeqs {
   append(samples: Sample[]): Promise<void> {
     if (this.#closed) return Promise.reject(new Error(`Spool '${this.#store.path}' is closed`));
     if (samples.length === 0) return Promise.resolve();
+    const owner = this.#cacheOwner;
+    let series: (SeriesEntry | undefined)[];
+    try {
+      series = this.#findSeries(samples);
+    } catch {
+      // Not found now (the dictionary could not be read): the commit finds them, and reports why not.
+      series = [];
+    }
     return new Promise((resolve, reject) => {
-      this.#pending.push({ samples, resolve, reject });
+      this.#pending.push({ samples, series, owner: series.length > 0 ? owner : {}, resolve, reject });
       // The next commit is due commitIntervalMs after the start of the previous one, not after
       // this append: under load commits follow each other with no idle wait, and samples that
       // come after a quiet spell commit at once. Still at most one commit per interval.
-      this.#arm(Math.max(0, this.#lastCommitAt + this.#opts.commitIntervalMs - this.#clock.monotonic()));
+      this.#timer ??= this.#clock.setTimeout(() => {
+        this.#timer = undefined;
+        this.commitPending();
+      }, Math.max(0, this.#lastCommitAt + this.#opts.commitIntervalMs - this.#clock.monotonic()));
     });
-  }
-
-  #arm(delayMs: number): void {
-    this.#timer ??= this.#clock.setTimeout(() => {
-      this.#timer = undefined;
-      this.#commit(COMMIT_SLICE_SAMPLES);
-      // What did not fit in this transaction follows after a turn of the event loop.
-      if (this.#pending.length > 0) this.#arm(0);
-    }, delayMs);
   }
 
   /** Commits everything queued now (also called on shutdown and before a crash exit). */
@@ -156,21 +163,10 @@ export class SpoolWriter implements OwnSeqs {
       this.#clock.clearTimeout(this.#timer);
       this.#timer = undefined;
     }
-    this.#commit(Infinity);
-  }
-
-  /** Commits the oldest queued appends, whole, up to about `maxSamples` (at least one append). */
-  #commit(maxSamples: number): void {
-    let taken = 0;
-    let count = 0;
-    while (
-      taken < this.#pending.length && (taken === 0 || count + this.#pending[taken]!.samples.length <= maxSamples)
-    ) {
-      count += this.#pending[taken]!.samples.length;
-      taken++;
-    }
-    if (taken === 0) return;
-    const batch = this.#pending.splice(0, taken);
+    const batch = this.#pending;
+    if (batch.length === 0) return;
+    this.#pending = [];
+    const count = batch.reduce((n, p) => n + p.samples.length, 0);
     this.#lastCommitAt = this.#clock.monotonic();
     try {
       const admitted = this.#makeRoom(count);
@@ -271,17 +267,15 @@ export class SpoolWriter implements OwnSeqs {
     const touched: [number, number][] = [];
     const params: (number | null)[] = [];
     const epochMs = store.epochMs;
-    this.#samplesInRound += batch.reduce((n, p) => n + p.samples.length, 0);
-    if (this.#samplesInRound >= SERIES_CACHE_ROUND_SAMPLES) {
-      this.#seriesByKey.nextRound();
-      this.#samplesInRound = 0;
-    }
     try {
       store.transaction(() => {
-        const seriesIds = this.#seriesIds(batch, firstSeq, touched);
+        /** Series created by this commit, by key (a cache may have had no room for them). */
+        const created = new Map<string, SeriesEntry>();
         for (const p of batch) {
-          for (const s of p.samples) {
-            const seriesId = seriesIds[seq - firstSeq]!;
+          const found = p.owner === this.#cacheOwner ? p.series : this.#findSeries(p.samples);
+          for (let i = 0; i < p.samples.length; i++) {
+            const s = p.samples[i]!;
+            const seriesId = this.#touch(found[i] ?? this.#createSeries(s, seq, created), seq, touched);
             const tsUs = Math.round((s.timestampMs - epochMs) * 1000);
             params.push(seq, seriesId, tsUs, Number.isNaN(s.value) ? null : s.value);
             if (params.length === ROWS_PER_INSERT * 4) {
@@ -309,62 +303,82 @@ export class SpoolWriter implements OwnSeqs {
   }
 
   /**
-   * The series id of each sample of `batch`, in order (the first has seq `firstSeq`). A series
-   * known to its identity or to the cache costs a lookup in memory; the others are found in the
-   * dictionary all at once, one statement per commit (one call into SQLite, not one per series),
-   * and those it lacks are added.
+   * The series of each of `samples` (undefined: not in the dictionary yet). Known to its identity
+   * or to the cache: a lookup in memory; the others are found in the dictionary all at once, one
+   * statement (one call into SQLite, not one per series), and cached where there is room.
    */
-  #seriesIds(batch: Pending[], firstSeq: number, touched: [number, number][]): number[] {
-    const ids: number[] = [];
-    /** Series of this commit no cache knows, by key, with the positions of their samples. */
+  #findSeries(samples: readonly Sample[]): (SeriesEntry | undefined)[] {
+    this.#samplesInRound += samples.length;
+    if (this.#samplesInRound >= SERIES_CACHE_ROUND_SAMPLES) {
+      this.#seriesByKey.nextRound();
+      this.#samplesInRound = 0;
+    }
+    const found: (SeriesEntry | undefined)[] = new Array(samples.length);
+    /** Series no cache knows, by key, with the positions of their samples. */
     const unknown = new Map<string, { sample: Sample; key: string; labels: string; positions: number[] }>();
-    for (const p of batch) {
-      for (const s of p.samples) {
-        const series = s.series;
-        let known = series?.spool?.writer === this.#cacheOwner ? series.spool : undefined;
-        let labels: string | undefined;
-        let key: string | undefined;
+    for (let i = 0; i < samples.length; i++) {
+      const s = samples[i]!;
+      const series = s.series;
+      let known = series?.spool?.writer === this.#cacheOwner ? series.spool : undefined;
+      if (!known) {
+        const labels = series ? series.labelsJson : JSON.stringify(s.labels);
+        const key = series ? series.key : `${s.deviceId}\u0000${s.metricId}\u0000${labels}`;
+        known = this.#seriesByKey.get(key);
         if (!known) {
-          labels = series ? series.labelsJson : JSON.stringify(s.labels);
-          key = series ? series.key : `${s.deviceId}\u0000${s.metricId}\u0000${labels}`;
-          known = this.#seriesByKey.get(key);
-        }
-        if (known) {
-          if (series) series.spool = known;
-          ids.push(this.#touch(known, firstSeq + ids.length, touched));
+          let u = unknown.get(key);
+          if (!u) unknown.set(key, u = { sample: s, key, labels, positions: [] });
+          u.positions.push(i);
           continue;
         }
-        let u = unknown.get(key!);
-        if (!u) unknown.set(key!, u = { sample: s, key: key!, labels: labels!, positions: [] });
-        u.positions.push(ids.length);
-        ids.push(0);
+        if (series) series.spool = known;
       }
+      found[i] = known;
     }
-    if (unknown.size === 0) return ids;
+    if (unknown.size === 0) return found;
     const list = [...unknown.values()];
-    const found = new Map<number, [id: number, lastSeq: number]>();
     const rows = this.#store.arrayStatement(FIND_SERIES).all(
       JSON.stringify(list.map((u) => [u.sample.deviceId, u.sample.metricId, u.labels])),
     ) as unknown as [index: number, id: number, lastSeq: number][];
-    for (const [index, id, lastSeq] of rows) found.set(Number(index), [Number(id), Number(lastSeq)]);
-    const owner = this.#cacheOwner;
-    list.forEach((u, index) => {
-      const row = found.get(index);
-      const firstUse = firstSeq + u.positions[0]!;
-      let entry: SeriesEntry;
-      if (row) entry = { writer: owner, id: row[0], lastSeq: row[1] };
-      else {
-        const [id] = this.#store.arrayStatement(
-          "INSERT INTO series(device_id, metric_id, labels, last_seq) VALUES (?, ?, ?, ?) RETURNING id",
-        ).get(u.sample.deviceId, u.sample.metricId, u.labels, firstUse) as unknown as [id: number];
-        entry = { writer: owner, id: Number(id), lastSeq: firstUse };
-      }
-      // A series with an identity keeps its entry there (its producer bounds how many it keeps).
-      if (u.sample.series) u.sample.series.spool = entry;
-      else this.#seriesByKey.set(u.key, entry);
-      for (const at of u.positions) ids[at] = this.#touch(entry, firstSeq + at, touched);
-    });
-    return ids;
+    for (const [index, id, lastSeq] of rows) {
+      const u = list[Number(index)]!;
+      const entry = this.#remember(u.sample, u.key, Number(id), Number(lastSeq));
+      for (const at of u.positions) found[at] = entry;
+    }
+    return found;
+  }
+
+  /**
+   * Adds the series of `s` to the dictionary, first used by `seq` (inside the commit's
+   * transaction); a series this commit already created, or one created since it was looked for,
+   * is taken as it is.
+   */
+  #createSeries(s: Sample, seq: number, created: Map<string, SeriesEntry>): SeriesEntry {
+    const series = s.series;
+    const labels = series ? series.labelsJson : JSON.stringify(s.labels);
+    const key = series ? series.key : `${s.deviceId}\u0000${s.metricId}\u0000${labels}`;
+    const done = created.get(key);
+    if (done) return done;
+    const [id, lastSeq] = this.#store.arrayStatement(CREATE_SERIES).get(
+      s.deviceId,
+      s.metricId,
+      labels,
+      seq,
+    ) as unknown as [
+      id: number,
+      lastSeq: number,
+    ];
+    const entry = this.#remember(s, key, Number(id), Number(lastSeq));
+    created.set(key, entry);
+    return entry;
+  }
+
+  /** Keeps what the writer knows of a series in the sample's identity, or else in the cache. */
+  #remember(s: Sample, key: string, id: number, lastSeq: number): SeriesEntry {
+    const entry = { writer: this.#cacheOwner, id, lastSeq };
+    // A series with an identity keeps its entry there (its producer bounds how many it keeps).
+    if (s.series) s.series.spool = entry;
+    else this.#seriesByKey.set(key, entry);
+    return entry;
   }
 
   /** Keeps the entry's last seq within SERIES_SEQ_SLACK of `seq` (see "The series dictionary"); returns its id. */

@@ -4,10 +4,10 @@
  * whose garbage collection never removes a series still in use.
  */
 import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
 import type { Sample } from "../../src/sample.ts";
 import { makeIdentity } from "../../src/collect/series_identity.ts";
 import { open, samples, tempSpoolPath } from "./fixtures/spool.ts";
-import { COMMIT_SLICE_SAMPLES } from "../../src/spool/writer.ts";
 
 Deno.test("spool.append() resolves once durable and read() returns samples in seq order", async () => {
   const path = await tempSpoolPath();
@@ -138,16 +138,39 @@ Deno.test("a series identity keeps its spool series id only while the series dic
   spool.close();
 });
 
-Deno.test("spool commits a queue larger than COMMIT_SLICE_SAMPLES in several transactions, each append whole, and timers run in between", async () => {
+Deno.test("spool stores two appends of one new series, queued for the same commit, under one series", async () => {
+  const path = await tempSpoolPath();
+  const spool = open(path);
+  const sample = (value: number): Sample => ({
+    timestampMs: 1_790_000_000_000 + value,
+    deviceId: "new-1",
+    metricId: "m",
+    value,
+    labels: { a: "1" },
+  });
+  await Promise.all([spool.writer.append([sample(1)]), spool.writer.append([sample(2), sample(3)])]);
+  assert.deepEqual(spool.lease.read(0, 10).map((s) => [s.deviceId, s.value]), [["new-1", 1], ["new-1", 2], [
+    "new-1",
+    3,
+  ]]);
+  spool.close();
+  const db = new DatabaseSync(path, { readOnly: true });
+  assert.equal((db.prepare("SELECT count(*) AS n FROM series").get() as { n: number }).n, 1);
+  db.close();
+});
+
+Deno.test("spool finds a series again when a garbage collection removed it between the append and the commit", async () => {
   const spool = open(await tempSpoolPath());
-  const part = Math.ceil(COMMIT_SLICE_SAMPLES * 0.6);
-  const commitsBefore = spool.writer.counters.commits;
-  const appended = [0, 1, 2].map((i) => spool.writer.append(samples(part, i * part, 1000)));
-  // Set after the writer's timer, due at the same time: it runs after the first transaction only.
-  const rowsSeenByTimer = new Promise<number>((resolve) => setTimeout(() => resolve(spool.view.rowCount()), 0));
-  await Promise.all(appended);
-  assert.equal(await rowsSeenByTimer, part);
-  assert.equal(spool.writer.counters.commits - commitsBefore, 3);
-  assert.equal(spool.view.rowCount(), 3 * part);
+  const old: Sample = { timestampMs: 1_790_000_000_000, deviceId: "old-1", metricId: "m", value: 1, labels: {} };
+  await spool.writer.append([old]);
+  // Other series until the old one is past the garbage collection's slack, every row forwarded.
+  for (let i = 0; i < 3; i++) await spool.writer.append(samples(50_000, i * 50_000, 10));
+  spool.lease.removeForwarded(1, spool.lease.lastSeq());
+  await spool.writer.append(samples(1, 150_000, 10));
+  const appended = spool.writer.append([{ ...old, value: 2 }]); // found in the dictionary now
+  assert.ok(spool.writer.collectGarbage() > 0, "the old series was removed before the commit");
+  await appended;
+  const stored = spool.lease.read(spool.lease.lastSeq() - 1, 10).at(-1)!;
+  assert.deepEqual([stored.deviceId, stored.value], ["old-1", 2]);
   spool.close();
 });
