@@ -9,6 +9,7 @@ import type { TlsPins } from "../spool/tls_pins.ts";
 import { type Clock, deadline, DeadlineError, type TimerId } from "../clock.ts";
 import type { PollGroup } from "./groups.ts";
 import { SeriesIdentities } from "./series_identity.ts";
+import { TimeSlice } from "../time_slice.ts";
 import {
   COLLECTOR_LATE,
   DEVICE_BEHIND,
@@ -36,7 +37,9 @@ import { Telemetry } from "../telemetry/telemetry.ts";
  * never overlaps the previous one of its group: while a poll (or a source that has not yet let
  * go of its request) is still running, the group's slots are skipped and counted, so a device
  * that answers in 1.5 s at a 1 s period gives a sample every 2 s. Every group has its own timer
- * and timeout, so one slow or dead device never delays another.
+ * and timeout, so one slow or dead device never delays another; and a large poll becomes samples
+ * and reaches the spool in time slices (src/time_slice.ts), each part acknowledged on its own, so
+ * a device of 50,000 series does not hold up another's timer either.
  *
  * Every slot of the grid is accounted for, once: polled (ok or failed), skipped (the previous
  * poll still running) or missed (its timer fired a period or more late: the process was stalled
@@ -75,6 +78,13 @@ export interface GroupCounters {
 
 /** A device behind schedule (or a late collector) is back on it after this long without a skipped (missed) slot. */
 const BEHIND_QUIET_MS = 60_000;
+/** Readings turned into samples between two looks at the time slice (src/time_slice.ts). */
+const READINGS_BETWEEN_LOOKS = 500;
+/**
+ * Most samples in one part of a poll handed to the spool: the spool commits whole parts, and
+ * storing a sample costs more than making it (src/spool/writer.ts COMMIT_SLICE_SAMPLES).
+ */
+const PART_MAX_SAMPLES = 2_000;
 
 interface GroupState {
   group: PollGroup;
@@ -260,13 +270,38 @@ export class Scheduler {
     s.counters.pollsOk++;
     t.emit(POLL_OK, { group: s.group.name }, protocol);
     t.end(DEVICE_FAILING, s.group.name, { group: s.group.name });
-    const { samples, refused } = samplesOfPoll(result.readings, sentAtMs, clock.now(), s.identities);
-    result.errors.push(...refused);
+    // A large poll becomes samples and reaches the spool in parts, one per time slice, so the
+    // timers of other groups fire on time meanwhile (each part is acknowledged on its own).
+    const door = new PollSamples(sentAtMs, clock.now(), s.identities);
+    const { readings } = result;
+    const slice = new TimeSlice();
+    for (let from = 0; from < readings.length;) {
+      let to = Math.min(readings.length, from + READINGS_BETWEEN_LOOKS);
+      const part = door.take(readings, from, to);
+      while (to < readings.length && !slice.due() && part.samples.length < PART_MAX_SAMPLES) {
+        const more = door.take(readings, to, to = Math.min(readings.length, to + READINGS_BETWEEN_LOOKS));
+        part.samples.push(...more.samples);
+        part.refused.push(...more.refused);
+      }
+      // What became samples is let go at once: a poll does not hold all its readings to the end.
+      (readings as (Reading | undefined)[]).fill(undefined, from, to);
+      from = to;
+      result.errors.push(...part.refused);
+      if (part.samples.length > 0) this.#deliver(s, part.samples);
+      if (from < readings.length && slice.due()) await slice.yield();
+    }
     const entryErrors = this.#entryErrors(s, result);
     this.#recordDevices(s, entries, sentAtMs, undefined, entryErrors);
-    if (samples.length === 0) return;
+  }
+
+  /** Hands one part of a poll's samples to the spool, and counts what becomes of them. */
+  #deliver(s: GroupState, samples: Sample[]): void {
+    const t = this.#telemetry;
     s.counters.samples += samples.length;
-    t.emit(SAMPLES_POLLED, { group: s.group.name, samples: samples.length }, { ...protocol, n: samples.length });
+    t.emit(SAMPLES_POLLED, { group: s.group.name, samples: samples.length }, {
+      labels: { protocol: s.group.scheme },
+      n: samples.length,
+    });
     const delivery = this.#opts.deliver(samples).then(
       () => {
         s.counters.samplesAcknowledged += samples.length;
@@ -375,31 +410,56 @@ export function toSample(r: Reading, sentAtMs: number, identities?: SeriesIdenti
  * The samples of one poll: one per (device, metric, labels, timestamp), the first reading's when
  * entries of the group selected the same value twice. This is also the door of the spool: a
  * reading that could never be stored centrally (sample.ts) is refused as an error of its entry,
- * named by its metric, and never becomes a sample.
+ * named by its metric, and never becomes a sample. A large poll goes through in parts (`take`),
+ * one per time slice; the duplicates are found across all of them.
  */
+export class PollSamples {
+  #sentAtMs: number;
+  #nowMs: number;
+  #identities: SeriesIdentities | undefined;
+  #seen = new Set<string>();
+
+  constructor(sentAtMs: number, nowMs: number, identities?: SeriesIdentities) {
+    this.#sentAtMs = sentAtMs;
+    this.#nowMs = nowMs;
+    this.#identities = identities;
+    identities?.nextPoll();
+  }
+
+  /** The samples of `readings[from]` up to (not including) `readings[to]`. */
+  take(readings: readonly Reading[], from: number, to: number): { samples: Sample[]; refused: EntryError[] } {
+    const samples: Sample[] = [];
+    const refused: EntryError[] = [];
+    const seen = this.#seen;
+    for (let i = from; i < to; i++) {
+      const r = readings[i]!;
+      const s = toSample(r, this.#sentAtMs, this.#identities);
+      // A known series at the poll's time is keyed by the string its identity holds: no new text.
+      const key = s.series && s.timestampMs === this.#sentAtMs
+        ? s.series.pollKey
+        : `${s.deviceId}\u0000${s.metricId}\u0000${s.timestampMs}\u0000${canonicalLabels(s.labels)}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const problem = sampleProblem(s, this.#nowMs);
+      if (problem === undefined) samples.push(s);
+      else {refused.push({
+          entry: r.entry,
+          subject: s.metricId,
+          message: `Sample of ${s.metricId} refused: ${problem}`,
+        });}
+    }
+    return { samples, refused };
+  }
+}
+
+/** The samples of a whole poll at once (see PollSamples). */
 export function samplesOfPoll(
   readings: readonly Reading[],
   sentAtMs: number,
   nowMs: number,
   identities?: SeriesIdentities,
 ): { samples: Sample[]; refused: EntryError[] } {
-  const seen = new Set<string>();
-  const samples: Sample[] = [];
-  const refused: EntryError[] = [];
-  identities?.nextPoll();
-  for (const r of readings) {
-    const s = toSample(r, sentAtMs, identities);
-    // A known series at the poll's time is keyed by the string its identity holds: no new text.
-    const key = s.series && s.timestampMs === sentAtMs
-      ? s.series.pollKey
-      : `${s.deviceId}\u0000${s.metricId}\u0000${s.timestampMs}\u0000${canonicalLabels(s.labels)}`;
-    if (seen.has(key)) continue;
-    seen.add(key);
-    const problem = sampleProblem(s, nowMs);
-    if (problem === undefined) samples.push(s);
-    else refused.push({ entry: r.entry, subject: s.metricId, message: `Sample of ${s.metricId} refused: ${problem}` });
-  }
-  return { samples, refused };
+  return new PollSamples(sentAtMs, nowMs, identities).take(readings, 0, readings.length);
 }
 
 /** Offset of a group's slots in its period (ms): slot k falls at phase + k × period, wall clock. */

@@ -49,27 +49,37 @@ export interface PreparedBatch extends BatchClaim {
   write(tx: Transaction): Promise<void>;
 }
 
-/** COPY data is handed to the stream in chunks of about this many characters. */
+/**
+ * COPY data is handed to the stream in chunks of about this many characters, each encoded to
+ * UTF-8 bytes as soon as it is complete: a batch waiting for its turn is then held as compact
+ * bytes outside the JavaScript heap, not as one string per row concatenated (some 190 bytes of
+ * heap per row).
+ */
 const COPY_CHUNK_CHARS = 65536;
+const utf8 = new TextEncoder();
 
 /** Encodes `batch` (non-empty) for `method` ("copy", or anything else for INSERT). */
 export function prepareBatch(batch: SpooledSample[], method: string): PreparedBatch {
   let minTs = Infinity;
   let maxTs = -Infinity;
-  const chunks: string[] = [];
-  let chunk = "";
+  const chunks: Uint8Array[] = [];
+  const rows: string[] = [];
+  let chars = 0;
   const copy = method === "copy";
   for (const s of batch) {
     if (s.timestampMs < minTs) minTs = s.timestampMs;
     if (s.timestampMs > maxTs) maxTs = s.timestampMs;
     if (!copy) continue;
-    chunk += copyRow(s);
-    if (chunk.length > COPY_CHUNK_CHARS) {
-      chunks.push(chunk);
-      chunk = "";
+    const row = copyRow(s);
+    rows.push(row);
+    chars += row.length;
+    if (chars > COPY_CHUNK_CHARS) {
+      chunks.push(utf8.encode(rows.join("")));
+      rows.length = 0;
+      chars = 0;
     }
   }
-  if (chunk) chunks.push(chunk);
+  if (rows.length > 0) chunks.push(utf8.encode(rows.join("")));
   return {
     first: batch[0]!.seq,
     last: batch.at(-1)!.seq,
@@ -89,7 +99,7 @@ async function insertRows(tx: Transaction, batch: SpooledSample[]): Promise<void
                          ${batch.map((s) => JSON.stringify(s.labels))}::text[]::jsonb[])`;
 }
 
-async function copyRows(tx: Transaction, chunks: string[]): Promise<void> {
+async function copyRows(tx: Transaction, chunks: Uint8Array[]): Promise<void> {
   failpoint("before-copy");
   const writable = await tx`COPY metrics (device_id, metric_id, labels, "timestamp", value) FROM STDIN`.writable();
   const finished = writeAll(writable, chunks);
@@ -117,11 +127,11 @@ async function streamHandedOver(w: object): Promise<void> {
 /** Writes the COPY data; resolves when the server has acknowledged the COPY. */
 function writeAll(
   w: {
-    write(chunk: string, cb?: (err?: Error | null) => void): boolean;
+    write(chunk: Uint8Array, cb?: (err?: Error | null) => void): boolean;
     end(): void;
     once(ev: string, fn: (e?: unknown) => void): unknown;
   },
-  chunks: string[],
+  chunks: Uint8Array[],
 ): Promise<void> {
   failpoint("mid-copy");
   return new Promise((resolve, reject) => {

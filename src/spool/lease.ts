@@ -102,7 +102,23 @@ export class LeaseTable {
  * heap (deno.json), which keeps its RSS flat during a drain.
  */
 export const SERIES_CACHE_MAX = 10_000;
+/**
+ * Series one read takes from the dictionary (not cached): about 3 µs each (a row, its labels
+ * parsed, its COPY prefix rendered), so a read holds the event loop some 10 ms for them.
+ */
+export const SERIES_READ_PER_CALL = 2_000;
+/**
+ * Samples that make one round of the writer's and the lease's series caches (src/bounded_cache.ts
+ * sweeps what was not used in the last two rounds). They see commits and reads, not polls, and a
+ * commit or a read may hold a part of a large poll only: a round of this many samples spans a
+ * whole poll of the largest exporter accepted by default (`prometheus_max_series`), so a series
+ * polled every time is never swept out between two of its polls, and the caches keep a stable
+ * share of the series instead of churning.
+ */
+export const SERIES_CACHE_ROUND_SAMPLES = 100_000;
 
+/** A row of READ_AFTER (an array statement: see SpoolStore.arrayStatement). */
+type SampleRow = [seq: number, series: number, ts: number, value: number | null];
 const READ_AFTER = "SELECT seq, series, ts, value FROM samples WHERE seq > ? ORDER BY seq LIMIT ?";
 const SERIES_BY_IDS =
   "SELECT id, device_id, metric_id, labels FROM series WHERE id IN (SELECT value FROM json_each(?))";
@@ -116,6 +132,8 @@ export class SpoolLease {
   #leases: LeaseTable;
   /** A round is a read(). */
   #seriesById = new BoundedCache<number, SeriesRow>(SERIES_CACHE_MAX);
+  /** Rows read since the cache's round began (SERIES_CACHE_ROUND_SAMPLES). */
+  #rowsInRound = 0;
   #seriesGeneration: number;
 
   constructor(store: SpoolStore, leases: LeaseTable, ownSeqs?: OwnSeqs) {
@@ -140,34 +158,31 @@ export class SpoolLease {
 
   /**
    * Reads up to `limit` samples with seq > `afterSeq`, oldest first, stopping before the first
-   * missing seq. The rows stay in the spool (leased) until removeForwarded() or quarantine().
+   * missing seq, and before the first sample whose series would be the SERIES_READ_PER_CALL + 1st
+   * one missing from the cache (so one read holds the event loop a bounded time, whatever the
+   * number of series). The rows stay in the spool (leased) until removeForwarded() or quarantine().
    */
   read(afterSeq: number, limit: number): SpooledSample[] {
-    const rows = this.#store.statement(READ_AFTER).all(afterSeq, limit) as {
-      seq: number;
-      series: number;
-      ts: number;
-      value: number | null;
-    }[];
+    const rows = this.#store.arrayStatement(READ_AFTER).all(afterSeq, limit) as unknown as SampleRow[];
     const epochMs = this.#store.epochMs;
     const out: SpooledSample[] = [];
     const seriesOf = this.#seriesOf(rows);
-    for (let i = 0; i < rows.length; i++) {
-      const r = rows[i]!;
-      const seq = Number(r.seq);
+    for (let i = 0; i < seriesOf.length; i++) {
+      const [rawSeq, seriesId, ts, value] = rows[i]!;
+      const seq = Number(rawSeq);
       if (out.length > 0 && seq !== out.at(-1)!.seq + 1) break;
       const series = seriesOf[i];
       if (!series) {
         if (out.length > 0) break;
-        this.#setAsideOrphan(seq, Number(r.ts), r.value, `series ${r.series} is missing from the spool`);
+        this.#setAsideOrphan(seq, Number(ts), value, `series ${seriesId} is missing from the spool`);
         continue;
       }
       out.push({
         seq,
-        timestampMs: epochMs + Number(r.ts) / 1000,
+        timestampMs: epochMs + Number(ts) / 1000,
         deviceId: series.deviceId,
         metricId: series.metricId,
-        value: r.value === null ? NaN : Number(r.value),
+        value: value === null ? NaN : Number(value),
         labels: series.labels,
         copyPrefix: series.copyPrefix,
       });
@@ -179,43 +194,50 @@ export class SpoolLease {
   }
 
   /**
-   * The series of each of `rows` (undefined: missing from the spool); those the cache lacks are
-   * read in one statement (one call into SQLite per read, not per series) and cached where there
-   * is room.
+   * The series of each of the first `rows` (undefined: missing from the spool), as many rows as
+   * need at most SERIES_READ_PER_CALL series the cache lacks; those are read in one statement (one
+   * call into SQLite per read, not per series) and cached where there is room.
    */
-  #seriesOf(rows: readonly { series: number }[]): (SeriesRow | undefined)[] {
+  #seriesOf(rows: readonly SampleRow[]): (SeriesRow | undefined)[] {
     if (this.#seriesGeneration !== this.#store.seriesGeneration) {
       this.#seriesById.clear();
       this.#seriesGeneration = this.#store.seriesGeneration;
     }
-    this.#seriesById.nextRound();
-    const seriesOf: (SeriesRow | undefined)[] = new Array(rows.length);
+    this.#rowsInRound += rows.length;
+    if (this.#rowsInRound >= SERIES_CACHE_ROUND_SAMPLES) {
+      this.#seriesById.nextRound();
+      this.#rowsInRound = 0;
+    }
+    const seriesOf: (SeriesRow | undefined)[] = [];
     const missing = new Set<number>();
     for (let i = 0; i < rows.length; i++) {
-      const id = Number(rows[i]!.series);
+      const id = Number(rows[i]![1]);
       const s = this.#seriesById.get(id);
-      if (s) seriesOf[i] = s;
-      else missing.add(id);
+      if (!s && !missing.has(id)) {
+        if (missing.size === SERIES_READ_PER_CALL) break;
+        missing.add(id);
+      }
+      seriesOf.push(s);
     }
     if (missing.size === 0) return seriesOf;
     const fetched = new Map<number, SeriesRow>();
-    const found = this.#store.statement(SERIES_BY_IDS).all(JSON.stringify([...missing])) as {
-      id: number;
-      device_id: string;
-      metric_id: string;
-      labels: string;
-    }[];
-    for (const row of found) {
+    const found = this.#store.arrayStatement(SERIES_BY_IDS).all(JSON.stringify([...missing])) as unknown as [
+      id: number,
+      deviceId: string,
+      metricId: string,
+      labels: string,
+    ][];
+    for (const [id, deviceId, metricId, labels] of found) {
       const s = {
-        deviceId: row.device_id,
-        metricId: row.metric_id,
-        labels: JSON.parse(row.labels) as Labels,
-        copyPrefix: copyPrefix(row.device_id, row.metric_id, row.labels),
+        deviceId,
+        metricId,
+        labels: JSON.parse(labels) as Labels,
+        copyPrefix: copyPrefix(deviceId, metricId, labels),
       };
-      fetched.set(Number(row.id), s);
-      this.#seriesById.set(Number(row.id), s);
+      fetched.set(Number(id), s);
+      this.#seriesById.set(Number(id), s);
     }
-    for (let i = 0; i < rows.length; i++) seriesOf[i] ??= fetched.get(Number(rows[i]!.series));
+    for (let i = 0; i < seriesOf.length; i++) seriesOf[i] ??= fetched.get(Number(rows[i]![1]));
     return seriesOf;
   }
 

@@ -13,8 +13,8 @@
  *   connection change the file at a time, whichever process it belongs to. The rows counter
  *   `meta.rows` is read back as committed inside that transaction (`committedRows()`), never
  *   from a copy kept in memory, so the changes of two processes compose.
- * - **Statements prepared once per connection** (`statement()`): after `restore()` swapped the
- *   connection, the next call prepares them again on the new one.
+ * - **Statements prepared once per connection** (`statement()`, `arrayStatement()`): after
+ *   `restore()` swapped the connection, the next call prepares them again on the new one.
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { dirname } from "node:path";
@@ -118,6 +118,23 @@ export class SpoolStore {
     if (!st) {
       st = this.#db.prepare(sql);
       this.#statements.set(sql, st);
+    }
+    return st;
+  }
+
+  /**
+   * A statement whose rows come back as arrays, in the order of its columns. For the statements
+   * that read many rows: node:sqlite gives each row object a hidden class of its own (measured
+   * with 4 columns: 1.4 µs and some 250 bytes of heap per row, against 0.3 µs as an array).
+   */
+  arrayStatement(sql: string): StatementSync {
+    const key = `arrays\u0000${sql}`;
+    let st = this.#statements.get(key);
+    if (!st) {
+      st = this.#db.prepare(sql);
+      // Deno's node:sqlite has it (as Node 24 has); its type declarations do not yet.
+      (st as StatementSync & { setReturnArrays(enabled: boolean): void }).setReturnArrays(true);
+      this.#statements.set(key, st);
     }
     return st;
   }

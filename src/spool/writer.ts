@@ -6,6 +6,11 @@
  * - **Group commit** (invariant 1): `append()` queues samples and resolves once the transaction
  *   holding them has committed. The next commit is due `commitIntervalMs` after the start of the
  *   previous one, on the clock: at most one commit (one fsync) per interval at any load.
+ * - **A commit only stores rows**: the series of appended samples are found when they are
+ *   appended (in the dictionary, those no cache knows in one statement per append), so the
+ *   commit, which holds the event loop for every sample queued in the interval, writes rows and
+ *   creates only the series that are new. A garbage collection, a renumbering or a failed commit
+ *   in between makes the commit find them again.
  * - **Seqs** (invariant 2): each sample gets the next seq in commit order, and `meta.next_seq`
  *   is written in the same transaction. Only the writer assigns or moves seqs (`renumberAfter`).
  * - **The series dictionary**: (device, metric, labels) stored once per series, with a lower
@@ -25,7 +30,7 @@ import { errorMessage } from "../log.ts";
 import { type Clock, systemClock, type TimerId } from "../clock.ts";
 import { ROWS_DROPPED, SPOOL_FULL } from "../telemetry/events.ts";
 import { Telemetry } from "../telemetry/telemetry.ts";
-import { type LeaseTable, type OwnSeqs, SERIES_CACHE_MAX } from "./lease.ts";
+import { type LeaseTable, type OwnSeqs, SERIES_CACHE_MAX, SERIES_CACHE_ROUND_SAMPLES } from "./lease.ts";
 import { BoundedCache } from "../bounded_cache.ts";
 import type { SpoolStore } from "./store.ts";
 
@@ -45,6 +50,13 @@ const INSERT_SAMPLE = "INSERT INTO samples(seq, series, ts, value) VALUES (?, ?,
 const INSERT_SAMPLES = `INSERT INTO samples(seq, series, ts, value) VALUES ${
   Array(ROWS_PER_INSERT).fill("(?, ?, ?, ?)").join(", ")
 }`;
+/** Series by (device, metric, labels), given as a JSON array of triples: each found one with its index. */
+const FIND_SERIES = `SELECT j.key, s.id, s.last_seq FROM json_each(?) AS j
+  JOIN series AS s ON s.device_id = j.value ->> 0 AND s.metric_id = j.value ->> 1 AND s.labels = j.value ->> 2`;
+/** Adds a series; one that exists already (see #createSeries) is returned as it is. */
+const CREATE_SERIES = `INSERT INTO series(device_id, metric_id, labels, last_seq) VALUES (?, ?, ?, ?)
+  ON CONFLICT(device_id, metric_id, labels) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)
+  RETURNING id, last_seq`;
 const INSERT_GAP = "INSERT INTO gaps(first_seq, last_seq, rows, reason, at_ms) VALUES (?, ?, ?, ?, ?)";
 const OLDEST_AFTER = "SELECT seq FROM samples WHERE seq > ? ORDER BY seq LIMIT 1 OFFSET ?";
 
@@ -75,6 +87,9 @@ interface SeriesEntry {
 
 interface Pending {
   samples: Sample[];
+  /** The series of each sample found at append (undefined: new), valid while `owner` is the writer's token. */
+  series: (SeriesEntry | undefined)[];
+  owner: object;
   resolve: () => void;
   reject: (err: Error) => void;
 }
@@ -94,8 +109,9 @@ export class SpoolWriter implements OwnSeqs {
   /** Monotonic time when the last group commit started. */
   #lastCommitAt = -Infinity;
   #closed = false;
-  /** Series of samples without an identity; a round is a commit. */
+  /** Series of samples without an identity; a round is SERIES_CACHE_ROUND_SAMPLES samples. */
   #seriesByKey = new BoundedCache<string, SeriesEntry>(SERIES_CACHE_MAX);
+  #samplesInRound = 0;
   /**
    * Marks the series entries that are valid: entries kept in a sample's series identity
    * (`Sample.series.spool`) count only while they carry this token; a new token forgets them all.
@@ -121,8 +137,16 @@ export class SpoolWriter implements OwnSeqs {
   append(samples: Sample[]): Promise<void> {
     if (this.#closed) return Promise.reject(new Error(`Spool '${this.#store.path}' is closed`));
     if (samples.length === 0) return Promise.resolve();
+    const owner = this.#cacheOwner;
+    let series: (SeriesEntry | undefined)[];
+    try {
+      series = this.#findSeries(samples);
+    } catch {
+      // Not found now (the dictionary could not be read): the commit finds them, and reports why not.
+      series = [];
+    }
     return new Promise((resolve, reject) => {
-      this.#pending.push({ samples, resolve, reject });
+      this.#pending.push({ samples, series, owner: series.length > 0 ? owner : {}, resolve, reject });
       // The next commit is due commitIntervalMs after the start of the previous one, not after
       // this append: under load commits follow each other with no idle wait, and samples that
       // come after a quiet spell commit at once. Still at most one commit per interval.
@@ -142,8 +166,8 @@ export class SpoolWriter implements OwnSeqs {
     const batch = this.#pending;
     if (batch.length === 0) return;
     this.#pending = [];
-    this.#lastCommitAt = this.#clock.monotonic();
     const count = batch.reduce((n, p) => n + p.samples.length, 0);
+    this.#lastCommitAt = this.#clock.monotonic();
     try {
       const admitted = this.#makeRoom(count);
       if (admitted) this.#write(batch);
@@ -243,12 +267,15 @@ export class SpoolWriter implements OwnSeqs {
     const touched: [number, number][] = [];
     const params: (number | null)[] = [];
     const epochMs = store.epochMs;
-    this.#seriesByKey.nextRound();
     try {
       store.transaction(() => {
+        /** Series created by this commit, by key (a cache may have had no room for them). */
+        const created = new Map<string, SeriesEntry>();
         for (const p of batch) {
-          for (const s of p.samples) {
-            const seriesId = this.#seriesFor(s, seq, touched);
+          const found = p.owner === this.#cacheOwner ? p.series : this.#findSeries(p.samples);
+          for (let i = 0; i < p.samples.length; i++) {
+            const s = p.samples[i]!;
+            const seriesId = this.#touch(found[i] ?? this.#createSeries(s, seq, created), seq, touched);
             const tsUs = Math.round((s.timestampMs - epochMs) * 1000);
             params.push(seq, seriesId, tsUs, Number.isNaN(s.value) ? null : s.value);
             if (params.length === ROWS_PER_INSERT * 4) {
@@ -275,30 +302,87 @@ export class SpoolWriter implements OwnSeqs {
     this.counters.commits++;
   }
 
-  #seriesFor(s: Sample, seq: number, touched: [number, number][]): number {
-    const series = s.series;
-    let entry = series?.spool?.writer === this.#cacheOwner ? series.spool : undefined;
-    if (!entry) {
-      const labels = series ? series.labelsJson : JSON.stringify(s.labels);
-      const key = series ? series.key : `${s.deviceId}\u0000${s.metricId}\u0000${labels}`;
-      entry = this.#seriesByKey.get(key);
-      if (!entry) {
-        const row = this.#store.statement(
-          "SELECT id, last_seq FROM series WHERE device_id = ? AND metric_id = ? AND labels = ?",
-        ).get(s.deviceId, s.metricId, labels) as { id: number; last_seq: number } | undefined;
-        const owner = this.#cacheOwner;
-        if (row) entry = { writer: owner, id: Number(row.id), lastSeq: Number(row.last_seq) };
-        else {
-          const ins = this.#store.statement(
-            "INSERT INTO series(device_id, metric_id, labels, last_seq) VALUES (?, ?, ?, ?) RETURNING id",
-          ).get(s.deviceId, s.metricId, labels, seq) as { id: number };
-          entry = { writer: owner, id: Number(ins.id), lastSeq: seq };
-        }
-        // A series with an identity keeps its entry there (its producer bounds how many it keeps).
-        if (!series) this.#seriesByKey.set(key, entry);
-      }
-      if (series) series.spool = entry;
+  /**
+   * The series of each of `samples` (undefined: not in the dictionary yet). Known to its identity
+   * or to the cache: a lookup in memory; the others are found in the dictionary all at once, one
+   * statement (one call into SQLite, not one per series), and cached where there is room.
+   */
+  #findSeries(samples: readonly Sample[]): (SeriesEntry | undefined)[] {
+    this.#samplesInRound += samples.length;
+    if (this.#samplesInRound >= SERIES_CACHE_ROUND_SAMPLES) {
+      this.#seriesByKey.nextRound();
+      this.#samplesInRound = 0;
     }
+    const found: (SeriesEntry | undefined)[] = new Array(samples.length);
+    /** Series no cache knows, by key, with the positions of their samples. */
+    const unknown = new Map<string, { sample: Sample; key: string; labels: string; positions: number[] }>();
+    for (let i = 0; i < samples.length; i++) {
+      const s = samples[i]!;
+      const series = s.series;
+      let known = series?.spool?.writer === this.#cacheOwner ? series.spool : undefined;
+      if (!known) {
+        const labels = series ? series.labelsJson : JSON.stringify(s.labels);
+        const key = series ? series.key : `${s.deviceId}\u0000${s.metricId}\u0000${labels}`;
+        known = this.#seriesByKey.get(key);
+        if (!known) {
+          let u = unknown.get(key);
+          if (!u) unknown.set(key, u = { sample: s, key, labels, positions: [] });
+          u.positions.push(i);
+          continue;
+        }
+        if (series) series.spool = known;
+      }
+      found[i] = known;
+    }
+    if (unknown.size === 0) return found;
+    const list = [...unknown.values()];
+    const rows = this.#store.arrayStatement(FIND_SERIES).all(
+      JSON.stringify(list.map((u) => [u.sample.deviceId, u.sample.metricId, u.labels])),
+    ) as unknown as [index: number, id: number, lastSeq: number][];
+    for (const [index, id, lastSeq] of rows) {
+      const u = list[Number(index)]!;
+      const entry = this.#remember(u.sample, u.key, Number(id), Number(lastSeq));
+      for (const at of u.positions) found[at] = entry;
+    }
+    return found;
+  }
+
+  /**
+   * Adds the series of `s` to the dictionary, first used by `seq` (inside the commit's
+   * transaction); a series this commit already created, or one created since it was looked for,
+   * is taken as it is.
+   */
+  #createSeries(s: Sample, seq: number, created: Map<string, SeriesEntry>): SeriesEntry {
+    const series = s.series;
+    const labels = series ? series.labelsJson : JSON.stringify(s.labels);
+    const key = series ? series.key : `${s.deviceId}\u0000${s.metricId}\u0000${labels}`;
+    const done = created.get(key);
+    if (done) return done;
+    const [id, lastSeq] = this.#store.arrayStatement(CREATE_SERIES).get(
+      s.deviceId,
+      s.metricId,
+      labels,
+      seq,
+    ) as unknown as [
+      id: number,
+      lastSeq: number,
+    ];
+    const entry = this.#remember(s, key, Number(id), Number(lastSeq));
+    created.set(key, entry);
+    return entry;
+  }
+
+  /** Keeps what the writer knows of a series in the sample's identity, or else in the cache. */
+  #remember(s: Sample, key: string, id: number, lastSeq: number): SeriesEntry {
+    const entry = { writer: this.#cacheOwner, id, lastSeq };
+    // A series with an identity keeps its entry there (its producer bounds how many it keeps).
+    if (s.series) s.series.spool = entry;
+    else this.#seriesByKey.set(key, entry);
+    return entry;
+  }
+
+  /** Keeps the entry's last seq within SERIES_SEQ_SLACK of `seq` (see "The series dictionary"); returns its id. */
+  #touch(entry: SeriesEntry, seq: number, touched: [number, number][]): number {
     if (seq - entry.lastSeq > SERIES_SEQ_SLACK) {
       entry.lastSeq = seq;
       touched.push([entry.id, seq]);

@@ -379,3 +379,48 @@ Deno.test("scheduler says the collector is back on time after a quiet minute wit
     })
   );
 });
+
+Deno.test("scheduler hands a large poll to the spool in parts, and other timers run between the parts", async () => {
+  const clock = new FakeClock();
+  const readings = 100_000;
+  const protocol: Protocol = {
+    configKeys: [],
+    validate: () => undefined,
+    groupKey: (e) => `test://${e.target.host}`,
+    endpoint: (e) => e.target.host,
+    create: () => ({
+      poll: (active) =>
+        Promise.resolve({
+          readings: Array.from(
+            { length: readings },
+            (_, i) => ({ entry: active[0]!, value: i, labels: { i: `${i}` } }),
+          ),
+          errors: [],
+        }),
+      close: () => Promise.resolve(),
+    }),
+  };
+  await withProtocol(protocol, async () => {
+    const parts: number[] = [];
+    /** How many parts had arrived when a timer set at the first one ran. */
+    let partsSeenByTimer = 0;
+    const config = testConfig();
+    const { groups } = buildGroups([entryFor("test://wide/a", { name: "a", updateEveryMs: 60_000 })], config);
+    const scheduler = new Scheduler({
+      groups,
+      config,
+      clock,
+      deliver: (s) => {
+        if (parts.length === 0) setTimeout(() => partsSeenByTimer = parts.length, 0);
+        parts.push(s.length);
+        return Promise.resolve();
+      },
+    });
+    scheduler.start();
+    await stopOn(clock, scheduler);
+    assert.equal(parts.reduce((a, b) => a + b, 0), readings, "every reading became a sample, once");
+    assert.ok(parts.length >= 2, `one part of ${parts[0]} samples`);
+    assert.ok(partsSeenByTimer < parts.length, "the timer waited for the whole poll");
+    assert.equal(scheduler.counters()[0]!.counters.samples, readings);
+  });
+});

@@ -4,6 +4,7 @@
  * whose garbage collection never removes a series still in use.
  */
 import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
 import type { Sample } from "../../src/sample.ts";
 import { makeIdentity } from "../../src/collect/series_identity.ts";
 import { open, samples, tempSpoolPath } from "./fixtures/spool.ts";
@@ -134,5 +135,42 @@ Deno.test("a series identity keeps its spool series id only while the series dic
   const last = spool.lease.read(spool.lease.lastSeq() - 1, 10).at(-1)!;
   assert.deepEqual([last.deviceId, last.metricId, last.labels, last.timestampMs], ["old", "m", { k: "v" }, 3]);
   assert.equal(spool.lease.counters.quarantined, 0);
+  spool.close();
+});
+
+Deno.test("spool stores two appends of one new series, queued for the same commit, under one series", async () => {
+  const path = await tempSpoolPath();
+  const spool = open(path);
+  const sample = (value: number): Sample => ({
+    timestampMs: 1_790_000_000_000 + value,
+    deviceId: "new-1",
+    metricId: "m",
+    value,
+    labels: { a: "1" },
+  });
+  await Promise.all([spool.writer.append([sample(1)]), spool.writer.append([sample(2), sample(3)])]);
+  assert.deepEqual(spool.lease.read(0, 10).map((s) => [s.deviceId, s.value]), [["new-1", 1], ["new-1", 2], [
+    "new-1",
+    3,
+  ]]);
+  spool.close();
+  const db = new DatabaseSync(path, { readOnly: true });
+  assert.equal((db.prepare("SELECT count(*) AS n FROM series").get() as { n: number }).n, 1);
+  db.close();
+});
+
+Deno.test("spool finds a series again when a garbage collection removed it between the append and the commit", async () => {
+  const spool = open(await tempSpoolPath());
+  const old: Sample = { timestampMs: 1_790_000_000_000, deviceId: "old-1", metricId: "m", value: 1, labels: {} };
+  await spool.writer.append([old]);
+  // Other series until the old one is past the garbage collection's slack, every row forwarded.
+  for (let i = 0; i < 3; i++) await spool.writer.append(samples(50_000, i * 50_000, 10));
+  spool.lease.removeForwarded(1, spool.lease.lastSeq());
+  await spool.writer.append(samples(1, 150_000, 10));
+  const appended = spool.writer.append([{ ...old, value: 2 }]); // found in the dictionary now
+  assert.ok(spool.writer.collectGarbage() > 0, "the old series was removed before the commit");
+  await appended;
+  const stored = spool.lease.read(spool.lease.lastSeq() - 1, 10).at(-1)!;
+  assert.deepEqual([stored.deviceId, stored.value], ["old-1", 2]);
   spool.close();
 });

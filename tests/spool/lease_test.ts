@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { openSpoolLease } from "../../src/spool/spool.ts";
 import { open, readAll, samples, tempSpoolPath } from "./fixtures/spool.ts";
-import { SERIES_CACHE_MAX } from "../../src/spool/lease.ts";
+import { SERIES_CACHE_MAX, SERIES_READ_PER_CALL } from "../../src/spool/lease.ts";
 
 Deno.test("spool.read() stops before a missing seq, so a batch never spans a seq that left another way", async () => {
   const spool = open(await tempSpoolPath());
@@ -86,5 +86,19 @@ Deno.test("spool.read() gives every sample its own series when the spool holds m
       assert.deepEqual([read[i]!.deviceId, read[i]!.labels], [written[i]!.deviceId, written[i]!.labels]);
     }
   }
+  spool.close();
+});
+
+Deno.test("spool.read() looks up at most SERIES_READ_PER_CALL uncached series per call, and the next read goes on from there", async () => {
+  const spool = open(await tempSpoolPath());
+  const series = SERIES_READ_PER_CALL * 2 + 10;
+  await spool.writer.append(samples(series, 0, series));
+  const first = spool.lease.read(0, 100_000);
+  assert.equal(first.length, SERIES_READ_PER_CALL);
+  const second = spool.lease.read(first.at(-1)!.seq, 100_000);
+  assert.equal(second[0]!.seq, SERIES_READ_PER_CALL + 1);
+  assert.equal(second.length, SERIES_READ_PER_CALL);
+  assert.equal(readAll(spool.lease).length, series, "every sample is read in the end");
+  assert.equal(spool.lease.read(0, 100_000).length, series, "cached series are not counted");
   spool.close();
 });

@@ -4,14 +4,12 @@
  *   chunks included) and handed on in pieces of at most PIECE_BYTES bytes;
  * - at most `maxBytes` bytes of it: one more and the read stops, the stream is cancelled (the
  *   connection let go, the rest never produced) and `tooLarge()` is thrown;
- * - in slices: after each piece, once SLICE_MS of work has gone by since the last turn of the
- *   event loop, it gets a turn (a zero-delay timer), so other timers fire on time while a large
- *   body is processed, even when the whole body is already buffered and every read resolves at
- *   once. The work of `onText` (parsing, building readings) counts in the slice.
+ * - in time slices (src/time_slice.ts): after each piece, once a slice is spent, the event loop
+ *   gets a turn, so other timers fire on time while a large body is processed, even when the whole
+ *   body is already buffered and every read resolves at once. The work of `onText` (parsing,
+ *   building readings) counts in the slice.
  */
-
-/** Longest the reading of one body holds the event loop before yielding to it, in ms. */
-export const SLICE_MS = 10;
+import { TimeSlice } from "../../time_slice.ts";
 /** Largest piece of a chunk decoded and handed on between two looks at the clock, in bytes. */
 export const PIECE_BYTES = 16 * 1024;
 
@@ -29,7 +27,7 @@ export async function consumeText(body: ReadableStream<Uint8Array>, opts: TextSt
   const decoder = new TextDecoder();
   const reader = body.getReader();
   let bytes = 0;
-  let sliceStart = performance.now();
+  const slice = new TimeSlice();
   try {
     for (;;) {
       const { value, done } = await reader.read();
@@ -38,10 +36,9 @@ export async function consumeText(body: ReadableStream<Uint8Array>, opts: TextSt
       if (bytes > opts.maxBytes) throw opts.tooLarge();
       for (let at = 0; at < value.length; at += PIECE_BYTES) {
         opts.onText(decoder.decode(value.subarray(at, at + PIECE_BYTES), { stream: true }));
-        if (performance.now() - sliceStart >= SLICE_MS) {
-          await yieldToEventLoop();
+        if (slice.due()) {
+          await slice.yield();
           opts.signal.throwIfAborted();
-          sliceStart = performance.now();
         }
       }
     }
@@ -50,9 +47,4 @@ export async function consumeText(body: ReadableStream<Uint8Array>, opts: TextSt
     // Stopped early (a limit, an abort, an error of onText): let the body go unread.
     await reader.cancel().catch(() => {});
   }
-}
-
-/** Hands the event loop to due timers and I/O, then comes back. */
-function yieldToEventLoop(): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, 0));
 }
