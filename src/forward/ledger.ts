@@ -13,10 +13,14 @@ import { VERSION } from "../version.ts";
  *
  * 1. **A batch claims its seqs in its own transaction.** A batch is a run of spooled samples with
  *    seqs [first, last]. It is sent in ONE central transaction: `claimBatch()` calls
- *    `kwollect_claim(spool_id, first, last, ...)`, which, under a per-spool advisory lock, inserts
- *    the batch's ledger row after checking that no ledger row overlaps the range; then the batch
- *    writer (batch_writer.ts) writes the rows; then COMMIT. Rows and ledger row become visible
- *    together, or not at all.
+ *    `kwollect_claim(spool_id, first, last, ...)`, which, under a per-spool advisory lock held
+ *    until COMMIT, inserts the batch's ledger row after checking that no ledger row overlaps the
+ *    range; the batch writer (batch_writer.ts) writes the rows before or after the claim; then
+ *    COMMIT. Rows and ledger row become visible together, or not at all, whatever the order, so
+ *    several batches of one spool may be in flight at once on several connections (the
+ *    forwarder's pipelined backfill): their claims are serialised by the lock, and a batch whose
+ *    claim is refused rolls its rows back. The backfill claims after its rows, so the lock is held
+ *    for its COMMIT only, not for its COPY; the live lane claims first (a small batch).
  * 2. **Rows leave the spool only after that COMMIT returned** (spool invariant 3).
  * 3. **A claim refused is a batch already committed.** A retry after an uncertain commit
  *    (connection cut after COMMIT was sent, collector killed before the local delete), or a

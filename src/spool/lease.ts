@@ -103,7 +103,7 @@ export class LeaseTable {
  */
 export const SERIES_CACHE_MAX = 10_000;
 
-const READ_AFTER = "SELECT seq, series, ts, value FROM samples WHERE seq > ? ORDER BY seq LIMIT ?";
+const READ_AFTER = "SELECT seq, series, ts, value FROM samples WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?";
 const SERIES_BY_IDS =
   "SELECT id, device_id, metric_id, labels FROM series WHERE id IN (SELECT value FROM json_each(?))";
 const DELETE_RANGE = "DELETE FROM samples WHERE seq BETWEEN ? AND ?";
@@ -139,11 +139,12 @@ export class SpoolLease {
   }
 
   /**
-   * Reads up to `limit` samples with seq > `afterSeq`, oldest first, stopping before the first
-   * missing seq. The rows stay in the spool (leased) until removeForwarded() or quarantine().
+   * Reads up to `limit` samples with seq in (`afterSeq`, `throughSeq`], oldest first, stopping
+   * before the first missing seq. The rows stay in the spool (leased) until removeForwarded() or
+   * quarantine().
    */
-  read(afterSeq: number, limit: number): SpooledSample[] {
-    const rows = this.#store.statement(READ_AFTER).all(afterSeq, limit) as {
+  read(afterSeq: number, limit: number, throughSeq = Number.MAX_SAFE_INTEGER): SpooledSample[] {
+    const rows = this.#store.statement(READ_AFTER).all(afterSeq, throughSeq, limit) as {
       seq: number;
       series: number;
       ts: number;
