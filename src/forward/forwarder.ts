@@ -59,7 +59,19 @@ import { Telemetry } from "../telemetry/telemetry.ts";
  * - **The backfill is paced** (backfill_pace.ts): capped at `forward_backfill_rows_per_s` when
  *   set, never in batches under a minimum, paused and one batch at a time while the central
  *   database is slow, back to full pace when it is fast, so a fleet of collectors returning
- *   together does not flatten the central database and the live lanes get through.
+ *   together does not flatten the central database and the live lanes get through. Only a batch
+ *   sent whole, at its first try, whose claim found the spool's ledger lock free, tells the pace
+ *   how fast the database is: a wait for the lock (an orphaned session of a previous life, a
+ *   concurrent flush) or a retry measures something else.
+ * - **No pipeline until the ledger lock is known free.** The backfill opens its connections only
+ *   after a claim found the spool's ledger lock free: at start, after any failure, and from the
+ *   moment a claim finds the lock held by another session, the live connection alone carries one
+ *   batch at a time (live samples, or else the oldest backfill batch, claimed first), the backfill's
+ *   connections are closed, and a backfill batch in flight is let settle before anything else is
+ *   sent. So while the lock is held elsewhere (the orphan of a power loss keeps it until the
+ *   server drops it, session.ts), this collector has one backend, and only it waits for the
+ *   lock: no pile of sessions waiting behind the orphan, each of which would wait on after its
+ *   client gave up.
  *
  * When the backlog is down to one batch, the backfill's batches are awaited and their
  * connections closed, and the live connection carries everything again. Any failure, in either
@@ -112,6 +124,12 @@ interface Channel {
   busy: boolean;
 }
 
+/** One transaction of a batch that committed: its rows, and whether its claim waited for the lock. */
+interface SendOutcome {
+  rows: number;
+  waited: boolean;
+}
+
 /** A backfill batch in flight on its own channel. */
 interface InFlight {
   first: number;
@@ -141,6 +159,8 @@ export class Forwarder {
   #inFlight: InFlight[] = [];
   /** The first failure of a backfill batch in flight, until a step handles it. */
   #backfillFailure: { error: unknown } | undefined;
+  /** Whether a claim found the ledger lock free since the last failure or lock wait (see "Two lanes"). */
+  #lockClear = false;
   /** Wakes a paced wait when a backfill batch settles. */
   #wake: (() => void) | undefined;
   #ledger: Ledger;
@@ -262,6 +282,7 @@ export class Forwarder {
           cap_rows_per_s: this.#opts.config.forward_backfill_rows_per_s || undefined,
         });
       }
+      if (!this.#lockClear) return await this.#sendAlone(live.sql);
       const started = this.#startBackfill();
       const fresh = lease.read(this.#liveAfter, batchRows);
       if (fresh.length > 0) {
@@ -287,6 +308,27 @@ export class Forwarder {
       this.#liveAfter = Math.max(this.#liveAfter, lease.lastSeq());
       return "failed";
     }
+  }
+
+  /**
+   * While the ledger lock is not known free: once every backfill batch in flight settled, one
+   * batch on the live connection, claimed first, live samples first (see "Two lanes").
+   */
+  async #sendAlone(sql: Sql): Promise<"sent" | "paced"> {
+    if (this.#inFlight.length > 0) return "paced";
+    this.#raiseBackfillFailure();
+    this.#closeBackfill();
+    const lease = this.#opts.lease;
+    const fresh = lease.read(this.#liveAfter, this.#opts.config.forward_batch_rows);
+    const batch = fresh.length > 0 ? fresh : lease.read(0, this.#pace.rows, this.#liveAfter);
+    if (batch.length === 0) return "paced";
+    await this.#sendIsolating(sql, batch, false);
+    if (fresh.length > 0) {
+      this.#liveAfter = Math.max(this.#liveAfter, fresh.at(-1)!.seq);
+      this.counters.liveRows += fresh.length;
+    }
+    this.#recovered();
+    return "sent";
   }
 
   /**
@@ -317,13 +359,17 @@ export class Forwarder {
     }
     const ch = channel;
     ch.busy = true;
-    const began = this.#clock.monotonic();
     const flight: InFlight = { first: batch[0]!.seq, last: batch.at(-1)!.seq, done: Promise.resolve() };
     flight.done = (async () => {
       try {
         await this.#ready(ch);
-        await this.#sendIsolating(ch.sql, batch, true);
-        this.#paced(this.#clock.monotonic() - began);
+        const began = this.#clock.monotonic();
+        const sends: SendOutcome[] = [];
+        await this.#sendIsolating(ch.sql, batch, true, undefined, sends);
+        // Only a batch sent whole at once, with the lock free, measures the database's speed.
+        if (sends.length === 1 && !sends[0]!.waited && sends[0]!.rows === batch.length) {
+          this.#paced(this.#clock.monotonic() - began);
+        }
       } catch (err) {
         this.#backfillFailure ??= { error: err };
       } finally {
@@ -374,6 +420,8 @@ export class Forwarder {
    * the holder; the connection is kept (the transaction was rolled back, nothing is uncertain).
    */
   async #lockWaited(wait: LockWait): Promise<void> {
+    this.#lockClear = false;
+    this.#closeBackfill();
     const sql = this.#live?.sql;
     const lease = this.#opts.lease;
     if (sql && wait.ledger) {
@@ -467,6 +515,7 @@ export class Forwarder {
     this.#backfill = [];
     this.#answered = false;
     this.#reconciled = false;
+    this.#lockClear = false;
     this.#opts.lease.releaseLeases();
     for (const c of channels) c.sql.end({ timeout: 0 }).catch(() => {});
   }
@@ -490,24 +539,26 @@ export class Forwarder {
     batch: SpooledSample[],
     claimLast: boolean,
     method = this.#opts.config.forward_method,
+    sends: SendOutcome[] = [],
   ): Promise<void> {
     const now = this.#clock.now();
     const bad = batch.findIndex((s) => sampleProblem(s, now) !== undefined);
     if (bad >= 0) {
-      if (bad > 0) await this.#sendIsolating(sql, batch.slice(0, bad), claimLast, method);
+      if (bad > 0) await this.#sendIsolating(sql, batch.slice(0, bad), claimLast, method, sends);
       await this.#quarantine(sql, batch[bad]!, sampleProblem(batch[bad]!, now)!);
-      if (bad + 1 < batch.length) await this.#sendIsolating(sql, batch.slice(bad + 1), claimLast, method);
+      if (bad + 1 < batch.length) await this.#sendIsolating(sql, batch.slice(bad + 1), claimLast, method, sends);
       return;
     }
     try {
-      await this.#send(sql, batch, method, claimLast);
+      sends.push(await this.#send(sql, batch, method, claimLast));
     } catch (err) {
-      if (err instanceof CopyRejectedError) return await this.#sendIsolating(sql, batch, claimLast, "insert");
+      if (err instanceof CopyRejectedError) return await this.#sendIsolating(sql, batch, claimLast, "insert", sends);
       if (err instanceof OverlapError || classify(err) !== "data") throw err;
+      sends.push({ rows: 0, waited: false });
       if (batch.length === 1) return await this.#quarantine(sql, batch[0]!, errorMessage(err));
       const mid = Math.floor(batch.length / 2);
-      await this.#sendIsolating(sql, batch.slice(0, mid), claimLast, method);
-      await this.#sendIsolating(sql, batch.slice(mid), claimLast, method);
+      await this.#sendIsolating(sql, batch.slice(0, mid), claimLast, method, sends);
+      await this.#sendIsolating(sql, batch.slice(mid), claimLast, method, sends);
     }
   }
 
@@ -529,13 +580,15 @@ export class Forwarder {
    * backfill batch claims after its rows, so that the spool's ledger lock is held only for its
    * commit, not for its COPY, and the other lane's claims do not wait for that COPY.
    */
-  async #send(sql: Sql, batch: SpooledSample[], method: string, claimLast: boolean): Promise<void> {
+  async #send(sql: Sql, batch: SpooledSample[], method: string, claimLast: boolean): Promise<SendOutcome> {
     const prepared = prepareBatch(batch, method);
     const { first, last } = prepared;
+    const held = () => this.#lockClear = false;
+    let waited = false;
     const sent = this.#timed(sql.begin(async (tx) => {
-      if (!claimLast) await this.#ledger.claimBatch(tx, prepared);
-      await prepared.write(tx);
-      if (claimLast) await this.#ledger.claimBatch(tx, prepared);
+      if (!claimLast) waited = (await this.#ledger.claimBatch(tx, prepared, held)).waited;
+      await prepared.write(tx, !claimLast);
+      if (claimLast) waited = (await this.#ledger.claimBatch(tx, prepared, held)).waited;
     }));
     try {
       await sent;
@@ -546,11 +599,14 @@ export class Forwarder {
       throw err;
     }
     failpoint("after-central-commit");
+    // The claim got the lock (at once, or once its holder let go): it is free.
+    this.#lockClear = true;
     this.#opts.lease.removeForwarded(first, last);
     this.counters.batches++;
     this.counters.rows += batch.length;
     this.counters.lastForwardAtMs = this.#clock.now();
     this.#telemetry.emit(ROWS_FORWARDED, { rows: batch.length, first_seq: first, last_seq: last }, { n: batch.length });
+    return { rows: batch.length, waited };
   }
 
   /** Bounds a central operation by forward_timeout_ms; on expiry the connection is dropped. */

@@ -84,14 +84,21 @@ export class Ledger {
 
   /**
    * Claims the batch's range as `data` inside its transaction `tx`; throws an OverlapError when
-   * any part of it is already claimed.
+   * any part of it is already claimed. The spool's ledger lock is tried first: when another
+   * session holds it, `onHeld` is told before the claim waits for it (up to lock_timeout, see
+   * session.ts). Returns whether the claim had to wait.
    */
-  async claimBatch(tx: Transaction, batch: BatchClaim): Promise<void> {
+  async claimBatch(tx: Transaction, batch: BatchClaim, onHeld?: () => void): Promise<{ waited: boolean }> {
+    const [lock] = await tx`
+      SELECT pg_try_advisory_xact_lock(hashtextextended(${this.#opts.lease.spoolId}::uuid::text, 0)) AS free`;
+    const waited = lock?.free !== true;
+    if (waited) onHeld?.();
     const [claim] = await tx`
       SELECT kwollect_claim(${this.#opts.lease.spoolId}, ${this.#opts.edgeId}, ${batch.first}, ${batch.last},
                             ${batch.rows}, 'data', ${new Date(batch.minTs)}, ${new Date(batch.maxTs)},
                             ${VERSION}) AS ok`;
     if (claim?.ok !== true) throw new OverlapError(batch.first, batch.last);
+    return { waited };
   }
 
   /**
