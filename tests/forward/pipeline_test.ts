@@ -12,12 +12,15 @@ import { samples } from "./fixtures.ts";
 
 /**
  * The backfill's pipeline against a real PostgreSQL. A gate holds the backfill's rows inside
- * their COPY: a row trigger on `metrics` makes every backlog row (value < FRESH) wait for an
- * advisory lock the test holds, while fresh rows pass. So "in flight" and "held up" are states
- * the server shows (pg_stat_activity), not guesses about timing.
+ * their COPY: a row trigger on `metrics` makes every backlog row past the first batch
+ * (BATCH <= value < FRESH) wait for an advisory lock the test holds, while fresh rows pass. (The
+ * first batch goes alone on the live connection: it finds the ledger lock free, which opens the
+ * pipeline.) So "in flight" and "held up" are states the server shows (pg_stat_activity), not
+ * guesses about timing.
  */
 
 const BACKLOG = 20_000;
+const BATCH = 2000;
 const FRESH = 1_000_000;
 const GATE_KEY = 4242;
 
@@ -41,9 +44,13 @@ function sleep(ms: number): Promise<void> {
 }
 
 /** A spool holding BACKLOG samples left by a previous run, reopened (the collector restarted). */
-async function restartedOnBacklog(pg: PgCluster) {
+async function restartedOnBacklog(pg: PgCluster, opts: { ledgerLockHeld?: boolean } = {}) {
   const dir = await Deno.makeTempDir();
-  const config: Config = pgConfig(pg, dir, { forward_batch_rows: 2000, forward_retry_max_ms: 50 });
+  const config: Config = pgConfig(pg, dir, {
+    forward_batch_rows: BATCH,
+    forward_retry_max_ms: 50,
+    forward_timeout_ms: 20_000,
+  });
   const before = openSpool({ ...spoolOptions(config), commitIntervalMs: 1 });
   await before.writer.append(samples(BACKLOG));
   before.close();
@@ -51,7 +58,7 @@ async function restartedOnBacklog(pg: PgCluster) {
   const admin = pg.admin("kwdb");
   await admin`TRUNCATE metrics`;
   await admin.unsafe(`CREATE TRIGGER test_gate BEFORE INSERT ON metrics FOR EACH ROW
-                      WHEN (NEW.value < ${FRESH}) EXECUTE FUNCTION test_gate()`);
+                      WHEN (NEW.value >= ${BATCH} AND NEW.value < ${FRESH}) EXECUTE FUNCTION test_gate()`);
   // The gate: a session holding the advisory lock every backlog row waits for.
   const gateSql = pg.admin("kwdb");
   const gate = await gateSql.reserve();
@@ -64,6 +71,23 @@ async function restartedOnBacklog(pg: PgCluster) {
     gate.release();
     await gateSql.end();
   };
+  // Another session holding the spool's ledger lock (an orphan of a previous life), when asked.
+  const lockSql = pg.admin("kwdb");
+  const locker = await lockSql.reserve();
+  const [keyRow] = await locker<{ key: string }[]>`
+    SELECT hashtextextended(${spool.spoolId}::uuid::text, 0)::text AS key`;
+  const ledgerKey = keyRow!.key;
+  let lockHeld = false;
+  const holdLedgerLock = async () => {
+    await locker`SELECT pg_advisory_lock(${ledgerKey}::bigint)`;
+    lockHeld = true;
+  };
+  const releaseLedgerLock = async () => {
+    if (!lockHeld) return;
+    lockHeld = false;
+    await locker`SELECT pg_advisory_unlock(${ledgerKey}::bigint)`;
+  };
+  if (opts.ledgerLockHeld) await holdLedgerLock();
   const logs: string[] = [];
   setLogSink((l) => logs.push(l));
   const fwd = new Forwarder({ lease: spool.lease, endpoint: endpointOf(config), config });
@@ -76,6 +100,16 @@ async function restartedOnBacklog(pg: PgCluster) {
     fwd,
     logs,
     openGate,
+    holdLedgerLock,
+    releaseLedgerLock,
+    /** The forwarder's backends, and those of them waiting for a lock, as the server sees them. */
+    async backends(): Promise<{ all: number; backfill: number; waiting: number }> {
+      const [row] = await admin<{ all: number; backfill: number; waiting: number }[]>`
+        SELECT count(*)::int AS all, count(*) FILTER (WHERE application_name = 'kwollector backfill')::int AS backfill,
+               count(*) FILTER (WHERE wait_event_type = 'Lock')::int AS waiting
+        FROM pg_stat_activity WHERE application_name IN ('kwollector forwarder', 'kwollector backfill')`;
+      return row!;
+    },
     /** Backfill backends waiting at the gate, as the server sees them. */
     async heldBackends(): Promise<number[]> {
       const rows = await admin<{ pid: number }[]>`
@@ -91,12 +125,15 @@ async function restartedOnBacklog(pg: PgCluster) {
     /** Opens the gate, lets the forwarder empty the spool, stops it and cleans up. */
     async finish(): Promise<void> {
       if (stop.signal.aborted) return;
+      await releaseLedgerLock();
       await openGate();
       for (let i = 0; i < 1200 && spool.view.rowCount() > 0; i++) await sleep(50);
       stop.abort();
       await running;
       await fwd.close();
       await admin`DROP TRIGGER test_gate ON metrics`;
+      locker.release();
+      await lockSql.end();
       spool.close();
       setLogSink((l) => console.error(l));
     },
@@ -137,7 +174,7 @@ Deno.test("forwarder keeps two backfill batches in flight, each on its own conne
   const t = await restartedOnBacklog(pg);
   try {
     assert.ok(await until(async () => (await t.heldBackends()).length === 2), "two batches were never in flight");
-    assert.equal(await t.count(false), 0);
+    assert.equal(await t.count(false), BATCH, "only the first batch, sent alone, landed");
     // No third batch: the pipeline is forward_pipeline_batches deep.
     const [row] = await t.admin<{ n: number }[]>`
       SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'kwollector backfill'`;
@@ -160,7 +197,7 @@ Deno.test("forwarder lands fresh samples while its own backfill batches are held
     await t.spool.writer.append(fresh);
     // The live lane's rows do not wait for the backfill's: they land while the gate still holds it.
     const landed = await until(async () => await t.count(true) === 10, 4000);
-    assert.equal(await t.count(false), 0, "the backfill was held all along");
+    assert.equal(await t.count(false), BATCH, "the backfill past its first batch was held all along");
     assert.ok(landed, "fresh samples waited behind the backfill");
     await t.finish();
     await assertExactlyOnce(t.admin, t.spool.spoolId, fresh.map((s) => s.value));
@@ -182,6 +219,53 @@ Deno.test("forwarder whose backfill connections die with two batches in flight r
     await t.finish();
     await assertExactlyOnce(t.admin, t.spool.spoolId, []);
     assert.ok(t.logs.some((l) => l.includes("Central database unreachable")), t.logs.join("\n"));
+  } finally {
+    await t.finish();
+    await t.close();
+  }
+});
+
+Deno.test("forwarder waits for a ledger lock held by another session on one connection, then pipelines its backlog", async () => {
+  const pg = await pgReady;
+  const t = await restartedOnBacklog(pg, { ledgerLockHeld: true });
+  try {
+    assert.ok(await until(async () => (await t.backends()).waiting === 1), "the forwarder never waited for the lock");
+    // Through several lock waits (lock_timeout 5 s here): one backend, no backfill connection.
+    let most = { all: 0, backfill: 0, waiting: 0 };
+    for (let i = 0; i < 60; i++) {
+      const b = await t.backends();
+      most = { all: Math.max(most.all, b.all), backfill: Math.max(most.backfill, b.backfill), waiting: b.waiting };
+      await sleep(200);
+    }
+    assert.deepEqual({ all: most.all, backfill: most.backfill }, { all: 1, backfill: 0 });
+    assert.ok(t.logs.some((l) => l.includes("Central database lock held by another session")), t.logs.join("\n"));
+    assert.equal(await t.count(false), 0);
+    // Once the lock is free, the first batch goes alone, then two are in flight again.
+    await t.releaseLedgerLock();
+    assert.ok(await until(async () => (await t.heldBackends()).length === 2), "the pipeline never opened again");
+    await t.finish();
+    await assertExactlyOnce(t.admin, t.spool.spoolId, []);
+  } finally {
+    await t.finish();
+    await t.close();
+  }
+});
+
+Deno.test("forwarder's backfill batches that waited for the ledger lock do not count as a slow database", async () => {
+  const pg = await pgReady;
+  const t = await restartedOnBacklog(pg);
+  try {
+    assert.ok(await until(async () => (await t.heldBackends()).length === 2), "two batches were never in flight");
+    // Their COPY ends at once, then their claims wait 3 s for the lock (slow would be over 2 s).
+    await t.holdLedgerLock();
+    await t.openGate();
+    assert.ok(await until(async () => (await t.backends()).waiting >= 1), "no claim waited for the lock");
+    await sleep(3000);
+    await t.releaseLedgerLock();
+    await t.finish();
+    await assertExactlyOnce(t.admin, t.spool.spoolId, []);
+    assert.ok(!t.logs.some((l) => l.includes("Central database slow")), t.logs.join("\n"));
+    assert.equal(t.fwd.counters.retries, 0, t.logs.join("\n"));
   } finally {
     await t.finish();
     await t.close();
