@@ -5,7 +5,7 @@ import { spoolOptions } from "../../src/cli/runtime.ts";
 import { endpointOf } from "../../src/central/connect.ts";
 import { setupDatabase } from "../../src/central/setup.ts";
 import type { Config } from "../../src/config/defaults.ts";
-import { setLogSink } from "../../src/log.ts";
+import { setLogLevel, setLogSink } from "../../src/log.ts";
 import { destroyPostgres, type PgCluster, startPostgres } from "../../scripts/peers/postgres.ts";
 import { pgConfig } from "../../scripts/harness/config.ts";
 import { samples } from "./fixtures.ts";
@@ -90,6 +90,8 @@ async function restartedOnBacklog(pg: PgCluster, opts: { ledgerLockHeld?: boolea
   if (opts.ledgerLockHeld) await holdLedgerLock();
   const logs: string[] = [];
   setLogSink((l) => logs.push(l));
+  // Info: "Central database slow" is an info line.
+  setLogLevel("info");
   const fwd = new Forwarder({ lease: spool.lease, endpoint: endpointOf(config), config });
   const stop = new AbortController();
   const running = fwd.run(stop.signal);
@@ -136,6 +138,7 @@ async function restartedOnBacklog(pg: PgCluster, opts: { ledgerLockHeld?: boolea
       await lockSql.end();
       spool.close();
       setLogSink((l) => console.error(l));
+      setLogLevel("warning");
     },
     async close(): Promise<void> {
       await admin.end();
