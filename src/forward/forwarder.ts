@@ -8,7 +8,7 @@ import { BackfillPace } from "./backfill_pace.ts";
 import { CopyRejectedError, prepareBatch } from "./batch_writer.ts";
 import { classify, type FailureKind } from "./classify.ts";
 import { failpoint } from "./failpoint.ts";
-import { Ledger, ledgerLockHolder, OverlapError } from "./ledger.ts";
+import { Ledger, ledgerLockHolder, type LockHolder, OverlapError } from "./ledger.ts";
 import { limitStatements, type LockWait, lockWaitOf, sessionParameters } from "./session.ts";
 import { type Clock, deadline, sleep, systemClock } from "../clock.ts";
 import {
@@ -122,6 +122,8 @@ interface Channel {
   sql: Sql;
   limited: boolean;
   busy: boolean;
+  /** Its backend's pid, once limited. */
+  pid?: number;
 }
 
 /** One transaction of a batch that committed: its rows, and whether its claim waited for the lock. */
@@ -493,7 +495,7 @@ export class Forwarder {
   /** Limits the channel's statements once per connection (see session.ts). */
   async #ready(channel: Channel): Promise<Channel> {
     if (!channel.limited) {
-      await this.#timed(limitStatements(channel.sql, this.#opts.config));
+      channel.pid = await this.#timed(limitStatements(channel.sql, this.#opts.config));
       channel.limited = true;
     }
     return channel;
@@ -583,7 +585,11 @@ export class Forwarder {
   async #send(sql: Sql, batch: SpooledSample[], method: string, claimLast: boolean): Promise<SendOutcome> {
     const prepared = prepareBatch(batch, method);
     const { first, last } = prepared;
-    const held = () => this.#lockClear = false;
+    // A lock held by this forwarder's other lane or batch is no sign of another session.
+    const held = (holder: LockHolder | undefined) => {
+      const own = [this.#live, ...this.#backfill].some((c) => c?.pid !== undefined && c.pid === holder?.pid);
+      if (holder && !own) this.#lockClear = false;
+    };
     let waited = false;
     const sent = this.#timed(sql.begin(async (tx) => {
       if (!claimLast) waited = (await this.#ledger.claimBatch(tx, prepared, held)).waited;

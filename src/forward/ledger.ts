@@ -85,14 +85,18 @@ export class Ledger {
   /**
    * Claims the batch's range as `data` inside its transaction `tx`; throws an OverlapError when
    * any part of it is already claimed. The spool's ledger lock is tried first: when another
-   * session holds it, `onHeld` is told before the claim waits for it (up to lock_timeout, see
-   * session.ts). Returns whether the claim had to wait.
+   * session holds it, `onHeld` is told who (undefined when it let go meanwhile) before the claim
+   * waits for it (up to lock_timeout, see session.ts). Returns whether the claim had to wait.
    */
-  async claimBatch(tx: Transaction, batch: BatchClaim, onHeld?: () => void): Promise<{ waited: boolean }> {
-    const [lock] = await tx`
-      SELECT pg_try_advisory_xact_lock(hashtextextended(${this.#opts.lease.spoolId}::uuid::text, 0)) AS free`;
+  async claimBatch(
+    tx: Transaction,
+    batch: BatchClaim,
+    onHeld?: (holder: LockHolder | undefined) => void,
+  ): Promise<{ waited: boolean }> {
+    const spoolId = this.#opts.lease.spoolId;
+    const [lock] = await tx`SELECT pg_try_advisory_xact_lock(hashtextextended(${spoolId}::uuid::text, 0)) AS free`;
     const waited = lock?.free !== true;
-    if (waited) onHeld?.();
+    if (waited && onHeld) onHeld(await ledgerLockHolder(tx, spoolId));
     const [claim] = await tx`
       SELECT kwollect_claim(${this.#opts.lease.spoolId}, ${this.#opts.edgeId}, ${batch.first}, ${batch.last},
                             ${batch.rows}, 'data', ${new Date(batch.minTs)}, ${new Date(batch.maxTs)},
@@ -203,7 +207,7 @@ export interface LockHolder {
 }
 
 /** The session holding the ledger lock of `spoolId` (kwollect_claim's advisory lock), if any. */
-export async function ledgerLockHolder(sql: Sql, spoolId: string): Promise<LockHolder | undefined> {
+export async function ledgerLockHolder(sql: Sql | Transaction, spoolId: string): Promise<LockHolder | undefined> {
   // kwollect_claim locks hashtextextended(spool_id::text, 0). A one-key advisory lock shows its
   // int8 key split in classid (high half) and objid (low half).
   const [row] = await sql`
