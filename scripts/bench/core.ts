@@ -267,7 +267,7 @@ async function forwardRate(dir: string) {
       name: "forward_rate",
       figure: `forward a restarted spool's backlog to a local PostgreSQL (${
         count.format(batchRows)
-      }-row COPY batches, one at a time, ledger, spool deletes)`,
+      }-row COPY batches, ${config.forward_pipeline_batches} in flight, ledger, spool deletes)`,
       value: rate,
       unit: "rows/s",
       goal: { op: ">=", value: 150_000 },

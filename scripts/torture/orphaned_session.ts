@@ -11,12 +11,18 @@
  * - resume delivery within a minute of the power loss: the server drops the orphan by itself
  *   (idle_in_transaction_session_timeout between statements, TCP keepalives inside COPY: see
  *   src/forward/session.ts), which pg.log must show;
- * - wait for the lock without piling up backends: at most the orphan and one backend of the new
- *   collector at any time, at most one of them waiting on a lock;
+ * - wait for the lock without piling up backends: while the orphan lives, at most the orphan and
+ *   one backend of the new collector (live or backfill connection), at most one of them waiting
+ *   on a lock; once it is gone, at most the live connection and `forward_pipeline_batches`
+ *   backfill connections;
+ * - and not take the wait for a slow database: the restarted collector's backlog grows past
+ *   several batches while it waits (BATCH_ROWS is small against the 100 samples/s polled), so
+ *   each restart drains a backlog through the pipelined backfill after the wait (the case that
+ *   once paused the backfill for as long as the wait and kept delivery stalled);
  * - log the wait as a lock held by another session, never as an unreachable database;
  * - and in the end every committed sample is central exactly once.
  */
-import { finalDrain, sleep } from "../harness/collector.ts";
+import { finalDrain, sleep, spoolRows } from "../harness/collector.ts";
 import { createPrivateNetwork, type Edge } from "../peers/netns.ts";
 import type { PgCluster } from "../peers/postgres.ts";
 import { deliveryCounts } from "./delivery_check.ts";
@@ -25,6 +31,9 @@ import { TortureRun } from "./run.ts";
 import type { ScenarioResult, ScenarioSize } from "./scenario.ts";
 
 const SERIES = 10;
+/** Small batches: 15 s of polling (the shortest wait for an orphan) fill more than 7 of them. */
+const BATCH_ROWS = 200;
+const PIPELINE_BATCHES = 2;
 const RESUME_WITHIN_MS = 60_000;
 const POINTS = ["before-copy", "mid-copy"] as const;
 /** How pg.log says the server dropped the orphan, per failpoint. */
@@ -51,7 +60,7 @@ async function forwarderBackends(pg: PgCluster): Promise<Backend[]> {
     return await admin<Backend[]>`
       SELECT a.pid, host(a.client_addr) AS client, a.wait_event_type = 'Lock' AS waiting,
              EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted) AS locked
-      FROM pg_stat_activity a WHERE a.application_name = 'kwollector forwarder'`;
+      FROM pg_stat_activity a WHERE a.application_name IN ('kwollector forwarder', 'kwollector backfill')`;
   } finally {
     await admin.end();
   }
@@ -78,7 +87,7 @@ export async function runOrphanedSession(size: ScenarioSize): Promise<ScenarioRe
     pg,
     exporter,
     sslmode: "require",
-    settings: { db_host: net.centralIp, forward_batch_rows: 1000 },
+    settings: { db_host: net.centralIp, forward_batch_rows: BATCH_ROWS, forward_pipeline_batches: PIPELINE_BATCHES },
   });
   const lives: Life[] = [];
   const lifeLogs: string[][] = [];
@@ -86,8 +95,11 @@ export async function runOrphanedSession(size: ScenarioSize): Promise<ScenarioRe
   const resumeMs: number[] = [];
   const freedMs: number[] = [];
   const perPoint: Record<string, number> = { "before-copy": 0, "mid-copy": 0 };
+  /** The orphan and the new collector's backends while the orphan lived; one collector's at any time. */
   let mostBackends = 0;
+  let mostCollectorBackends = 0;
   let mostWaiting = 0;
+  let backloggedRestarts = 0;
   const failpointEnv = (i: number): Record<string, string> =>
     i < size.iterations ? { KWOLLECTOR_FAILPOINT: `${POINTS[i % 2]}@${3 + Math.floor(random() * 5)}:stop` } : {};
   let edge: Edge = await net.addEdge();
@@ -126,6 +138,7 @@ export async function runOrphanedSession(size: ScenarioSize): Promise<ScenarioRe
     lives.push({ first, last: exporter.served(), stop: "SIGKILL", pollFailed: pollFailed(logs) });
     unexpected.push(...unexpectedLogLines(logs));
 
+    if (await spoolRows(rig.config) > BATCH_ROWS) backloggedRestarts++;
     // The next life, on a new edge.
     edge = await net.addEdge();
     collector = run.collector(rig.config, { netns: edge.name, env: failpointEnv(i + 1) });
@@ -134,9 +147,13 @@ export async function runOrphanedSession(size: ScenarioSize): Promise<ScenarioRe
     let resumed: number | undefined;
     while (performance.now() - lostAt < RESUME_WITHIN_MS * 1.5 && (freed === undefined || resumed === undefined)) {
       const backends = await forwarderBackends(pg);
-      mostBackends = Math.max(mostBackends, backends.length);
+      const orphanLives = backends.some((b) => b.pid === orphan?.pid);
+      // The old life's other connections (idle, or in a batch that holds no lock) go their own way.
+      const own = backends.filter((b) => b.client === edge.ip).length;
+      if (orphanLives) mostBackends = Math.max(mostBackends, 1 + own);
+      mostCollectorBackends = Math.max(mostCollectorBackends, own);
       mostWaiting = Math.max(mostWaiting, backends.filter((b) => b.waiting).length);
-      if (freed === undefined && !backends.some((b) => b.pid === orphan?.pid)) freed = performance.now() - lostAt;
+      if (freed === undefined && !orphanLives) freed = performance.now() - lostAt;
       if (resumed === undefined && await dataCommitsSince(pg, lostAtWall) > 0) resumed = performance.now() - lostAt;
       await sleep(200);
     }
@@ -158,8 +175,10 @@ export async function runOrphanedSession(size: ScenarioSize): Promise<ScenarioRe
 
   // What each restarted collector said while it waited for the orphan's lock.
   let lockWaitsLogged = 0;
+  let backlogsDrained = 0;
   for (const [k, logs] of lifeLogs.entries()) {
     if (k === 0) continue;
+    if (logs.some((l) => l.includes("Draining the backlog"))) backlogsDrained++;
     if (logs.some((l) => l.includes("Central database lock held by another session"))) lockWaitsLogged++;
     else problems.push(`life ${k} never logged the held lock it waited for`);
     const wrong = logs.filter((l) => /unreachable|did not answer/.test(l));
@@ -182,13 +201,21 @@ export async function runOrphanedSession(size: ScenarioSize): Promise<ScenarioRe
     lives,
     problem: "served values missing with no power loss to explain them",
   });
-  if (mostBackends > 2) problems.push(`${mostBackends} forwarder backends at once: retries piled up`);
+  if (mostBackends > 2) {
+    problems.push(`${mostBackends - 1} backends of the new collector beside the orphan: retries piled up`);
+  }
+  if (mostCollectorBackends > 1 + PIPELINE_BATCHES) {
+    problems.push(`${mostCollectorBackends} forwarder backends of one collector at once`);
+  }
   if (mostWaiting > 1) problems.push(`${mostWaiting} forwarder backends waiting on a lock at once`);
   Object.assign(counts, {
     resumeMaxS: Math.round(Math.max(0, ...resumeMs) / 100) / 10,
     orphanDroppedMaxS: Math.round(Math.max(0, ...freedMs) / 100) / 10,
     mostForwarderBackends: mostBackends,
+    mostCollectorBackends,
     mostWaitingOnLock: mostWaiting,
+    backloggedRestarts,
+    backlogsDrained,
     ...deliveryCounts(check),
   });
   if (unexpected.length) notes.push(`Unexpected log lines: ${unexpected.slice(0, 5).join(" | ")}`);

@@ -288,6 +288,15 @@ export const DEFAULTS = {
     doc: "Cap on the backlog drain rate in rows/s (0: no cap); fresh samples are never held back",
     group: "forward",
   },
+  forward_pipeline_batches: {
+    type: "integer",
+    default: 2,
+    min: 1,
+    max: 8,
+    doc: "Backlog batches in flight at once while the central database is fast, each on its own " +
+      "connection (fresh samples have one more): the next batch is sent while the previous one commits",
+    group: "forward",
+  },
 
   // kwollect-setup-db.
   db_admin: { type: "string", default: "postgres", doc: "Administrator role used by setup-db", group: "setup-db" },

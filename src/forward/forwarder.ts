@@ -4,10 +4,11 @@ import { errorMessage } from "../log.ts";
 import { sampleProblem } from "../sample.ts";
 import type { SpooledSample, SpoolLease } from "../spool/spool.ts";
 import { Backoff } from "./backoff.ts";
+import { BackfillPace } from "./backfill_pace.ts";
 import { CopyRejectedError, prepareBatch } from "./batch_writer.ts";
 import { classify, type FailureKind } from "./classify.ts";
 import { failpoint } from "./failpoint.ts";
-import { Ledger, ledgerLockHolder, OverlapError } from "./ledger.ts";
+import { Ledger, ledgerLockHolder, type LockHolder, OverlapError } from "./ledger.ts";
 import { limitStatements, type LockWait, lockWaitOf, sessionParameters } from "./session.ts";
 import { type Clock, deadline, sleep, systemClock } from "../clock.ts";
 import {
@@ -32,25 +33,50 @@ import { Telemetry } from "../telemetry/telemetry.ts";
  * Each step reconciles when needed, reports gaps and quarantined seqs, then sends batches read
  * from the spool's lease. What makes delivery exactly once is the ledger's protocol (ledger.ts);
  * how a batch's rows are written, and the postgres.js defects on the way, are the batch
- * writer's (batch_writer.ts). This module keeps the loop, the lanes and the pacing, the
- * connection and its session (session.ts), the bisection of rejected batches, and the mapping of
- * failures to conditions.
+ * writer's (batch_writer.ts); how fast the backfill may go is the pace's (backfill_pace.ts).
+ * This module keeps the loop, the lanes, the connections and their sessions (session.ts), the
+ * bisection of rejected batches, and the mapping of failures to conditions.
  *
- * Memory is bounded by one batch (`forward_batch_rows`) whatever the backlog: the spool is read
- * by seq range.
+ * Memory is bounded by one batch per lane and batch in flight (`forward_batch_rows` ×
+ * (1 + `forward_pipeline_batches`)) whatever the backlog: the spool is read by seq range.
  *
  * # Two lanes after an outage
  *
  * The live lane is every sample taken since the latest of: the start of this process (its first
  * poll included), the last failed attempt, the last step that left no live sample behind. The
  * rest is the backfill: what was in the spool when the process started, and what piled up while
- * the central database could not be reached. While the spool holds more than one batch, each
- * step first sends the live samples (dashboards and alerts recover at once), then one batch of
- * the oldest backfill. The backfill is paced: capped at `forward_backfill_rows_per_s` when set,
- * and its batch shrinks when the central database slows down (a batch slower than
- * BACKFILL_SLOW_MS halves it, a fast one doubles it back), so a fleet of collectors returning
- * together does not flatten the central database. Both lanes use the same ledger, so
- * exactly-once holds across them.
+ * the central database could not be reached. While the spool holds more than one batch:
+ *
+ * - **The live lane has its own connection.** Each step sends the live samples on it, awaited,
+ *   while the backfill's batches are in flight on theirs: a live sample never queues behind a
+ *   backfill batch of this collector (before, it waited for the batch on the same connection).
+ * - **The backfill is pipelined.** Up to `forward_pipeline_batches` backfill batches are in flight
+ *   at once, each in its own transaction on its own connection: the next batch is read, encoded
+ *   and streamed while the previous one commits, so one collector alone can use what the
+ *   database can take. Each batch is read after the last seq of those in flight and never past
+ *   the live lane's start, so no row is in two batches; the ledger's claim, taken last in each
+ *   transaction (ledger.ts), keeps exactly once whatever order they commit in.
+ * - **The backfill is paced** (backfill_pace.ts): capped at `forward_backfill_rows_per_s` when
+ *   set, never in batches under a minimum, paused and one batch at a time while the central
+ *   database is slow, back to full pace when it is fast, so a fleet of collectors returning
+ *   together does not flatten the central database and the live lanes get through. Only a batch
+ *   sent whole, at its first try, whose claim found the spool's ledger lock free, tells the pace
+ *   how fast the database is: a wait for the lock (an orphaned session of a previous life, a
+ *   concurrent flush) or a retry measures something else.
+ * - **No pipeline until the ledger lock is known free.** The backfill opens its connections only
+ *   after a claim found the spool's ledger lock free: at start, after any failure, and from the
+ *   moment a claim finds the lock held by another session, the live connection alone carries one
+ *   batch at a time (live samples, or else the oldest backfill batch, claimed first), the backfill's
+ *   connections are closed, and a backfill batch in flight is let settle before anything else is
+ *   sent. So while the lock is held elsewhere (the orphan of a power loss keeps it until the
+ *   server drops it, session.ts), this collector has one backend, and only it waits for the
+ *   lock: no pile of sessions waiting behind the orphan, each of which would wait on after its
+ *   client gave up.
+ *
+ * When the backlog is down to one batch, the backfill's batches are awaited and their
+ * connections closed, and the live connection carries everything again. Any failure, in either
+ * lane, waits for every batch in flight to settle before the connections are dropped and the
+ * spool reconciled: a commit in doubt is always resolved by the ledger, never raced.
  *
  * # Retrying
  *
@@ -88,11 +114,30 @@ export interface ForwardCounters {
   lastForwardAtMs: number | undefined;
 }
 
-const BACKFILL_SLOW_MS = 2000;
-const BACKFILL_FAST_MS = 500;
-const BACKFILL_MIN_ROWS = 500;
 /** Longest wait between two attempts while the central database refuses the collector. */
 const REFUSED_RETRY_MAX_MS = 30_000;
+
+/** One connection to the central database, and whether its session was limited (session.ts). */
+interface Channel {
+  sql: Sql;
+  limited: boolean;
+  busy: boolean;
+  /** Its backend's pid, once limited. */
+  pid?: number;
+}
+
+/** One transaction of a batch that committed: its rows, and whether its claim waited for the lock. */
+interface SendOutcome {
+  rows: number;
+  waited: boolean;
+}
+
+/** A backfill batch in flight on its own channel. */
+interface InFlight {
+  first: number;
+  last: number;
+  done: Promise<void>;
+}
 
 export class Forwarder {
   readonly counters: ForwardCounters = {
@@ -109,27 +154,33 @@ export class Forwarder {
   lastFailure: { kind: FailureKind; message: string } | undefined;
   #opts: ForwarderOptions;
   #clock: Clock;
-  #sql: Sql | undefined;
+  /** The live lane's connection, which also carries everything once caught up. */
+  #live: Channel | undefined;
+  /** The backfill's connections, one per batch in flight (see "Two lanes"). */
+  #backfill: Channel[] = [];
+  #inFlight: InFlight[] = [];
+  /** The first failure of a backfill batch in flight, until a step handles it. */
+  #backfillFailure: { error: unknown } | undefined;
+  /** Whether a claim found the ledger lock free since the last failure or lock wait (see "Two lanes"). */
+  #lockClear = false;
+  /** Wakes a paced wait when a backfill batch settles. */
+  #wake: (() => void) | undefined;
   #ledger: Ledger;
   #reconciled = false;
   #backoff: Backoff;
   #refusedBackoff: Backoff;
-  /** Whether the connection's statement_timeout was set (again after every reconnection). */
-  #sessionLimited = false;
   #telemetry: Telemetry;
-  #backfillRows: number;
+  #pace: BackfillPace;
   /** Seqs up to this one are the backfill, later ones the live lane (see "Two lanes"). */
   #liveAfter: number;
   #draining = false;
-  #backfillTokens = 0;
   /** Whether the central database answered since the connection last failed, and when it last did. */
   #answered = false;
   #lastAnswerAt: number | undefined;
   /** Spool rows when the current step began: the backlog a recovery log line reports. */
   #backlogAtStepStart = 0;
-  /** The batch whose commit went unanswered, until its range is found claimed. */
-  #inDoubt: { first: number; last: number } | undefined;
-  #backfillRefilledAt: number;
+  /** The batches whose commit went unanswered, until their range is found claimed. */
+  #inDoubt: { first: number; last: number }[] = [];
 
   constructor(opts: ForwarderOptions) {
     this.#opts = opts;
@@ -144,8 +195,12 @@ export class Forwarder {
       telemetry: this.#telemetry,
     });
     this.#liveAfter = opts.lease.openedAtSeq - 1;
-    this.#backfillRows = opts.config.forward_batch_rows;
-    this.#backfillRefilledAt = this.#clock.monotonic();
+    this.#pace = new BackfillPace({
+      maxRows: opts.config.forward_batch_rows,
+      capRowsPerS: opts.config.forward_backfill_rows_per_s,
+      pipeline: opts.config.forward_pipeline_batches,
+      clock: this.#clock,
+    });
   }
 
   /** Forwards until `signal` aborts: everything queued, then new samples as they come. */
@@ -153,13 +208,13 @@ export class Forwarder {
     while (!signal.aborted) {
       const outcome = await this.step();
       if (outcome === "sent") continue;
-      const wait = outcome === "idle"
-        ? this.#opts.config.forward_interval_ms
-        : outcome === "paced"
-        ? Math.max(10, this.#opts.config.forward_interval_ms / 5)
-        : this.#retryWaitMs();
-      await sleep(this.#clock, wait, signal);
+      if (outcome === "paced") await this.#pacedWait(Math.max(10, this.#opts.config.forward_interval_ms / 5), signal);
+      else {
+        const wait = outcome === "idle" ? this.#opts.config.forward_interval_ms : this.#retryWaitMs();
+        await sleep(this.#clock, wait, signal);
+      }
     }
+    await this.#settleBackfill();
   }
 
   /**
@@ -167,54 +222,61 @@ export class Forwarder {
    * spool is empty.
    */
   async drain(opts: { deadlineMs: number; signal?: AbortSignal; onProgress?: () => void }): Promise<boolean> {
-    for (;;) {
-      if (opts.signal?.aborted) return false;
-      const outcome = await this.step();
-      opts.onProgress?.();
-      if (outcome === "idle") return true;
-      if (this.#clock.monotonic() >= opts.deadlineMs) return false;
-      if (outcome === "paced") await sleep(this.#clock, 20, opts.signal);
-      if (outcome === "failed") {
-        const wait = Math.min(this.#retryWaitMs(), Math.max(0, opts.deadlineMs - this.#clock.monotonic()));
-        await sleep(this.#clock, wait, opts.signal);
+    try {
+      for (;;) {
+        if (opts.signal?.aborted) return false;
+        const outcome = await this.step();
+        opts.onProgress?.();
+        if (outcome === "idle") return true;
+        if (this.#clock.monotonic() >= opts.deadlineMs) return false;
+        if (outcome === "paced") await this.#pacedWait(20, opts.signal);
+        if (outcome === "failed") {
+          const wait = Math.min(this.#retryWaitMs(), Math.max(0, opts.deadlineMs - this.#clock.monotonic()));
+          await sleep(this.#clock, wait, opts.signal);
+        }
       }
+    } finally {
+      await this.#settleBackfill();
     }
   }
 
   /**
-   * One unit of work: reconcile if needed, report gaps and quarantined seqs, then send one batch.
-   * Never throws: failures are classified, logged by impact and answered with "failed".
+   * One unit of work: reconcile if needed, report gaps and quarantined seqs, send the live lane
+   * and start backfill batches. Never throws but for our own bug: failures are classified,
+   * logged by impact and answered with "failed".
    */
   async step(): Promise<"sent" | "idle" | "paced" | "failed"> {
     const lease = this.#opts.lease;
     this.#backlogAtStepStart = lease.rowCount();
     try {
-      const sql = this.#connection();
-      if (!this.#sessionLimited) {
-        await this.#timed(limitStatements(sql, this.#opts.config));
-        this.#sessionLimited = true;
-      }
+      const live = await this.#ready(this.#liveChannel());
       if (!this.#reconciled) {
-        await this.#reconcile(sql);
+        await this.#reconcile(live.sql);
         this.#reconciled = true;
       }
-      await this.#ledger.reportGaps(sql, (rows) => this.counters.droppedReported += rows);
-      await this.#ledger.reportQuarantine(sql);
+      this.#raiseBackfillFailure();
+      await this.#ledger.reportGaps(live.sql, (rows) => this.counters.droppedReported += rows);
+      await this.#ledger.reportQuarantine(live.sql);
       const batchRows = this.#opts.config.forward_batch_rows;
-      const newest = lease.lastSeq();
       if (lease.rowCount() <= batchRows) {
+        // What is left fits one batch: the backfill's batches land first (read(0) would
+        // otherwise take their rows again), then the live connection sends the rest.
+        await this.#settleBackfill();
+        this.#raiseBackfillFailure();
+        this.#closeBackfill();
         if (this.#draining) {
           this.#draining = false;
           this.#telemetry.end(BACKLOG_DRAINING, "spool", { live_rows: this.counters.liveRows });
         }
+        const newest = lease.lastSeq();
         const batch = lease.read(0, batchRows);
-        if (batch.length > 0) await this.#sendIsolating(sql, batch);
+        if (batch.length > 0) await this.#sendIsolating(live.sql, batch, false);
         // Caught up: whatever comes next is live.
         this.#liveAfter = Math.max(this.#liveAfter, newest);
         this.#recovered();
         return batch.length > 0 ? "sent" : "idle";
       }
-      // A backlog: the live lane first, then a paced backfill batch.
+      // A backlog: the live lane on its own connection, the backfill's batches on theirs.
       if (!this.#draining) {
         this.#draining = true;
         this.#telemetry.begin(BACKLOG_DRAINING, "spool", {
@@ -222,25 +284,23 @@ export class Forwarder {
           cap_rows_per_s: this.#opts.config.forward_backfill_rows_per_s || undefined,
         });
       }
-      const live = lease.read(this.#liveAfter, batchRows);
-      if (live.length > 0) {
-        await this.#sendIsolating(sql, live);
-        this.#liveAfter = Math.max(this.#liveAfter, live.at(-1)!.seq);
+      if (!this.#lockClear) return await this.#sendAlone(live.sql);
+      const started = this.#startBackfill();
+      const fresh = lease.read(this.#liveAfter, batchRows);
+      if (fresh.length > 0) {
+        await this.#sendIsolating(live.sql, fresh, false);
+        this.#liveAfter = Math.max(this.#liveAfter, fresh.at(-1)!.seq);
       }
-      this.counters.liveRows += live.length;
-      const allowed = this.#backfillAllowance();
-      let backfilled = 0;
-      if (allowed > 0) {
-        const old = lease.read(0, allowed);
-        const started = this.#clock.monotonic();
-        await this.#sendIsolating(sql, old);
-        this.#adaptBackfill(this.#clock.monotonic() - started);
-        backfilled = old.length;
-        this.#backfillTokens -= backfilled;
-      }
+      this.counters.liveRows += fresh.length;
       this.#recovered();
-      return backfilled > 0 || live.length >= batchRows ? "sent" : "paced";
-    } catch (err) {
+      return started > 0 || fresh.length >= batchRows ? "sent" : "paced";
+    } catch (caught) {
+      // Every batch in flight settles before the connections go: a commit in doubt is resolved
+      // by reconciliation, never raced by it.
+      await this.#settleBackfill();
+      const fromBackfill = this.#backfillFailure?.error;
+      this.#backfillFailure = undefined;
+      const err = fromBackfill !== undefined && classify(fromBackfill) === "bug" ? fromBackfill : caught;
       // Our own bug is not a delivery failure: it leaves the loop, and the process (see main.ts).
       if (classify(err) === "bug") throw err;
       const lockWait = lockWaitOf(err, { spoolId: lease.spoolId, config: this.#opts.config });
@@ -253,12 +313,118 @@ export class Forwarder {
   }
 
   /**
+   * While the ledger lock is not known free: once every backfill batch in flight settled, one
+   * batch on the live connection, claimed first, live samples first (see "Two lanes").
+   */
+  async #sendAlone(sql: Sql): Promise<"sent" | "paced"> {
+    if (this.#inFlight.length > 0) return "paced";
+    this.#raiseBackfillFailure();
+    this.#closeBackfill();
+    const lease = this.#opts.lease;
+    const fresh = lease.read(this.#liveAfter, this.#opts.config.forward_batch_rows);
+    const batch = fresh.length > 0 ? fresh : lease.read(0, this.#pace.rows, this.#liveAfter);
+    if (batch.length === 0) return "paced";
+    await this.#sendIsolating(sql, batch, false);
+    if (fresh.length > 0) {
+      this.#liveAfter = Math.max(this.#liveAfter, fresh.at(-1)!.seq);
+      this.counters.liveRows += fresh.length;
+    }
+    this.#recovered();
+    return "sent";
+  }
+
+  /**
+   * Starts backfill batches while the pace allows and a slot is free; returns the rows started.
+   * Each batch starts after the last seq in flight and ends at the live lane's start at most.
+   */
+  #startBackfill(): number {
+    let started = 0;
+    while (this.#inFlight.length < this.#pace.inFlightMax) {
+      const allowed = this.#pace.allowance();
+      if (allowed === 0) break;
+      const after = Math.max(0, ...this.#inFlight.map((f) => f.last));
+      const batch = this.#opts.lease.read(after, allowed, this.#liveAfter);
+      if (batch.length === 0) break;
+      this.#pace.spent(batch.length);
+      this.#launch(batch);
+      started += batch.length;
+    }
+    return started;
+  }
+
+  /** Sends `batch` on a free backfill connection, without waiting for it. */
+  #launch(batch: SpooledSample[]): void {
+    let channel = this.#backfill.find((c) => !c.busy);
+    if (!channel) {
+      channel = this.#channel("kwollector backfill");
+      this.#backfill.push(channel);
+    }
+    const ch = channel;
+    ch.busy = true;
+    const flight: InFlight = { first: batch[0]!.seq, last: batch.at(-1)!.seq, done: Promise.resolve() };
+    flight.done = (async () => {
+      try {
+        await this.#ready(ch);
+        const began = this.#clock.monotonic();
+        const sends: SendOutcome[] = [];
+        await this.#sendIsolating(ch.sql, batch, true, undefined, sends);
+        // Only a batch sent whole at once, with the lock free, measures the database's speed.
+        if (sends.length === 1 && !sends[0]!.waited && sends[0]!.rows === batch.length) {
+          this.#paced(this.#clock.monotonic() - began);
+        }
+      } catch (err) {
+        this.#backfillFailure ??= { error: err };
+      } finally {
+        ch.busy = false;
+        this.#inFlight = this.#inFlight.filter((f) => f !== flight);
+        this.#wake?.();
+      }
+    })();
+    this.#inFlight.push(flight);
+  }
+
+  /** Tells the pace how long a backfill batch took; logs when the central database turns slow or fast. */
+  #paced(elapsedMs: number): void {
+    const turned = this.#pace.observe(elapsedMs);
+    if (turned === "slow") {
+      this.#telemetry.begin(CENTRAL_SLOW, "central", {
+        rows: this.#pace.rows,
+        batch_ms: Math.round(elapsedMs),
+        pause_ms: Math.max(0, Math.round(this.#pace.pausedUntil - this.#clock.monotonic())),
+      });
+    } else if (turned === "fast") this.#telemetry.end(CENTRAL_SLOW, "central", { rows: this.#pace.rows });
+  }
+
+  /** Rethrows the failure of a backfill batch in flight, for the step to handle. */
+  #raiseBackfillFailure(): void {
+    const failure = this.#backfillFailure;
+    if (failure) throw failure.error;
+  }
+
+  /** Waits for every backfill batch in flight to settle (their failures are kept, not thrown). */
+  async #settleBackfill(): Promise<void> {
+    while (this.#inFlight.length > 0) await Promise.all(this.#inFlight.map((f) => f.done));
+  }
+
+  /** Waits `ms`, or less when a backfill batch settles first (its slot is free again). */
+  async #pacedWait(ms: number, signal?: AbortSignal): Promise<void> {
+    if (this.#inFlight.length === 0) return await sleep(this.#clock, ms, signal);
+    const stop = new AbortController();
+    const woken = new Promise<void>((resolve) => this.#wake = resolve);
+    await Promise.race([sleep(this.#clock, ms, signal ? AbortSignal.any([signal, stop.signal]) : stop.signal), woken]);
+    stop.abort();
+    this.#wake = undefined;
+  }
+
+  /**
    * A lock wait ran into lock_timeout: the database answers, another session holds a lock this
    * batch needs (an orphaned batch of this spool, a concurrent flush, maintenance). Logged with
    * the holder; the connection is kept (the transaction was rolled back, nothing is uncertain).
    */
   async #lockWaited(wait: LockWait): Promise<void> {
-    const sql = this.#sql;
+    this.#lockClear = false;
+    this.#closeBackfill();
+    const sql = this.#live?.sql;
     const lease = this.#opts.lease;
     if (sql && wait.ledger) {
       try {
@@ -295,58 +461,65 @@ export class Forwarder {
     return (refused ? this.#refusedBackoff : this.#backoff).next();
   }
 
-  /** Rows the backfill lane may send now (token bucket when forward_backfill_rows_per_s > 0). */
-  #backfillAllowance(): number {
-    const cap = this.#opts.config.forward_backfill_rows_per_s;
-    if (cap <= 0) return this.#backfillRows;
-    const now = this.#clock.monotonic();
-    this.#backfillTokens = Math.min(cap, this.#backfillTokens + ((now - this.#backfillRefilledAt) / 1000) * cap);
-    this.#backfillRefilledAt = now;
-    return Math.min(this.#backfillRows, Math.floor(this.#backfillTokens));
-  }
-
-  /** Shrinks the backfill batch while the central database is slow, grows it back when fast. */
-  #adaptBackfill(elapsedMs: number): void {
-    const max = this.#opts.config.forward_batch_rows;
-    if (elapsedMs > BACKFILL_SLOW_MS && this.#backfillRows > BACKFILL_MIN_ROWS) {
-      this.#backfillRows = Math.max(BACKFILL_MIN_ROWS, Math.floor(this.#backfillRows / 2));
-      this.#telemetry.begin(CENTRAL_SLOW, "central", { rows: this.#backfillRows, batch_ms: Math.round(elapsedMs) });
-    } else if (elapsedMs < BACKFILL_FAST_MS && this.#backfillRows < max) {
-      this.#backfillRows = Math.min(max, this.#backfillRows * 2);
-      if (this.#backfillRows === max) this.#telemetry.end(CENTRAL_SLOW, "central", { rows: max });
-    }
-  }
-
+  /**
+   * Ends the connections; a batch still in flight fails with them (its commit is then in doubt,
+   * resolved by the next process's reconciliation).
+   */
   async close(): Promise<void> {
-    const sql = this.#sql;
-    this.#sql = undefined;
-    if (sql) await sql.end({ timeout: 1 }).catch(() => {});
+    const channels = [this.#live, ...this.#backfill].filter((c) => c !== undefined);
+    this.#live = undefined;
+    this.#backfill = [];
+    await Promise.all(channels.map((c) => c.sql.end({ timeout: 1 }).catch(() => {})));
+    await this.#settleBackfill();
   }
 
-  #connection(): Sql {
-    if (!this.#sql) {
-      const make = this.#opts.connectFn ?? ((e: Endpoint) =>
-        connect(e, {
-          applicationName: "kwollector forwarder",
-          parameters: sessionParameters(this.#opts.config),
-          onClose: () => {
-            this.#sessionLimited = false;
-          },
-        }));
-      this.#sql = make(this.#opts.endpoint);
+  #liveChannel(): Channel {
+    this.#live ??= this.#channel("kwollector forwarder");
+    return this.#live;
+  }
+
+  /** A new connection (opened at its first statement) under the application name `name`. */
+  #channel(name: string): Channel {
+    const state = { limited: false, busy: false };
+    const make = this.#opts.connectFn ?? ((e: Endpoint) =>
+      connect(e, {
+        applicationName: name,
+        parameters: sessionParameters(this.#opts.config),
+        onClose: () => {
+          state.limited = false;
+        },
+      }));
+    return Object.assign(state, { sql: make(this.#opts.endpoint) });
+  }
+
+  /** Limits the channel's statements once per connection (see session.ts). */
+  async #ready(channel: Channel): Promise<Channel> {
+    if (!channel.limited) {
+      channel.pid = await this.#timed(limitStatements(channel.sql, this.#opts.config));
+      channel.limited = true;
     }
-    return this.#sql;
+    return channel;
   }
 
-  /** Drops the connection (its state is uncertain) and forces reconciliation before the next send. */
+  /** Closes the backfill's connections (none in flight): the drain is over. */
+  #closeBackfill(): void {
+    for (const c of this.#backfill) c.sql.end({ timeout: 1 }).catch(() => {});
+    this.#backfill = [];
+  }
+
+  /**
+   * Drops the connections (their state is uncertain) and forces reconciliation before the next
+   * send. Called with no backfill batch in flight.
+   */
   #reset(): void {
-    const sql = this.#sql;
-    this.#sql = undefined;
+    const channels = [this.#live, ...this.#backfill].filter((c) => c !== undefined);
+    this.#live = undefined;
+    this.#backfill = [];
     this.#answered = false;
     this.#reconciled = false;
-    this.#sessionLimited = false;
+    this.#lockClear = false;
     this.#opts.lease.releaseLeases();
-    if (sql) sql.end({ timeout: 0 }).catch(() => {});
+    for (const c of channels) c.sql.end({ timeout: 0 }).catch(() => {});
   }
 
   /** Removes from the spool every range the central ledger already holds. */
@@ -363,24 +536,31 @@ export class Forwarder {
    * A sample that cannot be written centrally at all (written to the spool before the door
    * checked samples, see sample.ts) is set aside first, and the runs around it are sent.
    */
-  async #sendIsolating(sql: Sql, batch: SpooledSample[], method = this.#opts.config.forward_method): Promise<void> {
+  async #sendIsolating(
+    sql: Sql,
+    batch: SpooledSample[],
+    claimLast: boolean,
+    method = this.#opts.config.forward_method,
+    sends: SendOutcome[] = [],
+  ): Promise<void> {
     const now = this.#clock.now();
     const bad = batch.findIndex((s) => sampleProblem(s, now) !== undefined);
     if (bad >= 0) {
-      if (bad > 0) await this.#sendIsolating(sql, batch.slice(0, bad), method);
+      if (bad > 0) await this.#sendIsolating(sql, batch.slice(0, bad), claimLast, method, sends);
       await this.#quarantine(sql, batch[bad]!, sampleProblem(batch[bad]!, now)!);
-      if (bad + 1 < batch.length) await this.#sendIsolating(sql, batch.slice(bad + 1), method);
+      if (bad + 1 < batch.length) await this.#sendIsolating(sql, batch.slice(bad + 1), claimLast, method, sends);
       return;
     }
     try {
-      await this.#send(sql, batch, method);
+      sends.push(await this.#send(sql, batch, method, claimLast));
     } catch (err) {
-      if (err instanceof CopyRejectedError) return await this.#sendIsolating(sql, batch, "insert");
+      if (err instanceof CopyRejectedError) return await this.#sendIsolating(sql, batch, claimLast, "insert", sends);
       if (err instanceof OverlapError || classify(err) !== "data") throw err;
+      sends.push({ rows: 0, waited: false });
       if (batch.length === 1) return await this.#quarantine(sql, batch[0]!, errorMessage(err));
       const mid = Math.floor(batch.length / 2);
-      await this.#sendIsolating(sql, batch.slice(0, mid), method);
-      await this.#sendIsolating(sql, batch.slice(mid), method);
+      await this.#sendIsolating(sql, batch.slice(0, mid), claimLast, method, sends);
+      await this.#sendIsolating(sql, batch.slice(mid), claimLast, method, sends);
     }
   }
 
@@ -397,28 +577,42 @@ export class Forwarder {
     await this.#ledger.reportQuarantine(sql);
   }
 
-  /** Sends one batch in one transaction: its ledger claim, then its rows (see ledger.ts). */
-  async #send(sql: Sql, batch: SpooledSample[], method: string): Promise<void> {
+  /**
+   * Sends one batch in one transaction, its ledger claim and its rows (see ledger.ts): a
+   * backfill batch claims after its rows, so that the spool's ledger lock is held only for its
+   * commit, not for its COPY, and the other lane's claims do not wait for that COPY.
+   */
+  async #send(sql: Sql, batch: SpooledSample[], method: string, claimLast: boolean): Promise<SendOutcome> {
     const prepared = prepareBatch(batch, method);
     const { first, last } = prepared;
+    // A lock held by this forwarder's other lane or batch is no sign of another session.
+    const held = (holder: LockHolder | undefined) => {
+      const own = [this.#live, ...this.#backfill].some((c) => c?.pid !== undefined && c.pid === holder?.pid);
+      if (holder && !own) this.#lockClear = false;
+    };
+    let waited = false;
     const sent = this.#timed(sql.begin(async (tx) => {
-      await this.#ledger.claimBatch(tx, prepared);
-      await prepared.write(tx);
+      if (!claimLast) waited = (await this.#ledger.claimBatch(tx, prepared, held)).waited;
+      await prepared.write(tx, !claimLast);
+      if (claimLast) waited = (await this.#ledger.claimBatch(tx, prepared, held)).waited;
     }));
     try {
       await sent;
     } catch (err) {
       // Cut off without an answer, the COMMIT may still land: a later refusal of this range is
       // then our own lost acknowledgement, not another process's claim.
-      if (!(err instanceof OverlapError) && classify(err) === "retry") this.#inDoubt = { first, last };
+      if (!(err instanceof OverlapError) && classify(err) === "retry") this.#inDoubt.push({ first, last });
       throw err;
     }
     failpoint("after-central-commit");
+    // The claim got the lock (at once, or once its holder let go): it is free.
+    this.#lockClear = true;
     this.#opts.lease.removeForwarded(first, last);
     this.counters.batches++;
     this.counters.rows += batch.length;
     this.counters.lastForwardAtMs = this.#clock.now();
     this.#telemetry.emit(ROWS_FORWARDED, { rows: batch.length, first_seq: first, last_seq: last }, { n: batch.length });
+    return { rows: batch.length, waited };
   }
 
   /** Bounds a central operation by forward_timeout_ms; on expiry the connection is dropped. */
@@ -451,9 +645,9 @@ export class Forwarder {
     // Whatever happened, the commit may or may not have reached the server: reconcile first.
     this.#reset();
     if (err instanceof OverlapError) {
-      const doubt = this.#inDoubt;
-      if (doubt && err.first <= doubt.last && err.last >= doubt.first) {
-        this.#inDoubt = undefined;
+      const lost = this.#inDoubt.filter((d) => err.first <= d.last && err.last >= d.first);
+      if (lost.length > 0) {
+        this.#inDoubt = this.#inDoubt.filter((d) => !lost.includes(d));
         t.emit(ACK_LOST, { error: message });
       } else t.emit(CLAIMED_ELSEWHERE, { error: message });
       this.#backoff.reset();

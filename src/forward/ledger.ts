@@ -13,10 +13,14 @@ import { VERSION } from "../version.ts";
  *
  * 1. **A batch claims its seqs in its own transaction.** A batch is a run of spooled samples with
  *    seqs [first, last]. It is sent in ONE central transaction: `claimBatch()` calls
- *    `kwollect_claim(spool_id, first, last, ...)`, which, under a per-spool advisory lock, inserts
- *    the batch's ledger row after checking that no ledger row overlaps the range; then the batch
- *    writer (batch_writer.ts) writes the rows; then COMMIT. Rows and ledger row become visible
- *    together, or not at all.
+ *    `kwollect_claim(spool_id, first, last, ...)`, which, under a per-spool advisory lock held
+ *    until COMMIT, inserts the batch's ledger row after checking that no ledger row overlaps the
+ *    range; the batch writer (batch_writer.ts) writes the rows before or after the claim; then
+ *    COMMIT. Rows and ledger row become visible together, or not at all, whatever the order, so
+ *    several batches of one spool may be in flight at once on several connections (the
+ *    forwarder's pipelined backfill): their claims are serialised by the lock, and a batch whose
+ *    claim is refused rolls its rows back. The backfill claims after its rows, so the lock is held
+ *    for its COMMIT only, not for its COPY; the live lane claims first (a small batch).
  * 2. **Rows leave the spool only after that COMMIT returned** (spool invariant 3).
  * 3. **A claim refused is a batch already committed.** A retry after an uncertain commit
  *    (connection cut after COMMIT was sent, collector killed before the local delete), or a
@@ -80,14 +84,25 @@ export class Ledger {
 
   /**
    * Claims the batch's range as `data` inside its transaction `tx`; throws an OverlapError when
-   * any part of it is already claimed.
+   * any part of it is already claimed. The spool's ledger lock is tried first: when another
+   * session holds it, `onHeld` is told who (undefined when it let go meanwhile) before the claim
+   * waits for it (up to lock_timeout, see session.ts). Returns whether the claim had to wait.
    */
-  async claimBatch(tx: Transaction, batch: BatchClaim): Promise<void> {
+  async claimBatch(
+    tx: Transaction,
+    batch: BatchClaim,
+    onHeld?: (holder: LockHolder | undefined) => void,
+  ): Promise<{ waited: boolean }> {
+    const spoolId = this.#opts.lease.spoolId;
+    const [lock] = await tx`SELECT pg_try_advisory_xact_lock(hashtextextended(${spoolId}::uuid::text, 0)) AS free`;
+    const waited = lock?.free !== true;
+    if (waited && onHeld) onHeld(await ledgerLockHolder(tx, spoolId));
     const [claim] = await tx`
       SELECT kwollect_claim(${this.#opts.lease.spoolId}, ${this.#opts.edgeId}, ${batch.first}, ${batch.last},
                             ${batch.rows}, 'data', ${new Date(batch.minTs)}, ${new Date(batch.maxTs)},
                             ${VERSION}) AS ok`;
     if (claim?.ok !== true) throw new OverlapError(batch.first, batch.last);
+    return { waited };
   }
 
   /**
@@ -192,7 +207,7 @@ export interface LockHolder {
 }
 
 /** The session holding the ledger lock of `spoolId` (kwollect_claim's advisory lock), if any. */
-export async function ledgerLockHolder(sql: Sql, spoolId: string): Promise<LockHolder | undefined> {
+export async function ledgerLockHolder(sql: Sql | Transaction, spoolId: string): Promise<LockHolder | undefined> {
   // kwollect_claim locks hashtextextended(spool_id::text, 0). A one-key advisory lock shows its
   // int8 key split in classid (high half) and objid (low half).
   const [row] = await sql`

@@ -65,12 +65,17 @@ export function sessionParameters(config: Config): Record<string, number> {
   };
 }
 
-/** Lowers the session's statement_timeout to the forwarder's, keeping a lower one of the site. */
-export async function limitStatements(sql: Sql, config: Config): Promise<void> {
+/**
+ * Lowers the session's statement_timeout to the forwarder's, keeping a lower one of the site.
+ * Returns the session's backend pid (how the forwarder tells its own sessions from others).
+ */
+export async function limitStatements(sql: Sql, config: Config): Promise<number> {
   const ms = statementTimeoutMs(config);
-  await sql`
-    SELECT set_config('statement_timeout', ${String(ms)}, false) FROM pg_settings
-    WHERE name = 'statement_timeout' AND setting::bigint NOT BETWEEN 1 AND ${ms}`;
+  const [row] = await sql<{ pid: number }[]>`
+    SELECT pg_backend_pid() AS pid,
+           (SELECT set_config('statement_timeout', ${String(ms)}, false) FROM pg_settings
+            WHERE name = 'statement_timeout' AND setting::bigint NOT BETWEEN 1 AND ${ms}) AS lowered`;
+  return row!.pid;
 }
 
 /** A lock wait that ran into lock_timeout: which lock, and who holds it when known. */

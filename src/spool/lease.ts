@@ -104,7 +104,7 @@ export class LeaseTable {
 export const SERIES_CACHE_MAX = 10_000;
 /**
  * Series one read takes from the dictionary (not cached): about 3 µs each (a row, its labels
- * parsed, its COPY prefix rendered), so a read holds the event loop some 10 ms for them.
+ * parsed, its COPY prefix rendered), so a read holds the event loop some 6 ms for them.
  */
 export const SERIES_READ_PER_CALL = 2_000;
 /**
@@ -119,7 +119,7 @@ export const SERIES_CACHE_ROUND_SAMPLES = 100_000;
 
 /** A row of READ_AFTER (an array statement: see SpoolStore.arrayStatement). */
 type SampleRow = [seq: number, series: number, ts: number, value: number | null];
-const READ_AFTER = "SELECT seq, series, ts, value FROM samples WHERE seq > ? ORDER BY seq LIMIT ?";
+const READ_AFTER = "SELECT seq, series, ts, value FROM samples WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?";
 const SERIES_BY_IDS =
   "SELECT id, device_id, metric_id, labels FROM series WHERE id IN (SELECT value FROM json_each(?))";
 const DELETE_RANGE = "DELETE FROM samples WHERE seq BETWEEN ? AND ?";
@@ -157,13 +157,14 @@ export class SpoolLease {
   }
 
   /**
-   * Reads up to `limit` samples with seq > `afterSeq`, oldest first, stopping before the first
-   * missing seq, and before the first sample whose series would be the SERIES_READ_PER_CALL + 1st
-   * one missing from the cache (so one read holds the event loop a bounded time, whatever the
-   * number of series). The rows stay in the spool (leased) until removeForwarded() or quarantine().
+   * Reads up to `limit` samples with seq in (`afterSeq`, `throughSeq`], oldest first, stopping
+   * before the first missing seq, and before the first sample whose series would be the
+   * SERIES_READ_PER_CALL + 1st one missing from the cache (so one read holds the event loop a
+   * bounded time, whatever the number of series). The rows stay in the spool (leased) until
+   * removeForwarded() or quarantine().
    */
-  read(afterSeq: number, limit: number): SpooledSample[] {
-    const rows = this.#store.arrayStatement(READ_AFTER).all(afterSeq, limit) as unknown as SampleRow[];
+  read(afterSeq: number, limit: number, throughSeq = Number.MAX_SAFE_INTEGER): SpooledSample[] {
+    const rows = this.#store.arrayStatement(READ_AFTER).all(afterSeq, throughSeq, limit) as unknown as SampleRow[];
     const epochMs = this.#store.epochMs;
     const out: SpooledSample[] = [];
     const seriesOf = this.#seriesOf(rows);

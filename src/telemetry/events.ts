@@ -190,8 +190,8 @@ export const BACKLOG_DRAINING: ConditionSpec = {
 export const CENTRAL_SLOW: ConditionSpec = {
   name: "central_slow",
   level: "info",
-  started: "Central database slow: backfill batches reduced",
-  ended: "Central database fast again: backfill batches back to full size",
+  started: "Central database slow: backfill batches reduced and paused",
+  ended: "Central database fast again: backfill batches back to full size and pace",
 };
 
 // The spool.

@@ -8,5 +8,7 @@ scenarioTest(
   runOrphanedSession,
   (result) => {
     assert.equal(result.counts.lockWaitsLogged, 2);
+    // Each restarted collector drained a backlog after its wait: the pipelined backfill was in play.
+    assert.equal(result.counts.backlogsDrained, 2);
   },
 );
