@@ -1,6 +1,6 @@
 import { errorMessage } from "../log.ts";
 import type { SpooledSample } from "../spool/spool.ts";
-import { copyFloat, copyRow, copyTimestamp } from "./copy_text.ts";
+import { CopyEncoder, copyFloat, copyPrefix, copyTimestamp } from "./copy_text.ts";
 import { failpoint } from "./failpoint.ts";
 import type { BatchClaim, Transaction } from "./ledger.ts";
 
@@ -11,7 +11,7 @@ import type { BatchClaim, Transaction } from "./ledger.ts";
  * ledger claim (ledger.ts), by one of two methods (`forward_method`):
  *
  * - `copy` (the default): `COPY metrics (...) FROM STDIN` in PostgreSQL's text format
- *   (copy_text.ts), in chunks of about 64 KiB.
+ *   (copy_text.ts), encoded to UTF-8 bytes once, in chunks of about 64 KiB.
  * - `insert`: one `INSERT ... SELECT FROM unnest(...)` of text arrays cast on the server, the same
  *   text forms COPY uses, so that both methods store the same values (microsecond timestamps,
  *   NaN and ±Infinity, labels as jsonb).
@@ -49,27 +49,20 @@ export interface PreparedBatch extends BatchClaim {
   write(tx: Transaction): Promise<void>;
 }
 
-/** COPY data is handed to the stream in chunks of about this many characters. */
-const COPY_CHUNK_CHARS = 65536;
-
 /** Encodes `batch` (non-empty) for `method` ("copy", or anything else for INSERT). */
 export function prepareBatch(batch: SpooledSample[], method: string): PreparedBatch {
   let minTs = Infinity;
   let maxTs = -Infinity;
-  const chunks: string[] = [];
-  let chunk = "";
   const copy = method === "copy";
+  const encoder = new CopyEncoder();
   for (const s of batch) {
     if (s.timestampMs < minTs) minTs = s.timestampMs;
     if (s.timestampMs > maxTs) maxTs = s.timestampMs;
     if (!copy) continue;
-    chunk += copyRow(s);
-    if (chunk.length > COPY_CHUNK_CHARS) {
-      chunks.push(chunk);
-      chunk = "";
-    }
+    const prefix = s.spooledSeries?.copyPrefix ?? copyPrefix(s.deviceId, s.metricId, JSON.stringify(s.labels));
+    encoder.row(prefix, s.timestampMs, s.value);
   }
-  if (chunk) chunks.push(chunk);
+  const chunks = encoder.finish();
   return {
     first: batch[0]!.seq,
     last: batch.at(-1)!.seq,
@@ -89,7 +82,7 @@ async function insertRows(tx: Transaction, batch: SpooledSample[]): Promise<void
                          ${batch.map((s) => JSON.stringify(s.labels))}::text[]::jsonb[])`;
 }
 
-async function copyRows(tx: Transaction, chunks: string[]): Promise<void> {
+async function copyRows(tx: Transaction, chunks: Uint8Array[]): Promise<void> {
   failpoint("before-copy");
   const writable = await tx`COPY metrics (device_id, metric_id, labels, "timestamp", value) FROM STDIN`.writable();
   const finished = writeAll(writable, chunks);
@@ -117,11 +110,11 @@ async function streamHandedOver(w: object): Promise<void> {
 /** Writes the COPY data; resolves when the server has acknowledged the COPY. */
 function writeAll(
   w: {
-    write(chunk: string, cb?: (err?: Error | null) => void): boolean;
+    write(chunk: Uint8Array, cb?: (err?: Error | null) => void): boolean;
     end(): void;
     once(ev: string, fn: (e?: unknown) => void): unknown;
   },
-  chunks: string[],
+  chunks: Uint8Array[],
 ): Promise<void> {
   failpoint("mid-copy");
   return new Promise((resolve, reject) => {

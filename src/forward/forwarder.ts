@@ -365,10 +365,10 @@ export class Forwarder {
    */
   async #sendIsolating(sql: Sql, batch: SpooledSample[], method = this.#opts.config.forward_method): Promise<void> {
     const now = this.#clock.now();
-    const bad = batch.findIndex((s) => sampleProblem(s, now) !== undefined);
+    const bad = batch.findIndex((s) => sampleProblem(s, now, s.spooledSeries) !== undefined);
     if (bad >= 0) {
       if (bad > 0) await this.#sendIsolating(sql, batch.slice(0, bad), method);
-      await this.#quarantine(sql, batch[bad]!, sampleProblem(batch[bad]!, now)!);
+      await this.#quarantine(sql, batch[bad]!, sampleProblem(batch[bad]!, now, batch[bad]!.spooledSeries)!);
       if (bad + 1 < batch.length) await this.#sendIsolating(sql, batch.slice(bad + 1), method);
       return;
     }
