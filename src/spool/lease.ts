@@ -161,13 +161,16 @@ export class SpoolLease {
     const seriesOf = this.#seriesOf(rows);
     let lastSeq = NaN;
     for (let i = 0; i < rows.length; i++) {
-      const [rawSeq, seriesId, ts, value] = rows[i]!;
-      const seq = Number(rawSeq);
+      // By index: destructuring allocated an iterator result per column in the profile.
+      const row = rows[i]!;
+      const seq = Number(row[0]);
+      const ts = row[2];
+      const value = row[3];
       if (out.length > 0 && seq !== lastSeq + 1) break;
       const series = seriesOf[i];
       if (!series) {
         if (out.length > 0) break;
-        this.#setAsideOrphan(seq, Number(ts), value, `series ${seriesId} is missing from the spool`);
+        this.#setAsideOrphan(seq, Number(ts), value, `series ${row[1]} is missing from the spool`);
         continue;
       }
       lastSeq = seq;
