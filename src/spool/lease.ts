@@ -121,7 +121,7 @@ export class SpoolLease {
   readonly ownSeqs: OwnSeqs | undefined;
   #store: SpoolStore;
   #leases: LeaseTable;
-  /** A round is a read(). */
+  /** A round is a read() that returned rows. */
   #seriesById = new BoundedCache<number, SeriesRow>(SERIES_CACHE_MAX);
   #seriesGeneration: number;
 
@@ -200,6 +200,10 @@ export class SpoolLease {
       this.#seriesById.clear();
       this.#seriesGeneration = this.#store.seriesGeneration;
     }
+    // A round is a read that returned rows: the idle forwarder's empty reads, several between two
+    // polls, would otherwise age every series out of the cache (measured: the whole poll's series
+    // read again from the dictionary after one miss made the full cache sweep).
+    if (rows.length === 0) return [];
     this.#seriesById.nextRound();
     const seriesOf: (SeriesRow | undefined)[] = new Array(rows.length);
     const missing = new Set<number>();
