@@ -1,6 +1,6 @@
 import { errorMessage } from "../log.ts";
 import type { SpooledSample } from "../spool/spool.ts";
-import { CopyEncoder, copyFloat, copyPrefix, copyTimestamp } from "./copy_text.ts";
+import { CopyEncoder, copyFloat, copyPrefix, copyTimestamp, recycleCopyChunks } from "./copy_text.ts";
 import { failpoint } from "./failpoint.ts";
 import type { BatchClaim, Transaction } from "./ledger.ts";
 
@@ -82,7 +82,18 @@ async function insertRows(tx: Transaction, batch: SpooledSample[]): Promise<void
                          ${batch.map((s) => JSON.stringify(s.labels))}::text[]::jsonb[])`;
 }
 
+/** Writes the chunks through COPY, then gives them back for later batches (see copy_text.ts). */
 async function copyRows(tx: Transaction, chunks: Uint8Array[]): Promise<void> {
+  if (chunks.length === 0) throw new Error("A prepared batch is written once: its COPY data was already sent");
+  const taken = chunks.splice(0);
+  try {
+    await copyChunks(tx, taken);
+  } finally {
+    recycleCopyChunks(taken);
+  }
+}
+
+async function copyChunks(tx: Transaction, chunks: Uint8Array[]): Promise<void> {
   failpoint("before-copy");
   const writable = await tx`COPY metrics (device_id, metric_id, labels, "timestamp", value) FROM STDIN`.writable();
   const finished = writeAll(writable, chunks);

@@ -18,46 +18,71 @@ export const COPY_CHUNK_BYTES = 65_536;
 
 const utf8 = new TextEncoder();
 
-/** The start of the COPY rows of a series: device, metric and labels (JSON text), each followed by a tab. */
-export function copyPrefixText(deviceId: string, metricId: string, labelsJson: string): string {
-  return `${escape(deviceId)}\t${escape(metricId)}\t${escape(labelsJson)}\t`;
+/**
+ * Chunks of batches already sent, kept for the next ones (at most SPARE_CHUNKS): the bytes of a
+ * batch live outside V8's heap and are freed only when a collection finds their owner dead, so
+ * without reuse they piled up between collections (the hostile bench's peak RSS, see
+ * docs/PERFORMANCE.md).
+ */
+const spare: Uint8Array[] = [];
+const SPARE_CHUNKS = 64;
+
+/**
+ * Gives back the chunks of a `CopyEncoder` once nothing reads them any more (the COPY that
+ * carried them has ended, either way). Each chunk is given back once.
+ */
+export function recycleCopyChunks(chunks: readonly Uint8Array[]): void {
+  for (const chunk of chunks) {
+    if (chunk.buffer.byteLength !== COPY_CHUNK_BYTES || spare.length >= SPARE_CHUNKS) continue;
+    spare.push(new Uint8Array(chunk.buffer, 0, COPY_CHUNK_BYTES));
+  }
 }
 
-/** `copyPrefixText` as UTF-8 bytes, what `CopyEncoder.row` takes. */
-export function copyPrefix(deviceId: string, metricId: string, labelsJson: string): Uint8Array {
-  return utf8.encode(copyPrefixText(deviceId, metricId, labelsJson));
+/** The start of the COPY rows of a series: device, metric and labels (JSON text), each followed by a tab. */
+export function copyPrefix(deviceId: string, metricId: string, labelsJson: string): string {
+  return `${escape(deviceId)}\t${escape(metricId)}\t${escape(labelsJson)}\t`;
 }
 
 /** The COPY row of a sample, as text. */
 export function copyRow(s: Sample): string {
-  const prefix = copyPrefixText(s.deviceId, s.metricId, JSON.stringify(s.labels));
+  const prefix = copyPrefix(s.deviceId, s.metricId, JSON.stringify(s.labels));
   return `${prefix}${copyTimestamp(s.timestampMs)}\t${copyFloat(s.value)}\n`;
 }
 
 /** The COPY rows of a batch, as UTF-8 bytes in chunks. */
 export class CopyEncoder {
   #chunks: Uint8Array[] = [];
-  #buf = new Uint8Array(COPY_CHUNK_BYTES);
+  #buf = spare.pop() ?? new Uint8Array(COPY_CHUNK_BYTES);
   #at = 0;
   /** The last timestamp encoded: the samples of one poll share theirs, and batches hold them in a row. */
   #lastMs = NaN;
   #lastTs = new Uint8Array(0);
 
-  /** Appends the row of a sample of the series whose prefix (`copyPrefix`) is `prefix`. */
-  row(prefix: Uint8Array, timestampMs: number, value: number): void {
+  /**
+   * Appends the row of a sample of the series whose prefix (`copyPrefix`) is `prefix`. The prefix
+   * stays a string (a byte array per series cost more memory than the copy below costs time).
+   */
+  row(prefix: string, timestampMs: number, value: number): void {
     if (timestampMs !== this.#lastMs) {
       this.#lastTs = utf8.encode(copyTimestamp(timestampMs));
       this.#lastMs = timestampMs;
     }
     const ts = this.#lastTs;
     const v = copyFloat(value);
-    // The value's text is ASCII (digits, sign, '.', 'e', NaN, Infinity): one byte per character.
-    const need = prefix.length + ts.length + v.length + 2;
+    // At most 3 UTF-8 bytes per UTF-16 unit of the prefix; the value's text is ASCII (digits,
+    // sign, '.', 'e', NaN, Infinity): one byte per character.
+    const need = prefix.length * 3 + ts.length + v.length + 2;
     if (this.#at + need > this.#buf.length) this.#next(need);
     const buf = this.#buf;
     let at = this.#at;
-    buf.set(prefix, at);
-    at += prefix.length;
+    for (let i = 0; i < prefix.length; i++) {
+      const c = prefix.charCodeAt(i);
+      if (c >= 0x80) {
+        at = this.#at + utf8.encodeInto(prefix, buf.subarray(this.#at)).written;
+        break;
+      }
+      buf[at++] = c;
+    }
     buf.set(ts, at);
     at += ts.length;
     buf[at++] = 9; // \t
@@ -76,7 +101,7 @@ export class CopyEncoder {
   /** Closes the current chunk and starts one that holds at least `need` bytes. */
   #next(need: number): void {
     if (this.#at > 0) this.#chunks.push(this.#buf.subarray(0, this.#at));
-    this.#buf = new Uint8Array(Math.max(COPY_CHUNK_BYTES, need));
+    this.#buf = need <= COPY_CHUNK_BYTES ? spare.pop() ?? new Uint8Array(COPY_CHUNK_BYTES) : new Uint8Array(need);
     this.#at = 0;
   }
 }

@@ -33,7 +33,7 @@ export interface SpooledSample extends Sample {
 /** What the forwarder needs of a series, computed once per series read from the dictionary. */
 export interface SpooledSeries {
   /** Its device, metric and labels as the start of a COPY row (src/forward/copy_text.ts). */
-  readonly copyPrefix: Uint8Array;
+  readonly copyPrefix: string;
   /** Why the central database cannot store the series (`seriesProblem`), or undefined. */
   readonly problem: string | undefined;
 }

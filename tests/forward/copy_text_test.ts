@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { COPY_CHUNK_BYTES, CopyEncoder, copyPrefix, copyRow, copyTimestamp } from "../../src/forward/copy_text.ts";
+import {
+  COPY_CHUNK_BYTES,
+  CopyEncoder,
+  copyPrefix,
+  copyRow,
+  copyTimestamp,
+  recycleCopyChunks,
+} from "../../src/forward/copy_text.ts";
 
 const sample = {
   timestampMs: 1_790_000_000_123.456,
@@ -37,7 +44,7 @@ Deno.test("copyTimestamp encodes each timestamp alike, repeated or not", () => {
 });
 
 Deno.test("CopyEncoder writes every row whole, in chunks, non-ASCII text and long series included", () => {
-  const samples = Array.from({ length: 3_000 }, (_, i) => ({
+  const samples = Array.from({ length: 20_000 }, (_, i) => ({
     timestampMs: 1_790_000_000_000 + Math.floor(i / 7) * 1000,
     deviceId: i % 2 ? "nœud-é" : "node-1",
     metricId: "power",
@@ -52,4 +59,20 @@ Deno.test("CopyEncoder writes every row whole, in chunks, non-ASCII text and lon
   assert.ok(chunks.length > 3);
   for (const chunk of chunks) assert.equal(chunk.at(-1), 10, "a chunk ends with a whole row");
   assert.equal(chunks.map((chunk) => new TextDecoder().decode(chunk)).join(""), samples.map(copyRow).join(""));
+});
+
+Deno.test("the chunks of a sent batch are reused by the next one, which encodes its own rows", () => {
+  const encode = (value: number) => {
+    const encoder = new CopyEncoder();
+    for (let i = 0; i < 2_000; i++) encoder.row(copyPrefix("d", "m", "{}"), 1_790_000_000_000 + i, value);
+    return encoder.finish();
+  };
+  const first = encode(1);
+  const buffers = new Set(first.map((chunk) => chunk.buffer));
+  recycleCopyChunks(first);
+  const second = encode(2);
+  assert.ok(second.some((chunk) => buffers.has(chunk.buffer)));
+  const text = second.map((chunk) => new TextDecoder().decode(chunk)).join("");
+  assert.equal(text.split("\n").length - 1, 2_000);
+  assert.ok(text.split("\n").slice(0, -1).every((row) => row.endsWith("\t2")));
 });
