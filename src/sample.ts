@@ -87,15 +87,22 @@ export function timestampProblem(raw: number, unit: TimeUnit, nowMs: number): st
   return `Timestamp ${raw} (${unit} since the epoch) is ${when}, outside the accepted ${range}${guess}`;
 }
 
-/** Why `s` cannot be stored and forwarded, or undefined when it can (see the module header). */
-export function sampleProblem(s: Sample, nowMs: number): string | undefined {
+/**
+ * Why `s` cannot be stored and forwarded, or undefined when it can (see the module header).
+ * `series`: the checks of its series made once for all its samples (`seriesProblem`), when known.
+ */
+export function sampleProblem(
+  s: Sample,
+  nowMs: number,
+  series: { readonly problem: string | undefined } | undefined = s.series,
+): string | undefined {
   if (typeof s.timestampMs !== "number" || !Number.isFinite(s.timestampMs)) {
     return `Timestamp ${String(s.timestampMs)} is not a number`;
   }
   const ts = timestampProblem(s.timestampMs, "milliseconds", nowMs);
   if (ts) return ts;
   if (typeof s.value !== "number") return `Value ${String(s.value)} is not a number`;
-  return s.series ? s.series.problem : seriesProblem(s.deviceId, s.metricId, s.labels).problem;
+  return series ? series.problem : seriesProblem(s.deviceId, s.metricId, s.labels).problem;
 }
 
 /**

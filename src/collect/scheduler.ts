@@ -393,10 +393,7 @@ export function toSample(r: Reading, sentAtMs: number, identities?: SeriesIdenti
   const { value, valueStr } = toSampleValue(r.value, r.entry.scaleFactor);
   const timestampMs = r.timestampMs ?? sentAtMs;
   const series = identities && r.seriesKey !== undefined && valueStr === undefined
-    ? identities.of(r.entry, r.seriesKey, () => ({
-      metricId: r.metricId ?? r.entry.name,
-      labels: { ...r.labels, ...r.entry.labels },
-    }))
+    ? identities.of(r.entry, r.seriesKey, r.metricId ?? r.entry.name, r.labels)
     : undefined;
   if (series) {
     return { timestampMs, deviceId: series.deviceId, metricId: series.metricId, value, labels: series.labels, series };

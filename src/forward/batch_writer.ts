@@ -1,6 +1,6 @@
 import { errorMessage } from "../log.ts";
 import type { SpooledSample } from "../spool/spool.ts";
-import { copyFloat, copyRow, copyTimestamp } from "./copy_text.ts";
+import { CopyEncoder, copyFloat, copyPrefix, copyTimestamp, recycleCopyChunks } from "./copy_text.ts";
 import { failpoint } from "./failpoint.ts";
 import type { BatchClaim, Transaction } from "./ledger.ts";
 
@@ -11,7 +11,7 @@ import type { BatchClaim, Transaction } from "./ledger.ts";
  * ledger claim (ledger.ts), by one of two methods (`forward_method`):
  *
  * - `copy` (the default): `COPY metrics (...) FROM STDIN` in PostgreSQL's text format
- *   (copy_text.ts), in chunks of about 64 KiB.
+ *   (copy_text.ts), encoded to UTF-8 bytes once, in chunks of about 64 KiB.
  * - `insert`: one `INSERT ... SELECT FROM unnest(...)` of text arrays cast on the server, the same
  *   text forms COPY uses, so that both methods store the same values (microsecond timestamps,
  *   NaN and ±Infinity, labels as jsonb).
@@ -50,37 +50,20 @@ export interface PreparedBatch extends BatchClaim {
   write(tx: Transaction, claimed: boolean): Promise<void>;
 }
 
-/**
- * COPY data is handed to the stream in chunks of about this many characters, each encoded to
- * UTF-8 bytes as soon as it is complete: a batch waiting for its turn is then held as compact
- * bytes outside the JavaScript heap, not as one string per row concatenated (some 190 bytes of
- * heap per row).
- */
-const COPY_CHUNK_CHARS = 65536;
-const utf8 = new TextEncoder();
-
 /** Encodes `batch` (non-empty) for `method` ("copy", or anything else for INSERT). */
 export function prepareBatch(batch: SpooledSample[], method: string): PreparedBatch {
   let minTs = Infinity;
   let maxTs = -Infinity;
-  const chunks: Uint8Array[] = [];
-  const rows: string[] = [];
-  let chars = 0;
   const copy = method === "copy";
+  const encoder = new CopyEncoder();
   for (const s of batch) {
     if (s.timestampMs < minTs) minTs = s.timestampMs;
     if (s.timestampMs > maxTs) maxTs = s.timestampMs;
     if (!copy) continue;
-    const row = copyRow(s);
-    rows.push(row);
-    chars += row.length;
-    if (chars > COPY_CHUNK_CHARS) {
-      chunks.push(utf8.encode(rows.join("")));
-      rows.length = 0;
-      chars = 0;
-    }
+    const prefix = s.spooledSeries?.copyPrefix ?? copyPrefix(s.deviceId, s.metricId, JSON.stringify(s.labels));
+    encoder.row(prefix, s.timestampMs, s.value);
   }
-  if (rows.length > 0) chunks.push(utf8.encode(rows.join("")));
+  const chunks = encoder.finish();
   return {
     first: batch[0]!.seq,
     last: batch.at(-1)!.seq,
@@ -101,11 +84,22 @@ async function insertRows(tx: Transaction, batch: SpooledSample[]): Promise<void
 }
 
 /**
- * The failpoints `before-copy` and `mid-copy` count only batches that hold the ledger lock (their
+ * Writes the chunks through COPY, then gives them back for later batches (see copy_text.ts). The
+ * failpoints `before-copy` and `mid-copy` count only batches that hold the ledger lock (their
  * claim came first): a power loss there leaves an orphan that holds the lock, which is what the
  * orphaned-session torture needs (scripts/torture/orphaned_session.ts).
  */
 async function copyRows(tx: Transaction, chunks: Uint8Array[], claimed: boolean): Promise<void> {
+  if (chunks.length === 0) throw new Error("A prepared batch is written once: its COPY data was already sent");
+  const taken = chunks.splice(0);
+  try {
+    await copyChunks(tx, taken, claimed);
+  } finally {
+    recycleCopyChunks(taken);
+  }
+}
+
+async function copyChunks(tx: Transaction, chunks: Uint8Array[], claimed: boolean): Promise<void> {
   if (claimed) failpoint("before-copy");
   const writable = await tx`COPY metrics (device_id, metric_id, labels, "timestamp", value) FROM STDIN`.writable();
   if (claimed) failpoint("mid-copy");

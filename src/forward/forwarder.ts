@@ -544,10 +544,10 @@ export class Forwarder {
     sends: SendOutcome[] = [],
   ): Promise<void> {
     const now = this.#clock.now();
-    const bad = batch.findIndex((s) => sampleProblem(s, now) !== undefined);
+    const bad = batch.findIndex((s) => sampleProblem(s, now, s.spooledSeries) !== undefined);
     if (bad >= 0) {
       if (bad > 0) await this.#sendIsolating(sql, batch.slice(0, bad), claimLast, method, sends);
-      await this.#quarantine(sql, batch[bad]!, sampleProblem(batch[bad]!, now)!);
+      await this.#quarantine(sql, batch[bad]!, sampleProblem(batch[bad]!, now, batch[bad]!.spooledSeries)!);
       if (bad + 1 < batch.length) await this.#sendIsolating(sql, batch.slice(bad + 1), claimLast, method, sends);
       return;
     }

@@ -18,7 +18,7 @@
  *   assigned, and how to move them past a ledger that already holds them (renumbering, see
  *   spool.ts "Recovery").
  */
-import type { Labels, Sample } from "../sample.ts";
+import { type Labels, type Sample, seriesProblem } from "../sample.ts";
 import type { SpoolStore } from "./store.ts";
 import { copyPrefix } from "../forward/copy_text.ts";
 import { BoundedCache } from "../bounded_cache.ts";
@@ -26,11 +26,16 @@ import { BoundedCache } from "../bounded_cache.ts";
 /** A sample read back for forwarding. */
 export interface SpooledSample extends Sample {
   seq: number;
-  /**
-   * Its device, metric and labels as the start of a COPY row (src/forward/copy_text.ts), rendered
-   * once per series and shared by the series' samples.
-   */
-  copyPrefix?: string;
+  /** What the lease computed once for the sample's series, shared by the series' samples. */
+  spooledSeries?: SpooledSeries;
+}
+
+/** What the forwarder needs of a series, computed once per series read from the dictionary. */
+export interface SpooledSeries {
+  /** Its device, metric and labels as the start of a COPY row (src/forward/copy_text.ts). */
+  readonly copyPrefix: string;
+  /** Why the central database cannot store the series (`seriesProblem`), or undefined. */
+  readonly problem: string | undefined;
 }
 
 /** What the lease keeps of a series of the dictionary. */
@@ -38,7 +43,7 @@ interface SeriesRow {
   deviceId: string;
   metricId: string;
   labels: Labels;
-  copyPrefix: string;
+  spooled: SpooledSeries;
 }
 
 export interface GapRange {
@@ -168,16 +173,21 @@ export class SpoolLease {
     const epochMs = this.#store.epochMs;
     const out: SpooledSample[] = [];
     const seriesOf = this.#seriesOf(rows);
+    let lastSeq = NaN;
     for (let i = 0; i < seriesOf.length; i++) {
-      const [rawSeq, seriesId, ts, value] = rows[i]!;
-      const seq = Number(rawSeq);
-      if (out.length > 0 && seq !== out.at(-1)!.seq + 1) break;
+      // By index: destructuring allocated an iterator result per column in the profile.
+      const row = rows[i]!;
+      const seq = Number(row[0]);
+      const ts = row[2];
+      const value = row[3];
+      if (out.length > 0 && seq !== lastSeq + 1) break;
       const series = seriesOf[i];
       if (!series) {
         if (out.length > 0) break;
-        this.#setAsideOrphan(seq, Number(ts), value, `series ${seriesId} is missing from the spool`);
+        this.#setAsideOrphan(seq, Number(ts), value, `series ${row[1]} is missing from the spool`);
         continue;
       }
+      lastSeq = seq;
       out.push({
         seq,
         timestampMs: epochMs + Number(ts) / 1000,
@@ -185,7 +195,7 @@ export class SpoolLease {
         metricId: series.metricId,
         value: value === null ? NaN : Number(value),
         labels: series.labels,
-        copyPrefix: series.copyPrefix,
+        spooledSeries: series.spooled,
       });
     }
     const first = out[0];
@@ -228,12 +238,16 @@ export class SpoolLease {
       metricId: string,
       labels: string,
     ][];
-    for (const [id, deviceId, metricId, labels] of found) {
+    for (const [id, deviceId, metricId, labelsJson] of found) {
+      const labels = JSON.parse(labelsJson) as Labels;
       const s = {
         deviceId,
         metricId,
-        labels: JSON.parse(labels) as Labels,
-        copyPrefix: copyPrefix(deviceId, metricId, labels),
+        labels,
+        spooled: {
+          copyPrefix: copyPrefix(deviceId, metricId, labelsJson),
+          problem: seriesProblem(deviceId, metricId, labels).problem,
+        },
       };
       fetched.set(Number(id), s);
       this.#seriesById.set(Number(id), s);
