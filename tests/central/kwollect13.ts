@@ -86,12 +86,29 @@ export async function createKwollect13(pg: PgCluster, opts: Kwollect13Options): 
   await db.unsafe(siteSql(opts.jobView ?? "nodetime_by_job"));
   await db.unsafe(dataSql());
   if (opts.timescaledb) {
-    await db`SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks('metrics', older_than => interval '1 day') c`;
+    await db.unsafe(compressOlderThan("metrics", "1 day"));
     await db.unsafe(`CALL refresh_continuous_aggregate('metrics_summary', to_timestamp(${T0_EPOCH - 86400}),
                                                        to_timestamp(${T0_EPOCH + 86400}))`);
-    await db`SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks('metrics_summary', older_than => interval '2 days') c`;
+    await db.unsafe(compressOlderThan("metrics_summary", "2 days"));
   }
   if (opts.archiveDir) await db.unsafe(ARCHIVE_SQL);
+}
+
+/**
+ * Compresses the chunks of `table` older than `age`, as a site's compression policy would have.
+ * The policy Kwollect's schema adds may compress the same chunk at the same moment in a background
+ * worker: a chunk it compressed first is taken as done (`if_not_compressed` only checks before).
+ */
+function compressOlderThan(table: string, age: string): string {
+  return `DO $$ DECLARE c regclass; BEGIN
+    FOR c IN SELECT show_chunks('${table}', older_than => interval '${age}') LOOP
+      BEGIN
+        PERFORM compress_chunk(c, if_not_compressed => true);
+      EXCEPTION WHEN OTHERS THEN
+        IF SQLERRM NOT LIKE '%is already compressed%' THEN RAISE; END IF;
+      END;
+    END LOOP;
+  END $$`;
 }
 
 function schemaSql(opts: Kwollect13Options): string {
