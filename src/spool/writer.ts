@@ -321,8 +321,7 @@ export class SpoolWriter implements OwnSeqs {
       const series = s.series;
       let known = series?.spool?.writer === this.#cacheOwner ? series.spool : undefined;
       if (!known) {
-        const labels = series ? series.labelsJson : JSON.stringify(s.labels);
-        const key = series ? series.key : `${s.deviceId}\u0000${s.metricId}\u0000${labels}`;
+        const { labels, key } = dictionaryKey(s);
         known = this.#seriesByKey.get(key);
         if (!known) {
           let u = unknown.get(key);
@@ -353,9 +352,7 @@ export class SpoolWriter implements OwnSeqs {
    * is taken as it is.
    */
   #createSeries(s: Sample, seq: number, created: Map<string, SeriesEntry>): SeriesEntry {
-    const series = s.series;
-    const labels = series ? series.labelsJson : JSON.stringify(s.labels);
-    const key = series ? series.key : `${s.deviceId}\u0000${s.metricId}\u0000${labels}`;
+    const { labels, key } = dictionaryKey(s);
     const done = created.get(key);
     if (done) return done;
     const [id, lastSeq] = this.#store.arrayStatement(CREATE_SERIES).get(
@@ -452,4 +449,11 @@ export class SpoolWriter implements OwnSeqs {
     t.begin(SPOOL_FULL, path, fields);
     return true;
   }
+}
+
+/** A sample's labels as the dictionary stores them, and the key of its series in the writer's caches. */
+function dictionaryKey(s: Sample): { labels: string; key: string } {
+  if (s.series) return { labels: s.series.labelsJson, key: s.series.key };
+  const labels = JSON.stringify(s.labels);
+  return { labels, key: `${s.deviceId}\u0000${s.metricId}\u0000${labels}` };
 }
