@@ -36,7 +36,7 @@ export function openSalvage(damagedPath: string): Salvage {
   const identity = readIdentity(src);
   return {
     identity,
-    copy: (target) => copyAll(src, target, identity?.nextSeq),
+    copy: (target) => copyAll(src, target),
     close() {
       try {
         src.close();
@@ -62,10 +62,10 @@ function readIdentity(src: DatabaseSync): SpoolIdentity | undefined {
   }
 }
 
-function copyAll(src: DatabaseSync, dst: DatabaseSync, nextSeq: number | undefined): { samples: number; lost: number } {
+function copyAll(src: DatabaseSync, dst: DatabaseSync): { samples: number; lost: number } {
   dst.exec("BEGIN IMMEDIATE");
   try {
-    const result = copySamples(src, dst, nextSeq);
+    const result = copySamples(src, dst);
     copyLedgerState(src, dst);
     dst.prepare("UPDATE meta SET value = ? WHERE key = 'rows'").run(String(result.samples));
     // A page of a later version of the file may hold seqs above the next seq its meta recorded.
@@ -136,13 +136,9 @@ type Row = { seq: unknown; series: unknown; ts: unknown; value: unknown };
  *    read in order when that is above. About a microsecond per seq looked up: when the first
  *    pages cannot be read at all, that is every seq the spool ever gave.
  */
-function copySamples(
-  src: DatabaseSync,
-  dst: DatabaseSync,
-  nextSeq: number | undefined,
-): { samples: number; lost: number } {
+function copySamples(src: DatabaseSync, dst: DatabaseSync): { samples: number; lost: number } {
   let epochShiftUs = 0;
-  let committedNextSeq = 0;
+  let committedNextSeq: number | undefined;
   try {
     const meta = (key: string) =>
       Number((src.prepare("SELECT value FROM meta WHERE key = ?").get(key) as { value: string }).value);
@@ -160,11 +156,11 @@ function copySamples(
     return { samples: 0, lost: 0 };
   }
   const sink = sampleSink(src, dst, epochShiftUs);
-  const walked = walk(src, sink, nextSeq);
+  const walked = walk(src, sink, committedNextSeq);
   const from = Math.min(walked.lowestInPlace, walked.firstStepped);
-  lookUpMissing(src, dst, sink, from, Math.max(committedNextSeq, walked.highestInPlace + 1));
+  lookUpMissing(src, dst, sink, from, Math.max(committedNextSeq ?? 0, walked.highestInPlace + 1));
   const samples = Number((dst.prepare("SELECT count(*) AS n FROM samples").get() as { n: number }).n);
-  return { samples, lost: sink.lost };
+  return { samples, lost: sink.lost() };
 }
 
 interface Walked {
@@ -180,8 +176,10 @@ interface SampleSink {
   take(row: Row): boolean;
   /** Replaces the copy of `seq` with the row the lookup of `seq` finds, when it finds one. */
   settle(seq: number): void;
-  /** Rows seen but not copied (malformed, or their series is damaged) and seqs that cannot be read. */
-  lost: number;
+  /** Seqs whose row is malformed or names a damaged series, and lookups that failed. */
+  lost(): number;
+  /** Counts a seq whose lookup failed (each seq is looked up once). */
+  unreadable(): void;
 }
 
 function sampleSink(src: DatabaseSync, dst: DatabaseSync, epochShiftUs: number): SampleSink {
@@ -223,12 +221,15 @@ function sampleSink(src: DatabaseSync, dst: DatabaseSync, epochShiftUs: number):
     if (mapped === null) return undefined;
     return [seq as number, mapped, ts + epochShiftUs, value];
   };
+  const malformed = new Set<number>();
+  let unreadable = 0;
   const sink: SampleSink = {
-    lost: 0,
+    lost: () => malformed.size + unreadable,
+    unreadable: () => unreadable++,
     take(row) {
       const values = converted(row);
       if (!values) {
-        sink.lost++;
+        if (Number.isSafeInteger(row.seq)) malformed.add(row.seq as number);
         return true;
       }
       return Number(insert.run(...values).changes) > 0;
@@ -251,7 +252,7 @@ function sampleSink(src: DatabaseSync, dst: DatabaseSync, epochShiftUs: number):
 /**
  * Step 1 of `copySamples`: reads `CHUNK` rows at a time, each run from past the last seq the
  * previous run read (past the highest when the last is not above where the run started). A run
- * that cannot be read is stepped over `CHUNK` seqs at a time up to `limit` (the identity's next
+ * that cannot be read is stepped over `CHUNK` seqs at a time up to `limit` (the committed next
  * seq; without it the walk stops there): the lookups cover what it stepped over. A row is in
  * place when its seq lies between those of the rows read just before and after it in its run;
  * a seq met twice, out of place, or last of a run (the next run starts past it, unchecked) is
@@ -331,7 +332,7 @@ function lookUpMissing(src: DatabaseSync, dst: DatabaseSync, sink: SampleSink, f
         r = one.get(seq) as Row | undefined;
       } catch (err) {
         if (spoolTrouble(err) === "refused") throw err;
-        sink.lost++;
+        sink.unreadable();
         continue;
       }
       if (r) sink.take(r);
