@@ -69,25 +69,42 @@ function readVarint(bytes: Uint8Array, at: number): { value: number; length: num
   throw new Error("Varints of 9 bytes are not used by these tests");
 }
 
+/** The keys of the table leaf page `page` (1-based), or undefined when it is not a table leaf. */
+function leafKeys(bytes: Uint8Array, page: number): { key: number; keyEnd: number }[] | undefined {
+  const base = (page - 1) * PAGE;
+  const header = base + (page === 1 ? 100 : 0);
+  if (bytes[header] !== 0x0d) return undefined;
+  const cells = (bytes[header + 3]! << 8) | bytes[header + 4]!;
+  return Array.from({ length: cells }, (_, i) => {
+    const cell = base + ((bytes[header + 8 + 2 * i]! << 8) | bytes[header + 9 + 2 * i]!);
+    const payload = readVarint(bytes, cell);
+    const key = readVarint(bytes, cell + payload.length);
+    return { key: key.value, keyEnd: cell + payload.length + key.length };
+  });
+}
+
+/** The child pointers of the interior table page `page` (not page 1), left to right, with their offsets. */
+function children(bytes: Uint8Array, page: number): { page: number; at: number }[] {
+  const base = (page - 1) * PAGE;
+  assert.equal(bytes[base], 0x05, `page ${page} is an interior table page`);
+  const cells = (bytes[base + 3]! << 8) | bytes[base + 4]!;
+  const view = new DataView(bytes.buffer, bytes.byteOffset);
+  return Array.from({ length: cells }, (_, i) => {
+    const at = base + view.getUint16(base + 12 + 2 * i);
+    return { page: view.getUint32(at), at };
+  });
+}
+
 /** Flips one bit of the key of the row whose seq is `seq`, in the table leaf page that holds it. */
 async function flipKeyBit(path: string, seq: number, bit: number): Promise<void> {
   const bytes = await Deno.readFile(path);
   for (let page = 1; page * PAGE <= bytes.length; page++) {
-    const base = (page - 1) * PAGE;
-    const header = base + (page === 1 ? 100 : 0);
-    if (bytes[header] !== 0x0d) continue;
-    const cells = (bytes[header + 3]! << 8) | bytes[header + 4]!;
-    for (let i = 0; i < cells; i++) {
-      const cell = base + ((bytes[header + 8 + 2 * i]! << 8) | bytes[header + 9 + 2 * i]!);
-      const payload = readVarint(bytes, cell);
-      const key = readVarint(bytes, cell + payload.length);
-      if (key.value !== seq) continue;
-      // The key's varint keeps its length: the flipped bit is in its last 7-bit group or the one before.
-      const at = cell + payload.length + key.length - 1 - Math.floor(bit / 7);
-      bytes[at]! ^= 1 << (bit % 7);
-      await Deno.writeFile(path, bytes);
-      return;
-    }
+    const cell = leafKeys(bytes, page)?.find((c) => c.key === seq);
+    if (!cell) continue;
+    // The key's varint keeps its length: the flipped bit is in its last 7-bit group or the one before.
+    bytes[cell.keyEnd - 1 - Math.floor(bit / 7)]! ^= 1 << (bit % 7);
+    await Deno.writeFile(path, bytes);
+    return;
   }
   throw new Error(`No row with seq ${seq} in a table leaf page of '${path}'`);
 }
@@ -148,6 +165,45 @@ Deno.test("salvage keeps the row a lookup finds when a flipped bit gives another
   const wrong = [...kept].filter(([seq, value]) => value !== seq - 1).map(([s]) => s);
   assert.deepEqual(wrong, [], "no salvaged row has another row's value");
   const missing = [...readable.keys()].filter((seq) => !kept.has(seq));
+  assert.deepEqual(missing, [], "every row a lookup finds is salvaged");
+  await removeSpoolDirs(path);
+});
+
+Deno.test("salvage of a tree that links a leaf of rows removed long ago ends, and keeps every row a lookup finds", async () => {
+  const path = await tempSpoolPath();
+  const spool = open(path);
+  await spool.writer.append(samples(6000));
+  spool.lease.removeForwarded(1, 3000);
+  spool.close();
+  const meta = new DatabaseSync(path, { readOnly: true });
+  const root = (meta.prepare("SELECT rootpage FROM sqlite_master WHERE name = 'samples'").get() as { rootpage: number })
+    .rootpage;
+  meta.close();
+  const bytes = await Deno.readFile(path);
+  // A freed page that still holds a leaf of removed seqs, as an older version of the file had it.
+  let stale: number | undefined;
+  for (let page = 2; page * PAGE <= bytes.length && stale === undefined; page++) {
+    const keys = leafKeys(bytes, page);
+    if (keys && keys.length > 100 && keys.every((k) => k.key <= 3000)) stale = page;
+  }
+  assert.ok(stale !== undefined, "a freed leaf of removed rows is still in the file");
+  // Linked in place of the child where the first run of 1,000 rows ends, so that a walk going on
+  // past the last seq of each run goes back to the start of the table, again and again.
+  const staleRows = leafKeys(bytes, stale)!.length;
+  let before = 0;
+  const child = children(bytes, root).find((c) => {
+    if (before + staleRows >= 1000) return true;
+    before += leafKeys(bytes, c.page)!.length;
+    return false;
+  })!;
+  new DataView(bytes.buffer).setUint32(child.at, stale);
+  await Deno.writeFile(path, bytes);
+  const readable = await lookups(path, 6000);
+  assert.ok(readable.size > 2000, `the image holds ${readable.size} rows a lookup finds`);
+  const logs = openLogged(path);
+  assert.ok(logs.some((l) => l.includes("Spool is damaged")), "the relinked leaf is found damaged");
+  const kept = retiredRows(path);
+  const missing = [...readable].filter(([seq, value]) => kept.get(seq) !== value).map(([s]) => s);
   assert.deepEqual(missing, [], "every row a lookup finds is salvaged");
   await removeSpoolDirs(path);
 });
