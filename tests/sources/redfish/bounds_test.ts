@@ -71,6 +71,32 @@ Deno.test("https source refuses a chunked document beyond redfish_max_body_bytes
   });
 });
 
+Deno.test("https source refuses a document whose Content-Length is beyond redfish_max_body_bytes before reading it", async () => {
+  await withBmc(async (bmc) => {
+    let pulled = 0;
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        // 64 KB at a time, slowly: a body read to the limit would take seconds.
+        pulled++;
+        return new Promise((resolve) => setTimeout(resolve, 50)).then(() =>
+          controller.enqueue(new Uint8Array(65_536).fill(0x20))
+        );
+      },
+    });
+    bmc.answers.set(
+      `${CHASSIS}/Thermal`,
+      () => new Response(body, { headers: { ...json, "content-length": String(16_000_000) } }),
+    );
+    const { hostile } = await pollBoth(bmc, { ...testConfig(), redfish_max_body_bytes: 1_048_576 });
+    assert.equal(
+      hostile,
+      `GET https://127.0.0.1:${bmc.port}${CHASSIS}/Thermal announced 16000000 bytes, more than 1048576 ` +
+        `(redfish_max_body_bytes): document refused`,
+    );
+    assert.ok(pulled < 16, `${pulled} chunks of 64 KB were produced: the body was read`);
+  });
+});
+
 Deno.test("https source stops a gzip bomb at the limit of decompressed bytes", async () => {
   await withBmc(async (bmc) => {
     // 64 MiB of JSON whitespace compressed to about 64 KB.
