@@ -97,6 +97,35 @@ Deno.test("https source refuses a document whose Content-Length is beyond redfis
   });
 });
 
+Deno.test("https source lets go of an error answer without reading its endless body", async () => {
+  await withBmc(async (bmc) => {
+    let released!: () => void;
+    const gone = new Promise<void>((resolve) => released = resolve);
+    const body = new ReadableStream<Uint8Array>({
+      pull: (controller) => {
+        controller.enqueue(new Uint8Array(65_536).fill(0x20));
+        return new Promise((resolve) => setTimeout(resolve, 5));
+      },
+      cancel: () => released(),
+    });
+    bmc.answers.set(`${CHASSIS}/Thermal`, () => new Response(body, { status: 500, headers: json }));
+    const entry = entryFor(
+      `https://${bmc.user}:${bmc.password}@127.0.0.1:${bmc.port}${CHASSIS}/Thermal#Temperatures[0].ReadingCelsius`,
+    );
+    const source = redfish.create([entry], { options: testConfig(), timeoutMs: 10_000 });
+    try {
+      await assert.rejects(source.poll([entry], AbortSignal.timeout(10_000)), /answered HTTP 500/);
+      // The source is still open: only letting go of the answer ends the body.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const stillRead = new Promise<string>((resolve) => timer = setTimeout(() => resolve("still read"), 10_000));
+      assert.equal(await Promise.race([gone.then(() => "released"), stillRead]), "released");
+      clearTimeout(timer);
+    } finally {
+      await source.close();
+    }
+  });
+});
+
 Deno.test("https source stops a gzip bomb at the limit of decompressed bytes", async () => {
   await withBmc(async (bmc) => {
     // 64 MiB of JSON whitespace compressed to about 64 KB.
