@@ -6,6 +6,8 @@ import zlib from "node:zlib";
 /**
  * Reads the JSON body of an HTTP response (Redfish documents) within bounds, whatever the
  * device sends:
+ * - a body whose Content-Length already says it is larger than `maxBytes` (uncompressed) is
+ *   refused before a byte of it is read;
  * - the body is read as a stream, chunked or not, and decompressed as it comes (gzip, deflate);
  *   at most `maxBytes` bytes after decompression are held: past them the request is destroyed
  *   and the document fails, so a gzip bomb stops at the limit of decompressed bytes;
@@ -50,6 +52,12 @@ export function readJsonBody(res: http.IncomingMessage, opts: JsonBodyOptions): 
     return fail(`GET ${opts.url} sent content-encoding '${encoding}', which is not supported (gzip, deflate)`);
   }
   const compressed = decoded !== res;
+  const declared = Number(res.headers["content-length"] ?? 0);
+  if (!compressed && declared > opts.maxBytes) {
+    return fail(
+      `GET ${opts.url} announced ${declared} bytes, more than ${opts.maxBytes} (redfish_max_body_bytes): document refused`,
+    );
+  }
   const depth = new JsonDepthGuard();
   const chunks: Uint8Array[] = [];
   let size = 0;

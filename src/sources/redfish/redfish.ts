@@ -289,8 +289,9 @@ class RedfishSource implements Source {
       }, (res) => {
         const status = res.statusCode ?? 0;
         if (status < 200 || status > 299) {
-          res.resume();
           finish(new Error(statusError(url, status, res.statusMessage ?? "", res.headers.location, this.#headers)));
+          // The body of an error answer is not read: it may be endless. The connection goes with it.
+          req.destroy();
           return;
         }
         readJsonBody(res, {

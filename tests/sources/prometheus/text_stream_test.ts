@@ -2,14 +2,23 @@ import assert from "node:assert/strict";
 import { consumeText, PIECE_BYTES } from "../../../src/sources/prometheus/text_stream.ts";
 import { type LineError, PrometheusTextParser, type PromSample } from "../../../src/sources/prometheus/text_parser.ts";
 
-/** A body whose chunks are all there at once: every read resolves without waiting for I/O. */
+/**
+ * A body whose chunks are all there at once: every read resolves without waiting for I/O. A byte
+ * stream, as fetch's bodies are.
+ */
 function buffered(chunks: Uint8Array[]): { body: ReadableStream<Uint8Array>; cancelled(): boolean } {
   let next = 0;
   let cancelled = false;
-  const body = new ReadableStream<Uint8Array>({
+  const body: ReadableStream<Uint8Array> = new ReadableStream({
+    type: "bytes",
     pull(controller) {
-      if (next < chunks.length) controller.enqueue(chunks[next++]!);
-      else controller.close();
+      // A copy: a byte stream takes over (detaches) the buffer of what it is given.
+      if (next < chunks.length) controller.enqueue(chunks[next++]!.slice());
+      else {
+        // A byte stream's source closes and then answers the pending read with nothing (the spec's rule).
+        controller.close();
+        controller.byobRequest?.respond(0);
+      }
     },
     cancel() {
       cancelled = true;

@@ -71,6 +71,61 @@ Deno.test("https source refuses a chunked document beyond redfish_max_body_bytes
   });
 });
 
+Deno.test("https source refuses a document whose Content-Length is beyond redfish_max_body_bytes before reading it", async () => {
+  await withBmc(async (bmc) => {
+    let pulled = 0;
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        // 64 KB at a time, slowly: a body read to the limit would take seconds.
+        pulled++;
+        return new Promise((resolve) => setTimeout(resolve, 50)).then(() =>
+          controller.enqueue(new Uint8Array(65_536).fill(0x20))
+        );
+      },
+    });
+    bmc.answers.set(
+      `${CHASSIS}/Thermal`,
+      () => new Response(body, { headers: { ...json, "content-length": String(16_000_000) } }),
+    );
+    const { hostile } = await pollBoth(bmc, { ...testConfig(), redfish_max_body_bytes: 1_048_576 });
+    assert.equal(
+      hostile,
+      `GET https://127.0.0.1:${bmc.port}${CHASSIS}/Thermal announced 16000000 bytes, more than 1048576 ` +
+        `(redfish_max_body_bytes): document refused`,
+    );
+    assert.ok(pulled < 16, `${pulled} chunks of 64 KB were produced: the body was read`);
+  });
+});
+
+Deno.test("https source lets go of an error answer without reading its endless body", async () => {
+  await withBmc(async (bmc) => {
+    let released!: () => void;
+    const gone = new Promise<void>((resolve) => released = resolve);
+    const body = new ReadableStream<Uint8Array>({
+      pull: (controller) => {
+        controller.enqueue(new Uint8Array(65_536).fill(0x20));
+        return new Promise((resolve) => setTimeout(resolve, 5));
+      },
+      cancel: () => released(),
+    });
+    bmc.answers.set(`${CHASSIS}/Thermal`, () => new Response(body, { status: 500, headers: json }));
+    const entry = entryFor(
+      `https://${bmc.user}:${bmc.password}@127.0.0.1:${bmc.port}${CHASSIS}/Thermal#Temperatures[0].ReadingCelsius`,
+    );
+    const source = redfish.create([entry], { options: testConfig(), timeoutMs: 10_000 });
+    try {
+      await assert.rejects(source.poll([entry], AbortSignal.timeout(10_000)), /answered HTTP 500/);
+      // The source is still open: only letting go of the answer ends the body.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const stillRead = new Promise<string>((resolve) => timer = setTimeout(() => resolve("still read"), 10_000));
+      assert.equal(await Promise.race([gone.then(() => "released"), stillRead]), "released");
+      clearTimeout(timer);
+    } finally {
+      await source.close();
+    }
+  });
+});
+
 Deno.test("https source stops a gzip bomb at the limit of decompressed bytes", async () => {
   await withBmc(async (bmc) => {
     // 64 MiB of JSON whitespace compressed to about 64 KB.
