@@ -36,7 +36,7 @@ import { spoolOptions } from "./runtime.ts";
  * Housekeeping runs on one timer, `TICK_MS`: the spool file's watch, the wall clock's watch and
  * the caller's own tasks (`everyTick`: `run` records its devices' status). A timer of its own
  * each would wake the process once more per second, and a wake-up of the Deno runtime costs CPU
- * even when it does nothing (about 0.2 ms on the 2-core VM: docs/PERFORMANCE.md, "Workload B").
+ * even when it does nothing (about 0.2 ms on the 2-core VM: docs/PERFORMANCE.md, "SNMP workload B").
  *
  * A programming error in a forwarder rejects `failure`: the caller stops its producer and
  * rethrows, so that main.ts logs it CRITICAL and the process exits (systemd restarts it; the
