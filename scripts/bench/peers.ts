@@ -21,6 +21,8 @@
  * of the window that reached the central table, and its peak RSS.
  *
  *   deno run -A scripts/bench/peers.ts
+ *   BENCH_ONLY=snmp deno run -A scripts/bench/peers.ts        (workload B alone; `prometheus`: A alone)
+ *   BENCH_ONLY=snmp BENCH_V8_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof" deno run -A scripts/bench/peers.ts
  */
 import { setLogSink } from "../../src/log.ts";
 import { report } from "./report.ts";
@@ -191,55 +193,63 @@ async function kwollectorSnmp(): Promise<{ perK: number; rssMaxMb: number }> {
   }
 }
 
-const ours = await kwollector();
-const agent = await prometheusAgent();
-const snmpB = await kwollectorSnmp();
-report({
-  name: "peers_kwollector_cpu_per_1k",
-  figure: `workload A (${workload}): kwollector CPU per 1,000 samples stored (PostgreSQL's CPU not counted)`,
-  value: ours.perK,
-  unit: "ms",
-  goal: { op: "<=", value: 4 },
-});
-report({
-  name: "peers_kwollector_rss_max",
-  figure: "workload A: kwollector RSS, max over the window",
-  value: ours.rssMaxMb,
-  unit: "MB",
-  goal: { op: "<=", value: 90 },
-});
-if (agent) {
+const only = Deno.env.get("BENCH_ONLY");
+if (only !== undefined && only !== "prometheus" && only !== "snmp") {
+  throw new Error(`Cannot parse BENCH_ONLY '${only}': expected 'prometheus' or 'snmp'`);
+}
+if (only !== "snmp") {
+  const ours = await kwollector();
+  const agent = await prometheusAgent();
   report({
-    name: "peers_prometheus_agent_cpu_per_1k",
-    figure: "workload A: Prometheus 2.42 agent CPU per 1,000 samples scraped (remote-write receiver not counted)",
-    value: agent.perK,
+    name: "peers_kwollector_cpu_per_1k",
+    figure: `workload A (${workload}): kwollector CPU per 1,000 samples stored (PostgreSQL's CPU not counted)`,
+    value: ours.perK,
     unit: "ms",
+    goal: { op: "<=", value: 4 },
   });
   report({
-    name: "peers_prometheus_agent_rss_max",
-    figure: "workload A: Prometheus 2.42 agent RSS, max over the window",
-    value: agent.rssMaxMb,
+    name: "peers_kwollector_rss_max",
+    figure: "workload A: kwollector RSS, max over the window",
+    value: ours.rssMaxMb,
+    unit: "MB",
+    goal: { op: "<=", value: 90 },
+  });
+  if (agent) {
+    report({
+      name: "peers_prometheus_agent_cpu_per_1k",
+      figure: "workload A: Prometheus 2.42 agent CPU per 1,000 samples scraped (remote-write receiver not counted)",
+      value: agent.perK,
+      unit: "ms",
+    });
+    report({
+      name: "peers_prometheus_agent_rss_max",
+      figure: "workload A: Prometheus 2.42 agent RSS, max over the window",
+      value: agent.rssMaxMb,
+      unit: "MB",
+    });
+    report({
+      name: "peers_cpu_ratio_to_prometheus_agent",
+      figure: "workload A: kwollector CPU per sample / the Prometheus agent's, same run",
+      value: ours.perK / agent.perK,
+      unit: "ratio",
+      goal: { op: "<=", value: 1 },
+    });
+  }
+}
+if (only !== "prometheus") {
+  const snmpB = await kwollectorSnmp();
+  report({
+    name: "peers_kwollector_snmp_cpu_per_1k",
+    figure: `workload B (one local snmpd, ${OIDS.seriesCount} OIDs at 1 s, ${MEASURE_S} s): kwollector CPU per 1,000 ` +
+      "samples stored (PostgreSQL's and snmpd's CPU not counted)",
+    value: snmpB.perK,
+    unit: "ms",
+    goal: { op: "<=", value: 45 },
+  });
+  report({
+    name: "peers_kwollector_snmp_rss_max",
+    figure: "workload B: kwollector RSS, max over the window",
+    value: snmpB.rssMaxMb,
     unit: "MB",
   });
-  report({
-    name: "peers_cpu_ratio_to_prometheus_agent",
-    figure: "workload A: kwollector CPU per sample / the Prometheus agent's, same run",
-    value: ours.perK / agent.perK,
-    unit: "ratio",
-    goal: { op: "<=", value: 1 },
-  });
 }
-report({
-  name: "peers_kwollector_snmp_cpu_per_1k",
-  figure: `workload B (one local snmpd, ${OIDS.seriesCount} OIDs at 1 s, ${MEASURE_S} s): kwollector CPU per 1,000 ` +
-    "samples stored (PostgreSQL's and snmpd's CPU not counted)",
-  value: snmpB.perK,
-  unit: "ms",
-  goal: { op: "<=", value: 45 },
-});
-report({
-  name: "peers_kwollector_snmp_rss_max",
-  figure: "workload B: kwollector RSS, max over the window",
-  value: snmpB.rssMaxMb,
-  unit: "MB",
-});

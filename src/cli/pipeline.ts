@@ -22,14 +22,21 @@ import { spoolOptions } from "./runtime.ts";
  * promotion refresher, the collector's own telemetry (health sampler and Prometheus endpoint),
  * and the watch over the spool file. Each part gets the port it needs and no more: the producers
  * (the scheduler, the wattmeter reader, the health sampler) only `deliver`, which is the spool
- * writer's `append`; the forwarders a lease; the refresher the spool's local state and its
- * reader of promoted_metrics (its connection made here); the health sampler narrow gauges.
+ * writer's `append` followed, once committed, by a nudge to the forwarder (which otherwise
+ * would look for new rows every forward_interval_ms); the forwarders a lease; the refresher the
+ * spool's local state and its reader of promoted_metrics (its connection made here); the health
+ * sampler narrow gauges.
  *
  * Starting is one fixed order: the spool, the refresher, the telemetry, the forwarders' loops,
  * the file watch; the caller then starts its producer. Stopping is one fixed order too: the
  * producer stops first (the caller), then `stop()` ends the file watch, the telemetry and the
  * refresher, commits what is queued, lets the forwarders finish their current batch, writes the
  * spool file back if it was deleted, and closes the spool.
+ *
+ * Housekeeping runs on one timer, `TICK_MS`: the spool file's watch, the wall clock's watch and
+ * the caller's own tasks (`everyTick`: `run` records its devices' status). A timer of its own
+ * each would wake the process once more per second, and a wake-up of the Deno runtime costs CPU
+ * even when it does nothing (about 0.2 ms on the 2-core VM: docs/PERFORMANCE.md, "SNMP workload B").
  *
  * A programming error in a forwarder rejects `failure`: the caller stops its producer and
  * rethrows, so that main.ts logs it CRITICAL and the process exits (systemd restarts it; the
@@ -43,17 +50,20 @@ export interface Pipeline {
   deliver(samples: Sample[]): Promise<void>;
   /** Starts the promotion refresher once `refreshPromotions` says it is needed (after a reload). */
   refreshPromotionsIfNeeded(): void;
+  /** Runs `task` at every housekeeping tick (TICK_MS), after the pipeline's own checks, until `stop()`. */
+  everyTick(task: () => void): void;
   /** Rejects with the programming error that ended a forwarder; never resolves otherwise. */
   failure: Promise<never>;
   stop(): Promise<void>;
 }
 
-/** How often the spool file is checked for having been deleted or replaced. */
-const FILE_WATCH_MS = 1000;
+/**
+ * The housekeeping tick: how often the spool file is checked for having been deleted or
+ * replaced, and the wall clock compared with the monotonic one (to report steps).
+ */
+const TICK_MS = 1000;
 /** Longest wait between two attempts to open a spool the disk refuses. */
 const OPEN_RETRY_MAX_MS = 30_000;
-/** How often the wall clock is compared with the monotonic one, to report steps. */
-const CLOCK_WATCH_MS = 1000;
 
 export async function startPipeline(
   c: Config,
@@ -64,7 +74,6 @@ export async function startPipeline(
   if (!spool) return undefined;
   const { writer } = spool;
   onCrash(() => writer.commitPending());
-  const deliver = (samples: Sample[]) => writer.append(samples);
   const endpoint = endpointOf(c);
   const filter = new PromotionFilter();
   let refresher: PromotionRefresher | undefined;
@@ -79,14 +88,21 @@ export async function startPipeline(
     refresher.start();
   };
   startRefresher();
-  const forwarder = new Forwarder({ lease: spool.lease, endpoint, config: c, telemetry });
+  const forwarder = new Forwarder({ lease: spool.lease, endpoint, config: c, telemetry, nudged: true });
+  // The forwarder looks at the spool once its new rows are committed (see Forwarder.nudge).
+  const deliver = (samples: Sample[]) => writer.append(samples).then(() => forwarder.nudge());
   const aside = new AsideForwarder({ spoolPath: c.spool_path, config: c, endpoint, telemetry, open: openSpoolLease });
   const health = startTelemetry({ config: c, spool, telemetry, forwarder, deliver });
   const forwarding = new AbortController();
   const loops = Promise.all([forwarder.run(forwarding.signal), aside.run(forwarding.signal)]);
   const failure = loops.then(() => new Promise<never>(() => {}));
   failure.catch(() => {}); // observed by the caller through `failure`; never an unhandled rejection
-  const watch = setInterval(() => restoreIfLost(spool, telemetry), FILE_WATCH_MS);
+  const tasks: (() => void)[] = [];
+  const tick = setInterval(() => {
+    restoreIfLost(spool, telemetry);
+    health.watchClock();
+    for (const task of tasks) task();
+  }, TICK_MS);
 
   return {
     spool,
@@ -95,9 +111,10 @@ export async function startPipeline(
     filter,
     deliver,
     refreshPromotionsIfNeeded: startRefresher,
+    everyTick: (task) => tasks.push(task),
     failure,
     async stop() {
-      clearInterval(watch);
+      clearInterval(tick);
       await health.stop();
       await refresher?.stop();
       writer.commitPending();
@@ -156,7 +173,7 @@ function startTelemetry(opts: {
   telemetry: Telemetry;
   forwarder: Forwarder;
   deliver(samples: Sample[]): Promise<void>;
-}): { endpoint: MetricsEndpoint | undefined; stop(): Promise<void> } {
+}): { endpoint: MetricsEndpoint | undefined; watchClock(): void; stop(): Promise<void> } {
   const { config: c, telemetry, spool } = opts;
   const health = new HealthSampler({
     telemetry,
@@ -182,7 +199,6 @@ function startTelemetry(opts: {
     })
     : undefined;
   health.watchClock();
-  const clockWatch = setInterval(() => health.watchClock(), CLOCK_WATCH_MS);
   let recording: Promise<void> | undefined;
   const timer = c.telemetry_interval_ms > 0
     ? setInterval(() => {
@@ -191,9 +207,9 @@ function startTelemetry(opts: {
     : undefined;
   return {
     endpoint,
+    watchClock: () => health.watchClock(),
     async stop() {
       clearInterval(timer);
-      clearInterval(clockWatch);
       await recording;
       await endpoint?.close();
     },

@@ -22,7 +22,6 @@ Examples:
   kwollector /etc/kwollect/kwollector.yaml --log_level info
   KWOLLECT_DB_HOST=db.example.org kwollector run kwollector.yaml`;
 
-const STATUS_EVERY_MS = 1000;
 const GC_EVERY_MS = 60_000;
 
 export async function runCommand(argv: string[]): Promise<number> {
@@ -69,7 +68,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     });
   };
 
-  const statusTimer = setInterval(() => recordDeviceStatus(pipeline, scheduler), STATUS_EVERY_MS);
+  pipeline.everyTick(() => recordDeviceStatus(pipeline, scheduler));
   const gcTimer = setInterval(() => {
     try {
       spool.writer.collectGarbage();
@@ -85,7 +84,6 @@ export async function runCommand(argv: string[]): Promise<number> {
   await Promise.race([stopped, pipeline.failure.catch((err) => bug = err)]);
   await reloading;
   await scheduler.stop();
-  clearInterval(statusTimer);
   clearInterval(gcTimer);
   recordDeviceStatus(pipeline, scheduler);
   await pipeline.stop();

@@ -7,7 +7,10 @@
  * while the central database is unreachable polls what was promoted when it was last seen).
  * Each write leaves the whole set in the database, in one transaction: device states are written
  * when they changed since this process last wrote them (the first write replaces the table, so
- * devices gone from the configuration go too), promoted metrics replaced at each write.
+ * devices gone from the configuration go too), promoted metrics replaced at each write. Device
+ * states are committed without a sync of their own (a power cut may take back their last
+ * seconds, never a sample: the next sample commit syncs them too), so that `status` does not
+ * cost an fsync a second.
  * (Certificate pins have their own module and connection: tls_pins.ts.)
  */
 import type { SpoolStore } from "./store.ts";
@@ -71,7 +74,7 @@ export class LocalState {
           d.pollsSkipped,
         );
       }
-    });
+    }, { durable: false });
     for (const [d, state] of changed) written.set(d.key, state);
     this.#written = written;
   }

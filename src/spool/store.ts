@@ -139,8 +139,23 @@ export class SpoolStore {
     return st;
   }
 
-  /** Runs `fn` in one `BEGIN IMMEDIATE` transaction: committed when it returns, rolled back when it throws. */
-  transaction<T>(fn: () => T): T {
+  /**
+   * Runs `fn` in one `BEGIN IMMEDIATE` transaction: committed when it returns, rolled back when it
+   * throws. With `{ durable: false }` the commit is not synced to disk (`synchronous=NORMAL` for
+   * that transaction): a power cut may undo it, never a commit made before it, and the next
+   * durable commit syncs it too. For what the process can lose and rebuild (device status).
+   */
+  transaction<T>(fn: () => T, opts: { durable?: boolean } = {}): T {
+    const relaxed = opts.durable === false && this.#synchronous === "full";
+    if (relaxed) this.#db.exec("PRAGMA synchronous = NORMAL");
+    try {
+      return this.#inTransaction(fn);
+    } finally {
+      if (relaxed) this.#db.exec("PRAGMA synchronous = FULL");
+    }
+  }
+
+  #inTransaction<T>(fn: () => T): T {
     this.#db.exec("BEGIN IMMEDIATE");
     try {
       const result = fn();
