@@ -128,7 +128,7 @@ Deno.test("forwarder sends no backfill batch while the fleet holds every slot, l
       await sleep(10);
     }
     assert.equal(spool.view.rowCount(), 0, "the backlog did not drain through the free slot");
-    assert.equal(most, 1, "the forwarder held more slots than were free");
+    assert.ok(most <= 1, `the forwarder held ${most} slots, one was free`);
     const rows = await admin<{ value: number }[]>`SELECT value FROM metrics ORDER BY value`;
     assert.deepEqual(rows.map((r) => r.value), [
       ...Array.from({ length: BACKLOG }, (_, i) => i),
