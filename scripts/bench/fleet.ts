@@ -23,6 +23,14 @@
  *   first poll to that report; the figure is the worst collector's slots not accounted for (one
  *   poll may be in flight at the report).
  *
+ * Each collector runs in a session of its own (setsid), as each runs in its own systemd service
+ * (a cgroup of its own) on its own host. This machine schedules by autogroup (one per session,
+ * /proc/sys/kernel/sched_autogroup_enabled): with the collectors in the benchmark's session, the
+ * kernel gave all twenty together the CPU share of one process, the same as PostgreSQL's, so each
+ * collector had a twentieth of what one collector alone gets, and its live samples waited for
+ * their own process (docs/PERFORMANCE.md, `fleet3`). BENCH_FLEET_SHARED_SESSION=1 measures that
+ * way again.
+ *
  *   deno run -A scripts/bench/fleet.ts
  */
 import { spoolOptions } from "../../src/cli/runtime.ts";
@@ -30,17 +38,17 @@ import type { Sql } from "../../src/central/connect.ts";
 import { setLogSink } from "../../src/log.ts";
 import type { Sample } from "../../src/sample.ts";
 import { openSpool } from "../../src/spool/spool.ts";
-import type { CollectorProcess } from "../harness/collector.ts";
-import { sleep } from "../harness/collector.ts";
+import { type CollectorProcess, sleep, startCollector } from "../harness/collector.ts";
 import { metricsEntry, pgConfig, writeCollectorConfig } from "../harness/config.ts";
 import { destroyPostgres, type PgCluster } from "../peers/postgres.ts";
-import { spawnCollector, startBenchCentral, startPowerExporter } from "./collector.ts";
+import { collectorV8Flags, startBenchCentral, startPowerExporter } from "./collector.ts";
 import { percentile, report } from "./report.ts";
 
 setLogSink(() => {});
 const N = Number(Deno.env.get("BENCH_FLEET_N") ?? 20);
 const BACKLOG = Number(Deno.env.get("BENCH_FLEET_BACKLOG") ?? 200_000);
 const DOWN_S = Number(Deno.env.get("BENCH_FLEET_DOWN_S") ?? 20);
+const SHARED_SESSION = Deno.env.get("BENCH_FLEET_SHARED_SESSION") === "1";
 const LIVE_SERIES = 100;
 const BACKLOG_METRIC = "bmc_node_power_watt";
 const count = new Intl.NumberFormat("en-US");
@@ -102,6 +110,15 @@ async function prepare(root: string, pg: PgCluster, exporterPort: number, c: num
   return { index: c, spoolId, yaml, edgeId, liveDevice };
 }
 
+/** `kwollector run` with the bench V8 flags, in a session of its own (see the header). */
+function spawnInOwnSession(yaml: string): CollectorProcess {
+  return startCollector(["run", yaml], {
+    v8Flags: collectorV8Flags(),
+    discardOutput: true,
+    ownSession: !SHARED_SESSION,
+  });
+}
+
 /** Backlog seqs (1..backlog) of `spoolId` the ledger covers. */
 async function covered(admin: Sql, spoolId: string, backlog: number): Promise<number> {
   const [row] = await admin`
@@ -126,7 +143,7 @@ async function runRound(pg: PgCluster, members: Member[], backlog: number): Prom
   const collectors: CollectorProcess[] = [];
   let admin: Sql | undefined;
   try {
-    for (const m of members) collectors.push(spawnCollector([m.yaml]));
+    for (const m of members) collectors.push(spawnInOwnSession(m.yaml));
     await sleep(DOWN_S * 1000);
     const dbStartMs = Date.now();
     await pg.start();

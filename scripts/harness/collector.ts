@@ -21,6 +21,12 @@ export interface CollectorOptions {
   netns?: string;
   /** Each line the collector writes, as it comes. */
   onLine?: (line: string) => void;
+  /**
+   * Starts it in a session of its own (setsid), so that the kernel's autogroup scheduling gives
+   * it a share of its own, as systemd's cgroup per service does, instead of splitting one share
+   * with every other process of this session.
+   */
+  ownSession?: boolean;
   /** Sends its output to /dev/null (a benchmark reads nothing from it); `logs()` stays empty. */
   discardOutput?: boolean;
 }
@@ -50,6 +56,7 @@ export function startCollector(args: readonly string[], opts: CollectorOptions =
     args: all.slice(1),
     env: opts.env ?? {},
     ...(opts.cwd && { cwd: opts.cwd }),
+    ...(opts.ownSession && { detached: true }),
     stdin: "null",
     stdout: output,
     stderr: output,

@@ -297,6 +297,15 @@ export const DEFAULTS = {
       "connection (fresh samples have one more): the next batch is sent while the previous one commits",
     group: "forward",
   },
+  forward_fleet_backfill_batches: {
+    type: "integer",
+    default: 2,
+    min: 0,
+    max: 64,
+    doc: "Backlog batches the whole fleet may have in flight on the central database at once, " +
+      "counted there with advisory locks (0: no limit); fresh samples are never counted",
+    group: "forward",
+  },
 
   // kwollect-setup-db.
   db_admin: { type: "string", default: "postgres", doc: "Administrator role used by setup-db", group: "setup-db" },

@@ -5,9 +5,10 @@ import { sampleProblem } from "../sample.ts";
 import type { SpooledSample, SpoolLease } from "../spool/spool.ts";
 import { Backoff } from "./backoff.ts";
 import { BackfillPace } from "./backfill_pace.ts";
-import { CopyRejectedError, prepareBatch } from "./batch_writer.ts";
+import { CopyRejectedError, prepareBatch, type PreparedBatch } from "./batch_writer.ts";
 import { classify, type FailureKind } from "./classify.ts";
 import { failpoint } from "./failpoint.ts";
+import { NoSlotError, takeBackfillSlot } from "./fleet_slots.ts";
 import { Ledger, ledgerLockHolder, type LockHolder, OverlapError } from "./ledger.ts";
 import { limitStatements, type LockWait, lockWaitOf, sessionParameters } from "./session.ts";
 import { type Clock, deadline, sleep, systemClock } from "../clock.ts";
@@ -63,6 +64,14 @@ import { Telemetry } from "../telemetry/telemetry.ts";
  *   sent whole, at its first try, whose claim found the spool's ledger lock free, tells the pace
  *   how fast the database is: a wait for the lock (an orphaned session of a previous life, a
  *   concurrent flush) or a retry measures something else.
+ * - **The fleet's backfill takes turns** (fleet_slots.ts): each backfill batch first takes one of
+ *   the `forward_fleet_backfill_batches` slots the central database keeps for the whole fleet; a
+ *   batch that finds none free is rolled back at once, kept encoded, and tried again after
+ *   SLOT_RETRY_MS (jittered), before any new batch is read. So twenty collectors returning
+ *   together keep a few COPYs running, not forty, and their live lanes find the database (and
+ *   their own process) free between them. The one batch a collector sends alone (below) takes no
+ *   slot: it is one per collector and (re)connection, and it finds out whether the ledger lock is
+ *   free.
  * - **No pipeline until the ledger lock is known free.** The backfill opens its connections only
  *   after a claim found the spool's ledger lock free: at start, after any failure, and from the
  *   moment a claim finds the lock held by another session, the live connection alone carries one
@@ -142,6 +151,28 @@ interface SendOutcome {
   waited: boolean;
 }
 
+/**
+ * The first transaction of a backfill batch takes a fleet slot (fleet_slots.ts); its encoding is
+ * kept here when no slot was free, for the next try.
+ */
+interface SlotTry {
+  slots: number;
+  prepared?: PreparedBatch;
+}
+
+/** A backfill batch that found no fleet slot free: read, encoded, waiting for its next try. */
+interface Parked {
+  batch: SpooledSample[];
+  slot: SlotTry;
+}
+
+/**
+ * Base wait before a batch that found no fleet slot tries again (jittered ±50%). With twenty
+ * collectors waiting, a freed slot is taken again within about 15 ms; each try costs a round trip
+ * (measured: 100 ms cost the fleet's collectors 0.13 of a core more than 300 ms, docs/PERFORMANCE.md).
+ */
+const SLOT_RETRY_MS = 300;
+
 /** A backfill batch in flight on its own channel. */
 interface InFlight {
   first: number;
@@ -169,6 +200,9 @@ export class Forwarder {
   /** The backfill's connections, one per batch in flight (see "Two lanes"). */
   #backfill: Channel[] = [];
   #inFlight: InFlight[] = [];
+  /** Backfill batches that found no fleet slot, in seq order, tried again from #slotRetryAt on. */
+  #parked: Parked[] = [];
+  #slotRetryAt = 0;
   /** The first failure of a backfill batch in flight, until a step handles it. */
   #backfillFailure: { error: unknown } | undefined;
   /** Whether a claim found the ledger lock free since the last failure or lock wait (see "Two lanes"). */
@@ -388,26 +422,36 @@ export class Forwarder {
   }
 
   /**
-   * Starts backfill batches while the pace allows and a slot is free; returns the rows started.
+   * Starts backfill batches while the pace allows and a slot is free; returns the rows started
+   * (a batch tried again for a fleet slot is not counted: the step then waits, see run()).
    * Each batch starts after the last seq in flight and ends at the live lane's start at most.
    */
   #startBackfill(): number {
     let started = 0;
     while (this.#inFlight.length < this.#pace.inFlightMax) {
+      // A batch waiting for a fleet slot goes first, one try per step (the next one tries while
+      // it is in flight, if it got a slot); none is read while one waits.
+      if (this.#parked.length > 0) {
+        if (this.#clock.monotonic() < this.#slotRetryAt) break;
+        const parked = this.#parked.shift()!;
+        this.#launch(parked.batch, parked.slot);
+        break;
+      }
       const allowed = this.#pace.allowance();
       if (allowed === 0) break;
       const after = Math.max(0, ...this.#inFlight.map((f) => f.last));
       const batch = this.#opts.lease.read(after, allowed, this.#liveAfter);
       if (batch.length === 0) break;
       this.#pace.spent(batch.length);
-      this.#launch(batch);
+      const slots = this.#opts.config.forward_fleet_backfill_batches;
+      this.#launch(batch, slots > 0 ? { slots } : undefined);
       started += batch.length;
     }
     return started;
   }
 
   /** Sends `batch` on a free backfill connection, without waiting for it. */
-  #launch(batch: SpooledSample[]): void {
+  #launch(batch: SpooledSample[], slot: SlotTry | undefined): void {
     let channel = this.#backfill.find((c) => !c.busy);
     if (!channel) {
       channel = this.#channel("kwollector backfill");
@@ -421,13 +465,14 @@ export class Forwarder {
         await this.#ready(ch);
         const began = this.#clock.monotonic();
         const sends: SendOutcome[] = [];
-        await this.#sendIsolating(ch.sql, batch, true, undefined, sends);
+        await this.#sendIsolating(ch.sql, batch, true, undefined, sends, slot);
         // Only a batch sent whole at once, with the lock free, measures the database's speed.
         if (sends.length === 1 && !sends[0]!.waited && sends[0]!.rows === batch.length) {
           this.#paced(this.#clock.monotonic() - began);
         }
       } catch (err) {
-        this.#backfillFailure ??= { error: err };
+        if (err instanceof NoSlotError && slot) this.#park({ batch, slot });
+        else this.#backfillFailure ??= { error: err };
       } finally {
         ch.busy = false;
         this.#inFlight = this.#inFlight.filter((f) => f !== flight);
@@ -435,6 +480,13 @@ export class Forwarder {
       }
     })();
     this.#inFlight.push(flight);
+  }
+
+  /** Keeps a batch that found no fleet slot (it wrote and claimed nothing) for its next try. */
+  #park(parked: Parked): void {
+    this.#parked.push(parked);
+    this.#parked.sort((a, b) => a.batch[0]!.seq - b.batch[0]!.seq);
+    this.#slotRetryAt = this.#clock.monotonic() + SLOT_RETRY_MS * (0.5 + Math.random());
   }
 
   /** Tells the pace how long a backfill batch took; logs when the central database turns slow or fast. */
@@ -559,6 +611,8 @@ export class Forwarder {
   #closeBackfill(): void {
     for (const c of this.#backfill) c.sql.end({ timeout: 1 }).catch(() => {});
     this.#backfill = [];
+    // Their rows are still in the spool: read again from there.
+    this.#parked = [];
   }
 
   /**
@@ -569,6 +623,7 @@ export class Forwarder {
     const channels = [this.#live, ...this.#backfill].filter((c) => c !== undefined);
     this.#live = undefined;
     this.#backfill = [];
+    this.#parked = [];
     this.#answered = false;
     this.#reconciled = false;
     this.#lockClear = false;
@@ -596,17 +651,19 @@ export class Forwarder {
     claimLast: boolean,
     method = this.#opts.config.forward_method,
     sends: SendOutcome[] = [],
+    slot?: SlotTry,
   ): Promise<void> {
     const now = this.#clock.now();
     const bad = batch.findIndex((s) => sampleProblem(s, now, s.spooledSeries) !== undefined);
     if (bad >= 0) {
-      if (bad > 0) await this.#sendIsolating(sql, batch.slice(0, bad), claimLast, method, sends);
+      // Only the first transaction of a batch takes a slot: a later one has rows sent before it.
+      if (bad > 0) await this.#sendIsolating(sql, batch.slice(0, bad), claimLast, method, sends, slot);
       await this.#quarantine(sql, batch[bad]!, sampleProblem(batch[bad]!, now, batch[bad]!.spooledSeries)!);
       if (bad + 1 < batch.length) await this.#sendIsolating(sql, batch.slice(bad + 1), claimLast, method, sends);
       return;
     }
     try {
-      sends.push(await this.#send(sql, batch, method, claimLast));
+      sends.push(await this.#send(sql, batch, method, claimLast, slot));
     } catch (err) {
       if (err instanceof CopyRejectedError) return await this.#sendIsolating(sql, batch, claimLast, "insert", sends);
       if (err instanceof OverlapError || classify(err) !== "data") throw err;
@@ -636,8 +693,18 @@ export class Forwarder {
    * backfill batch claims after its rows, so that the spool's ledger lock is held only for its
    * commit, not for its COPY, and the other lane's claims do not wait for that COPY.
    */
-  async #send(sql: Sql, batch: SpooledSample[], method: string, claimLast: boolean): Promise<SendOutcome> {
-    const prepared = prepareBatch(batch, method);
+  async #send(
+    sql: Sql,
+    batch: SpooledSample[],
+    method: string,
+    claimLast: boolean,
+    slot?: SlotTry,
+  ): Promise<SendOutcome> {
+    // A batch that found no slot before was encoded then (the same rows: its chunks are unsent).
+    const kept = slot?.prepared;
+    const same = kept?.first === batch[0]!.seq && kept.last === batch.at(-1)!.seq && kept.rows === batch.length;
+    const prepared = same ? kept : prepareBatch(batch, method);
+    if (slot) slot.prepared = prepared;
     const { first, last } = prepared;
     // A lock held by this forwarder's other lane or batch is no sign of another session.
     const held = (holder: LockHolder | undefined) => {
@@ -646,6 +713,7 @@ export class Forwarder {
     };
     let waited = false;
     const sent = this.#timed(sql.begin(async (tx) => {
+      if (slot && !(await takeBackfillSlot(tx, slot.slots))) throw new NoSlotError(slot.slots);
       if (!claimLast) waited = (await this.#ledger.claimBatch(tx, prepared, held)).waited;
       await prepared.write(tx, !claimLast);
       if (claimLast) waited = (await this.#ledger.claimBatch(tx, prepared, held)).waited;
@@ -655,7 +723,9 @@ export class Forwarder {
     } catch (err) {
       // Cut off without an answer, the COMMIT may still land: a later refusal of this range is
       // then our own lost acknowledgement, not another process's claim.
-      if (!(err instanceof OverlapError) && classify(err) === "retry") this.#inDoubt.push({ first, last });
+      if (!(err instanceof OverlapError || err instanceof NoSlotError) && classify(err) === "retry") {
+        this.#inDoubt.push({ first, last });
+      }
       throw err;
     }
     failpoint("after-central-commit");
