@@ -8,7 +8,7 @@
  *   deno task bench --only core,e2e      these scripts; the other figures keep their last values
  *   deno task bench --render             rewrite the block from docs/bench-results.json only
  *
- * BENCH_* variables (e.g. BENCH_BACKLOG, BENCH_ONLY for core.ts and peers.ts) reach the scripts and are
+ * BENCH_* variables (e.g. BENCH_BACKLOG, BENCH_ONLY for core.ts, peers.ts and hostile.ts) reach the scripts and are
  * recorded with their run.
  */
 import type { Result } from "./bench/report.ts";
@@ -83,7 +83,8 @@ for (const script of selectedScripts()) {
     run.exitCode = code;
     console.error(`bench: ${script}.ts exited with code ${code}`);
   }
-  const partial = code !== 0 || (["core", "peers"].includes(script) && Deno.env.get("BENCH_ONLY") !== undefined);
+  const partial = code !== 0 ||
+    (["core", "peers", "hostile"].includes(script) && Deno.env.get("BENCH_ONLY") !== undefined);
   data = merge(data, run, lines, !partial);
   await publish(data);
 }

@@ -30,8 +30,12 @@ export const PERMISSIONS = [
 /**
  * A 64 MB V8 heap keeps the collector's memory flat during a drain (V8 otherwise grows its heap
  * lazily: 267 MB and rising over a 1M-sample drain, 130 MB and flat with the limit).
+ * Optimizing compilation runs on the main thread (`--no-concurrent-recompilation`): on V8's
+ * compiler threads, each compile's memory comes from a glibc arena of that thread, which keeps
+ * it after the compile (12–16 MB of RSS after loading a 5,000-entry metrics.d file, 2–3 MB
+ * without; docs/PERFORMANCE.md "Hostile input, fourth round").
  */
-export const V8_FLAGS = "--v8-flags=--max-old-space-size=64,--max-semi-space-size=2";
+export const V8_FLAGS = "--v8-flags=--max-old-space-size=64,--max-semi-space-size=2,--no-concurrent-recompilation";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 

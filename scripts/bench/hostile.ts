@@ -20,6 +20,8 @@
  * About 90 s.
  *
  *   deno run -A scripts/bench/hostile.ts
+ *   BENCH_ONLY=document deno run -A scripts/bench/hostile.ts   (the 1 s device and the hostile
+ *                                   sources named, comma-separated: wide, document, file)
  */
 import { phaseOf } from "../../src/collect/scheduler.ts";
 import { setLogSink } from "../../src/log.ts";
@@ -39,6 +41,20 @@ const DOCUMENT_BYTES = 16_000_000;
 const ORDINARY_PERIOD_MS = 1000;
 const ON_TIME_MS = 100;
 const count = new Intl.NumberFormat("en-US");
+const HOSTILE_SOURCES = ["wide", "document", "file"] as const;
+type HostileSource = (typeof HOSTILE_SOURCES)[number];
+
+/** The hostile sources in metrics.d: all of them, or those BENCH_ONLY names. */
+function selectedSources(): Set<HostileSource> {
+  const only = Deno.env.get("BENCH_ONLY");
+  if (only === undefined) return new Set(HOSTILE_SOURCES);
+  const names = only.split(",").map((s) => s.trim()).filter((s) => s !== "");
+  const unknown = names.filter((s) => !(HOSTILE_SOURCES as readonly string[]).includes(s));
+  if (unknown.length > 0) {
+    throw new Error(`Cannot parse BENCH_ONLY '${only}': expected some of ${HOSTILE_SOURCES.join(", ")}`);
+  }
+  return new Set(names as HostileSource[]);
+}
 
 /**
  * A Redfish-shaped JSON document of sensor members, as many as fit in `bytes`, served as is on
@@ -70,7 +86,10 @@ function startDocumentServer(bytes: number): { port: number; bytes: number; shut
   return { port: server.addr.port, bytes: body.length, shutdown: () => server.shutdown() };
 }
 
-function metricsFiles(ports: { wide: number; fleet: number; document: number; ordinary: number }) {
+function metricsFiles(
+  ports: { wide: number; fleet: number; document: number; ordinary: number },
+  sources: Set<HostileSource>,
+): Record<string, string> {
   const entry = (name: string, deviceId: string, url: string, updateEveryMs: number) =>
     metricsEntry({ name, deviceId, url, updateEveryMs });
   const fleet: string[] = [];
@@ -78,13 +97,18 @@ function metricsFiles(ports: { wide: number; fleet: number; document: number; or
     fleet.push(entry("p", `fleet-${i}`, `prometheus://127.0.0.1:${ports.fleet}/node_power_watt_${i}`, 10_000));
   }
   const sensors = `http://127.0.0.1:${ports.document}/redfish/v1/Chassis/1/Sensors`;
-  return {
-    "wide.yaml": entry("p", "wide-1", `prometheus://127.0.0.1:${ports.wide}/node_power_watt`, WIDE_PERIOD_MS),
-    "fleet.yaml": fleet.join(""),
-    "bmc.yaml": entry("first", "bmc-1", `${sensors}#Members[0].Reading`, 10_000) +
-      entry("last", "bmc-1", `${sensors}#Members[-1].Reading`, 10_000),
+  const files: Record<string, string> = {
     "ordinary.yaml": entry("p", "ordinary-1", `prometheus://127.0.0.1:${ports.ordinary}/node_power_watt`, 1000),
   };
+  if (sources.has("wide")) {
+    files["wide.yaml"] = entry("p", "wide-1", `prometheus://127.0.0.1:${ports.wide}/node_power_watt`, WIDE_PERIOD_MS);
+  }
+  if (sources.has("file")) files["fleet.yaml"] = fleet.join("");
+  if (sources.has("document")) {
+    files["bmc.yaml"] = entry("first", "bmc-1", `${sensors}#Members[0].Reading`, 10_000) +
+      entry("last", "bmc-1", `${sensors}#Members[-1].Reading`, 10_000);
+  }
+  return files;
 }
 
 /** VmHWM (peak resident memory since the start) of a process, in MB. */
@@ -111,6 +135,7 @@ function slotLateness(arrivals: number[], phaseMs: number, periodMs: number, fro
   return out;
 }
 
+const sources = selectedSources();
 const dir = await Deno.makeTempDir({ prefix: "kwollector-bench-hostile-" });
 const pg = await startBenchCentral();
 const wide = startPowerExporter({ series: WIDE_SERIES });
@@ -126,7 +151,8 @@ try {
     db_sslmode: "disable",
   };
   await Deno.mkdir(flags.metrics_dir, { recursive: true });
-  const files = metricsFiles({ wide: wide.port, fleet: fleet.port, document: document.port, ordinary: ordinary.port });
+  const ports = { wide: wide.port, fleet: fleet.port, document: document.port, ordinary: ordinary.port };
+  const files = metricsFiles(ports, sources);
   for (const [name, text] of Object.entries(files)) await Deno.writeTextFile(`${flags.metrics_dir}/${name}`, text);
   const args = Object.entries(flags).flatMap(([k, v]) => [`--${k}`, v]);
   const startedMs = Date.now();
@@ -176,9 +202,12 @@ try {
       `wide exporter scraped ${wide.served()} times; central rows ${JSON.stringify(delivered)}; ` +
       `last errors ${JSON.stringify(errors)}`,
   );
-  const conditions = `${count.format(WIDE_SERIES)}-series exporter every ${WIDE_PERIOD_MS / 1000} s, ` +
-    `${(document.bytes / 1e6).toFixed(1)} MB JSON document every 10 s, ${count.format(FILE_ENTRIES)}-entry ` +
-    `metrics.d file every 10 s, one device every 1 s`;
+  const conditions = [
+    sources.has("wide") ? `${count.format(WIDE_SERIES)}-series exporter every ${WIDE_PERIOD_MS / 1000} s` : "",
+    sources.has("document") ? `${(document.bytes / 1e6).toFixed(1)} MB JSON document every 10 s` : "",
+    sources.has("file") ? `${count.format(FILE_ENTRIES)}-entry metrics.d file every 10 s` : "",
+    "one device every 1 s",
+  ].filter((c) => c !== "").join(", ");
   report({
     name: "hostile_rss_max",
     figure: `collector peak RSS (VmHWM, start included) with a 64 MB heap under hostile input: ${conditions}`,

@@ -3,7 +3,16 @@
  * (URL-unquoted), host (lower-cased), port, path without its leading "/" (URL-unquoted), query
  * and fragment. Kwollect's SNMP templates (`{{ 1.3.6... == text }}`) contain spaces and `=`,
  * which is why this does not go through the WHATWG URL class.
+ *
+ * A metrics.d file may hold thousands of entries, each with its parsed URL: a URL without a
+ * query shares one empty, read-only query instead of a URLSearchParams of its own.
  */
+
+/** A parsed query string, read-only: URLs without a query share one. */
+export type MetricUrlQuery = Omit<URLSearchParams, "append" | "delete" | "set" | "sort">;
+
+const NO_QUERY: MetricUrlQuery = new URLSearchParams();
+
 export interface MetricUrl {
   scheme: string;
   username: string;
@@ -11,7 +20,7 @@ export interface MetricUrl {
   host: string;
   port: number | undefined;
   path: string;
-  query: URLSearchParams;
+  query: MetricUrlQuery;
   fragment: string;
 }
 
@@ -52,7 +61,7 @@ export function parseMetricUrl(url: string): MetricUrl | { error: string } {
       host: host.toLowerCase(),
       port,
       path: decodeURIComponent(rawPath.replace(/^\//, "")),
-      query: new URLSearchParams(query),
+      query: query === "" ? NO_QUERY : new URLSearchParams(query),
       fragment: decodeURIComponent(fragment),
     };
   } catch {

@@ -47,6 +47,9 @@ export interface MetricEntry {
 
 export const DEFAULT_UPDATE_EVERY_MS = 10000;
 
+/** The labels of every entry that has none (shared: a metrics.d file may hold thousands of entries). */
+const NO_LABELS: Labels = Object.freeze({});
+
 export interface MetricsDirLimits {
   fileMaxBytes: number;
   fileMaxEntries: number;
@@ -307,7 +310,7 @@ function parseEntry(node: Located, file: string, problems: Problem[]): MetricEnt
     } else scaleFactor = v;
   }
 
-  let labels: Labels = {};
+  let labels = NO_LABELS;
   const lb = fields.get("labels");
   if (lb && !(lb.value.kind === "scalar" && lb.value.value === null)) {
     if (lb.value.kind !== "map") {

@@ -1,5 +1,5 @@
 import type { MetricEntry } from "../../config/metrics_dir.ts";
-import { redactUrl } from "../../config/metric_url.ts";
+import { type MetricUrlQuery, redactUrl } from "../../config/metric_url.ts";
 import { registerSecret } from "../../log.ts";
 import { type OidTemplate, parseOidTemplate } from "./template.ts";
 
@@ -87,7 +87,7 @@ export function parseSnmpTarget(entry: MetricEntry): SnmpTarget | { error: strin
  * `%3A` before splitting user and password at the first `:`, which would make a `:` inside the
  * authentication password indistinguishable from the separator of the privacy password.
  */
-function parseV3User(url: string, query: URLSearchParams): SnmpV3User | { error: string } {
+function parseV3User(url: string, query: MetricUrlQuery): SnmpV3User | { error: string } {
   const netloc = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/([^/?#]*)/.exec(url.trim())?.[1] ?? "";
   const at = netloc.lastIndexOf("@");
   const parts = at < 0 ? [] : netloc.slice(0, at).split(":");
