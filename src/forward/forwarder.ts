@@ -51,6 +51,11 @@ import { Telemetry } from "../telemetry/telemetry.ts";
  * - **The live lane has its own connection.** Each step sends the live samples on it, awaited,
  *   while the backfill's batches are in flight on theirs: a live sample never queues behind a
  *   backfill batch of this collector (before, it waited for the batch on the same connection).
+ *   Its batch claims after its rows, like the backfill's, so whichever lane claims holds the
+ *   spool's ledger lock for one COMMIT, never for a COPY: no backend of this collector waits
+ *   for the lock behind its own other lane's COPY. (The live lane used to claim first: its
+ *   siblings' claims queued behind its COPY, and a power loss there left them waiting on the
+ *   server beside the orphan, two backends waiting on the lock in the orphaned-session torture.)
  * - **The backfill is pipelined.** Up to `forward_pipeline_batches` backfill batches are in flight
  *   at once, each in its own transaction on its own connection: the next batch is read, encoded
  *   and streamed while the previous one commits, so one collector alone can use what the
@@ -322,7 +327,8 @@ export class Forwarder {
       const started = this.#startBackfill();
       const fresh = lease.read(this.#liveAfter, batchRows);
       if (fresh.length > 0) {
-        await this.#sendIsolating(live.sql, fresh, false);
+        // Claimed after its rows, like the backfill's batches (see "Two lanes").
+        await this.#sendIsolating(live.sql, fresh, true);
         this.#liveAfter = Math.max(this.#liveAfter, fresh.at(-1)!.seq);
       }
       this.counters.liveRows += fresh.length;
