@@ -22,8 +22,10 @@ import { spoolOptions } from "./runtime.ts";
  * promotion refresher, the collector's own telemetry (health sampler and Prometheus endpoint),
  * and the watch over the spool file. Each part gets the port it needs and no more: the producers
  * (the scheduler, the wattmeter reader, the health sampler) only `deliver`, which is the spool
- * writer's `append`; the forwarders a lease; the refresher the spool's local state and its
- * reader of promoted_metrics (its connection made here); the health sampler narrow gauges.
+ * writer's `append` followed, once committed, by a nudge to the forwarder (which otherwise
+ * would look for new rows every forward_interval_ms); the forwarders a lease; the refresher the
+ * spool's local state and its reader of promoted_metrics (its connection made here); the health
+ * sampler narrow gauges.
  *
  * Starting is one fixed order: the spool, the refresher, the telemetry, the forwarders' loops,
  * the file watch; the caller then starts its producer. Stopping is one fixed order too: the
@@ -72,7 +74,6 @@ export async function startPipeline(
   if (!spool) return undefined;
   const { writer } = spool;
   onCrash(() => writer.commitPending());
-  const deliver = (samples: Sample[]) => writer.append(samples);
   const endpoint = endpointOf(c);
   const filter = new PromotionFilter();
   let refresher: PromotionRefresher | undefined;
@@ -87,7 +88,9 @@ export async function startPipeline(
     refresher.start();
   };
   startRefresher();
-  const forwarder = new Forwarder({ lease: spool.lease, endpoint, config: c, telemetry });
+  const forwarder = new Forwarder({ lease: spool.lease, endpoint, config: c, telemetry, nudged: true });
+  // The forwarder looks at the spool once its new rows are committed (see Forwarder.nudge).
+  const deliver = (samples: Sample[]) => writer.append(samples).then(() => forwarder.nudge());
   const aside = new AsideForwarder({ spoolPath: c.spool_path, config: c, endpoint, telemetry, open: openSpoolLease });
   const health = startTelemetry({ config: c, spool, telemetry, forwarder, deliver });
   const forwarding = new AbortController();

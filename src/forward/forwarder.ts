@@ -51,6 +51,11 @@ import { Telemetry } from "../telemetry/telemetry.ts";
  * - **The live lane has its own connection.** Each step sends the live samples on it, awaited,
  *   while the backfill's batches are in flight on theirs: a live sample never queues behind a
  *   backfill batch of this collector (before, it waited for the batch on the same connection).
+ *   Its batch claims after its rows, like the backfill's, so whichever lane claims holds the
+ *   spool's ledger lock for one COMMIT, never for a COPY: no backend of this collector waits
+ *   for the lock behind its own other lane's COPY. (The live lane used to claim first: its
+ *   siblings' claims queued behind its COPY, and a power loss there left them waiting on the
+ *   server beside the orphan, two backends waiting on the lock in the orphaned-session torture.)
  * - **The backfill is pipelined.** Up to `forward_pipeline_batches` backfill batches are in flight
  *   at once, each in its own transaction on its own connection: the next batch is read, encoded
  *   and streamed while the previous one commits, so one collector alone can use what the
@@ -109,6 +114,11 @@ export interface ForwarderOptions {
   connectFn?: (e: Endpoint) => Sql;
   /** Where forwards, failures and outages are logged and counted (a private one by default). */
   telemetry?: Telemetry;
+  /**
+   * The owner calls `nudge()` after each commit of new rows (the pipeline does): an idle
+   * forwarder then waits for a nudge instead of looking every forward_interval_ms.
+   */
+  nudged?: boolean;
 }
 
 export interface ForwardCounters {
@@ -125,6 +135,11 @@ export interface ForwardCounters {
 
 /** Longest wait between two attempts while the central database refuses the collector. */
 const REFUSED_RETRY_MAX_MS = 30_000;
+/**
+ * Longest idle wait of a nudged forwarder, or forward_interval_ms if longer: what comes without
+ * a nudge (none of the pipeline's rows) waits no longer.
+ */
+const NUDGED_IDLE_MAX_MS = 5000;
 
 /** One connection to the central database, and whether its session was limited (session.ts). */
 interface Channel {
@@ -197,6 +212,11 @@ export class Forwarder {
   #backfillFailure: { error: unknown } | undefined;
   /** Whether a claim found the ledger lock free since the last failure or lock wait (see "Two lanes"). */
   #lockClear = false;
+  /** Whether `nudge()` was called since the last idle wait, and what ends that wait. */
+  #nudged = false;
+  #onNudge: (() => void) | undefined;
+  /** When the last step that sent began (monotonic). */
+  #lastSentAt = -Infinity;
   /** Wakes a paced wait when a backfill batch settles. */
   #wake: (() => void) | undefined;
   #ledger: Ledger;
@@ -240,15 +260,54 @@ export class Forwarder {
   /** Forwards until `signal` aborts: everything queued, then new samples as they come. */
   async run(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
+      const began = this.#clock.monotonic();
       const outcome = await this.step();
-      if (outcome === "sent") continue;
+      if (outcome === "sent") {
+        this.#lastSentAt = began;
+        continue;
+      }
       if (outcome === "paced") await this.#pacedWait(Math.max(10, this.#opts.config.forward_interval_ms / 5), signal);
+      else if (outcome === "idle" && this.#opts.nudged) await this.#untilNudged(signal);
       else {
         const wait = outcome === "idle" ? this.#opts.config.forward_interval_ms : this.#retryWaitMs();
         await sleep(this.#clock, wait, signal);
       }
     }
     await this.#settleBackfill();
+  }
+
+  /**
+   * Tells an idle forwarder that the spool has new rows (see `ForwarderOptions.nudged`). Each
+   * forwarder wake-up costs CPU even when it finds nothing: at 1 s polls, looking every 500 ms
+   * woke the process twice a second for one batch.
+   */
+  nudge(): void {
+    this.#nudged = true;
+    this.#onNudge?.();
+  }
+
+  /**
+   * The idle wait of a nudged forwarder: until a nudge (or the longest idle wait), then no sooner
+   * than forward_interval_ms after the last step that sent, so batches come no more often than
+   * with the periodic look.
+   */
+  async #untilNudged(signal: AbortSignal): Promise<void> {
+    if (!this.#nudged && !signal.aborted) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          this.#clock.clearTimeout(timer);
+          signal.removeEventListener("abort", done);
+          this.#onNudge = undefined;
+          resolve();
+        };
+        const timer = this.#clock.setTimeout(done, Math.max(NUDGED_IDLE_MAX_MS, this.#opts.config.forward_interval_ms));
+        signal.addEventListener("abort", done, { once: true });
+        this.#onNudge = done;
+      });
+    }
+    this.#nudged = false;
+    const rest = this.#lastSentAt + this.#opts.config.forward_interval_ms - this.#clock.monotonic();
+    if (rest > 0) await sleep(this.#clock, rest, signal);
   }
 
   /**
@@ -322,7 +381,8 @@ export class Forwarder {
       const started = this.#startBackfill();
       const fresh = lease.read(this.#liveAfter, batchRows);
       if (fresh.length > 0) {
-        await this.#sendIsolating(live.sql, fresh, false);
+        // Claimed after its rows, like the backfill's batches (see "Two lanes").
+        await this.#sendIsolating(live.sql, fresh, true);
         this.#liveAfter = Math.max(this.#liveAfter, fresh.at(-1)!.seq);
       }
       this.counters.liveRows += fresh.length;

@@ -20,7 +20,9 @@ import { VERSION } from "../version.ts";
  *    several batches of one spool may be in flight at once on several connections (the
  *    forwarder's pipelined backfill): their claims are serialised by the lock, and a batch whose
  *    claim is refused rolls its rows back. The backfill claims after its rows, so the lock is held
- *    for its COMMIT only, not for its COPY; the live lane claims first (a small batch).
+ *    for its COMMIT only, not for its COPY; so does the live lane's batch sent beside the backfill
+ *    (forwarder.ts "Two lanes"). A batch sent alone claims first: it learns whether the lock is
+ *    free before it sends its rows.
  * 2. **Rows leave the spool only after that COMMIT returned** (spool invariant 3).
  * 3. **A claim refused is a batch already committed.** A retry after an uncertain commit
  *    (connection cut after COMMIT was sent, collector killed before the local delete), or a

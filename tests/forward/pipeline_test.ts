@@ -15,14 +15,15 @@ import { samples } from "./fixtures.ts";
  * their COPY: a row trigger on `metrics` makes every backlog row past the first batch
  * (BATCH <= value < FRESH) wait for an advisory lock the test holds, while fresh rows pass. (The
  * first batch goes alone on the live connection: it finds the ledger lock free, which opens the
- * pipeline.) So "in flight" and "held up" are states the server shows (pg_stat_activity), not
- * guesses about timing.
+ * pipeline.) A second gate, closed on demand, holds the fresh rows the same way. So "in flight"
+ * and "held up" are states the server shows (pg_stat_activity), not guesses about timing.
  */
 
 const BACKLOG = 20_000;
 const BATCH = 2000;
 const FRESH = 1_000_000;
 const GATE_KEY = 4242;
+const FRESH_GATE_KEY = 4343;
 
 const pgReady = startPostgres({ timescaledb: false }).then(async (pg) => {
   const dir = await Deno.makeTempDir();
@@ -31,8 +32,8 @@ const pgReady = startPostgres({ timescaledb: false }).then(async (pg) => {
   await admin.unsafe(`
     CREATE FUNCTION test_gate() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-      PERFORM pg_advisory_lock_shared(${GATE_KEY});
-      PERFORM pg_advisory_unlock_shared(${GATE_KEY});
+      PERFORM pg_advisory_lock_shared(TG_ARGV[0]::bigint);
+      PERFORM pg_advisory_unlock_shared(TG_ARGV[0]::bigint);
       RETURN NEW;
     END $$`);
   await admin.end();
@@ -58,7 +59,9 @@ async function restartedOnBacklog(pg: PgCluster, opts: { ledgerLockHeld?: boolea
   const admin = pg.admin("kwdb");
   await admin`TRUNCATE metrics`;
   await admin.unsafe(`CREATE TRIGGER test_gate BEFORE INSERT ON metrics FOR EACH ROW
-                      WHEN (NEW.value >= ${BATCH} AND NEW.value < ${FRESH}) EXECUTE FUNCTION test_gate()`);
+                      WHEN (NEW.value >= ${BATCH} AND NEW.value < ${FRESH}) EXECUTE FUNCTION test_gate(${GATE_KEY})`);
+  await admin.unsafe(`CREATE TRIGGER test_fresh_gate BEFORE INSERT ON metrics FOR EACH ROW
+                      WHEN (NEW.value >= ${FRESH}) EXECUTE FUNCTION test_gate(${FRESH_GATE_KEY})`);
   // The gate: a session holding the advisory lock every backlog row waits for.
   const gateSql = pg.admin("kwdb");
   const gate = await gateSql.reserve();
@@ -87,6 +90,13 @@ async function restartedOnBacklog(pg: PgCluster, opts: { ledgerLockHeld?: boolea
     lockHeld = false;
     await locker`SELECT pg_advisory_unlock(${ledgerKey}::bigint)`;
   };
+  // The fresh rows' gate, open until the test closes it (held by the ledger lock's session).
+  let freshGateClosed = false;
+  const openFreshGate = async () => {
+    if (!freshGateClosed) return;
+    freshGateClosed = false;
+    await locker`SELECT pg_advisory_unlock(${FRESH_GATE_KEY})`;
+  };
   if (opts.ledgerLockHeld) await holdLedgerLock();
   const logs: string[] = [];
   setLogSink((l) => logs.push(l));
@@ -104,6 +114,19 @@ async function restartedOnBacklog(pg: PgCluster, opts: { ledgerLockHeld?: boolea
     openGate,
     holdLedgerLock,
     releaseLedgerLock,
+    async closeFreshGate(): Promise<void> {
+      await locker`SELECT pg_advisory_lock(${FRESH_GATE_KEY})`;
+      freshGateClosed = true;
+    },
+    openFreshGate,
+    /** Whether the live lane's backend waits at the fresh rows' gate, inside its COPY. */
+    async liveHeldInCopy(): Promise<boolean> {
+      const [row] = await admin<{ n: number }[]>`
+        SELECT count(*)::int AS n FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE a.application_name = 'kwollector forwarder' AND a.query LIKE 'COPY %'
+          AND l.locktype = 'advisory' AND NOT l.granted AND l.objid = ${FRESH_GATE_KEY}`;
+      return row!.n === 1;
+    },
     /** The forwarder's backends, and those of them waiting for a lock, as the server sees them. */
     async backends(): Promise<{ all: number; backfill: number; waiting: number }> {
       const [row] = await admin<{ all: number; backfill: number; waiting: number }[]>`
@@ -128,12 +151,14 @@ async function restartedOnBacklog(pg: PgCluster, opts: { ledgerLockHeld?: boolea
     async finish(): Promise<void> {
       if (stop.signal.aborted) return;
       await releaseLedgerLock();
+      await openFreshGate();
       await openGate();
       for (let i = 0; i < 1200 && spool.view.rowCount() > 0; i++) await sleep(50);
       stop.abort();
       await running;
       await fwd.close();
       await admin`DROP TRIGGER test_gate ON metrics`;
+      await admin`DROP TRIGGER test_fresh_gate ON metrics`;
       locker.release();
       await lockSql.end();
       spool.close();
@@ -204,6 +229,37 @@ Deno.test("forwarder lands fresh samples while its own backfill batches are held
     assert.ok(landed, "fresh samples waited behind the backfill");
     await t.finish();
     await assertExactlyOnce(t.admin, t.spool.spoolId, fresh.map((s) => s.value));
+  } finally {
+    await t.finish();
+    await t.close();
+  }
+});
+
+Deno.test("forwarder's backfill batches commit while its live lane's batch is held inside its COPY", async () => {
+  const pg = await pgReady;
+  const t = await restartedOnBacklog(pg);
+  try {
+    assert.ok(await until(async () => (await t.heldBackends()).length === 2), "two batches were never in flight");
+    await t.closeFreshGate();
+    const fresh = samples(10, FRESH);
+    await t.spool.writer.append(fresh);
+    assert.ok(await until(() => t.liveHeldInCopy()), "the live lane's batch never reached its COPY");
+    // The backfill's COPYs end; their claims do not queue behind the live lane's COPY (it claims
+    // after its rows): both batches commit while it is still held. (Had they queued, they would
+    // commit only once lock_timeout, 5 s, cancels the live lane's COPY.)
+    await t.openGate();
+    await until(async () => await t.count(false) === 3 * BATCH || !(await t.liveHeldInCopy()));
+    const { waiting } = await t.backends();
+    assert.ok(
+      await t.liveHeldInCopy(),
+      `the live lane's COPY ended before the backfill committed (${waiting} waiting)`,
+    );
+    assert.equal(await t.count(false), 3 * BATCH, "the backfill's two batches in flight committed");
+    assert.equal(await t.count(true), 0, "the live lane's batch was held all along");
+    await t.openFreshGate();
+    await t.finish();
+    await assertExactlyOnce(t.admin, t.spool.spoolId, fresh.map((s) => s.value));
+    assert.equal(t.fwd.counters.retries, 0, t.logs.join("\n"));
   } finally {
     await t.finish();
     await t.close();

@@ -1,0 +1,88 @@
+/**
+ * A nudged forwarder (`ForwarderOptions.nudged`, the collector's pipeline): idle, it looks at the
+ * spool when its owner says new rows were committed, not every forward_interval_ms, and still
+ * sends no more often than forward_interval_ms. Real PostgreSQL; the forwarder's waits on a fake
+ * clock, so "no look" and "not yet sent" do not depend on the machine's speed.
+ */
+import assert from "node:assert/strict";
+import { Forwarder } from "../../src/forward/forwarder.ts";
+import { openSpool } from "../../src/spool/spool.ts";
+import type { SpoolLease } from "../../src/spool/lease.ts";
+import { spoolOptions } from "../../src/cli/runtime.ts";
+import { endpointOf } from "../../src/central/connect.ts";
+import { setupDatabase } from "../../src/central/setup.ts";
+import { destroyPostgres, startPostgres } from "../../scripts/peers/postgres.ts";
+import { pgConfig } from "../../scripts/harness/config.ts";
+import { FakeClock, settle } from "../helpers/fake_clock.ts";
+import { samples } from "./fixtures.ts";
+
+/** The lease, counting the forwarder's looks for new rows (`read`). */
+function countingReads(lease: SpoolLease): { lease: SpoolLease; reads: () => number } {
+  let reads = 0;
+  const proxy = new Proxy(lease, {
+    get(target, key) {
+      const value = Reflect.get(target, key, target);
+      if (typeof value !== "function") return value;
+      return (...args: unknown[]) => {
+        if (key === "read") reads++;
+        return value.apply(target, args);
+      };
+    },
+  });
+  return { lease: proxy, reads: () => reads };
+}
+
+/** Lets real I/O (PostgreSQL's answers) run until `done()` holds, for at most 30 s. */
+async function until(done: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  const deadline = performance.now() + 30_000;
+  while (!(await done())) {
+    if (performance.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+Deno.test("a nudged idle forwarder looks at the spool when nudged, and sends no more often than forward_interval_ms", async () => {
+  const pg = await startPostgres({ timescaledb: false });
+  const dir = await Deno.makeTempDir();
+  try {
+    const config = pgConfig(pg, dir, { forward_interval_ms: 1000 });
+    await setupDatabase(config);
+    const admin = pg.admin("kwdb");
+    const landed = async () => ((await admin`SELECT count(*)::int AS n FROM metrics`)[0] as { n: number }).n;
+    const spool = openSpool({ ...spoolOptions(config), commitIntervalMs: 1 });
+    const clock = new FakeClock();
+    const { lease, reads } = countingReads(spool.lease);
+    const fwd = new Forwarder({ lease, endpoint: endpointOf(config), config, clock, nudged: true });
+    const stop = new AbortController();
+    const running = fwd.run(stop.signal);
+    try {
+      await until(() => reads() > 0 && clock.pendingTimers() > 0, "the first, idle look");
+      const idleReads = reads();
+      // Idle and not nudged: no look in 4 s (forward_interval_ms 1 s: the periodic look, 4 times).
+      await clock.advance(4000);
+      await settle();
+      assert.equal(reads(), idleReads, "looks while idle and not nudged");
+
+      await spool.writer.append(samples(10));
+      fwd.nudge();
+      await until(async () => (await landed()) === 10, "the first rows, sent once nudged");
+
+      // New rows within forward_interval_ms of that batch: they wait for the interval.
+      await spool.writer.append(samples(5, 10));
+      fwd.nudge();
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(await landed(), 10, "rows sent before forward_interval_ms passed");
+      await clock.advance(1000);
+      await until(async () => (await landed()) === 15, "the second rows, after forward_interval_ms");
+    } finally {
+      stop.abort();
+      await running;
+      await fwd.close();
+      spool.close();
+      await admin.end();
+    }
+  } finally {
+    await destroyPostgres(pg);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
