@@ -59,7 +59,8 @@ export class SeriesTexts extends BoundedCache<string, KnownSeries> {
   /** Remembers a series (with a copy of its text, see `ownCopy`); returns it, remembered or not. */
   add(text: string, name: string, labels: Record<string, string>): KnownSeries {
     const own = ownCopy(text);
-    const series = { text: own, name, labels: Object.freeze(labels) };
+    // The name cut from the copy: a slice of the line would keep the body piece it came from.
+    const series = { text: own, name: own.slice(0, name.length), labels: Object.freeze(labels) };
     this.set(own, series);
     return series;
   }
