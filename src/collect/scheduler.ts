@@ -390,7 +390,11 @@ export class Scheduler {
  * `identities`, a reading that names its series (`seriesKey`) shares its series' identity.
  */
 export function toSample(r: Reading, sentAtMs: number, identities?: SeriesIdentities): Sample {
-  const { value, valueStr } = toSampleValue(r.value, r.entry.scaleFactor);
+  const scale = r.entry.scaleFactor;
+  let value: number;
+  let valueStr: string | undefined;
+  if (typeof r.value === "number") value = scale ? r.value * scale : r.value;
+  else ({ value, valueStr } = toSampleValue(r.value, scale));
   const timestampMs = r.timestampMs ?? sentAtMs;
   const series = identities && r.seriesKey !== undefined && valueStr === undefined
     ? identities.of(r.entry, r.seriesKey, r.metricId ?? r.entry.name, r.labels)

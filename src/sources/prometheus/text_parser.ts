@@ -36,18 +36,33 @@ export const MAX_LINE_CHARS = 65_536;
 
 /** Series a parser without a `known` set remembers (a parser used once, by tests and `check`). */
 const MAX_KNOWN_SERIES = 50_000;
-const NAME_RE = /^[a-zA-Z_:][a-zA-Z0-9_:]*/;
+const HASH = 0x23;
+const OPEN_BRACE = 0x7b;
 const LABEL_NAME_RE = /[a-zA-Z_][a-zA-Z0-9_]*/y;
 
+/** A series of an exporter as its lines name it: parsed once, shared by every sample of it. */
+export interface KnownSeries {
+  /** The `name{labels}` text of its lines, a string of its own (see `ownCopy`). */
+  readonly text: string;
+  readonly name: string;
+  readonly labels: Readonly<Record<string, string>>;
+}
+
 /**
- * The series an exporter sent before, by the `name{labels}` text of their lines, with their parsed
- * labels: a known series costs a lookup instead of a parse of its labels. Kept by the source across
- * its scrapes (a round is a scrape) and bounded (src/bounded_cache.ts).
+ * The series an exporter sent before, by the `name{labels}` text of their lines, with their name
+ * and parsed labels: a known series costs one lookup instead of a parse, and its samples carry the
+ * same text string (`PromSample.series`), so the caches keyed by it downstream (the scheduler's
+ * series identities) find it by that very string. Kept by the source across its scrapes (a round
+ * is a scrape) and bounded (src/bounded_cache.ts).
  */
-export class SeriesTexts extends BoundedCache<string, Readonly<Record<string, string>>> {
-  /** Remembers a series' labels (with a copy of its text, see `ownCopy`). */
-  add(text: string, labels: Record<string, string>): void {
-    this.set(ownCopy(text), Object.freeze(labels));
+export class SeriesTexts extends BoundedCache<string, KnownSeries> {
+  /** Remembers a series (with a copy of its text, see `ownCopy`); returns it, remembered or not. */
+  add(text: string, name: string, labels: Record<string, string>): KnownSeries {
+    const own = ownCopy(text);
+    // The name cut from the copy: a slice of the line would keep the body piece it came from.
+    const series = { text: own, name: own.slice(0, name.length), labels: Object.freeze(labels) };
+    this.set(own, series);
+    return series;
   }
 }
 
@@ -105,42 +120,57 @@ export class PrometheusTextParser {
   #line(raw: string, sink: ParseSink): void {
     const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
     const trimmed = line.trimStart();
-    if (trimmed === "" || trimmed.startsWith("#")) return;
+    if (trimmed === "" || trimmed.charCodeAt(0) === HASH) return;
     const lineNo = this.#lineNo + 1;
-    const nameMatch = NAME_RE.exec(trimmed);
-    if (!nameMatch) {
+    const nameEnd = nameLength(trimmed);
+    if (nameEnd === 0) {
       sink.error({ line: lineNo, message: `Invalid metric name in '${trimmed.slice(0, 80)}'` });
       return;
     }
-    const name = nameMatch[0];
-    if (this.#wanted && !this.#wanted.has(name)) return;
     // Nothing after the labels can hold a '}': the text up to the last one is the series.
-    const end = trimmed[name.length] === "{" ? trimmed.lastIndexOf("}") + 1 : name.length;
+    const end = trimmed.charCodeAt(nameEnd) === OPEN_BRACE ? trimmed.lastIndexOf("}") + 1 : nameEnd;
     const text = trimmed.slice(0, end);
-    let labels = this.#known.get(text);
+    let series = this.#known.get(text);
     let at = end;
-    if (!labels) {
-      const parsed = parseLabels(trimmed, name.length);
+    if (series) {
+      if (this.#wanted && !this.#wanted.has(series.name)) return;
+    } else {
+      const name = trimmed.slice(0, nameEnd);
+      if (this.#wanted && !this.#wanted.has(name)) return;
+      const parsed = parseLabels(trimmed, nameEnd);
       if ("error" in parsed) {
         sink.error({ line: lineNo, message: `${parsed.error} in '${trimmed.slice(0, 80)}'` });
         return;
       }
-      ({ labels, end: at } = parsed);
-      if (at === end) this.#known.add(text, parsed.labels);
+      at = parsed.end;
+      series = at === end
+        ? this.#known.add(text, name, parsed.labels)
+        : { text: trimmed.slice(0, at), name, labels: parsed.labels };
     }
     const rest = parseValue(trimmed, at);
     if ("error" in rest) sink.error({ line: lineNo, message: `${rest.error} in '${trimmed.slice(0, 80)}'` });
     else {
       const sample: PromSample = {
-        name,
-        series: at === end ? text : trimmed.slice(0, at),
-        labels,
+        name: series.name,
+        series: series.text,
+        labels: series.labels,
         value: rest.value,
         line: lineNo,
       };
       if (rest.timestampMs !== undefined) sample.timestampMs = rest.timestampMs;
       sink.sample(sample);
     }
+  }
+}
+
+/** Length of the metric name that starts `line` ([a-zA-Z_:][a-zA-Z0-9_:]*), 0 when it has none. */
+function nameLength(line: string): number {
+  let i = 0;
+  for (;; i++) {
+    const c = line.charCodeAt(i);
+    const letter = (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a);
+    if (letter || c === 0x5f || c === 0x3a || (i > 0 && c >= 0x30 && c <= 0x39)) continue;
+    return i;
   }
 }
 
