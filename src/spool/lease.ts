@@ -32,6 +32,8 @@ export interface SpooledSample extends Sample {
 
 /** What the forwarder needs of a series, computed once per series read from the dictionary. */
 export interface SpooledSeries {
+  /** Its id in the spool's series dictionary (a batch's COPY rows are grouped by it). */
+  readonly id: number;
   /** Its device, metric and labels as the start of a COPY row (src/forward/copy_text.ts). */
   readonly copyPrefix: string;
   /** Why the central database cannot store the series (`seriesProblem`), or undefined. */
@@ -245,6 +247,7 @@ export class SpoolLease {
         metricId,
         labels,
         spooled: {
+          id: Number(id),
           copyPrefix: copyPrefix(deviceId, metricId, labelsJson),
           problem: seriesProblem(deviceId, metricId, labels).problem,
         },
