@@ -244,7 +244,7 @@ export const DEFAULTS = {
   // Forwarding to the central database.
   forward_batch_rows: {
     type: "integer",
-    default: 50000,
+    default: 20000,
     min: 1,
     doc: "Most samples in one forwarded batch (one COPY, one ledger row)",
     group: "forward",

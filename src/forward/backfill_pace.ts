@@ -21,8 +21,8 @@ import type { Clock } from "../clock.ts";
  * - **A backlog starts slow.** The first batch holds BACKFILL_START_ROWS (and one batch is in
  *   flight) until fast answers have doubled it to `forward_batch_rows`: a fleet returning together
  *   sends a first wave the database takes in about a second (20 collectors × 5,000 rows),
- *   not 20 × 2 × 50,000 rows that would keep every live lane waiting for seconds. A collector
- *   alone is at full pace after four fast batches.
+ *   not 20 × 2 × 20,000 rows that would keep every live lane waiting for seconds. A collector
+ *   alone is at full pace after two fast batches.
  *
  * So a fleet returning together converges on what the database can take: each slow answer
  * spreads the fleet's backfill further apart in time, and the live lanes (never paced) find the
