@@ -11,7 +11,8 @@ import type { BatchClaim, Transaction } from "./ledger.ts";
  * ledger claim (ledger.ts), by one of two methods (`forward_method`):
  *
  * - `copy` (the default): `COPY metrics (...) FROM STDIN` in PostgreSQL's text format
- *   (copy_text.ts), encoded to UTF-8 bytes once, in chunks of about 64 KiB.
+ *   (copy_text.ts), encoded to UTF-8 bytes once, in chunks of about 64 KiB, the rows grouped by
+ *   series (`encodeBySeries`).
  * - `insert`: one `INSERT ... SELECT FROM unnest(...)` of text arrays cast on the server, the same
  *   text forms COPY uses, so that both methods store the same values (microsecond timestamps,
  *   NaN and ±Infinity, labels as jsonb).
