@@ -144,7 +144,7 @@ export class SpoolLease {
    * drain of other series never keeps the fresh samples' series out of theirs (see read()).
    */
   #backlogSeriesById = new BoundedCache<number, SeriesRow>(SERIES_CACHE_MAX);
-  /** Whether a backlog read ran in the current round: the backlog's cache is dropped after a round without. */
+  /** Whether a backlog read ran in the current round: the backlog's cache is dropped after a whole round without. */
   #backlogReadInRound = false;
   /** Rows read since the caches' round began (SERIES_CACHE_ROUND_SAMPLES). */
   #rowsInRound = 0;
@@ -181,7 +181,7 @@ export class SpoolLease {
    * in a cache apart from the other reads': full of a backlog's series, one shared cache kept the
    * fresh samples' series out for the whole drain, and each poll's rows then went out in batches
    * of SERIES_READ_PER_CALL rows (measured: 10,000 rows a second in 5 transactions). That cache is
-   * dropped a round after the last backlog read.
+   * dropped once a whole round (SERIES_CACHE_ROUND_SAMPLES rows read) went by without a backlog read.
    */
   read(afterSeq: number, limit: number, throughSeq = Number.MAX_SAFE_INTEGER): SpooledSample[] {
     const rows = this.#store.arrayStatement(READ_AFTER).all(afterSeq, throughSeq, limit) as unknown as SampleRow[];
