@@ -11,7 +11,8 @@ import type { BatchClaim, Transaction } from "./ledger.ts";
  * ledger claim (ledger.ts), by one of two methods (`forward_method`):
  *
  * - `copy` (the default): `COPY metrics (...) FROM STDIN` in PostgreSQL's text format
- *   (copy_text.ts), encoded to UTF-8 bytes once, in chunks of about 64 KiB.
+ *   (copy_text.ts), encoded to UTF-8 bytes once, in chunks of about 64 KiB, the rows grouped by
+ *   series (`encodeBySeries`).
  * - `insert`: one `INSERT ... SELECT FROM unnest(...)` of text arrays cast on the server, the same
  *   text forms COPY uses, so that both methods store the same values (microsecond timestamps,
  *   NaN and ±Infinity, labels as jsonb).
@@ -55,15 +56,11 @@ export function prepareBatch(batch: SpooledSample[], method: string): PreparedBa
   let minTs = Infinity;
   let maxTs = -Infinity;
   const copy = method === "copy";
-  const encoder = new CopyEncoder();
   for (const s of batch) {
     if (s.timestampMs < minTs) minTs = s.timestampMs;
     if (s.timestampMs > maxTs) maxTs = s.timestampMs;
-    if (!copy) continue;
-    const prefix = s.spooledSeries?.copyPrefix ?? copyPrefix(s.deviceId, s.metricId, JSON.stringify(s.labels));
-    encoder.row(prefix, s.timestampMs, s.value);
   }
-  const chunks = encoder.finish();
+  const chunks = copy ? encodeBySeries(batch) : [];
   return {
     first: batch[0]!.seq,
     last: batch.at(-1)!.seq,
@@ -72,6 +69,45 @@ export function prepareBatch(batch: SpooledSample[], method: string): PreparedBa
     maxTs,
     write: (tx, claimed) => copy ? copyRows(tx, chunks, claimed) : insertRows(tx, batch),
   };
+}
+
+/**
+ * Rows of one batch are grouped by series (each series' rows in seq order, series by their id in
+ * the spool's dictionary) when every row comes from the spool's lease and the batch is at most
+ * this long (the sort key packs the series id and the row's index in one float64).
+ */
+const GROUPED_ROWS_MAX = 2 ** 21;
+
+/**
+ * The batch's COPY rows, grouped by series (see GROUPED_ROWS_MAX), otherwise in seq order.
+ *
+ * Grouped, each index leaf page of `metrics` that a series' rows go to (the device's and the
+ * alias's, at the end of their time range) is dirtied once per batch instead of once per row. A
+ * backlog of many series interleaves them (a poll is one row of each): once the table's indexes
+ * outgrow the central database's buffer pool, each row then costs a page evicted and written
+ * back (docs/PERFORMANCE.md, "drainfwd"). The order of rows inside one COPY changes nothing else.
+ */
+export function encodeBySeries(batch: readonly SpooledSample[]): Uint8Array[] {
+  const encoder = new CopyEncoder();
+  const order = seriesOrder(batch);
+  for (let k = 0; k < batch.length; k++) {
+    const s = batch[order ? order[k]! % GROUPED_ROWS_MAX : k]!;
+    const prefix = s.spooledSeries?.copyPrefix ?? copyPrefix(s.deviceId, s.metricId, JSON.stringify(s.labels));
+    encoder.row(prefix, s.timestampMs, s.value);
+  }
+  return encoder.finish();
+}
+
+/** The batch's row indexes sorted by (series id, index), packed as series id × GROUPED_ROWS_MAX + index. */
+function seriesOrder(batch: readonly SpooledSample[]): Float64Array | undefined {
+  if (batch.length > GROUPED_ROWS_MAX) return undefined;
+  const keys = new Float64Array(batch.length);
+  for (let i = 0; i < batch.length; i++) {
+    const id = batch[i]!.spooledSeries?.id;
+    if (id === undefined || id < 0 || id >= 2 ** 32) return undefined;
+    keys[i] = id * GROUPED_ROWS_MAX + i;
+  }
+  return keys.sort();
 }
 
 async function insertRows(tx: Transaction, batch: SpooledSample[]): Promise<void> {

@@ -32,6 +32,8 @@ export interface SpooledSample extends Sample {
 
 /** What the forwarder needs of a series, computed once per series read from the dictionary. */
 export interface SpooledSeries {
+  /** Its id in the spool's series dictionary (a batch's COPY rows are grouped by it). */
+  readonly id: number;
   /** Its device, metric and labels as the start of a COPY row (src/forward/copy_text.ts). */
   readonly copyPrefix: string;
   /** Why the central database cannot store the series (`seriesProblem`), or undefined. */
@@ -135,9 +137,16 @@ export class SpoolLease {
   readonly ownSeqs: OwnSeqs | undefined;
   #store: SpoolStore;
   #leases: LeaseTable;
-  /** A round is a read(). */
+  /** Series of the reads of fresh samples (unbounded reads). */
   #seriesById = new BoundedCache<number, SeriesRow>(SERIES_CACHE_MAX);
-  /** Rows read since the cache's round began (SERIES_CACHE_ROUND_SAMPLES). */
+  /**
+   * Series of the reads of a backlog (bounded by `throughSeq`): a cache of their own, so that a
+   * drain of other series never keeps the fresh samples' series out of theirs (see read()).
+   */
+  #backlogSeriesById = new BoundedCache<number, SeriesRow>(SERIES_CACHE_MAX);
+  /** Whether a backlog read ran in the current round: the backlog's cache is dropped after a whole round without. */
+  #backlogReadInRound = false;
+  /** Rows read since the caches' round began (SERIES_CACHE_ROUND_SAMPLES). */
   #rowsInRound = 0;
   #seriesGeneration: number;
 
@@ -167,12 +176,18 @@ export class SpoolLease {
    * SERIES_READ_PER_CALL + 1st one missing from the cache (so one read holds the event loop a
    * bounded time, whatever the number of series). The rows stay in the spool (leased) until
    * removeForwarded() or quarantine().
+   *
+   * A read bounded by `throughSeq` is a backlog's (the forwarder's backfill), and finds its series
+   * in a cache apart from the other reads': full of a backlog's series, one shared cache kept the
+   * fresh samples' series out for the whole drain, and each poll's rows then went out in batches
+   * of SERIES_READ_PER_CALL rows (measured: 10,000 rows a second in 5 transactions). That cache is
+   * dropped once a whole round (SERIES_CACHE_ROUND_SAMPLES rows read) went by without a backlog read.
    */
   read(afterSeq: number, limit: number, throughSeq = Number.MAX_SAFE_INTEGER): SpooledSample[] {
     const rows = this.#store.arrayStatement(READ_AFTER).all(afterSeq, throughSeq, limit) as unknown as SampleRow[];
     const epochMs = this.#store.epochMs;
     const out: SpooledSample[] = [];
-    const seriesOf = this.#seriesOf(rows);
+    const seriesOf = this.#seriesOf(rows, throughSeq < Number.MAX_SAFE_INTEGER);
     let lastSeq = NaN;
     for (let i = 0; i < seriesOf.length; i++) {
       // By index: destructuring allocated an iterator result per column in the profile.
@@ -209,21 +224,27 @@ export class SpoolLease {
    * need at most SERIES_READ_PER_CALL series the cache lacks; those are read in one statement (one
    * call into SQLite per read, not per series) and cached where there is room.
    */
-  #seriesOf(rows: readonly SampleRow[]): (SeriesRow | undefined)[] {
+  #seriesOf(rows: readonly SampleRow[], backlog: boolean): (SeriesRow | undefined)[] {
     if (this.#seriesGeneration !== this.#store.seriesGeneration) {
       this.#seriesById.clear();
+      this.#backlogSeriesById.clear();
       this.#seriesGeneration = this.#store.seriesGeneration;
     }
     this.#rowsInRound += rows.length;
     if (this.#rowsInRound >= SERIES_CACHE_ROUND_SAMPLES) {
       this.#seriesById.nextRound();
+      this.#backlogSeriesById.nextRound();
+      if (!this.#backlogReadInRound) this.#backlogSeriesById.clear();
+      this.#backlogReadInRound = false;
       this.#rowsInRound = 0;
     }
+    if (backlog) this.#backlogReadInRound = true;
+    const cache = backlog ? this.#backlogSeriesById : this.#seriesById;
     const seriesOf: (SeriesRow | undefined)[] = [];
     const missing = new Set<number>();
     for (let i = 0; i < rows.length; i++) {
       const id = Number(rows[i]![1]);
-      const s = this.#seriesById.get(id);
+      const s = cache.get(id);
       if (!s && !missing.has(id)) {
         if (missing.size === SERIES_READ_PER_CALL) break;
         missing.add(id);
@@ -245,12 +266,13 @@ export class SpoolLease {
         metricId,
         labels,
         spooled: {
+          id: Number(id),
           copyPrefix: copyPrefix(deviceId, metricId, labelsJson),
           problem: seriesProblem(deviceId, metricId, labels).problem,
         },
       };
       fetched.set(Number(id), s);
-      this.#seriesById.set(Number(id), s);
+      cache.set(Number(id), s);
     }
     for (let i = 0; i < seriesOf.length; i++) seriesOf[i] ??= fetched.get(Number(rows[i]![1]));
     return seriesOf;

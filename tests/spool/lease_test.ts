@@ -102,3 +102,39 @@ Deno.test("spool.read() looks up at most SERIES_READ_PER_CALL uncached series pe
   assert.equal(spool.lease.read(0, 100_000).length, series, "cached series are not counted");
   spool.close();
 });
+
+Deno.test("spool.read() of a backlog caches its series apart, so a drain never keeps fresh series out of the cache", async () => {
+  const spool = open(await tempSpoolPath());
+  try {
+    // A backlog of as many series as the cache holds, read by bounded reads, as the backfill does.
+    await spool.writer.append(samples(SERIES_CACHE_MAX, 0, SERIES_CACHE_MAX));
+    const backlogEnd = SERIES_CACHE_MAX;
+    let read = 0;
+    for (let run = spool.lease.read(0, 100_000, backlogEnd); run.length > 0;) {
+      read += run.length;
+      run = spool.lease.read(run.at(-1)!.seq, 100_000, backlogEnd);
+    }
+    assert.equal(read, backlogEnd);
+    // Then polls of other series, read by unbounded reads, as the live lane does.
+    const series = SERIES_READ_PER_CALL + 500;
+    const poll = (k: number) =>
+      Array.from({ length: series }, (_, i) => ({
+        timestampMs: 1_800_000_000_000 + k * 1000,
+        deviceId: `rack-${i}`,
+        metricId: "power_watt",
+        value: i,
+        labels: {},
+      }));
+    await spool.writer.append(poll(1));
+    const first = spool.lease.read(backlogEnd, 100_000);
+    assert.equal(first.length, SERIES_READ_PER_CALL, "series seen for the first time are read in parts");
+    const rest = spool.lease.read(first.at(-1)!.seq, 100_000);
+    assert.equal(first.length + rest.length, series);
+    await spool.writer.append(poll(2));
+    const second = spool.lease.read(rest.at(-1)!.seq, 100_000);
+    assert.equal(second.length, series, "a poll of series read before comes whole, the backlog's cache full or not");
+    assert.equal(spool.lease.read(0, 100_000, backlogEnd).length, backlogEnd, "the backlog's series stay cached");
+  } finally {
+    spool.close();
+  }
+});
