@@ -44,7 +44,9 @@ import { Telemetry } from "../telemetry/telemetry.ts";
  * Every slot of the grid is accounted for, once: polled (ok or failed), skipped (the previous
  * poll still running) or missed (its timer fired a period or more late: the process was stalled
  * or starved of CPU, and the group resumes at the next slot due). Before the first grid slot,
- * which comes at least half a period after the poll at start, there is none to count.
+ * which comes at least half a period after the poll at start, there is none to count. The polls
+ * at start go out one after the other (START_POLL_GAP_MS apart, in the order of the groups'
+ * phases), so a collector of a thousand devices does not ask them all at the same instant.
  *
  * One stored sample per series and poll: when entries of a group select overlapping values (two
  * Prometheus entries naming the same metric, the same OID and labels twice), each (device,
@@ -76,6 +78,11 @@ export interface GroupCounters {
   entryErrors: number;
 }
 
+/**
+ * Time between two groups' polls at start (400 a second: a thousand SNMP devices are asked over
+ * 2.5 s, at twice the rate of their 5 s grid, instead of at once).
+ */
+const START_POLL_GAP_MS = 2.5;
 /** A device behind schedule (or a late collector) is back on it after this long without a skipped (missed) slot. */
 const BEHIND_QUIET_MS = 60_000;
 /** Readings turned into samples between two looks at the time slice (src/time_slice.ts). */
@@ -152,12 +159,24 @@ export class Scheduler {
     // whole multiples of the period (plus the group's phase) in wall-clock time too.
     const { clock } = this.#opts;
     this.#originMono = clock.monotonic() - clock.now();
-    // The first poll goes out at once, so a (re)started collector has data within moments; the
-    // group then joins its grid at the first slot at least half a period later.
-    for (const s of this.#states) {
-      this.#launch(s);
-      this.#arm(s, s.group.periodMs / 2);
-    }
+    // Each group is polled once at start, so a (re)started collector has data within moments,
+    // then joins its grid at the first slot at least half a period later. The polls at start go
+    // out one every START_POLL_GAP_MS in the order of the groups' phases (a group waiting at most
+    // half its period): a thousand devices are not all asked at the same instant.
+    const byPhase = this.#states.toSorted((a, b) => a.phaseMs / a.group.periodMs - b.phaseMs / b.group.periodMs);
+    byPhase.forEach((s, rank) => {
+      const delayMs = Math.floor(Math.min(rank * START_POLL_GAP_MS, s.group.periodMs / 2));
+      if (delayMs === 0) return this.#startPoll(s);
+      s.timer = clock.setTimeout(() => {
+        s.timer = undefined;
+        if (this.#running) this.#startPoll(s);
+      }, delayMs);
+    });
+  }
+
+  #startPoll(s: GroupState): void {
+    this.#launch(s);
+    this.#arm(s, s.group.periodMs / 2);
   }
 
   /** Stops the timers, lets in-flight polls finish (or time out) and waits for their commit. */
