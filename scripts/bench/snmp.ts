@@ -1,13 +1,14 @@
 /**
  * SNMP benchmarks (reference/performance.md rows 6 and 7). Prints one JSON line per figure (see
- * report.ts). About 35 s in all.
+ * report.ts). About 40 s in all.
  *
  * 1. Throughput: 8 poll groups of 200 OIDs (GETs of 50 OIDs) polled back to back for 5 s
  *    against a local snmpd: OIDs read per second, and the collector's CPU time per 1,000
  *    samples (the source plus the scheduler's sample conversion; snmpd's CPU not counted).
  * 2. Fleet fairness: 1,000 simulated agents (net-snmp Agents in a child process) × 20 OIDs every
- *    5 s, 10% of them dead (nobody listens on their port), polled for 15 s by the real Scheduler.
- *    A healthy poll is on time when it completes at most 100 ms after its slot.
+ *    5 s, 10% of them dead (nobody listens on their port), polled for 20 s by the real Scheduler.
+ *    A healthy poll is on time when it completes at most 100 ms after its slot (the polls at
+ *    start included). The collector's CPU is measured over the last 15 s, on the grid.
  *
  *   deno run -A scripts/bench/snmp.ts
  */
@@ -198,14 +199,20 @@ async function fleet(): Promise<void> {
         return Promise.resolve();
       },
     });
-    const cpu0 = cpuMs();
     const t0 = performance.now();
     scheduler.start();
+    // The CPU is measured on the grid, after the polls at start (a one-off: each group polled
+    // once, spread over the first seconds); the polls at start are on time or not like the others.
+    await new Promise((r) => setTimeout(r, PERIOD_MS));
+    const cpu0 = cpuMs();
+    const delivered0 = delivered;
+    const t1 = performance.now();
     await new Promise((r) => setTimeout(r, DURATION_MS));
     const cpu = cpuMs() - cpu0;
-    const elapsed = performance.now() - t0;
+    const elapsed = performance.now() - t1;
+    const deliveredOnGrid = delivered - delivered0;
     await scheduler.stop();
-    const healthy = polls.filter((p) => p.healthy && p.dueMs >= t0 && p.dueMs < t0 + DURATION_MS);
+    const healthy = polls.filter((p) => p.healthy && p.dueMs >= t0 && p.dueMs < t1 + DURATION_MS);
     const onTime = healthy.filter((p) => p.ok && p.lateMs <= LATE_MS).length;
     const p99 = percentile(healthy.map((p) => p.lateMs), 99);
     report({
@@ -225,7 +232,9 @@ async function fleet(): Promise<void> {
     });
     report({
       name: "snmp_fleet_cpu_percent_of_one_core",
-      figure: `SNMP fleet: collector CPU (${delivered} samples delivered in ${DURATION_MS / 1000} s)`,
+      figure:
+        `SNMP fleet: collector CPU on the grid (${deliveredOnGrid} samples delivered in ${DURATION_MS / 1000} s ` +
+        `after the first ${PERIOD_MS / 1000} s)`,
       value: 100 * cpu / elapsed,
       unit: "% of one core",
       goal: { op: "<=", value: 10 },
