@@ -31,9 +31,12 @@ export function startPowerExporter(opts: { series?: number; namePerSeries?: bool
   return startExporter({ body: fixedBody(Array.from({ length: opts.series ?? LIVE_METRICS }, (_, i) => line(i))) });
 }
 
-/** The central database as the benchmarks run it: plain tables, fsync on, commit timestamps tracked. */
-export function startBenchCentral(): Promise<PgCluster> {
-  return startCentral({ timescaledb: false, fsync: true, settings: { track_commit_timestamp: "on" } });
+/**
+ * The central database as the benchmarks run it: plain tables, fsync on, commit timestamps
+ * tracked; `settings` adds server settings (a bench sizing the buffer pool for its devices).
+ */
+export function startBenchCentral(settings: Record<string, string> = {}): Promise<PgCluster> {
+  return startCentral({ timescaledb: false, fsync: true, settings: { track_commit_timestamp: "on", ...settings } });
 }
 
 /**
@@ -52,8 +55,12 @@ export interface LiveRig extends AsyncDisposable {
   close(): Promise<void>;
 }
 
-export async function startLiveRig(dir: string, overrides: Record<string, string | number> = {}): Promise<LiveRig> {
-  const pg = await startBenchCentral();
+export async function startLiveRig(
+  dir: string,
+  overrides: Record<string, string | number> = {},
+  centralSettings: Record<string, string> = {},
+): Promise<LiveRig> {
+  const pg = await startBenchCentral(centralSettings);
   const exporter = startPowerExporter();
   const close = async () => {
     await exporter.close();

@@ -32,6 +32,7 @@ import {
   firstLedgerCommitMs,
   LIVE_METRICS,
   liveArrival,
+  processCpuMs,
   processRssMb,
   spawnCollector,
   startBenchCentral,
@@ -45,6 +46,15 @@ const SERIES = 10_000;
 /** Metric of the backlog samples (the live ones are the exporter's, the collector's own are its telemetry). */
 const BACKLOG_METRIC = "bmc_node_power_watt";
 const count = new Intl.NumberFormat("en-US");
+/**
+ * The central database of the forward and drain runs, sized as docs/OPERATIONS.md tells operators
+ * to size it for its devices: `shared_buffers` of at least 2 × 8 KB per device (the last leaf page
+ * of each of the two indexes of `metrics` by device and by alias), 160 MB for the SERIES devices
+ * of the backlog, rounded up to 256 MB for the heap's, the BRIN's and the inner index pages.
+ * PostgreSQL's default, 128 MB, bound the 10M drain (docs/PERFORMANCE.md, `drainfwd`). The bare
+ * COPY ceiling runs on the same cluster.
+ */
+const CENTRAL_SETTINGS = { shared_buffers: "256MB" };
 
 /**
  * `n` samples of SERIES series (device, metric, labels like a BMC power reading), numbered from
@@ -228,7 +238,7 @@ async function spoolAppend(dir: string) {
 }
 
 async function forwardRate(dir: string) {
-  const pg = await startBenchCentral();
+  const pg = await startBenchCentral(CENTRAL_SETTINGS);
   try {
     const config = pgConfig(pg, dir, { spool_path: `${dir}/fwd.db`, spool_max_bytes: 2 ** 40 });
     const rows = 1_000_000;
@@ -300,7 +310,11 @@ async function drainWhilePolling(root: string, backlogSize: number) {
   const suffix = backlogSize % 1_000_000 === 0 ? `_${backlogSize / 1_000_000}m` : `_${backlogSize}`;
   const dir = `${root}/drain${suffix}`;
   await Deno.mkdir(dir);
-  const rig = await startLiveRig(dir, { spool_path: `${dir}/drain/spool.db`, spool_max_bytes: 2 ** 40 });
+  const rig = await startLiveRig(
+    dir,
+    { spool_path: `${dir}/drain/spool.db`, spool_max_bytes: 2 ** 40 },
+    CENTRAL_SETTINGS,
+  );
   const { pg, config, yaml } = rig;
   try {
     const spool = openSpool(spoolOptions(config));
@@ -318,10 +332,13 @@ async function drainWhilePolling(root: string, backlogSize: number) {
     const pid = await child.pid();
     const rss: number[] = [];
     let drained = false;
+    /** The collector's CPU time from its start until the drain was seen over (at most 1 s after its end). */
+    let cpuMs = NaN;
     try {
       for (let waited = 0; waited < 3_600_000 && !drained; waited += 1000) {
         await sleep(1000);
         rss.push(processRssMb(pid));
+        cpuMs = processCpuMs(pid);
         const [row] = await admin`
           SELECT coalesce(sum(least(last_seq, ${backlogSize}) - first_seq + 1), 0)::float8 AS covered
           FROM kwollect_ledger WHERE first_seq <= ${backlogSize}`;
@@ -370,6 +387,13 @@ async function drainWhilePolling(root: string, backlogSize: number) {
       value: (delivered + live.rows) / drainS,
       unit: "rows/s",
       goal: { op: ">=", value: 110_000 },
+    });
+    report({
+      name: `drain_collector_cpu_per_1000_rows${suffix}`,
+      figure: "drain: collector CPU time (start → drain over, its own polls and startup included) " +
+        "per 1,000 backlog and live rows committed",
+      value: cpuMs / ((delivered + live.rows) / 1000),
+      unit: "ms",
     });
     report({
       name: `drain_live_freshness_p50${suffix}`,
