@@ -6,6 +6,7 @@ import { type MetricUrl, parseMetricUrl } from "./metric_url.ts";
 import { type Located, plain } from "./yaml_file.ts";
 import { parseYamlItems } from "./yaml_items.ts";
 import { registerSecret } from "../log.ts";
+import { ownCopy } from "../bounded_cache.ts";
 
 /**
  * metrics.d, read as Kwollect reads it (`glob(metrics_dir + "/*")`): every file directly in
@@ -215,8 +216,9 @@ export function parseMetricsText(
   }
   const { items, problems } = parsed;
   const entries: MetricEntry[] = [];
+  const targets = new Map<string, SharedUrl>();
   for (const item of items) {
-    const entry = parseEntry(item, file, problems);
+    const entry = parseEntry(item, file, problems, targets);
     if (entry) entries.push(entry);
   }
   return { entries, problems };
@@ -248,7 +250,23 @@ export function canonicalLabels(labels: Labels): string {
   return JSON.stringify(Object.keys(labels).sort().map((k) => [k, labels[k]]));
 }
 
-function parseEntry(node: Located, file: string, problems: Problem[]): MetricEntry | undefined {
+/** A URL of a metrics.d file, as the text its entries hold and parsed. */
+interface SharedUrl {
+  url: string;
+  parsed: MetricUrl;
+}
+
+/**
+ * `targets`: the URLs of the file's entries so far, parsed. Entries of one URL (a file of 5,000
+ * devices read from one exporter) share its text and its MetricUrl, and the text is a string of
+ * its own, not a slice holding the whole file's text in memory.
+ */
+function parseEntry(
+  node: Located,
+  file: string,
+  problems: Problem[],
+  targets: Map<string, SharedUrl>,
+): MetricEntry | undefined {
   if (node.kind === "scalar" && node.value === null) return undefined;
   if (node.kind !== "map") {
     problems.push({ file, line: node.line, message: "Expected a metric entry (a mapping with name, device_id, url)" });
@@ -332,22 +350,23 @@ function parseEntry(node: Located, file: string, problems: Problem[]): MetricEnt
       });}
   }
 
-  let target: MetricUrl | undefined;
-  if (url !== undefined) {
+  let target: SharedUrl | undefined = url === undefined ? undefined : targets.get(url);
+  if (url !== undefined && target === undefined) {
     const parsed = parseMetricUrl(url);
     if ("error" in parsed) {
       problems.push({ file, line: fields.get("url")?.line ?? node.line, key: "url", message: parsed.error });
     } else {
-      target = parsed;
+      target = { url: ownCopy(url), parsed };
       registerSecret(parsed.password);
+      targets.set(url, target);
     }
   }
   if (problems.length > before || !name || !deviceId || !url || !target) return undefined;
   return {
     name,
     deviceId,
-    url,
-    target,
+    url: target.url,
+    target: target.parsed,
     updateEveryMs,
     scaleFactor,
     labels,

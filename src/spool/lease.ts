@@ -114,6 +114,8 @@ export const SERIES_CACHE_MAX = 10_000;
  * parsed, its COPY prefix rendered), so a read holds the event loop some 6 ms for them.
  */
 export const SERIES_READ_PER_CALL = 2_000;
+/** The labels of the series that have none (an SNMP OID, a file of 5,000 devices): one shared object. */
+const NO_LABELS: Labels = Object.freeze({});
 /**
  * Samples that make one round of the writer's and the lease's series caches (src/bounded_cache.ts
  * sweeps what was not used in the last two rounds). They see commits and reads, not polls, and a
@@ -260,7 +262,7 @@ export class SpoolLease {
       labels: string,
     ][];
     for (const [id, deviceId, metricId, labelsJson] of found) {
-      const labels = JSON.parse(labelsJson) as Labels;
+      const labels = labelsJson === "{}" ? NO_LABELS : JSON.parse(labelsJson) as Labels;
       const s = {
         deviceId,
         metricId,
