@@ -40,12 +40,15 @@ export interface SpooledSeries {
   readonly problem: string | undefined;
 }
 
-/** What the lease keeps of a series of the dictionary. */
-interface SeriesRow {
-  deviceId: string;
-  metricId: string;
-  labels: Labels;
-  spooled: SpooledSeries;
+/**
+ * What the lease keeps of a series of the dictionary: one object, which is also what its samples
+ * carry as their `spooledSeries` (one object per series instead of two: 48 bytes of heap less
+ * for each of the 10,000 series a cache holds).
+ */
+interface SeriesRow extends SpooledSeries {
+  readonly deviceId: string;
+  readonly metricId: string;
+  readonly labels: Labels;
 }
 
 export interface GapRange {
@@ -212,7 +215,7 @@ export class SpoolLease {
         metricId: series.metricId,
         value: value === null ? NaN : Number(value),
         labels: series.labels,
-        spooledSeries: series.spooled,
+        spooledSeries: series,
       });
     }
     const first = out[0];
@@ -263,15 +266,13 @@ export class SpoolLease {
     ][];
     for (const [id, deviceId, metricId, labelsJson] of found) {
       const labels = labelsJson === "{}" ? NO_LABELS : JSON.parse(labelsJson) as Labels;
-      const s = {
+      const s: SeriesRow = {
+        id: Number(id),
+        copyPrefix: copyPrefix(deviceId, metricId, labelsJson),
+        problem: seriesProblem(deviceId, metricId, labels).problem,
         deviceId,
         metricId,
         labels,
-        spooled: {
-          id: Number(id),
-          copyPrefix: copyPrefix(deviceId, metricId, labelsJson),
-          problem: seriesProblem(deviceId, metricId, labels).problem,
-        },
       };
       fetched.set(Number(id), s);
       cache.set(Number(id), s);
