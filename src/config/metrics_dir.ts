@@ -216,9 +216,8 @@ export function parseMetricsText(
   }
   const { items, problems } = parsed;
   const entries: MetricEntry[] = [];
-  const targets = new Map<string, SharedUrl>();
   for (const item of items) {
-    const entry = parseEntry(item, file, problems, targets);
+    const entry = parseEntry(item, file, problems);
     if (entry) entries.push(entry);
   }
   return { entries, problems };
@@ -250,23 +249,11 @@ export function canonicalLabels(labels: Labels): string {
   return JSON.stringify(Object.keys(labels).sort().map((k) => [k, labels[k]]));
 }
 
-/** A URL of a metrics.d file, as the text its entries hold and parsed. */
-interface SharedUrl {
-  url: string;
-  parsed: MetricUrl;
-}
-
 /**
- * `targets`: the URLs of the file's entries so far, parsed. Entries of one URL (a file of 5,000
- * devices read from one exporter) share its text and its MetricUrl, and the text is a string of
- * its own, not a slice holding the whole file's text in memory.
+ * The texts an entry keeps (name, device, URL) are strings of their own (`ownCopy`), not slices of
+ * the file's text: a slice keeps the whole text in memory for as long as the entry lives.
  */
-function parseEntry(
-  node: Located,
-  file: string,
-  problems: Problem[],
-  targets: Map<string, SharedUrl>,
-): MetricEntry | undefined {
+function parseEntry(node: Located, file: string, problems: Problem[]): MetricEntry | undefined {
   if (node.kind === "scalar" && node.value === null) return undefined;
   if (node.kind !== "map") {
     problems.push({ file, line: node.line, message: "Expected a metric entry (a mapping with name, device_id, url)" });
@@ -292,7 +279,7 @@ function parseEntry(
       problems.push({ file, line: f.line, key, message: "Expected a non-empty text value" });
       return undefined;
     }
-    return String(v);
+    return ownCopy(String(v));
   };
   const name = str("name");
   const deviceId = str("device_id");
@@ -350,23 +337,22 @@ function parseEntry(
       });}
   }
 
-  let target: SharedUrl | undefined = url === undefined ? undefined : targets.get(url);
-  if (url !== undefined && target === undefined) {
+  let target: MetricUrl | undefined;
+  if (url !== undefined) {
     const parsed = parseMetricUrl(url);
     if ("error" in parsed) {
       problems.push({ file, line: fields.get("url")?.line ?? node.line, key: "url", message: parsed.error });
     } else {
-      target = { url: ownCopy(url), parsed };
+      target = parsed;
       registerSecret(parsed.password);
-      targets.set(url, target);
     }
   }
   if (problems.length > before || !name || !deviceId || !url || !target) return undefined;
   return {
     name,
     deviceId,
-    url: target.url,
-    target: target.parsed,
+    url,
+    target,
     updateEveryMs,
     scaleFactor,
     labels,

@@ -300,26 +300,3 @@ Deno.test("run logs a metrics.d without entry at warning, naming the directory",
     `WARNING No metric entry in 1 file(s) read: nothing will be collected where=${JSON.stringify(dir)}`,
   ]);
 });
-
-Deno.test("metrics.d entries of one URL share it parsed, and a bad URL is reported at each of its entries", () => {
-  const { entries, problems } = parseMetricsText(
-    [
-      "- {name: a, device_id: d1, url: 'prometheus://Exporter:9100/metrics?x=1'}",
-      "- {name: b, device_id: d2, url: 'prometheus://Exporter:9100/metrics?x=1'}",
-      "- {name: c, device_id: d3, url: 'prometheus://other:9100/metrics'}",
-      "- {name: d, device_id: d4, url: 'prometheus://h:99999/m'}",
-      "- {name: e, device_id: d5, url: 'prometheus://h:99999/m'}",
-    ].join("\n"),
-    "shared.yaml",
-  );
-  const [a, b, c] = entries;
-  assert.equal(entries.length, 3);
-  assert.equal(a!.target, b!.target);
-  assert.equal(a!.url, b!.url);
-  assert.deepEqual(a!.target, parseMetricUrl("prometheus://Exporter:9100/metrics?x=1"));
-  assert.equal(c!.target.host, "other");
-  assert.deepEqual(problems.map((p) => [p.line, p.message]), [
-    [4, "Cannot parse url 'prometheus://h:99999/m': port 99999 is out of range"],
-    [5, "Cannot parse url 'prometheus://h:99999/m': port 99999 is out of range"],
-  ]);
-});
