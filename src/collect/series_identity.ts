@@ -14,8 +14,9 @@ import { type Labels, type SeriesIdentity, seriesProblem } from "../sample.ts";
  * Bounded: each entry keeps at most SERIES_IDENTITIES_PER_ENTRY identities (src/bounded_cache.ts:
  * series gone from the device are swept out, and a series past the bound gets no identity, its
  * samples are built as without one). An entry that has had one series at a time keeps it in a
- * slot, not a cache of its own (`OnlySeries`): a file of 5,000 devices costs 5,000 slots. An identity is derived data: dropping one costs only its
- * recompute (the spool's series dictionary stays the truth for series ids, src/spool/writer.ts).
+ * slot, not a cache of its own (`OnlySeries`): a file of 5,000 devices costs 5,000 slots. An
+ * identity is derived data: dropping one costs only its recompute (the spool's series dictionary
+ * stays the truth for series ids, src/spool/writer.ts).
  */
 
 /** Identities an entry keeps (about 400 bytes each): a device with more series is partly cached. */
