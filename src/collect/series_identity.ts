@@ -25,7 +25,7 @@ export const SERIES_IDENTITIES_PER_ENTRY = 10_000;
 /**
  * The one series an entry has had so far, with the last poll that used it. Most entries have one
  * (an SNMP OID, a Modbus register, a metric of a file of 5,000 devices): a cache with a hash table
- * of its own cost each about 500 bytes (measured in a heap snapshot of the hostile bench), this
+ * of its own costs about 500 bytes (measured in a heap snapshot of the hostile bench), this
  * costs a slot. An entry's second live series turns it into a BoundedCache.
  */
 interface OnlySeries {
