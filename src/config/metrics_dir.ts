@@ -6,6 +6,7 @@ import { type MetricUrl, parseMetricUrl } from "./metric_url.ts";
 import { type Located, plain } from "./yaml_file.ts";
 import { parseYamlItems } from "./yaml_items.ts";
 import { registerSecret } from "../log.ts";
+import { ownCopy } from "../bounded_cache.ts";
 
 /**
  * metrics.d, read as Kwollect reads it (`glob(metrics_dir + "/*")`): every file directly in
@@ -248,6 +249,10 @@ export function canonicalLabels(labels: Labels): string {
   return JSON.stringify(Object.keys(labels).sort().map((k) => [k, labels[k]]));
 }
 
+/**
+ * The texts an entry keeps (name, device, URL) are strings of their own (`ownCopy`), not slices of
+ * the file's text: a slice keeps the whole text in memory for as long as the entry lives.
+ */
 function parseEntry(node: Located, file: string, problems: Problem[]): MetricEntry | undefined {
   if (node.kind === "scalar" && node.value === null) return undefined;
   if (node.kind !== "map") {
@@ -274,7 +279,7 @@ function parseEntry(node: Located, file: string, problems: Problem[]): MetricEnt
       problems.push({ file, line: f.line, key, message: "Expected a non-empty text value" });
       return undefined;
     }
-    return String(v);
+    return ownCopy(String(v));
   };
   const name = str("name");
   const deviceId = str("device_id");

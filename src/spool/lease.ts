@@ -40,12 +40,15 @@ export interface SpooledSeries {
   readonly problem: string | undefined;
 }
 
-/** What the lease keeps of a series of the dictionary. */
-interface SeriesRow {
-  deviceId: string;
-  metricId: string;
-  labels: Labels;
-  spooled: SpooledSeries;
+/**
+ * What the lease keeps of a series of the dictionary: one object, which is also what its samples
+ * carry as their `spooledSeries` (one object per series instead of two: 48 bytes of heap less
+ * for each of the 10,000 series a cache holds).
+ */
+interface SeriesRow extends SpooledSeries {
+  readonly deviceId: string;
+  readonly metricId: string;
+  readonly labels: Labels;
 }
 
 export interface GapRange {
@@ -114,6 +117,8 @@ export const SERIES_CACHE_MAX = 10_000;
  * parsed, its COPY prefix rendered), so a read holds the event loop some 6 ms for them.
  */
 export const SERIES_READ_PER_CALL = 2_000;
+/** The labels of the series that have none (an SNMP OID, a file of 5,000 devices): one shared object. */
+const NO_LABELS: Labels = Object.freeze({});
 /**
  * Samples that make one round of the writer's and the lease's series caches (src/bounded_cache.ts
  * sweeps what was not used in the last two rounds). They see commits and reads, not polls, and a
@@ -210,7 +215,7 @@ export class SpoolLease {
         metricId: series.metricId,
         value: value === null ? NaN : Number(value),
         labels: series.labels,
-        spooledSeries: series.spooled,
+        spooledSeries: series,
       });
     }
     const first = out[0];
@@ -260,16 +265,14 @@ export class SpoolLease {
       labels: string,
     ][];
     for (const [id, deviceId, metricId, labelsJson] of found) {
-      const labels = JSON.parse(labelsJson) as Labels;
-      const s = {
+      const labels = labelsJson === "{}" ? NO_LABELS : JSON.parse(labelsJson) as Labels;
+      const s: SeriesRow = {
+        id: Number(id),
+        copyPrefix: copyPrefix(deviceId, metricId, labelsJson),
+        problem: seriesProblem(deviceId, metricId, labels).problem,
         deviceId,
         metricId,
         labels,
-        spooled: {
-          id: Number(id),
-          copyPrefix: copyPrefix(deviceId, metricId, labelsJson),
-          problem: seriesProblem(deviceId, metricId, labels).problem,
-        },
       };
       fetched.set(Number(id), s);
       cache.set(Number(id), s);

@@ -90,3 +90,59 @@ Deno.test("makeIdentity gives labels with sorted names a single key for the spoo
   assert.notEqual(unsorted.key, sorted.key);
   assert.equal(unsorted.pollKey, sorted.pollKey);
 });
+
+Deno.test("an entry's only series gives its place up to a new one after two polls without it", () => {
+  const identities = new SeriesIdentities(10);
+  const bare = entryFor("prometheus://h:9100/", { name: "one", deviceId: "n2" });
+  const only = (key: string) =>
+    samplesOfPoll([{ entry: bare, value: 1, metricId: key, labels: {}, seriesKey: key }], T, T, identities).samples[0]!;
+  const old = only("a");
+  assert.equal(only("a").series, old.series);
+  identities.nextPoll();
+  const renamed = only("b");
+  assert.ok(renamed.series);
+  assert.equal(renamed.metricId, "b");
+  assert.equal(identities.size, 1);
+  assert.notEqual(only("a").series, old.series);
+});
+
+Deno.test("an entry with two live series keeps an identity for each, up to its bound", () => {
+  const both = (identities: SeriesIdentities) =>
+    samplesOfPoll([reading("x", { k: "x" }), reading("y", { k: "y" })], T, T, identities).samples;
+  const two = new SeriesIdentities(2);
+  const first = both(two);
+  const second = both(two);
+  assert.deepEqual(second.map((s) => s.series), first.map((s) => s.series));
+  assert.ok(first.every((s) => s.series));
+  assert.equal(two.size, 2);
+  const one = new SeriesIdentities(1);
+  for (let poll = 0; poll < 2; poll++) {
+    const samples = both(one);
+    assert.deepEqual(samples.map((s) => s.series !== undefined), [true, false]);
+    assert.deepEqual(samples[1]!.labels, { k: "y", site: "nancy" });
+  }
+  assert.equal(one.size, 1);
+});
+
+Deno.test("series without labels share one frozen labels object", () => {
+  const identities = new SeriesIdentities(10);
+  const sample = (deviceId: string) =>
+    samplesOfPoll(
+      [{
+        entry: entryFor("prometheus://h:9100/", { name: "m", deviceId }),
+        value: 1,
+        metricId: "m",
+        labels: {},
+        seriesKey: "m",
+      }],
+      T,
+      T,
+      identities,
+    ).samples[0]!;
+  const [a, b] = [sample("d1"), sample("d2")];
+  assert.ok(a.series && b.series);
+  assert.notEqual(a.series, b.series);
+  assert.equal(a.labels, b.labels);
+  assert.deepEqual(a.labels, {});
+  assert.ok(Object.isFrozen(a.labels));
+});

@@ -138,3 +138,22 @@ Deno.test("spool.read() of a backlog caches its series apart, so a drain never k
     spool.close();
   }
 });
+
+Deno.test("spool.read() gives the series without labels one shared labels object", async () => {
+  const spool = open(await tempSpoolPath());
+  try {
+    const sample = (deviceId: string, labels: Record<string, string>) => ({
+      timestampMs: 1_800_000_000_000,
+      deviceId,
+      metricId: "power_watt",
+      value: 1,
+      labels,
+    });
+    await spool.writer.append([sample("a", {}), sample("b", {}), sample("c", { psu: "1" }), sample("d", { psu: "1" })]);
+    const [a, b, c] = spool.lease.read(0, 10);
+    assert.deepEqual([a!.labels, c!.labels], [{}, { psu: "1" }]);
+    assert.equal(a!.labels, b!.labels);
+  } finally {
+    spool.close();
+  }
+});
