@@ -94,7 +94,7 @@ const PART_MAX_SAMPLES = 2_000;
  * Most samples of one poll handed to the spool and not yet stored while its source reads on (see
  * `Source.poll`'s `handOver`): with the readings of a part, what a large poll holds at a time.
  */
-const POLL_UNACKNOWLEDGED_MAX = 6_000;
+export const POLL_UNACKNOWLEDGED_MAX = 6_000;
 
 /** What a poll has handed to the spool so far. */
 class PollTaking {
