@@ -40,9 +40,9 @@ import { Telemetry } from "../telemetry/telemetry.ts";
  * and timeout, so one slow or dead device never delays another; and a large poll becomes samples
  * and reaches the spool in time slices (src/time_slice.ts), each part acknowledged on its own, so
  * a device of 50,000 series does not hold up another's timer either. A source that hands its
- * readings over as it reads them (`Source.poll`'s `handOver`) is paced by the spool: it reads on
- * once at most POLL_UNACKNOWLEDGED_MAX of the poll's samples wait to be stored, so what a poll
- * holds is bounded by that, not by the device; that wait counts in the poll's timeout. Samples
+ * readings over as it reads them (`Source.poll`'s `handOver`) is paced by the spool: past
+ * POLL_HELD_MAX samples, it reads on once they are stored, so what a poll holds is bounded by
+ * that, not by the device; that wait counts in the poll's timeout. Samples
  * handed over before a poll fails are kept; the poll counts as failed.
  *
  * Every slot of the grid is accounted for, once: polled (ok or failed), skipped (the previous
@@ -91,21 +91,23 @@ const READINGS_BETWEEN_LOOKS = 500;
 const PART_MAX_SAMPLES = 2_000;
 
 /**
- * Most samples of one poll handed to the spool and not yet stored while its source reads on (see
- * `Source.poll`'s `handOver`): with the readings of a part, what a large poll holds at a time.
+ * Most samples of one poll held back while its source reads on (see `Source.poll`'s `handOver`):
+ * past it, they go to the spool together and the source reads on once they are stored. With the
+ * readings of a part, what a large poll holds at a time. A poll of fewer samples (most of them)
+ * reaches the spool at its end, all at once, in one commit and one forwarded batch.
  */
-export const POLL_UNACKNOWLEDGED_MAX = 6_000;
+export const POLL_HELD_MAX = 10_000;
 
-/** What a poll has handed to the spool so far. */
+/** What a poll made of the readings its source handed over. */
 class PollTaking {
   readonly sentAtMs: number;
   /** Made at the first part, so a poll that fails before any does not start a round of the identities. */
   door: PollSamples | undefined;
   readonly refused: EntryError[] = [];
   readonly slice = new TimeSlice();
-  /** Parts handed to the spool and not yet stored, oldest first, and their samples in all. */
-  readonly unacknowledged: { n: number; stored: Promise<void> }[] = [];
-  waiting = 0;
+  /** Samples made and not yet handed to the spool, in parts, and their number. */
+  held: Sample[][] = [];
+  heldSamples = 0;
 
   constructor(sentAtMs: number) {
     this.sentAtMs = sentAtMs;
@@ -289,6 +291,8 @@ export class Scheduler {
         labels: { protocol: s.group.scheme },
       });
       this.#telemetry.begin(DEVICE_FAILING, s.group.name, { group: s.group.name, error: message }, message);
+      // What was handed over in time is a reading of the device like any other.
+      this.#deliverHeld(s, taking);
       this.#recordDevices(s, entries, sentAtMs, message, new Map());
       await settled;
       return;
@@ -310,12 +314,14 @@ export class Scheduler {
   /**
    * Turns a part of a poll's readings into samples and hands them to the spool, in parts, one per
    * time slice, so the timers of other groups fire on time meanwhile (each part is acknowledged on
-   * its own). With `paced`, returns once at most POLL_UNACKNOWLEDGED_MAX of the poll's samples
-   * wait for the spool: the source reads on at the pace the spool stores.
+   * its own). With `paced` (a part handed over while the source reads on), the samples are held
+   * back until there are POLL_HELD_MAX, then handed over together, and the promise resolves once
+   * the spool has stored them: the source reads on at the pace the spool stores.
    */
   async #take(s: GroupState, taking: PollTaking, readings: Reading[], paced: boolean): Promise<void> {
     taking.door ??= new PollSamples(taking.sentAtMs, this.#opts.clock.now(), s.identities);
     const door = taking.door;
+    if (!paced) this.#deliverHeld(s, taking);
     for (let from = 0; from < readings.length;) {
       let to = Math.min(readings.length, from + READINGS_BETWEEN_LOOKS);
       const part = door.take(readings, from, to);
@@ -329,17 +335,22 @@ export class Scheduler {
       from = to;
       taking.refused.push(...part.refused);
       if (part.samples.length > 0) {
-        const n = part.samples.length;
-        taking.unacknowledged.push({ n, stored: this.#deliver(s, part.samples) });
-        taking.waiting += n;
+        if (paced) {
+          taking.held.push(part.samples);
+          taking.heldSamples += part.samples.length;
+        } else this.#deliver(s, part.samples);
       }
       if (from < readings.length && taking.slice.due()) await taking.slice.yield();
     }
-    while (paced && taking.waiting > POLL_UNACKNOWLEDGED_MAX) {
-      const oldest = taking.unacknowledged.shift()!;
-      await oldest.stored;
-      taking.waiting -= oldest.n;
-    }
+    if (paced && taking.heldSamples >= POLL_HELD_MAX) await this.#deliverHeld(s, taking);
+  }
+
+  /** Hands the samples a poll held back to the spool; resolves once they are stored (or lost). */
+  #deliverHeld(s: GroupState, taking: PollTaking): Promise<unknown> {
+    const stored = Promise.all(taking.held.map((samples) => this.#deliver(s, samples)));
+    taking.held = [];
+    taking.heldSamples = 0;
+    return stored;
   }
 
   /**

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { POLL_UNACKNOWLEDGED_MAX, samplesOfPoll, Scheduler } from "../../src/collect/scheduler.ts";
+import { POLL_HELD_MAX, samplesOfPoll, Scheduler } from "../../src/collect/scheduler.ts";
 import { buildGroups } from "../../src/collect/groups.ts";
 import type { MetricEntry } from "../../src/config/metrics_dir.ts";
 import type { Sample } from "../../src/sample.ts";
@@ -489,7 +489,7 @@ Deno.test("scheduler lets a source read on only while few of its poll's samples 
     await stopOn(clock, scheduler);
     assert.ok(mostWaiting > 0);
     assert.ok(
-      mostWaiting <= POLL_UNACKNOWLEDGED_MAX + perPart,
+      mostWaiting <= POLL_HELD_MAX + perPart,
       `${mostWaiting} samples waited for the spool at once`,
     );
     assert.equal(stored.length, parts * perPart - 1, "every series once: the duplicate of part 1 is dropped");
