@@ -104,7 +104,6 @@ class PollTaking {
   /** Made at the first part, so a poll that fails before any does not start a round of the identities. */
   door: PollSamples | undefined;
   readonly refused: EntryError[] = [];
-  readonly slice = new TimeSlice();
   /** Samples made and not yet handed to the spool, in parts, and their number. */
   held: Sample[][] = [];
   heldSamples = 0;
@@ -321,11 +320,14 @@ export class Scheduler {
   async #take(s: GroupState, taking: PollTaking, readings: Reading[], paced: boolean): Promise<void> {
     taking.door ??= new PollSamples(taking.sentAtMs, this.#opts.clock.now(), s.identities);
     const door = taking.door;
+    // A slice of its own: counted from the poll's start, the slice would be spent at once, and a
+    // poll's last samples would reach the spool in several commits instead of one.
+    const slice = new TimeSlice();
     if (!paced) this.#deliverHeld(s, taking);
     for (let from = 0; from < readings.length;) {
       let to = Math.min(readings.length, from + READINGS_BETWEEN_LOOKS);
       const part = door.take(readings, from, to);
-      while (to < readings.length && !taking.slice.due() && part.samples.length < PART_MAX_SAMPLES) {
+      while (to < readings.length && !slice.due() && part.samples.length < PART_MAX_SAMPLES) {
         const more = door.take(readings, to, to = Math.min(readings.length, to + READINGS_BETWEEN_LOOKS));
         part.samples.push(...more.samples);
         part.refused.push(...more.refused);
@@ -340,7 +342,7 @@ export class Scheduler {
           taking.heldSamples += part.samples.length;
         } else this.#deliver(s, part.samples);
       }
-      if (from < readings.length && taking.slice.due()) await taking.slice.yield();
+      if (from < readings.length && slice.due()) await slice.yield();
     }
     if (paced && taking.heldSamples >= POLL_HELD_MAX) await this.#deliverHeld(s, taking);
   }
