@@ -39,7 +39,11 @@ import { Telemetry } from "../telemetry/telemetry.ts";
  * that answers in 1.5 s at a 1 s period gives a sample every 2 s. Every group has its own timer
  * and timeout, so one slow or dead device never delays another; and a large poll becomes samples
  * and reaches the spool in time slices (src/time_slice.ts), each part acknowledged on its own, so
- * a device of 50,000 series does not hold up another's timer either.
+ * a device of 50,000 series does not hold up another's timer either. A source that hands its
+ * readings over as it reads them (`Source.poll`'s `handOver`) is paced by the spool: past
+ * POLL_HELD_MAX samples, it reads on once they are stored, so what a poll holds is bounded by
+ * that, not by the device; that wait counts in the poll's timeout. Samples
+ * handed over before a poll fails are kept; the poll counts as failed.
  *
  * Every slot of the grid is accounted for, once: polled (ok or failed), skipped (the previous
  * poll still running) or missed (its timer fired a period or more late: the process was stalled
@@ -92,6 +96,29 @@ const READINGS_BETWEEN_LOOKS = 500;
  * storing a sample costs more than making it (src/spool/writer.ts COMMIT_SLICE_SAMPLES).
  */
 const PART_MAX_SAMPLES = 2_000;
+
+/**
+ * Most samples of one poll held back while its source reads on (see `Source.poll`'s `handOver`):
+ * past it, they go to the spool together and the source reads on once they are stored. With the
+ * readings of a part, what a large poll holds at a time. A poll of fewer samples (most of them)
+ * reaches the spool at its end, all at once, in one commit and one forwarded batch.
+ */
+export const POLL_HELD_MAX = 10_000;
+
+/** What a poll made of the readings its source handed over. */
+class PollTaking {
+  readonly sentAtMs: number;
+  /** Made at the first part, so a poll that fails before any does not start a round of the identities. */
+  door: PollSamples | undefined;
+  readonly refused: EntryError[] = [];
+  /** Samples made and not yet handed to the spool, in parts, and their number. */
+  held: Sample[][] = [];
+  heldSamples = 0;
+
+  constructor(sentAtMs: number) {
+    this.sentAtMs = sentAtMs;
+  }
+}
 
 interface GroupState {
   group: PollGroup;
@@ -263,8 +290,12 @@ export class Scheduler {
     s.abort = abort;
     const sentAtMs = clock.now();
     let result: PollResult;
+    const taking = new PollTaking(sentAtMs);
+    // A part handed over after the timeout (before the source noticed it) is not taken.
+    const handOver = (readings: Reading[]) =>
+      abort.signal.aborted ? Promise.reject(abort.signal.reason) : this.#take(s, taking, readings, true);
     // The group stays busy until the source itself has settled, even past the timeout.
-    const polling = s.source.poll(entries, abort.signal);
+    const polling = s.source.poll(entries, abort.signal, handOver);
     const settled = polling.then(() => {}, () => {});
     try {
       const message = `Poll of ${s.group.name} timed out after ${s.timeoutMs} ms`;
@@ -278,6 +309,8 @@ export class Scheduler {
         labels: { protocol: s.group.scheme },
       });
       this.#telemetry.begin(DEVICE_FAILING, s.group.name, { group: s.group.name, error: message }, message);
+      // What was handed over in time is a reading of the device like any other.
+      this.#deliverHeld(s, taking);
       this.#recordDevices(s, entries, sentAtMs, message, new Map());
       await settled;
       return;
@@ -289,11 +322,27 @@ export class Scheduler {
     s.counters.pollsOk++;
     t.emit(POLL_OK, { group: s.group.name }, protocol);
     t.end(DEVICE_FAILING, s.group.name, { group: s.group.name });
-    // A large poll becomes samples and reaches the spool in parts, one per time slice, so the
-    // timers of other groups fire on time meanwhile (each part is acknowledged on its own).
-    const door = new PollSamples(sentAtMs, clock.now(), s.identities);
-    const { readings } = result;
+    // What the source did not hand over during the poll: no need to wait for the spool after it.
+    await this.#take(s, taking, result.readings, false);
+    result.errors.push(...taking.refused);
+    const entryErrors = this.#entryErrors(s, result);
+    this.#recordDevices(s, entries, sentAtMs, undefined, entryErrors);
+  }
+
+  /**
+   * Turns a part of a poll's readings into samples and hands them to the spool, in parts, one per
+   * time slice, so the timers of other groups fire on time meanwhile (each part is acknowledged on
+   * its own). With `paced` (a part handed over while the source reads on), the samples are held
+   * back until there are POLL_HELD_MAX, then handed over together, and the promise resolves once
+   * the spool has stored them: the source reads on at the pace the spool stores.
+   */
+  async #take(s: GroupState, taking: PollTaking, readings: Reading[], paced: boolean): Promise<void> {
+    taking.door ??= new PollSamples(taking.sentAtMs, this.#opts.clock.now(), s.identities);
+    const door = taking.door;
+    // A slice of its own: counted from the poll's start, the slice would be spent at once, and a
+    // poll's last samples would reach the spool in several commits instead of one.
     const slice = new TimeSlice();
+    if (!paced) this.#deliverHeld(s, taking);
     for (let from = 0; from < readings.length;) {
       let to = Math.min(readings.length, from + READINGS_BETWEEN_LOOKS);
       const part = door.take(readings, from, to);
@@ -305,16 +354,31 @@ export class Scheduler {
       // What became samples is let go at once: a poll does not hold all its readings to the end.
       (readings as (Reading | undefined)[]).fill(undefined, from, to);
       from = to;
-      result.errors.push(...part.refused);
-      if (part.samples.length > 0) this.#deliver(s, part.samples);
+      taking.refused.push(...part.refused);
+      if (part.samples.length > 0) {
+        if (paced) {
+          taking.held.push(part.samples);
+          taking.heldSamples += part.samples.length;
+        } else this.#deliver(s, part.samples);
+      }
       if (from < readings.length && slice.due()) await slice.yield();
     }
-    const entryErrors = this.#entryErrors(s, result);
-    this.#recordDevices(s, entries, sentAtMs, undefined, entryErrors);
+    if (paced && taking.heldSamples >= POLL_HELD_MAX) await this.#deliverHeld(s, taking);
   }
 
-  /** Hands one part of a poll's samples to the spool, and counts what becomes of them. */
-  #deliver(s: GroupState, samples: Sample[]): void {
+  /** Hands the samples a poll held back to the spool; resolves once they are stored (or lost). */
+  #deliverHeld(s: GroupState, taking: PollTaking): Promise<unknown> {
+    const stored = Promise.all(taking.held.map((samples) => this.#deliver(s, samples)));
+    taking.held = [];
+    taking.heldSamples = 0;
+    return stored;
+  }
+
+  /**
+   * Hands one part of a poll's samples to the spool, and counts what becomes of them; the promise
+   * resolves when the spool has stored them or failed to.
+   */
+  #deliver(s: GroupState, samples: Sample[]): Promise<void> {
     const t = this.#telemetry;
     s.counters.samples += samples.length;
     t.emit(SAMPLES_POLLED, { group: s.group.name, samples: samples.length }, {
@@ -337,6 +401,7 @@ export class Scheduler {
     );
     this.#deliveries.add(delivery);
     delivery.finally(() => this.#deliveries.delete(delivery));
+    return delivery;
   }
 
   /** Logs per-entry errors when they start and end; returns device id → first error. */

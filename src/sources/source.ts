@@ -13,8 +13,14 @@ export interface Source {
    * Fetches the current value of `entries` (the group's entries active this cycle). Throws when
    * the whole device failed (unreachable, timeout, authentication); returns per-entry errors for
    * entries that failed alone. Must stop promptly when `signal` aborts.
+   *
+   * A source whose answer can be large (a Prometheus exporter) may hand its readings over as it
+   * reads them, in parts, through `handOver`, and wait for each before it reads on: what it holds
+   * of a poll is then one part, not the whole answer. Readings handed over are no longer in the
+   * result; they are kept even when the poll fails afterwards (they were read from the device).
+   * Without `handOver`, or for a source that does not use it, the result holds every reading.
    */
-  poll(entries: readonly MetricEntry[], signal: AbortSignal): Promise<PollResult>;
+  poll(entries: readonly MetricEntry[], signal: AbortSignal, handOver?: HandOver): Promise<PollResult>;
   /** Releases connections, sessions and child processes. */
   close(): Promise<void>;
 }
@@ -43,6 +49,12 @@ export interface EntryError {
   /** What of the entry failed, when not all of it (a metric id): each is logged on its own. */
   subject?: string;
 }
+
+/**
+ * Takes a part of a poll's readings (the array is the taker's from then on); the source waits for
+ * the promise before it reads more of the answer, so a part is what a poll holds at a time.
+ */
+export type HandOver = (readings: Reading[]) => Promise<void>;
 
 export interface PollResult {
   readings: Reading[];

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { phaseOf, samplesOfPoll, Scheduler } from "../../src/collect/scheduler.ts";
+import { phaseOf, POLL_HELD_MAX, samplesOfPoll, Scheduler } from "../../src/collect/scheduler.ts";
 import { buildGroups } from "../../src/collect/groups.ts";
 import type { MetricEntry } from "../../src/config/metrics_dir.ts";
 import type { Sample } from "../../src/sample.ts";
 import { PROTOCOLS } from "../../src/sources/registry.ts";
-import type { PollResult, Protocol } from "../../src/sources/source.ts";
+import type { HandOver, PollResult, Protocol, Reading } from "../../src/sources/source.ts";
 import { entryFor } from "../../scripts/harness/entries.ts";
 import { testConfig } from "../../scripts/harness/config.ts";
 import { FakeClock } from "../helpers/fake_clock.ts";
@@ -456,5 +456,108 @@ Deno.test("scheduler hands a large poll to the spool in parts, and other timers 
     assert.ok(parts.length >= 2, `one part of ${parts[0]} samples`);
     assert.ok(partsSeenByTimer < parts.length, "the timer waited for the whole poll");
     assert.equal(scheduler.counters()[0]!.counters.samples, readings);
+  });
+});
+
+/** A protocol whose poll hands `parts` parts of `perPart` readings over, waiting for each, then returns. */
+function handingOverProtocol(parts: number, perPart: number, after: (handOver: HandOver) => Promise<void>) {
+  const handed: number[] = [];
+  const protocol: Protocol = {
+    configKeys: [],
+    validate: () => undefined,
+    groupKey: (e) => `test://${e.target.host}`,
+    endpoint: (e) => e.target.host,
+    create: () => ({
+      async poll(active: readonly MetricEntry[], _signal: AbortSignal, handOver?: HandOver): Promise<PollResult> {
+        assert.ok(handOver, "the scheduler offers a hand-over");
+        for (let p = 0; p < parts; p++) {
+          // Series i of part p: part 1 repeats part 0's first series, a duplicate of the poll.
+          const first = p === 1 ? 0 : p * perPart;
+          const readings: Reading[] = Array.from({ length: perPart }, (_, i) => ({
+            entry: active[0]!,
+            value: p,
+            labels: { i: `${i === 0 ? first : p * perPart + i}` },
+          }));
+          handed.push(readings.length);
+          await handOver(readings);
+        }
+        await after(handOver);
+        return { readings: [], errors: [] };
+      },
+      close: () => Promise.resolve(),
+    }),
+  };
+  return { protocol, handed };
+}
+
+Deno.test("scheduler lets a source read on only while few of its poll's samples wait for the spool", async () => {
+  const clock = new FakeClock();
+  const perPart = 1_000;
+  const parts = 20;
+  const { protocol, handed } = handingOverProtocol(parts, perPart, () => Promise.resolve());
+  await withProtocol(protocol, async () => {
+    const stored: Sample[] = [];
+    const waiting: { samples: Sample[]; store: () => void }[] = [];
+    let mostWaiting = 0;
+    const config = testConfig();
+    const { groups } = buildGroups([entryFor("test://wide/a", { name: "a", updateEveryMs: 60_000 })], config);
+    const scheduler = new Scheduler({
+      groups,
+      config,
+      clock,
+      deliver: (samples) =>
+        new Promise((resolve) => {
+          waiting.push({ samples, store: resolve });
+          mostWaiting = Math.max(mostWaiting, waiting.reduce((n, w) => n + w.samples.length, 0));
+        }),
+    });
+    scheduler.start();
+    // The spool stores what waits, one part at a time; the source reads on only as it does.
+    while (handed.length < parts || waiting.length > 0) {
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      const next = waiting.shift();
+      if (!next) continue;
+      stored.push(...next.samples);
+      next.store();
+    }
+    await stopOn(clock, scheduler);
+    assert.ok(mostWaiting > 0);
+    assert.ok(
+      mostWaiting <= POLL_HELD_MAX + perPart,
+      `${mostWaiting} samples waited for the spool at once`,
+    );
+    assert.equal(stored.length, parts * perPart - 1, "every series once: the duplicate of part 1 is dropped");
+    assert.equal(new Set(stored.map((s) => s.labels.i)).size, stored.length);
+    assert.equal(stored.find((s) => s.labels.i === "0")!.value, 0, "the first reading of a series is kept");
+    assert.equal(scheduler.counters()[0]!.counters.samplesAcknowledged, stored.length);
+  });
+});
+
+Deno.test("scheduler takes no part a source hands over after its poll timed out, and counts the poll failed", async () => {
+  const clock = new FakeClock();
+  let late: Promise<string> | undefined;
+  const { protocol } = handingOverProtocol(1, 10, (handOver) =>
+    new Promise((resolve) => {
+      // The source ignores the abort and hands a part over past the timeout.
+      clock.setTimeout(() => {
+        late = handOver([]).then(() => "taken", (err) => `refused: ${err.message}`);
+        resolve();
+      }, 2_000);
+    }));
+  await withProtocol(protocol, async () => {
+    const delivered: Sample[] = [];
+    const scheduler = startScheduler(
+      clock,
+      [entryFor("test://slow/a", { name: "a", updateEveryMs: 60_000 })],
+      delivered,
+      { poll_timeout_ms: 1_000 },
+    );
+    await clock.advance(3_000);
+    await stopOn(clock, scheduler);
+    assert.equal(await late, "refused: Poll of test://slow every 60000 ms timed out after 1000 ms");
+    assert.equal(delivered.length, 10, "the part handed over in time is kept");
+    const { counters } = scheduler.counters()[0]!;
+    assert.equal(counters.pollsFailed, 1);
+    assert.equal(counters.pollsOk, 0);
   });
 });

@@ -2,7 +2,7 @@ import { redactUrl } from "../../config/metric_url.ts";
 import type { MetricEntry } from "../../config/metrics_dir.ts";
 import { type Labels, timestampProblem } from "../../sample.ts";
 import { type LineError, PrometheusTextParser, type PromSample, SeriesTexts } from "./text_parser.ts";
-import type { EntryError, PollResult, Protocol, Reading, Source, SourceContext } from "../source.ts";
+import type { EntryError, HandOver, PollResult, Protocol, Reading, Source, SourceContext } from "../source.ts";
 import { consumeText } from "./text_stream.ts";
 
 /**
@@ -18,8 +18,11 @@ import { consumeText } from "./text_stream.ts";
  * - The body is read as a stream (text_stream.ts) and parsed line by line as it arrives, never
  *   held whole. Past `prometheus_max_body_bytes` bytes (counted after decompression, chunked or
  *   not, whatever Content-Length says) the poll fails.
- * - Past `prometheus_max_series` series selected by the group's entries the poll fails: the
- *   readings of one scrape are what the collector holds, and they grow with the series.
+ * - Past `prometheus_max_series` series selected by the group's entries the poll fails.
+ * - Readings are handed over as they are parsed (`Source.poll`'s `handOver`), in parts of about
+ *   PART_READINGS, and the body is read on only once the part is taken (stored in the spool): a
+ *   scrape holds one part of readings at a time, however many series the exporter sends. Parts
+ *   handed over before the poll fails (a limit, the timeout) are kept.
  * - Parsing and building readings run in slices (text_stream.ts), with a turn of the event loop
  *   between them, so the timers of other groups fire on time during a large scrape.
  * - At most MAX_LINE_ERRORS lines that cannot be read (malformed, or a `kwollect_custom` line
@@ -36,6 +39,8 @@ import { consumeText } from "./text_stream.ts";
 const CUSTOM = "kwollect_custom";
 /** Series whose parsed labels a source keeps (about 150 bytes each); an exporter with more is partly cached. */
 const SERIES_TEXTS_MAX = 10_000;
+/** Readings a scrape gathers before it hands them over (plus those of one piece of text at most). */
+export const PART_READINGS = 2_000;
 /** Lines that cannot be read reported per scrape; the others are counted. */
 const MAX_LINE_ERRORS = 10;
 /** Encodings fetch asks for and decodes as it reads (Deno sends `Accept-Encoding: gzip, br`). */
@@ -82,7 +87,7 @@ class PrometheusSource implements Source {
     this.#known = new SeriesTexts(Math.min(this.#maxSeries, SERIES_TEXTS_MAX));
   }
 
-  async poll(entries: readonly MetricEntry[], signal: AbortSignal): Promise<PollResult> {
+  async poll(entries: readonly MetricEntry[], signal: AbortSignal, handOver?: HandOver): Promise<PollResult> {
     const scrapeMs = Date.now();
     const res = await fetch(this.#url, { signal, headers: { accept: "text/plain;version=0.0.4" } });
     const encoding = (res.headers.get("content-encoding") ?? "").trim().toLowerCase();
@@ -109,7 +114,10 @@ class PrometheusSource implements Source {
       await consumeText(res.body, {
         maxBytes: this.#maxBodyBytes,
         signal,
-        onText: (text) => parser.push(text, scrape),
+        onText: (text) => {
+          parser.push(text, scrape);
+          if (handOver && scrape.pending >= PART_READINGS) return handOver(scrape.takeReadings());
+        },
         tooLarge: () => new Error(tooLarge),
       });
     }
@@ -155,6 +163,18 @@ class Scrape {
       }
     }
     this.wanted = this.#everything.length > 0 ? undefined : new Set(this.#byName.keys());
+  }
+
+  /** Readings gathered and not yet taken. */
+  get pending(): number {
+    return this.#readings.length;
+  }
+
+  /** The readings gathered since the last call: they are the caller's. */
+  takeReadings(): Reading[] {
+    const part = this.#readings;
+    this.#readings = [];
+    return part;
   }
 
   sample(s: PromSample): void {

@@ -12,7 +12,9 @@
  * - in time slices (src/time_slice.ts): after each piece, once a slice is spent, the event loop
  *   gets a turn, so other timers fire on time while a large body is processed, even when the whole
  *   body is already buffered and every read resolves at once. The work of `onText` (parsing,
- *   building readings) counts in the slice.
+ *   building readings) counts in the slice;
+ * - at the pace of its taker: when `onText` returns a promise (readings handed over, waiting for
+ *   the spool), the next piece is read once it resolves.
  */
 import { TimeSlice } from "../../time_slice.ts";
 /** Largest piece of a chunk decoded and handed on between two looks at the clock, in bytes. */
@@ -24,8 +26,8 @@ export interface TextStreamOptions {
   maxBytes: number;
   /** Aborts the read between two slices (the poll's timeout). */
   signal: AbortSignal;
-  /** Takes the next piece of text. */
-  onText(text: string): void;
+  /** Takes the next piece of text; the read goes on once the promise it may return resolves. */
+  onText(text: string): void | Promise<void>;
   /** The error thrown when the body goes past `maxBytes`. */
   tooLarge(): Error;
 }
@@ -44,14 +46,18 @@ export async function consumeText(body: ReadableStream<Uint8Array>, opts: TextSt
       bytes += value.length;
       if (bytes > opts.maxBytes) throw opts.tooLarge();
       for (let at = 0; at < value.length; at += PIECE_BYTES) {
-        opts.onText(decoder.decode(value.subarray(at, at + PIECE_BYTES), { stream: true }));
+        const taken = opts.onText(decoder.decode(value.subarray(at, at + PIECE_BYTES), { stream: true }));
+        if (taken) {
+          await taken;
+          opts.signal.throwIfAborted();
+        }
         if (slice.due()) {
           await slice.yield();
           opts.signal.throwIfAborted();
         }
       }
     }
-    opts.onText(decoder.decode());
+    await opts.onText(decoder.decode());
   } finally {
     // Stopped early (a limit, an abort, an error of onText): let the body go unread.
     await reader.cancel().catch(() => {});

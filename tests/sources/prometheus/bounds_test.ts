@@ -4,7 +4,9 @@
  * Every exporter here is a real HTTP server on 127.0.0.1 sending the text exposition format.
  */
 import assert from "node:assert/strict";
-import { prometheus } from "../../../src/sources/prometheus/prometheus.ts";
+import { PART_READINGS, prometheus } from "../../../src/sources/prometheus/prometheus.ts";
+import { PIECE_BYTES } from "../../../src/sources/prometheus/text_stream.ts";
+import type { Reading } from "../../../src/sources/source.ts";
 import { MAX_LINE_CHARS } from "../../../src/sources/prometheus/text_parser.ts";
 import { entryFor } from "../../../scripts/harness/entries.ts";
 import { testConfig } from "../../../scripts/harness/config.ts";
@@ -138,6 +140,34 @@ Deno.test("prometheus source reports ten malformed lines per scrape and counts t
     }
     await source.close();
   } finally {
+    await exporter.close();
+  }
+});
+
+Deno.test("prometheus source hands its readings over in parts as it parses, reading on only once each is taken", async () => {
+  const series = 30_000;
+  const exporter = await startHostileExporter({ kind: "series", series });
+  const entry = entryFor(`prometheus://127.0.0.1:${exporter.port}/series_a`);
+  const source = prometheus.create([entry], { options: testConfig(), timeoutMs: 30_000 });
+  try {
+    const parts: Reading[][] = [];
+    let taking = false;
+    const result = await source.poll([entry], AbortSignal.timeout(30_000), async (readings) => {
+      assert.ok(!taking, "a part was handed over before the previous one was taken");
+      taking = true;
+      parts.push(readings);
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      taking = false;
+    });
+    assert.ok(parts.length >= 2, `${parts.length} parts`);
+    // A line of this exporter is at least 15 bytes: a piece of text holds at most this many.
+    const mostPerPiece = Math.ceil(PIECE_BYTES / 15);
+    for (const part of parts) assert.ok(part.length <= PART_READINGS + mostPerPiece, `a part of ${part.length}`);
+    const all = [...parts.flat(), ...result.readings];
+    assert.equal(all.length, series, "every series once, in the parts or in the result");
+    assert.deepEqual(all.map((r) => r.labels?.i), Array.from({ length: series }, (_, i) => `${i}`), "in order");
+  } finally {
+    await source.close();
     await exporter.close();
   }
 });

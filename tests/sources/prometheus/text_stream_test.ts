@@ -76,7 +76,9 @@ Deno.test("consumeText() stops at maxBytes and cancels the body", async () => {
     consumeText(body, {
       maxBytes: 10_500,
       signal: new AbortController().signal,
-      onText: (text) => received += text.length,
+      onText: (text) => {
+        received += text.length;
+      },
       tooLarge,
     }),
     /too large/,
@@ -93,7 +95,9 @@ Deno.test("consumeText() decodes characters split across chunks and hands on pie
   await consumeText(buffered(chunks).body, {
     maxBytes: bytes.length,
     signal: new AbortController().signal,
-    onText: (t) => pieces.push(t),
+    onText: (t) => {
+      pieces.push(t);
+    },
     tooLarge,
   });
   assert.equal(pieces.join(""), text);
