@@ -12,35 +12,40 @@ import { setLogLevel, setLogSink } from "../../src/log.ts";
 import { CONDITIONS } from "../../src/telemetry/events.ts";
 import { Telemetry } from "../../src/telemetry/telemetry.ts";
 
+/** A protocol of scheme test:// whose groups are its hosts, polled by the sources `create` makes. */
+function testProtocol(create: Protocol["create"]): Protocol {
+  return {
+    configKeys: [],
+    validate: () => undefined,
+    groupKey: (e) => `test://${e.target.host}`,
+    endpoint: (e) => e.target.host,
+    create,
+  };
+}
+
 /**
  * A scripted protocol: each host answers after `delayMs[host]` of fake time (or never when
  * "dead"), and every poll is recorded with the fake time it started.
  */
 function scriptedProtocol(clock: FakeClock, behaviour: Record<string, number | "dead" | { ignoresAbortMs: number }>) {
   const polls: { host: string; at: number; entries: string[] }[] = [];
-  const protocol: Protocol = {
-    configKeys: [],
-    validate: () => undefined,
-    groupKey: (e) => `test://${e.target.host}`,
-    endpoint: (e) => e.target.host,
-    create: (entries) => ({
-      poll(active: readonly MetricEntry[], signal: AbortSignal): Promise<PollResult> {
-        const host = entries[0]!.target.host;
-        polls.push({ host, at: clock.monotonic(), entries: active.map((e) => e.name) });
-        const delay = behaviour[host] ?? 0;
-        return new Promise((resolve, reject) => {
-          if (typeof delay === "object") {
-            clock.setTimeout(() => resolve({ readings: [], errors: [] }), delay.ignoresAbortMs);
-            return;
-          }
-          signal.addEventListener("abort", () => reject(signal.reason), { once: true });
-          if (delay === "dead") return;
-          clock.setTimeout(() => resolve({ readings: active.map((e) => ({ entry: e, value: 1 })), errors: [] }), delay);
-        });
-      },
-      close: () => Promise.resolve(),
-    }),
-  };
+  const protocol = testProtocol((entries) => ({
+    poll(active: readonly MetricEntry[], signal: AbortSignal): Promise<PollResult> {
+      const host = entries[0]!.target.host;
+      polls.push({ host, at: clock.monotonic(), entries: active.map((e) => e.name) });
+      const delay = behaviour[host] ?? 0;
+      return new Promise((resolve, reject) => {
+        if (typeof delay === "object") {
+          clock.setTimeout(() => resolve({ readings: [], errors: [] }), delay.ignoresAbortMs);
+          return;
+        }
+        signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+        if (delay === "dead") return;
+        clock.setTimeout(() => resolve({ readings: active.map((e) => ({ entry: e, value: 1 })), errors: [] }), delay);
+      });
+    },
+    close: () => Promise.resolve(),
+  }));
   return { protocol, polls };
 }
 
@@ -238,38 +243,42 @@ Deno.test("scheduler polls each group once at start, then joins its grid at leas
   });
 });
 
-Deno.test("scheduler asks a thousand devices at start one after the other in their phases' order, not at once", async () => {
+/** Starts `devices` one-entry groups of `periodMs` on fake time: when each was first polled (ms from start). */
+async function firstPolls(devices: number, periodMs: number, runMs: number): Promise<Map<string, number>> {
   const clock = new FakeClock();
-  const hosts = Array.from({ length: 1000 }, (_, i) => `h${i}`);
+  const hosts = Array.from({ length: devices }, (_, i) => `h${i}`);
   const { protocol, polls } = scriptedProtocol(clock, {});
-  await withProtocol(protocol, async () => {
+  return await withProtocol(protocol, async () => {
     const started = clock.monotonic();
-    const scheduler = startScheduler(clock, hosts.map((h) => entryFor(`test://${h}/a`, { updateEveryMs: 5000 })), []);
-    await clock.advance(2499);
+    const scheduler = startScheduler(
+      clock,
+      hosts.map((h) => entryFor(`test://${h}/a`, { updateEveryMs: periodMs })),
+      [],
+    );
+    await clock.advance(runMs);
     await stopOn(clock, scheduler);
     const first = new Map<string, number>();
     for (const p of polls) if (!first.has(p.host)) first.set(p.host, p.at - started);
-    assert.equal(first.size, 1000, `${first.size} of 1000 devices polled at start`);
-    const times = [...first.values()].sort((a, b) => a - b);
-    assert.equal(times[0], 0);
-    assert.ok(times.every((t, i) => i === 0 || t - times[i - 1]! >= 2), `two devices asked within 2 ms: ${times}`);
-    const byPhase = hosts.toSorted((a, b) => phaseOf(`test://${a}|5000`, 5000) - phaseOf(`test://${b}|5000`, 5000));
-    assert.deepEqual(byPhase.map((h) => first.get(h)), times);
+    return first;
   });
+}
+
+Deno.test("scheduler asks a thousand devices at start one after the other in their phases' order, not at once", async () => {
+  const first = await firstPolls(1000, 5000, 2499);
+  assert.equal(first.size, 1000, `${first.size} of 1000 devices polled at start`);
+  const times = [...first.values()].sort((a, b) => a - b);
+  assert.equal(times[0], 0);
+  assert.ok(times.every((t, i) => i === 0 || t - times[i - 1]! >= 2), `two devices asked within 2 ms: ${times}`);
+  const phase = (host: string) => phaseOf(`test://${host}|5000`, 5000);
+  const byPhase = [...first.keys()].sort((a, b) => phase(a) - phase(b));
+  assert.deepEqual(byPhase.map((h) => first.get(h)), times);
 });
 
 Deno.test("scheduler's poll at start waits at most half the group's period", async () => {
-  const clock = new FakeClock();
-  const hosts = Array.from({ length: 100 }, (_, i) => `h${i}`);
-  const { protocol, polls } = scriptedProtocol(clock, {});
-  await withProtocol(protocol, async () => {
-    const started = clock.monotonic();
-    const scheduler = startScheduler(clock, hosts.map((h) => entryFor(`test://${h}/a`, { updateEveryMs: 100 })), []);
-    await clock.advance(60);
-    await stopOn(clock, scheduler);
-    const firstAt = hosts.map((h) => polls.find((p) => p.host === h)!.at - started);
-    assert.ok(Math.max(...firstAt) <= 50, `a device of 100 ms period first polled after ${Math.max(...firstAt)} ms`);
-  });
+  const first = await firstPolls(100, 100, 60);
+  assert.equal(first.size, 100, `${first.size} of 100 devices polled at start`);
+  const latest = Math.max(...first.values());
+  assert.ok(latest <= 50, `a device of 100 ms period first polled after ${latest} ms`);
 });
 
 Deno.test("scheduler polls each slot once even when timers fire early", async () => {
@@ -414,43 +423,38 @@ Deno.test("scheduler says the collector is back on time after a quiet minute wit
   );
 });
 
+/** Starts a scheduler of the one group "test://wide/a" (polled at start, then every minute) on fake time. */
+function wideDeviceScheduler(clock: FakeClock, deliver: (samples: Sample[]) => Promise<void>): Scheduler {
+  const config = testConfig();
+  const { groups } = buildGroups([entryFor("test://wide/a", { name: "a", updateEveryMs: 60_000 })], config);
+  const scheduler = new Scheduler({ groups, config, clock, deliver });
+  scheduler.start();
+  return scheduler;
+}
+
 Deno.test("scheduler hands a large poll to the spool in parts, and other timers run between the parts", async () => {
   const clock = new FakeClock();
   const readings = 100_000;
-  const protocol: Protocol = {
-    configKeys: [],
-    validate: () => undefined,
-    groupKey: (e) => `test://${e.target.host}`,
-    endpoint: (e) => e.target.host,
-    create: () => ({
-      poll: (active) =>
-        Promise.resolve({
-          readings: Array.from(
-            { length: readings },
-            (_, i) => ({ entry: active[0]!, value: i, labels: { i: `${i}` } }),
-          ),
-          errors: [],
-        }),
-      close: () => Promise.resolve(),
-    }),
-  };
+  const protocol = testProtocol(() => ({
+    poll: (active) =>
+      Promise.resolve({
+        readings: Array.from(
+          { length: readings },
+          (_, i) => ({ entry: active[0]!, value: i, labels: { i: `${i}` } }),
+        ),
+        errors: [],
+      }),
+    close: () => Promise.resolve(),
+  }));
   await withProtocol(protocol, async () => {
     const parts: number[] = [];
     /** How many parts had arrived when a timer set at the first one ran. */
     let partsSeenByTimer = 0;
-    const config = testConfig();
-    const { groups } = buildGroups([entryFor("test://wide/a", { name: "a", updateEveryMs: 60_000 })], config);
-    const scheduler = new Scheduler({
-      groups,
-      config,
-      clock,
-      deliver: (s) => {
-        if (parts.length === 0) setTimeout(() => partsSeenByTimer = parts.length, 0);
-        parts.push(s.length);
-        return Promise.resolve();
-      },
+    const scheduler = wideDeviceScheduler(clock, (s) => {
+      if (parts.length === 0) setTimeout(() => partsSeenByTimer = parts.length, 0);
+      parts.push(s.length);
+      return Promise.resolve();
     });
-    scheduler.start();
     await stopOn(clock, scheduler);
     assert.equal(parts.reduce((a, b) => a + b, 0), readings, "every reading became a sample, once");
     assert.ok(parts.length >= 2, `one part of ${parts[0]} samples`);
@@ -462,31 +466,25 @@ Deno.test("scheduler hands a large poll to the spool in parts, and other timers 
 /** A protocol whose poll hands `parts` parts of `perPart` readings over, waiting for each, then returns. */
 function handingOverProtocol(parts: number, perPart: number, after: (handOver: HandOver) => Promise<void>) {
   const handed: number[] = [];
-  const protocol: Protocol = {
-    configKeys: [],
-    validate: () => undefined,
-    groupKey: (e) => `test://${e.target.host}`,
-    endpoint: (e) => e.target.host,
-    create: () => ({
-      async poll(active: readonly MetricEntry[], _signal: AbortSignal, handOver?: HandOver): Promise<PollResult> {
-        assert.ok(handOver, "the scheduler offers a hand-over");
-        for (let p = 0; p < parts; p++) {
-          // Series i of part p: part 1 repeats part 0's first series, a duplicate of the poll.
-          const first = p === 1 ? 0 : p * perPart;
-          const readings: Reading[] = Array.from({ length: perPart }, (_, i) => ({
-            entry: active[0]!,
-            value: p,
-            labels: { i: `${i === 0 ? first : p * perPart + i}` },
-          }));
-          handed.push(readings.length);
-          await handOver(readings);
-        }
-        await after(handOver);
-        return { readings: [], errors: [] };
-      },
-      close: () => Promise.resolve(),
-    }),
-  };
+  const protocol = testProtocol(() => ({
+    async poll(active: readonly MetricEntry[], _signal: AbortSignal, handOver?: HandOver): Promise<PollResult> {
+      assert.ok(handOver, "the scheduler offers a hand-over");
+      for (let p = 0; p < parts; p++) {
+        // Series i of part p: part 1 repeats part 0's first series, a duplicate of the poll.
+        const first = p === 1 ? 0 : p * perPart;
+        const readings: Reading[] = Array.from({ length: perPart }, (_, i) => ({
+          entry: active[0]!,
+          value: p,
+          labels: { i: `${i === 0 ? first : p * perPart + i}` },
+        }));
+        handed.push(readings.length);
+        await handOver(readings);
+      }
+      await after(handOver);
+      return { readings: [], errors: [] };
+    },
+    close: () => Promise.resolve(),
+  }));
   return { protocol, handed };
 }
 
@@ -499,19 +497,11 @@ Deno.test("scheduler lets a source read on only while few of its poll's samples 
     const stored: Sample[] = [];
     const waiting: { samples: Sample[]; store: () => void }[] = [];
     let mostWaiting = 0;
-    const config = testConfig();
-    const { groups } = buildGroups([entryFor("test://wide/a", { name: "a", updateEveryMs: 60_000 })], config);
-    const scheduler = new Scheduler({
-      groups,
-      config,
-      clock,
-      deliver: (samples) =>
-        new Promise((resolve) => {
-          waiting.push({ samples, store: resolve });
-          mostWaiting = Math.max(mostWaiting, waiting.reduce((n, w) => n + w.samples.length, 0));
-        }),
-    });
-    scheduler.start();
+    const scheduler = wideDeviceScheduler(clock, (samples) =>
+      new Promise((resolve) => {
+        waiting.push({ samples, store: resolve });
+        mostWaiting = Math.max(mostWaiting, waiting.reduce((n, w) => n + w.samples.length, 0));
+      }));
     // The spool stores what waits, one part at a time; the source reads on only as it does.
     while (handed.length < parts || waiting.length > 0) {
       await new Promise((resolve) => setTimeout(resolve, 0));
