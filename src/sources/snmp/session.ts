@@ -1,6 +1,7 @@
 import snmp from "net-snmp";
 import { logger } from "../../log.ts";
 import { installPrivacyCiphers } from "./privacy.ts";
+import { installFastAssertOk } from "./ber_assert.ts";
 import type { SnmpTarget } from "./url.ts";
 import type { Varbind } from "./value.ts";
 import { AgentStatusError } from "./agent_status.ts";
@@ -16,6 +17,7 @@ import { AgentStatusError } from "./agent_status.ts";
  */
 
 installPrivacyCiphers();
+installFastAssertOk();
 
 const MAX_WALK_VARBINDS = 10_000;
 const WALK_REPETITIONS = 20;
