@@ -2,6 +2,7 @@ import dgram from "node:dgram";
 import dns from "node:dns";
 import { EventEmitter } from "node:events";
 import net from "node:net";
+import { requestIdOf } from "./request_id.ts";
 
 /**
  * UDP sockets shared by the SNMP sessions of the process, handed to net-snmp as its
@@ -13,12 +14,12 @@ import net from "node:net";
  * agents held 1,000 sockets (docs/PERFORMANCE.md, `snmp4`).
  *
  * Guarantees:
- * - An answer reaches every session that sent to the address and port it comes from (the address
- *   a host name resolved to, IPv6 compared in canonical form); an answer from an address no
- *   session sent to (an agent answering from another of its addresses) reaches every session of
- *   the socket, as it reached the session's own socket before. net-snmp drops an answer whose
- *   request id it did not send, so sessions to the same agent with other credentials ignore each
- *   other's answers.
+ * - An answer reaches the session that sent to the address and port it comes from (the address
+ *   a host name resolved to, IPv6 compared in canonical form). When several did (one agent, other
+ *   credentials), or none did (an agent answering from another of its addresses), it reaches the
+ *   one whose last `RECENT_IDS` requests hold its request id (request_id.ts), and every one of
+ *   them when none does, as the session's own socket received it before: net-snmp drops an
+ *   answer whose request id it did not send.
  * - A real socket serves at most `SESSIONS_PER_SOCKET` sessions (of one transport and source
  *   address), so that while the main thread is busy, each kernel receive queue (208 KiB by
  *   default) holds the answers of a share of the agents, not of all of them.
@@ -30,6 +31,7 @@ import net from "node:net";
  */
 
 const SESSIONS_PER_SOCKET = 128;
+const RECENT_IDS = 64;
 
 type Transport = "udp4" | "udp6";
 type SendCallback = (error: Error | null, bytes?: number) => void;
@@ -48,6 +50,14 @@ class SharedSocket {
     this.socket.unref();
     this.socket.on("message", (msg, rinfo) => {
       const to = this.#routes.get(routeKey(rinfo.address, rinfo.port)) ?? this.sessions;
+      if (to.size === 1) {
+        for (const session of to) session.emit("message", msg, rinfo);
+        return;
+      }
+      const id = requestIdOf(msg);
+      for (const session of to) {
+        if (id !== undefined && session.sent(id)) return void session.emit("message", msg, rinfo);
+      }
       for (const session of to) session.emit("message", msg, rinfo);
     });
     this.socket.on("error", (err) => {
@@ -120,6 +130,8 @@ export class SessionSocket extends EventEmitter {
   #routes = new Set<string>();
   #referenced = false;
   #closed = false;
+  #recentIds: number[] = [];
+  #nextId = 0;
 
   constructor(transport: Transport) {
     super();
@@ -146,6 +158,11 @@ export class SessionSocket extends EventEmitter {
       return;
     }
     const shared = this.#shared ??= attach(this.#transport, undefined, this);
+    const id = requestIdOf(buffer.subarray(offset, offset + length));
+    if (id !== undefined) {
+      this.#recentIds[this.#nextId] = id;
+      this.#nextId = (this.#nextId + 1) % RECENT_IDS;
+    }
     const deliver = (address: string) => {
       const key = routeKey(address, port);
       if (!this.#routes.has(key)) {
@@ -160,6 +177,11 @@ export class SessionSocket extends EventEmitter {
       else if (this.#closed) callback(new Error("Not running"));
       else deliver(address);
     });
+  }
+
+  /** Whether `id` is the request id of one of this session's last `RECENT_IDS` messages. */
+  sent(id: number): boolean {
+    return this.#recentIds.includes(id);
   }
 
   ref(): this {

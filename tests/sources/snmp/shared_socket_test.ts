@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import type { MetricEntry } from "../../../src/config/metrics_dir.ts";
+import { requestIdOf } from "../../../src/sources/snmp/request_id.ts";
+import { sharedDgram } from "../../../src/sources/snmp/shared_socket.ts";
 import { snmp } from "../../../src/sources/snmp/snmp.ts";
 import type { PollResult, Source } from "../../../src/sources/source.ts";
 import { testConfig } from "../../../scripts/harness/config.ts";
@@ -74,6 +76,45 @@ Deno.test("snmp sessions share a UDP socket 128 at a time, closed with its last 
       await closeAll(sources);
     }
     assert.equal(await ownUdpSockets(), before, "a shared socket outlived its sessions");
+  }));
+
+/** A v2c GetRequest for sysName.0 (BER written out by hand). */
+function getSysName(id: number): Uint8Array {
+  const tlv = (tag: number, content: number[]) => [tag, content.length, ...content];
+  const varbinds = tlv(0x30, tlv(0x30, [...tlv(0x06, [0x2b, 6, 1, 2, 1, 1, 5, 0]), 0x05, 0x00]));
+  const pdu = tlv(0xa0, [...tlv(0x02, [id >> 8, id & 0xff]), ...tlv(0x02, [0]), ...tlv(0x02, [0]), ...varbinds]);
+  return new Uint8Array(tlv(0x30, [...tlv(0x02, [1]), ...tlv(0x04, [...new TextEncoder().encode("public")]), ...pdu]));
+}
+
+Deno.test("snmp answers of one agent reach only the session on the shared socket that asked", () =>
+  withSnmpd(async (agent) => {
+    const sockets = [sharedDgram.createSocket("udp4"), sharedDgram.createSocket("udp4")];
+    const got: number[][] = [[], []];
+    const closed = sockets.map((socket) => new Promise((resolve) => socket.once("close", resolve)));
+    try {
+      const answered = sockets.map((socket, i) =>
+        new Promise<void>((resolve) => {
+          socket.on("message", (msg: Uint8Array) => {
+            got[i]!.push(requestIdOf(msg)!);
+            resolve();
+          });
+        })
+      );
+      for (const [i, socket] of sockets.entries()) {
+        socket.bind(undefined, "127.0.0.1");
+        const request = getSysName(1001 + i);
+        await new Promise<void>((resolve, reject) =>
+          socket.send(request, 0, request.length, agent.port, "127.0.0.1", (err) => err ? reject(err) : resolve())
+        );
+      }
+      await Promise.all(answered);
+      // A stray delivery would come with the other answer, in the same turn of the event loop.
+      await new Promise((r) => setTimeout(r, 100));
+      assert.deepEqual(got, [[1001], [1002]]);
+    } finally {
+      for (const socket of sockets) socket.close();
+      await Promise.all(closed);
+    }
   }));
 
 Deno.test("snmp sessions to one agent with different communities each get their own answers", async () => {
