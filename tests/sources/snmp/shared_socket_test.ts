@@ -6,7 +6,7 @@ import { snmp } from "../../../src/sources/snmp/snmp.ts";
 import type { PollResult, Source } from "../../../src/sources/source.ts";
 import { testConfig } from "../../../scripts/harness/config.ts";
 import { entryFor } from "../../../scripts/harness/entries.ts";
-import { freeUdpPort, OIDS, type Snmpd, startSnmpd } from "../../../scripts/peers/snmpd.ts";
+import { freeUdpPort, OIDS, type Snmpd, startSnmpd, SYS_NAME, V3_USERS } from "../../../scripts/peers/snmpd.ts";
 import { startSnmpsim } from "../../../scripts/peers/snmpsim.ts";
 
 const TIMEOUT_MS = 3000;
@@ -139,6 +139,29 @@ Deno.test("snmp sessions to one agent with different communities each get their 
     await sim.stop();
   }
 });
+
+Deno.test("snmpv3 sessions of four users of one agent, polled together, each get their answers", () =>
+  withSnmpd(async (agent) => {
+    const at = `127.0.0.1:${agent.port}/${OIDS.sysName}`;
+    const u = V3_USERS;
+    const entries = [
+      `snmpv3://${u.shaAes.name}:${u.shaAes.authPass}:${u.shaAes.privPass}@${at}`,
+      `snmpv3://${u.md5Des.name}:${u.md5Des.authPass}:${u.md5Des.privPass}@${at}?auth=md5&priv=des`,
+      `snmpv3://${u.authOnly.name}:${u.authOnly.authPass}@${at}?auth=sha`,
+      `snmpv3://${u.noAuth.name}@${at}`,
+    ].map((url) => entryFor(url, { name: "m" }));
+    const sources = entries.map((e) => snmp.create([e], ctx));
+    try {
+      for (let round = 0; round < 3; round++) {
+        const results = await Promise.all(
+          sources.map((s, i) => s.poll([entries[i]!], AbortSignal.timeout(TIMEOUT_MS))),
+        );
+        results.forEach((result, i) => assert.equal(valueOf(result, entries[i]!), SYS_NAME));
+      }
+    } finally {
+      await closeAll(sources);
+    }
+  }));
 
 Deno.test("snmp poll aborted on a shared socket leaves another session's request in flight", () =>
   withSnmpd(async (agent) => {
