@@ -5,11 +5,13 @@ import { installFastAssertOk } from "./ber_assert.ts";
 import type { SnmpTarget } from "./url.ts";
 import type { Varbind } from "./value.ts";
 import { AgentStatusError } from "./agent_status.ts";
+import { sharedDgram } from "./shared_socket.ts";
 
 /**
- * A promise-based net-snmp session to one agent: one UDP socket, reused across polls until it is
- * closed. Aborting a request closes the session (net-snmp then fails every outstanding request
- * with "Socket forcibly closed"); the owner opens a new one for the next poll.
+ * A promise-based net-snmp session to one agent, on a UDP socket shared with other sessions
+ * (shared_socket.ts), reused across polls until it is closed. Aborting a request closes the
+ * session (net-snmp then fails every outstanding request with "Socket forcibly closed"); the
+ * owner opens a new one for the next poll.
  *
  * The socket is bound to the loopback address when the agent is on loopback, so that a Deno
  * permission limited to 127.0.0.1 is enough (net-snmp otherwise binds 0.0.0.0:0, which
@@ -46,6 +48,7 @@ export class SnmpSession {
       retries: opts.retries,
       transport: ipv6 ? "udp6" : "udp4",
       sourceAddress: loopbackSource(target.host),
+      dgramModule: sharedDgram,
       version: target.version === "1" ? snmp.Version1 : target.version === "2c" ? snmp.Version2c : snmp.Version3,
     };
     this.#session = target.user
