@@ -1,6 +1,6 @@
 import { errorMessage } from "../log.ts";
 import type { SpooledSample } from "../spool/spool.ts";
-import { CopyEncoder, copyFloat, copyPrefix, copyTimestamp, recycleCopyChunks } from "./copy_text.ts";
+import { CopyEncoder, copyFloat, copyPrefix, copyPrefixParts, copyTimestamp, recycleCopyChunks } from "./copy_text.ts";
 import { failpoint } from "./failpoint.ts";
 import type { BatchClaim, Transaction } from "./ledger.ts";
 
@@ -111,12 +111,18 @@ function seriesOrder(batch: readonly SpooledSample[]): Float64Array | undefined 
 }
 
 async function insertRows(tx: Transaction, batch: SpooledSample[]): Promise<void> {
+  // A series read from the spool keeps its device, metric and labels in its COPY prefix only.
+  const series = batch.map((s) =>
+    s.spooledSeries
+      ? copyPrefixParts(s.spooledSeries.copyPrefix)
+      : { deviceId: s.deviceId, metricId: s.metricId, labelsJson: JSON.stringify(s.labels) }
+  );
   await tx`
     INSERT INTO metrics ("timestamp", device_id, metric_id, value, labels)
     SELECT * FROM unnest(${batch.map((s) => copyTimestamp(s.timestampMs))}::text[]::timestamptz[],
-                         ${batch.map((s) => s.deviceId)}::text[], ${batch.map((s) => s.metricId)}::text[],
+                         ${series.map((s) => s.deviceId)}::text[], ${series.map((s) => s.metricId)}::text[],
                          ${batch.map((s) => copyFloat(s.value))}::text[]::float8[],
-                         ${batch.map((s) => JSON.stringify(s.labels))}::text[]::jsonb[])`;
+                         ${series.map((s) => s.labelsJson)}::text[]::jsonb[])`;
 }
 
 /**

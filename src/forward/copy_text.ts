@@ -49,6 +49,13 @@ export function copyPrefix(deviceId: string, metricId: string, labelsJson: strin
   return `${escape(deviceId)}\t${escape(metricId)}\t${escape(labelsJson)}\t`;
 }
 
+/** The device, metric and labels (JSON text) of a series, from its prefix (the inverse of `copyPrefix`). */
+export function copyPrefixParts(prefix: string): { deviceId: string; metricId: string; labelsJson: string } {
+  // Escaped, the three texts hold no tab: the prefix's tabs are the separators.
+  const [deviceId, metricId, labelsJson] = prefix.split("\t");
+  return { deviceId: unescape(deviceId!), metricId: unescape(metricId!), labelsJson: unescape(labelsJson!) };
+}
+
 /** The COPY row of a sample, as text. */
 export function copyRow(s: Sample): string {
   const prefix = copyPrefix(s.deviceId, s.metricId, JSON.stringify(s.labels));
@@ -165,4 +172,9 @@ export function copyFloat(v: number): string {
 function escape(text: string): string {
   if (!/[\\\t\n\r]/.test(text)) return text;
   return text.replace(/[\\\t\n\r]/g, (c) => (c === "\\" ? "\\\\" : c === "\t" ? "\\t" : c === "\n" ? "\\n" : "\\r"));
+}
+
+function unescape(text: string): string {
+  if (!text.includes("\\")) return text;
+  return text.replace(/\\[\\tnr]/g, (c) => (c === "\\\\" ? "\\" : c === "\\t" ? "\t" : c === "\\n" ? "\n" : "\r"));
 }

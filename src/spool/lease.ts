@@ -20,7 +20,7 @@
  */
 import { type Labels, type Sample, seriesProblem } from "../sample.ts";
 import type { SpoolStore } from "./store.ts";
-import { copyPrefix } from "../forward/copy_text.ts";
+import { copyPrefix, copyPrefixParts } from "../forward/copy_text.ts";
 import { BoundedCache } from "../bounded_cache.ts";
 
 /** A sample read back for forwarding. */
@@ -30,7 +30,60 @@ export interface SpooledSample extends Sample {
   spooledSeries?: SpooledSeries;
 }
 
-/** What the forwarder needs of a series, computed once per series read from the dictionary. */
+/**
+ * A sample as `read()` returns it: where its seq, timestamp and value are in the numbers of the
+ * part of the read that returned it (three per row, in a Float64Array outside the heap), and its
+ * series, whose COPY prefix gives its device, metric and labels when asked (`copyPrefixParts`).
+ * Three fields and no number of its own (48 bytes of heap; an object with the seven fields of a
+ * sample was 112, with its two numbers boxed): the forwarder holds one per row of each batch in
+ * flight (three of 20,000 rows during a drain), and asks for the device, metric and labels only
+ * of a sample it sets aside or sends by INSERT.
+ */
+class SpooledRow implements SpooledSample {
+  readonly #numbers: Float64Array;
+  readonly #at: number;
+  readonly spooledSeries: SpooledSeries;
+
+  /** The row's seq, timestamp and value are `numbers[at]`, `numbers[at + 1]` and `numbers[at + 2]`. */
+  constructor(numbers: Float64Array, at: number, series: SpooledSeries) {
+    this.#numbers = numbers;
+    this.#at = at;
+    this.spooledSeries = series;
+  }
+
+  get seq(): number {
+    return this.#numbers[this.#at]!;
+  }
+
+  get timestampMs(): number {
+    return this.#numbers[this.#at + 1]!;
+  }
+
+  get value(): number {
+    return this.#numbers[this.#at + 2]!;
+  }
+
+  get deviceId(): string {
+    return copyPrefixParts(this.spooledSeries.copyPrefix).deviceId;
+  }
+
+  get metricId(): string {
+    return copyPrefixParts(this.spooledSeries.copyPrefix).metricId;
+  }
+
+  get labels(): Labels {
+    const json = copyPrefixParts(this.spooledSeries.copyPrefix).labelsJson;
+    return json === "{}" ? NO_LABELS : JSON.parse(json) as Labels;
+  }
+}
+
+/**
+ * What the forwarder needs of a series, computed once per series read from the dictionary, and
+ * all the lease's caches keep of it, one object shared by the series' samples. Its device, metric
+ * and labels are in its COPY prefix, not kept apart: a backlog's series and the fresh samples'
+ * fill a cache of 10,000 each, and those three fields, their strings and the parsed labels were
+ * about 3 MB of the heap during a drain.
+ */
 export interface SpooledSeries {
   /** Its id in the spool's series dictionary (a batch's COPY rows are grouped by it). */
   readonly id: number;
@@ -38,17 +91,6 @@ export interface SpooledSeries {
   readonly copyPrefix: string;
   /** Why the central database cannot store the series (`seriesProblem`), or undefined. */
   readonly problem: string | undefined;
-}
-
-/**
- * What the lease keeps of a series of the dictionary: one object, which is also what its samples
- * carry as their `spooledSeries` (one object per series instead of two: 48 bytes of heap less
- * for each of the 10,000 series a cache holds).
- */
-interface SeriesRow extends SpooledSeries {
-  readonly deviceId: string;
-  readonly metricId: string;
-  readonly labels: Labels;
 }
 
 export interface GapRange {
@@ -117,6 +159,13 @@ export const SERIES_CACHE_MAX = 10_000;
  * parsed, its COPY prefix rendered), so a read holds the event loop some 6 ms for them.
  */
 export const SERIES_READ_PER_CALL = 2_000;
+/**
+ * Rows one SQLite call of `read()` returns at most: a read of a whole batch (20,000 rows) in one
+ * call held every row's array (four columns, their numbers) at once, more than V8's young
+ * generation (2 MB semi-spaces, scripts/compile.ts), so they were promoted to the old generation
+ * and freed only by its full collections; read in parts, each part's arrays die young.
+ */
+export const READ_CHUNK_ROWS = 2_048;
 /** The labels of the series that have none (an SNMP OID, a file of 5,000 devices): one shared object. */
 const NO_LABELS: Labels = Object.freeze({});
 /**
@@ -143,12 +192,12 @@ export class SpoolLease {
   #store: SpoolStore;
   #leases: LeaseTable;
   /** Series of the reads of fresh samples (unbounded reads). */
-  #seriesById = new BoundedCache<number, SeriesRow>(SERIES_CACHE_MAX);
+  #seriesById = new BoundedCache<number, SpooledSeries>(SERIES_CACHE_MAX);
   /**
    * Series of the reads of a backlog (bounded by `throughSeq`): a cache of their own, so that a
    * drain of other series never keeps the fresh samples' series out of theirs (see read()).
    */
-  #backlogSeriesById = new BoundedCache<number, SeriesRow>(SERIES_CACHE_MAX);
+  #backlogSeriesById = new BoundedCache<number, SpooledSeries>(SERIES_CACHE_MAX);
   /** Whether a backlog read ran in the current round: the backlog's cache is dropped after a whole round without. */
   #backlogReadInRound = false;
   /** Rows read since the caches' round began (SERIES_CACHE_ROUND_SAMPLES). */
@@ -179,8 +228,8 @@ export class SpoolLease {
    * Reads up to `limit` samples with seq in (`afterSeq`, `throughSeq`], oldest first, stopping
    * before the first missing seq, and before the first sample whose series would be the
    * SERIES_READ_PER_CALL + 1st one missing from the cache (so one read holds the event loop a
-   * bounded time, whatever the number of series). The rows stay in the spool (leased) until
-   * removeForwarded() or quarantine().
+   * bounded time, whatever the number of series). The rows are read READ_CHUNK_ROWS at a time.
+   * They stay in the spool (leased) until removeForwarded() or quarantine().
    *
    * A read bounded by `throughSeq` is a backlog's (the forwarder's backfill), and finds its series
    * in a cache apart from the other reads': full of a backlog's series, one shared cache kept the
@@ -189,34 +238,38 @@ export class SpoolLease {
    * dropped once a whole round (SERIES_CACHE_ROUND_SAMPLES rows read) went by without a backlog read.
    */
   read(afterSeq: number, limit: number, throughSeq = Number.MAX_SAFE_INTEGER): SpooledSample[] {
-    const rows = this.#store.arrayStatement(READ_AFTER).all(afterSeq, throughSeq, limit) as unknown as SampleRow[];
+    const backlog = throughSeq < Number.MAX_SAFE_INTEGER;
     const epochMs = this.#store.epochMs;
     const out: SpooledSample[] = [];
-    const seriesOf = this.#seriesOf(rows, throughSeq < Number.MAX_SAFE_INTEGER);
+    const budget = { series: SERIES_READ_PER_CALL };
+    let after = afterSeq;
     let lastSeq = NaN;
-    for (let i = 0; i < seriesOf.length; i++) {
-      // By index: destructuring allocated an iterator result per column in the profile.
-      const row = rows[i]!;
-      const seq = Number(row[0]);
-      const ts = row[2];
-      const value = row[3];
-      if (out.length > 0 && seq !== lastSeq + 1) break;
-      const series = seriesOf[i];
-      if (!series) {
-        if (out.length > 0) break;
-        this.#setAsideOrphan(seq, Number(ts), value, `series ${row[1]} is missing from the spool`);
-        continue;
+    reading: while (out.length < limit) {
+      const want = Math.min(limit - out.length, READ_CHUNK_ROWS);
+      const rows = this.#store.arrayStatement(READ_AFTER).all(after, throughSeq, want) as unknown as SampleRow[];
+      const seriesOf = this.#seriesOf(rows, backlog, budget);
+      const numbers = new Float64Array(3 * seriesOf.length);
+      for (let i = 0; i < seriesOf.length; i++) {
+        // By index: destructuring allocated an iterator result per column in the profile.
+        const row = rows[i]!;
+        const seq = Number(row[0]);
+        const ts = row[2];
+        const value = row[3];
+        if (out.length > 0 && seq !== lastSeq + 1) break reading;
+        after = seq;
+        const series = seriesOf[i];
+        if (!series) {
+          if (out.length > 0) break reading;
+          this.#setAsideOrphan(seq, Number(ts), value, `series ${row[1]} is missing from the spool`);
+          continue;
+        }
+        lastSeq = seq;
+        numbers[3 * i] = seq;
+        numbers[3 * i + 1] = epochMs + Number(ts) / 1000;
+        numbers[3 * i + 2] = value === null ? NaN : Number(value);
+        out.push(new SpooledRow(numbers, 3 * i, series));
       }
-      lastSeq = seq;
-      out.push({
-        seq,
-        timestampMs: epochMs + Number(ts) / 1000,
-        deviceId: series.deviceId,
-        metricId: series.metricId,
-        value: value === null ? NaN : Number(value),
-        labels: series.labels,
-        spooledSeries: series,
-      });
+      if (rows.length < want || seriesOf.length < rows.length) break;
     }
     const first = out[0];
     const last = out.at(-1);
@@ -226,10 +279,10 @@ export class SpoolLease {
 
   /**
    * The series of each of the first `rows` (undefined: missing from the spool), as many rows as
-   * need at most SERIES_READ_PER_CALL series the cache lacks; those are read in one statement (one
-   * call into SQLite per read, not per series) and cached where there is room.
+   * need at most `budget.series` series the cache lacks (counted down); those are read in one
+   * statement (one call into SQLite per chunk, not per series) and cached where there is room.
    */
-  #seriesOf(rows: readonly SampleRow[], backlog: boolean): (SeriesRow | undefined)[] {
+  #seriesOf(rows: readonly SampleRow[], backlog: boolean, budget: { series: number }): (SpooledSeries | undefined)[] {
     if (this.#seriesGeneration !== this.#store.seriesGeneration) {
       this.#seriesById.clear();
       this.#backlogSeriesById.clear();
@@ -245,19 +298,20 @@ export class SpoolLease {
     }
     if (backlog) this.#backlogReadInRound = true;
     const cache = backlog ? this.#backlogSeriesById : this.#seriesById;
-    const seriesOf: (SeriesRow | undefined)[] = [];
+    const seriesOf: (SpooledSeries | undefined)[] = [];
     const missing = new Set<number>();
     for (let i = 0; i < rows.length; i++) {
       const id = Number(rows[i]![1]);
       const s = cache.get(id);
       if (!s && !missing.has(id)) {
-        if (missing.size === SERIES_READ_PER_CALL) break;
+        if (missing.size === budget.series) break;
         missing.add(id);
       }
       seriesOf.push(s);
     }
     if (missing.size === 0) return seriesOf;
-    const fetched = new Map<number, SeriesRow>();
+    budget.series -= missing.size;
+    const fetched = new Map<number, SpooledSeries>();
     const found = this.#store.arrayStatement(SERIES_BY_IDS).all(JSON.stringify([...missing])) as unknown as [
       id: number,
       deviceId: string,
@@ -266,13 +320,10 @@ export class SpoolLease {
     ][];
     for (const [id, deviceId, metricId, labelsJson] of found) {
       const labels = labelsJson === "{}" ? NO_LABELS : JSON.parse(labelsJson) as Labels;
-      const s: SeriesRow = {
+      const s: SpooledSeries = {
         id: Number(id),
         copyPrefix: copyPrefix(deviceId, metricId, labelsJson),
         problem: seriesProblem(deviceId, metricId, labels).problem,
-        deviceId,
-        metricId,
-        labels,
       };
       fetched.set(Number(id), s);
       cache.set(Number(id), s);

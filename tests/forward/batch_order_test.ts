@@ -42,7 +42,8 @@ Deno.test("a batch whose rows do not all come from the spool's lease is written 
     await spool.writer.append(samples(30, 0, 3));
     const batch = spool.lease.read(0, 30);
     // A sample built elsewhere (no series of the spool's dictionary) keeps the batch as it is.
-    batch[5] = { ...batch[5]!, spooledSeries: undefined };
+    const { seq, timestampMs, deviceId, metricId, value, labels } = batch[5]!;
+    batch[5] = { seq, timestampMs, deviceId, metricId, value, labels };
     assert.deepEqual(encodedRows(batch), batch.map(copyRow));
   } finally {
     spool.close();

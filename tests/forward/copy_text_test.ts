@@ -3,6 +3,7 @@ import {
   COPY_CHUNK_BYTES,
   CopyEncoder,
   copyPrefix,
+  copyPrefixParts,
   copyRow,
   copyTimestamp,
   recycleCopyChunks,
@@ -33,6 +34,22 @@ Deno.test("a COPY row encoded from its series' prefix is the row encoded from th
     copyRow(sample),
     'node\\t1\tm\\\\x\t{"note":"a\\\\nb\\\\r\\\\"c\\\\""}\t2026-09-21T14:13:20.123456+00\t-Infinity\n',
   );
+});
+
+Deno.test("copyPrefixParts gives back the device, metric and labels a prefix was made of, escapes included", () => {
+  for (
+    const [deviceId, metricId, labelsJson] of [
+      ["node-1", "power_watt", "{}"],
+      ["node\t1\\", "m\\x\n\r", '{"a":"\\t\\\\ b"}'],
+      ["\\t", "\\\\", '{"é":"✓"}'],
+    ]
+  ) {
+    assert.deepEqual(copyPrefixParts(copyPrefix(deviceId!, metricId!, labelsJson!)), {
+      deviceId,
+      metricId,
+      labelsJson,
+    });
+  }
 });
 
 Deno.test("copyTimestamp encodes each timestamp alike, repeated or not", () => {

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { openSpoolLease } from "../../src/spool/spool.ts";
 import { open, readAll, samples, tempSpoolPath } from "./fixtures/spool.ts";
-import { SERIES_CACHE_MAX, SERIES_READ_PER_CALL } from "../../src/spool/lease.ts";
+import { READ_CHUNK_ROWS, SERIES_CACHE_MAX, SERIES_READ_PER_CALL } from "../../src/spool/lease.ts";
 
 Deno.test("spool.read() stops before a missing seq, so a batch never spans a seq that left another way", async () => {
   const spool = open(await tempSpoolPath());
@@ -15,6 +15,42 @@ Deno.test("spool.read() stops before a missing seq, so a batch never spans a seq
   assert.deepEqual(spool.lease.read(0, 100).map((s) => s.seq), [1, 2, 3]);
   assert.deepEqual(spool.lease.read(3, 100).map((s) => s.seq), [6, 7, 8, 9, 10]);
   spool.close();
+});
+
+Deno.test("spool.read() reads a long run in parts of READ_CHUNK_ROWS, and stops before a missing seq in a later part", async () => {
+  const spool = open(await tempSpoolPath());
+  try {
+    const n = READ_CHUNK_ROWS * 2 + 10;
+    await spool.writer.append(samples(n));
+    const missing = READ_CHUNK_ROWS + 7;
+    spool.lease.removeForwarded(missing, missing);
+    const first = spool.lease.read(0, n);
+    assert.deepEqual(first.map((s) => s.seq), Array.from({ length: missing - 1 }, (_, i) => i + 1));
+    const rest = spool.lease.read(missing, n);
+    assert.deepEqual([rest.length, rest[0]!.seq, rest.at(-1)!.seq], [n - missing, missing + 1, n]);
+    assert.deepEqual(rest.map((s) => s.value), samples(n).slice(missing).map((s) => s.value));
+    assert.equal(spool.lease.read(0, READ_CHUNK_ROWS + 1).length, READ_CHUNK_ROWS + 1, "a limit inside a part is kept");
+  } finally {
+    spool.close();
+  }
+});
+
+Deno.test("a sample read from the spool gives the device, metric and labels it was written with, escapes included", async () => {
+  const spool = open(await tempSpoolPath());
+  try {
+    const written = [
+      { timestampMs: 1_800_000_000_000, deviceId: "rack\\1\t", metricId: "m\nx", value: 1, labels: { a: "t\tb\\" } },
+      { timestampMs: 1_800_000_000_001, deviceId: "é-1", metricId: "power_watt", value: 2, labels: {} },
+    ];
+    await spool.writer.append(written);
+    const read = spool.lease.read(0, 10);
+    assert.deepEqual(
+      read.map((s) => [s.deviceId, s.metricId, s.labels]),
+      written.map((s) => [s.deviceId, s.metricId, s.labels]),
+    );
+  } finally {
+    spool.close();
+  }
 });
 
 Deno.test("spool lease without the writer acknowledges next to it, and both keep one count of rows", async () => {
