@@ -1,4 +1,3 @@
-import type { Sql } from "../central/connect.ts";
 import type { Transaction } from "./ledger.ts";
 
 /**
@@ -41,20 +40,6 @@ export async function takeBackfillSlot(tx: Transaction, slots: number): Promise<
     SELECT s FROM generate_series(1, ${slots}::int) AS s
     WHERE pg_try_advisory_xact_lock(${LOCK_CLASS}::int, s) LIMIT 1`;
   return rows.length > 0;
-}
-
-/**
- * Whether fewer than K slots are held in this database, asked outside any transaction and taking
- * nothing: a batch that would find every slot taken is kept back without a transaction of its
- * own (BEGIN, the try, ROLLBACK), which twenty collectors waiting for two slots would otherwise
- * run a few dozen times a second. Only an answer; `takeBackfillSlot` still decides.
- */
-export async function slotLooksFree(sql: Sql, slots: number): Promise<boolean> {
-  const [row] = await sql<{ held: number }[]>`
-    SELECT count(*)::int AS held FROM pg_locks
-    WHERE locktype = 'advisory' AND granted AND classid = ${LOCK_CLASS} AND objsubid = 2 AND objid <= ${slots}
-      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`;
-  return (row?.held ?? 0) < slots;
 }
 
 /** A backfill batch found every slot of the fleet taken; it wrote and claimed nothing. */

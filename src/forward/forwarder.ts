@@ -8,7 +8,7 @@ import { BackfillPace } from "./backfill_pace.ts";
 import { CopyRejectedError, prepareBatch, type PreparedBatch } from "./batch_writer.ts";
 import { classify, type FailureKind } from "./classify.ts";
 import { failpoint } from "./failpoint.ts";
-import { NoSlotError, slotLooksFree, takeBackfillSlot } from "./fleet_slots.ts";
+import { NoSlotError, takeBackfillSlot } from "./fleet_slots.ts";
 import { Ledger, ledgerLockHolder, type LockHolder, OverlapError } from "./ledger.ts";
 import { limitStatements, type LockWait, lockWaitOf, sessionParameters } from "./session.ts";
 import { type Clock, deadline, sleep, systemClock } from "../clock.ts";
@@ -72,11 +72,7 @@ import { Telemetry } from "../telemetry/telemetry.ts";
  * - **The fleet's backfill takes turns** (fleet_slots.ts): each backfill batch first takes one of
  *   the `forward_fleet_backfill_batches` slots the central database keeps for the whole fleet; a
  *   batch that finds none free is rolled back at once, kept encoded, and tried again after
- *   SLOT_RETRY_MS (jittered), before any new batch is read. A try first asks whether any slot
- *   looks free, outside a transaction, and a nudged forwarder sleeps until its next try unless
- *   new samples or a batch of its own settling wake it: waiting for a slot costs a collector one
- *   statement per try, not a transaction and a look at its spool every few tens of milliseconds.
- *   So twenty collectors returning
+ *   SLOT_RETRY_MS (jittered), before any new batch is read. So twenty collectors returning
  *   together keep a few COPYs running, not forty, and their live lanes find the database (and
  *   their own process) free between them. The one batch a collector sends alone (below) takes no
  *   slot: it is one per collector and (re)connection, and it finds out whether the ledger lock is
@@ -270,7 +266,7 @@ export class Forwarder {
         this.#lastSentAt = began;
         continue;
       }
-      if (outcome === "paced") await this.#pacedWait(this.#pacedWaitMs(), signal);
+      if (outcome === "paced") await this.#pacedWait(Math.max(10, this.#opts.config.forward_interval_ms / 5), signal);
       else if (outcome === "idle" && this.#opts.nudged) await this.#untilNudged(signal);
       else {
         const wait = outcome === "idle" ? this.#opts.config.forward_interval_ms : this.#retryWaitMs();
@@ -522,39 +518,14 @@ export class Forwarder {
     while (this.#inFlight.length > 0) await Promise.all(this.#inFlight.map((f) => f.done));
   }
 
-  /**
-   * The longest wait of a paced step in `run()`. A nudged forwarder whose backfill waits for a
-   * fleet slot has nothing to look at before that batch's next try: its live samples come with a
-   * nudge, a batch of its own settling wakes it. Every other forwarder looks again after a fifth
-   * of forward_interval_ms (the pace's pause, the rate cap's bucket, live samples without nudges).
-   */
-  #pacedWaitMs(): number {
-    const look = Math.max(10, this.#opts.config.forward_interval_ms / 5);
-    if (!this.#opts.nudged || this.#parked.length === 0) return look;
-    return Math.max(1, this.#slotRetryAt - this.#clock.monotonic());
-  }
-
-  /**
-   * Waits `ms`, or less when a backfill batch settles first (its slot is free again) or, for a
-   * nudged forwarder, when new rows were committed since the last wait.
-   */
+  /** Waits `ms`, or less when a backfill batch settles first (its slot is free again). */
   async #pacedWait(ms: number, signal?: AbortSignal): Promise<void> {
-    const nudged = this.#opts.nudged === true;
-    if (nudged && this.#nudged) {
-      this.#nudged = false;
-      return;
-    }
-    if (this.#inFlight.length === 0 && !nudged) return await sleep(this.#clock, ms, signal);
+    if (this.#inFlight.length === 0) return await sleep(this.#clock, ms, signal);
     const stop = new AbortController();
-    const woken = new Promise<void>((resolve) => {
-      this.#wake = resolve;
-      if (nudged) this.#onNudge = resolve;
-    });
+    const woken = new Promise<void>((resolve) => this.#wake = resolve);
     await Promise.race([sleep(this.#clock, ms, signal ? AbortSignal.any([signal, stop.signal]) : stop.signal), woken]);
     stop.abort();
     this.#wake = undefined;
-    this.#onNudge = undefined;
-    this.#nudged = false;
   }
 
   /**
@@ -746,8 +717,6 @@ export class Forwarder {
       const own = [this.#live, ...this.#backfill].some((c) => c?.pid !== undefined && c.pid === holder?.pid);
       if (holder && !own) this.#lockClear = false;
     };
-    // A batch that would find every slot taken costs one statement, not a transaction.
-    if (slot && !(await this.#timed(slotLooksFree(sql, slot.slots)))) throw new NoSlotError(slot.slots);
     let waited = false;
     const sent = this.#timed(sql.begin(async (tx) => {
       if (slot && !(await takeBackfillSlot(tx, slot.slots))) throw new NoSlotError(slot.slots);

@@ -3,8 +3,7 @@ import { Forwarder } from "../../src/forward/forwarder.ts";
 import { LOCK_CLASS, takeBackfillSlot } from "../../src/forward/fleet_slots.ts";
 import { openSpool } from "../../src/spool/spool.ts";
 import { spoolOptions } from "../../src/cli/runtime.ts";
-import { connect, type Endpoint, endpointOf } from "../../src/central/connect.ts";
-import type { SpoolLease } from "../../src/spool/lease.ts";
+import { endpointOf } from "../../src/central/connect.ts";
 import { setupDatabase } from "../../src/central/setup.ts";
 import type { Config } from "../../src/config/defaults.ts";
 import { setLogSink } from "../../src/log.ts";
@@ -146,119 +145,6 @@ Deno.test("forwarder sends no backfill batch while the fleet holds every slot, l
     await admin.end();
     spool.close();
     setLogSink((l) => console.error(l));
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-/**
- * The connection factory of the forwarder, counting the transactions it begins and the slot
- * pre-checks it asks (`slotLooksFree`), on every connection.
- */
-function countingConnect() {
-  const counts = { begins: 0, prechecks: 0 };
-  const connectFn = (e: Endpoint) => {
-    const sql = connect(e);
-    return new Proxy(sql, {
-      apply(target, self, args) {
-        const strings = args[0] as TemplateStringsArray | undefined;
-        if (Array.isArray(strings) && strings.join("").includes("FROM pg_locks")) counts.prechecks++;
-        return Reflect.apply(target, self, args);
-      },
-      get(target, key) {
-        if (key === "begin") counts.begins++;
-        return Reflect.get(target, key, target);
-      },
-    });
-  };
-  return { counts, connectFn };
-}
-
-/** The lease, counting the forwarder's looks at the spool (`read`). */
-function countingReads(lease: SpoolLease): { lease: SpoolLease; reads: () => number } {
-  let reads = 0;
-  const proxy = new Proxy(lease, {
-    get(target, key) {
-      const value = Reflect.get(target, key, target);
-      if (typeof value !== "function") return value;
-      return (...args: unknown[]) => {
-        if (key === "read") reads++;
-        return value.apply(target, args);
-      };
-    },
-  });
-  return { lease: proxy, reads: () => reads };
-}
-
-Deno.test("a nudged forwarder waiting for a fleet slot runs no transaction and looks at the spool only at its tries, and still sends its fresh samples", async () => {
-  const pg = await pgReady;
-  const dir = await Deno.makeTempDir();
-  const config: Config = pgConfig(pg, dir, {
-    forward_batch_rows: BATCH,
-    forward_interval_ms: 500,
-    forward_retry_max_ms: 50,
-    forward_timeout_ms: 20_000,
-    forward_fleet_backfill_batches: 2,
-  });
-  const before = openSpool({ ...spoolOptions(config), commitIntervalMs: 1 });
-  await before.writer.append(samples(BACKLOG));
-  before.close();
-  const spool = openSpool({ ...spoolOptions(config), commitIntervalMs: 1 });
-  const admin = pg.admin("kwdb");
-  const fleetSql = pg.admin("kwdb");
-  const fleet = await fleetSql.reserve();
-  const { counts, connectFn } = countingConnect();
-  const { lease, reads } = countingReads(spool.lease);
-  const fwd = new Forwarder({ lease, endpoint: endpointOf(config), config, connectFn, nudged: true });
-  const stop = new AbortController();
-  let running: Promise<void> | undefined;
-  const count = async (fresh: boolean) => {
-    const [row] = await admin<
-      { n: number }[]
-    >`SELECT count(*)::int AS n FROM metrics WHERE (value >= ${FRESH}) = ${fresh}`;
-    return row!.n;
-  };
-  try {
-    await admin`TRUNCATE metrics, kwollect_ledger`;
-    await fleet`SELECT pg_advisory_lock(${LOCK_CLASS}::int, 1), pg_advisory_lock(${LOCK_CLASS}::int, 2)`;
-    running = fwd.run(stop.signal);
-    // The first batch goes alone, then the next one finds every slot taken.
-    assert.ok(await until(async () => await count(false) === BATCH && counts.prechecks > 0), "no slot was tried");
-    const begins = counts.begins;
-    const prechecks = counts.prechecks;
-    const looks = reads();
-    await sleep(1500);
-    const tries = counts.prechecks - prechecks;
-    assert.ok(tries >= 1, "the parked batch was not tried again");
-    assert.equal(counts.begins, begins, "a transaction was begun while every slot was taken");
-    // A look at each try and one as the try settles (one more when a timer fires a little
-    // early), not one every 100 ms (forward_interval_ms / 5) between the tries.
-    assert.ok(reads() - looks <= 3 * tries + 2, `${reads() - looks} looks at the spool for ${tries} tries`);
-
-    // Fresh samples, nudged: sent without waiting for the parked batch's next try.
-    const fresh = samples(10, FRESH);
-    await spool.writer.append(fresh);
-    fwd.nudge();
-    assert.ok(await until(async () => await count(true) === 10), "fresh samples waited for a slot");
-
-    await fleet`SELECT pg_advisory_unlock(${LOCK_CLASS}::int, 1)`;
-    assert.ok(
-      await until(() => Promise.resolve(spool.view.rowCount() === 0)),
-      "the backlog did not drain through the free slot",
-    );
-    const rows = await admin<{ value: number }[]>`SELECT value FROM metrics ORDER BY value`;
-    assert.deepEqual(rows.map((r) => r.value), [
-      ...Array.from({ length: BACKLOG }, (_, i) => i),
-      ...fresh.map((s) => s.value),
-    ]);
-  } finally {
-    stop.abort();
-    await running;
-    await fwd.close();
-    await fleet`SELECT pg_advisory_unlock_all()`;
-    fleet.release();
-    await fleetSql.end();
-    await admin.end();
-    spool.close();
     await Deno.remove(dir, { recursive: true });
   }
 });
