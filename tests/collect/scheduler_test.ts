@@ -479,7 +479,6 @@ function handingOverProtocol(
   after: (handOver: HandOver) => Promise<void>,
   seriesKeys = false,
 ) {
-  const handed: number[] = [];
   const protocol = testProtocol(() => ({
     async poll(active: readonly MetricEntry[], _signal: AbortSignal, handOver?: HandOver): Promise<PollResult> {
       assert.ok(handOver, "the scheduler offers a hand-over");
@@ -492,7 +491,6 @@ function handingOverProtocol(
           if (seriesKeys) reading.seriesKey = series;
           return reading;
         });
-        handed.push(readings.length);
         await handOver(readings);
       }
       await after(handOver);
@@ -500,17 +498,17 @@ function handingOverProtocol(
     },
     close: () => Promise.resolve(),
   }));
-  return { protocol, handed };
+  return { protocol };
 }
 
 Deno.test("scheduler lets a source read on only while few of its poll's samples wait for the spool", async () => {
   const clock = new FakeClock();
   const perPart = 1_000;
   const parts = 20;
-  const { protocol, handed } = handingOverProtocol(parts, perPart, () => Promise.resolve(), true);
+  const { protocol } = handingOverProtocol(parts, perPart, () => Promise.resolve(), true);
   await withProtocol(protocol, async () => {
     // The spool stores what waits, one part at a time; the source reads on only as it does.
-    const { stored, mostWaiting, acknowledged } = await pollPacedBySpool(clock, parts, handed);
+    const { stored, mostWaiting, acknowledged } = await pollPacedBySpool(clock);
     assert.equal(acknowledged, stored.length);
     assert.ok(mostWaiting > 0);
     assert.ok(
@@ -528,7 +526,7 @@ Deno.test("scheduler lets a source read on only while few of its poll's samples 
  * test's loop turns; returns what was stored, the most samples that waited at once, and how many
  * the scheduler counted acknowledged.
  */
-async function pollPacedBySpool(clock: FakeClock, partsToHand: number, handed: number[]) {
+async function pollPacedBySpool(clock: FakeClock) {
   const stored: Sample[] = [];
   const waiting: { samples: Sample[]; store: () => void }[] = [];
   let mostWaiting = 0;
@@ -537,7 +535,9 @@ async function pollPacedBySpool(clock: FakeClock, partsToHand: number, handed: n
       waiting.push({ samples, store: resolve });
       mostWaiting = Math.max(mostWaiting, waiting.reduce((n, w) => n + w.samples.length, 0));
     }));
-  while (handed.length < partsToHand || waiting.length > 0) {
+  // Until the poll has ended (its last samples reach the spool as it does) and nothing waits.
+  const ended = () => scheduler.counters()[0]!.counters.pollsOk + scheduler.counters()[0]!.counters.pollsFailed > 0;
+  while (!ended() || waiting.length > 0) {
     await new Promise((resolve) => setTimeout(resolve, 0));
     const next = waiting.shift();
     if (!next) continue;
@@ -552,9 +552,9 @@ Deno.test("scheduler holds back at most POLL_HELD_UNCACHED_MAX samples of series
   const clock = new FakeClock();
   const perPart = 500;
   const parts = 20;
-  const { protocol, handed } = handingOverProtocol(parts, perPart, () => Promise.resolve());
+  const { protocol } = handingOverProtocol(parts, perPart, () => Promise.resolve());
   await withProtocol(protocol, async () => {
-    const { stored, mostWaiting } = await pollPacedBySpool(clock, parts, handed);
+    const { stored, mostWaiting } = await pollPacedBySpool(clock);
     assert.ok(stored.every((s) => s.series === undefined), "the readings name no series");
     assert.ok(mostWaiting > 0);
     assert.ok(
@@ -571,9 +571,9 @@ Deno.test("scheduler holds back up to POLL_HELD_MAX samples of known series: suc
   const perPart = 1_000;
   const parts = POLL_HELD_MAX / perPart;
   assert.ok(parts * perPart > POLL_HELD_UNCACHED_MAX);
-  const { protocol, handed } = handingOverProtocol(parts, perPart, () => Promise.resolve(), true);
+  const { protocol } = handingOverProtocol(parts, perPart, () => Promise.resolve(), true);
   await withProtocol(protocol, async () => {
-    const { stored, mostWaiting } = await pollPacedBySpool(clock, parts, handed);
+    const { stored, mostWaiting } = await pollPacedBySpool(clock);
     assert.ok(stored.every((s) => s.series !== undefined), "every series has its identity");
     assert.equal(stored.length, parts * perPart - 1, "every series once: the duplicate of part 1 is dropped");
     assert.equal(mostWaiting, stored.length, "all the poll's samples went to the spool together");
