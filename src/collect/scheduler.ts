@@ -41,8 +41,9 @@ import { Telemetry } from "../telemetry/telemetry.ts";
  * and reaches the spool in time slices (src/time_slice.ts), each part acknowledged on its own, so
  * a device of 50,000 series does not hold up another's timer either. A source that hands its
  * readings over as it reads them (`Source.poll`'s `handOver`) is paced by the spool: past
- * POLL_HELD_MAX samples, it reads on once they are stored, so what a poll holds is bounded by
- * that, not by the device; that wait counts in the poll's timeout. Samples
+ * POLL_HELD_MAX samples (POLL_HELD_UNCACHED_MAX of series without a cached identity), it reads on
+ * once they are stored, so what a poll holds is bounded by that, not by the device; that wait
+ * counts in the poll's timeout. Samples
  * handed over before a poll fails are kept; the poll counts as failed.
  *
  * Every slot of the grid is accounted for, once: polled (ok or failed), skipped (the previous
@@ -105,6 +106,16 @@ const PART_MAX_SAMPLES = 2_000;
  */
 export const POLL_HELD_MAX = 10_000;
 
+/**
+ * Most samples of series without a cached identity (src/collect/series_identity.ts) one poll holds
+ * back: each has its labels, keys and duplicate-check key of its own where a known series' sample
+ * shares its identity's, and a device past the identity cache's bound (the hostile bench's
+ * 50,000-series exporter) sends them by the ten thousand. Held until stored, they outlive the
+ * young generation's collections: fewer at a time is a smaller heap at its peak (docs/
+ * PERFORMANCE.md `series4`). A poll of known series still reaches the spool in one commit.
+ */
+export const POLL_HELD_UNCACHED_MAX = 2_000;
+
 /** What a poll made of the readings its source handed over. */
 class PollTaking {
   readonly sentAtMs: number;
@@ -114,6 +125,8 @@ class PollTaking {
   /** Samples made and not yet handed to the spool, in parts, and their number. */
   held: Sample[][] = [];
   heldSamples = 0;
+  /** Of which samples of series without a cached identity. */
+  heldUncached = 0;
 
   constructor(sentAtMs: number) {
     this.sentAtMs = sentAtMs;
@@ -359,11 +372,13 @@ export class Scheduler {
         if (paced) {
           taking.held.push(part.samples);
           taking.heldSamples += part.samples.length;
+          for (const sample of part.samples) if (!sample.series) taking.heldUncached++;
         } else this.#deliver(s, part.samples);
       }
       if (from < readings.length && slice.due()) await slice.yield();
     }
-    if (paced && taking.heldSamples >= POLL_HELD_MAX) await this.#deliverHeld(s, taking);
+    const full = taking.heldSamples >= POLL_HELD_MAX || taking.heldUncached >= POLL_HELD_UNCACHED_MAX;
+    if (paced && full) await this.#deliverHeld(s, taking);
   }
 
   /** Hands the samples a poll held back to the spool; resolves once they are stored (or lost). */
@@ -371,6 +386,7 @@ export class Scheduler {
     const stored = Promise.all(taking.held.map((samples) => this.#deliver(s, samples)));
     taking.held = [];
     taking.heldSamples = 0;
+    taking.heldUncached = 0;
     return stored;
   }
 

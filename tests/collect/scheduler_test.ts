@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { phaseOf, POLL_HELD_MAX, samplesOfPoll, Scheduler } from "../../src/collect/scheduler.ts";
+import {
+  phaseOf,
+  POLL_HELD_MAX,
+  POLL_HELD_UNCACHED_MAX,
+  samplesOfPoll,
+  Scheduler,
+} from "../../src/collect/scheduler.ts";
 import { buildGroups } from "../../src/collect/groups.ts";
 import type { MetricEntry } from "../../src/config/metrics_dir.ts";
 import type { Sample } from "../../src/sample.ts";
@@ -463,21 +469,28 @@ Deno.test("scheduler hands a large poll to the spool in parts, and other timers 
   });
 });
 
-/** A protocol whose poll hands `parts` parts of `perPart` readings over, waiting for each, then returns. */
-function handingOverProtocol(parts: number, perPart: number, after: (handOver: HandOver) => Promise<void>) {
-  const handed: number[] = [];
+/**
+ * A protocol whose poll hands `parts` parts of `perPart` readings over, waiting for each, then
+ * returns; with `seriesKeys`, each reading names its series (so it gets a cached identity).
+ */
+function handingOverProtocol(
+  parts: number,
+  perPart: number,
+  after: (handOver: HandOver) => Promise<void>,
+  seriesKeys = false,
+) {
   const protocol = testProtocol(() => ({
     async poll(active: readonly MetricEntry[], _signal: AbortSignal, handOver?: HandOver): Promise<PollResult> {
       assert.ok(handOver, "the scheduler offers a hand-over");
       for (let p = 0; p < parts; p++) {
         // Series i of part p: part 1 repeats part 0's first series, a duplicate of the poll.
         const first = p === 1 ? 0 : p * perPart;
-        const readings: Reading[] = Array.from({ length: perPart }, (_, i) => ({
-          entry: active[0]!,
-          value: p,
-          labels: { i: `${i === 0 ? first : p * perPart + i}` },
-        }));
-        handed.push(readings.length);
+        const readings: Reading[] = Array.from({ length: perPart }, (_, i) => {
+          const series = `${i === 0 ? first : p * perPart + i}`;
+          const reading: Reading = { entry: active[0]!, value: p, labels: { i: series } };
+          if (seriesKeys) reading.seriesKey = series;
+          return reading;
+        });
         await handOver(readings);
       }
       await after(handOver);
@@ -485,32 +498,18 @@ function handingOverProtocol(parts: number, perPart: number, after: (handOver: H
     },
     close: () => Promise.resolve(),
   }));
-  return { protocol, handed };
+  return { protocol };
 }
 
 Deno.test("scheduler lets a source read on only while few of its poll's samples wait for the spool", async () => {
   const clock = new FakeClock();
   const perPart = 1_000;
   const parts = 20;
-  const { protocol, handed } = handingOverProtocol(parts, perPart, () => Promise.resolve());
+  const { protocol } = handingOverProtocol(parts, perPart, () => Promise.resolve(), true);
   await withProtocol(protocol, async () => {
-    const stored: Sample[] = [];
-    const waiting: { samples: Sample[]; store: () => void }[] = [];
-    let mostWaiting = 0;
-    const scheduler = wideDeviceScheduler(clock, (samples) =>
-      new Promise((resolve) => {
-        waiting.push({ samples, store: resolve });
-        mostWaiting = Math.max(mostWaiting, waiting.reduce((n, w) => n + w.samples.length, 0));
-      }));
     // The spool stores what waits, one part at a time; the source reads on only as it does.
-    while (handed.length < parts || waiting.length > 0) {
-      await new Promise((resolve) => setTimeout(resolve, 0));
-      const next = waiting.shift();
-      if (!next) continue;
-      stored.push(...next.samples);
-      next.store();
-    }
-    await stopOn(clock, scheduler);
+    const { stored, mostWaiting, acknowledged } = await pollPacedBySpool(clock);
+    assert.equal(acknowledged, stored.length);
     assert.ok(mostWaiting > 0);
     assert.ok(
       mostWaiting <= POLL_HELD_MAX + perPart,
@@ -519,7 +518,65 @@ Deno.test("scheduler lets a source read on only while few of its poll's samples 
     assert.equal(stored.length, parts * perPart - 1, "every series once: the duplicate of part 1 is dropped");
     assert.equal(new Set(stored.map((s) => s.labels.i)).size, stored.length);
     assert.equal(stored.find((s) => s.labels.i === "0")!.value, 0, "the first reading of a series is kept");
-    assert.equal(scheduler.counters()[0]!.counters.samplesAcknowledged, stored.length);
+  });
+});
+
+/**
+ * Polls the wide device once with `protocol`, the spool storing one waiting part at a time as the
+ * test's loop turns; returns what was stored, the most samples that waited at once, and how many
+ * the scheduler counted acknowledged.
+ */
+async function pollPacedBySpool(clock: FakeClock) {
+  const stored: Sample[] = [];
+  const waiting: { samples: Sample[]; store: () => void }[] = [];
+  let mostWaiting = 0;
+  const scheduler = wideDeviceScheduler(clock, (samples) =>
+    new Promise((resolve) => {
+      waiting.push({ samples, store: resolve });
+      mostWaiting = Math.max(mostWaiting, waiting.reduce((n, w) => n + w.samples.length, 0));
+    }));
+  // Until the poll has ended (its last samples reach the spool as it does) and nothing waits.
+  const ended = () => scheduler.counters()[0]!.counters.pollsOk + scheduler.counters()[0]!.counters.pollsFailed > 0;
+  while (!ended() || waiting.length > 0) {
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    const next = waiting.shift();
+    if (!next) continue;
+    stored.push(...next.samples);
+    next.store();
+  }
+  await stopOn(clock, scheduler);
+  return { stored, mostWaiting, acknowledged: scheduler.counters()[0]!.counters.samplesAcknowledged };
+}
+
+Deno.test("scheduler holds back at most POLL_HELD_UNCACHED_MAX samples of series without a cached identity", async () => {
+  const clock = new FakeClock();
+  const perPart = 500;
+  const parts = 20;
+  const { protocol } = handingOverProtocol(parts, perPart, () => Promise.resolve());
+  await withProtocol(protocol, async () => {
+    const { stored, mostWaiting } = await pollPacedBySpool(clock);
+    assert.ok(stored.every((s) => s.series === undefined), "the readings name no series");
+    assert.ok(mostWaiting > 0);
+    assert.ok(
+      mostWaiting <= POLL_HELD_UNCACHED_MAX + perPart,
+      `${mostWaiting} samples waited for the spool at once`,
+    );
+    assert.equal(stored.length, parts * perPart - 1, "every series once: the duplicate of part 1 is dropped");
+    assert.equal(new Set(stored.map((s) => s.labels.i)).size, stored.length);
+  });
+});
+
+Deno.test("scheduler holds back up to POLL_HELD_MAX samples of known series: such a poll reaches the spool at once", async () => {
+  const clock = new FakeClock();
+  const perPart = 1_000;
+  const parts = POLL_HELD_MAX / perPart;
+  assert.ok(parts * perPart > POLL_HELD_UNCACHED_MAX);
+  const { protocol } = handingOverProtocol(parts, perPart, () => Promise.resolve(), true);
+  await withProtocol(protocol, async () => {
+    const { stored, mostWaiting } = await pollPacedBySpool(clock);
+    assert.ok(stored.every((s) => s.series !== undefined), "every series has its identity");
+    assert.equal(stored.length, parts * perPart - 1, "every series once: the duplicate of part 1 is dropped");
+    assert.equal(mostWaiting, stored.length, "all the poll's samples went to the spool together");
   });
 });
 
