@@ -8,7 +8,7 @@ import type { EntryError, PollResult, Reading, Source } from "../sources/source.
 import type { TlsPins } from "../spool/tls_pins.ts";
 import { type Clock, deadline, DeadlineError, type TimerId } from "../clock.ts";
 import type { PollGroup } from "./groups.ts";
-import { SeriesIdentities } from "./series_identity.ts";
+import { pollKeyOf, SeriesIdentities } from "./series_identity.ts";
 import { TimeSlice } from "../time_slice.ts";
 import {
   COLLECTOR_LATE,
@@ -536,9 +536,10 @@ export class PollSamples {
       const r = readings[i]!;
       const s = toSample(r, this.#sentAtMs, this.#identities);
       // A known series at the poll's time is keyed by the string its identity holds: no new text.
-      const key = s.series && s.timestampMs === this.#sentAtMs
-        ? s.series.pollKey
-        : `${s.deviceId}\u0000${s.metricId}\u0000${s.timestampMs}\u0000${canonicalLabels(s.labels)}`;
+      // Another entry's sample of it without an identity gets the same text (pollKeyOf).
+      const key = s.timestampMs !== this.#sentAtMs
+        ? `${s.deviceId}\u0000${s.metricId}\u0000${s.timestampMs}\u0000${canonicalLabels(s.labels)}`
+        : s.series?.pollKey ?? pollKeyOf(s.deviceId, s.metricId, s.labels);
       if (seen.has(key)) continue;
       seen.add(key);
       const problem = sampleProblem(s, this.#nowMs);

@@ -106,6 +106,18 @@ function identityOf(entry: MetricEntry, metricId: string, deviceLabels: Labels |
   return makeIdentity(entry.deviceId, metricId, Object.keys(labels).length > 0 ? labels : NO_LABELS);
 }
 
+/**
+ * The key of a series in the duplicate check of one poll (scheduler.ts `PollSamples`), for its
+ * samples at the poll's time: device, metric and the labels' JSON with their names sorted. An
+ * identity holds it as `pollKey`, and a sample without an identity (its entry's cache full, a
+ * string value) is keyed by the same text, so that two entries of one device selecting the same
+ * series yield one sample whether or not each has it cached.
+ */
+export function pollKeyOf(deviceId: string, metricId: string, labels: Labels): string {
+  const names = Object.keys(labels).sort();
+  return `${deviceId}\u0000${metricId}\u0000${JSON.stringify(Object.fromEntries(names.map((n) => [n, labels[n]])))}`;
+}
+
 /** Builds the identity of a series; its labels object is frozen, since every sample shares it. */
 export function makeIdentity(deviceId: string, metricId: string, labels: Labels): SeriesIdentity {
   const { problem, json } = seriesProblem(deviceId, metricId, labels);
@@ -114,9 +126,7 @@ export function makeIdentity(deviceId: string, metricId: string, labels: Labels)
   const names = Object.keys(labels);
   const sorted = names.every((name, i) => i === 0 || names[i - 1]! < name);
   // Most exporters sort their labels: the spool's key is then the per-poll key too (one string).
-  const pollKey = sorted || problem !== undefined
-    ? key
-    : head + JSON.stringify(Object.fromEntries(names.sort().map((name) => [name, labels[name]])));
+  const pollKey = sorted && json !== undefined ? key : pollKeyOf(deviceId, metricId, labels);
   return {
     deviceId,
     metricId,

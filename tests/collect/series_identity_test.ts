@@ -46,6 +46,28 @@ Deno.test("samples built from identities are those built without: one per series
   }
 });
 
+Deno.test("a series two entries of one device select is sampled once per poll, cached by one entry and not by the other", () => {
+  // Room for two identities an entry: entry b's third series, the one entry a also selects, gets none.
+  const other = entryFor("prometheus://h:9100/", { name: "all", deviceId: "n1", labels: { site: "nancy" } });
+  const readingOf = (e: typeof entry, a: string): Reading => ({
+    entry: e,
+    value: 1,
+    metricId: "prom_load",
+    labels: { a },
+    seriesKey: `load{a="${a}"}`,
+  });
+  const identities = new SeriesIdentities(2);
+  const { samples } = samplesOfPoll(
+    [readingOf(entry, "9"), readingOf(other, "0"), readingOf(other, "1"), readingOf(other, "9")],
+    T,
+    T,
+    identities,
+  );
+  assert.equal(samples.filter((s) => s.labels.a === "9").length, 1);
+  assert.equal(samples.length, 3);
+  assert.ok(samples[0]!.series, "entry a's sample has its identity");
+});
+
 Deno.test("an identity carries its series' refusal: every sample of a series the database could not store is refused", () => {
   const identities = new SeriesIdentities(10);
   const huge = { big: "x".repeat(20_000) };
