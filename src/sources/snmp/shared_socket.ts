@@ -16,10 +16,13 @@ import { requestIdOf } from "./request_id.ts";
  * Guarantees:
  * - An answer reaches the session that sent to the address and port it comes from (the address
  *   a host name resolved to, IPv6 compared in canonical form). When several did (one agent, other
- *   credentials), or none did (an agent answering from another of its addresses), it reaches the
- *   one whose last `RECENT_IDS` requests hold its request id (request_id.ts), and every one of
- *   them when none does, as the session's own socket received it before: net-snmp drops an
- *   answer whose request id it did not send.
+ *   credentials), or none did (an agent answering from another of its addresses), it reaches
+ *   each of them whose last `RECENT_IDS` requests hold its request id (request_id.ts), and every
+ *   one of them when none does, as the session's own socket received it before: net-snmp drops
+ *   an answer to no request it has outstanding. Each, not the first: net-snmp draws request ids
+ *   at random below 10^8, so two sessions' recent requests share an id now and then (eight busy
+ *   sessions of one agent, 64 recent ids each: about once in 200,000 answers), and the answer given to the session
+ *   that sent the id earlier only would leave the one waiting for it to time out.
  * - A real socket serves at most `SESSIONS_PER_SOCKET` sessions (of one transport and source
  *   address), so that while the main thread is busy, each kernel receive queue (208 KiB by
  *   default) holds the answers of a share of the agents, not of all of them.
@@ -55,10 +58,13 @@ class SharedSocket {
         return;
       }
       const id = requestIdOf(msg);
+      let delivered = false;
       for (const session of to) {
-        if (id !== undefined && session.sent(id)) return void session.emit("message", msg, rinfo);
+        if (id === undefined || !session.sent(id)) continue;
+        session.emit("message", msg, rinfo);
+        delivered = true;
       }
-      for (const session of to) session.emit("message", msg, rinfo);
+      if (!delivered) { for (const session of to) session.emit("message", msg, rinfo); }
     });
     this.socket.on("error", (err) => {
       for (const session of this.sessions) session.emit("error", err);

@@ -117,6 +117,39 @@ Deno.test("snmp answers of one agent reach only the session on the shared socket
     }
   }));
 
+Deno.test("snmp answer reaches the session waiting for it when another session of the agent sent the same request id before", () =>
+  withSnmpd(async (agent) => {
+    const sockets = [sharedDgram.createSocket("udp4"), sharedDgram.createSocket("udp4")];
+    const got: number[][] = [[], []];
+    const closed = sockets.map((socket) => new Promise((resolve) => socket.once("close", resolve)));
+    try {
+      const answered = sockets.map((socket, i) =>
+        new Promise<void>((resolve) => {
+          socket.on("message", (msg: Uint8Array) => {
+            got[i]!.push(requestIdOf(msg)!);
+            resolve();
+          });
+        })
+      );
+      // The first socket's request is answered; then the second sends the same id.
+      for (const [i, socket] of sockets.entries()) {
+        socket.bind(undefined, "127.0.0.1");
+        const request = getSysName(4242);
+        await new Promise<void>((resolve, reject) =>
+          socket.send(request, 0, request.length, agent.port, "127.0.0.1", (err) => err ? reject(err) : resolve())
+        );
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const late = new Promise<void>((resolve) => timer = setTimeout(resolve, 2000));
+        await Promise.race([answered[i], late]);
+        clearTimeout(timer);
+      }
+      assert.deepEqual(got[1], [4242], "the second socket's answer did not reach it");
+    } finally {
+      for (const socket of sockets) socket.close();
+      await Promise.all(closed);
+    }
+  }));
+
 Deno.test("snmp sessions to one agent with different communities each get their own answers", async () => {
   const sim = await startSnmpsim(["apc_ap8959eu3", "raritan-pdu_px3", "sentry4"]);
   const sysDescr = "1.3.6.1.2.1.1.1.0";
