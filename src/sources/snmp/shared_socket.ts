@@ -21,8 +21,8 @@ import { requestIdOf } from "./request_id.ts";
  *   one of them when none does, as the session's own socket received it before: net-snmp drops
  *   an answer to no request it has outstanding. Each, not the first: net-snmp draws request ids
  *   at random below 10^8, so two sessions' recent requests share an id now and then (eight busy
- *   sessions of one agent, 64 recent ids each: about once in 200,000 answers), and the answer given to the session
- *   that sent the id earlier only would leave the one waiting for it to time out.
+ *   sessions of one agent, 64 recent ids each: about once in 200,000 answers), and an answer
+ *   given only to the session that sent the id earlier left the one waiting for it to time out.
  * - A real socket serves at most `SESSIONS_PER_SOCKET` sessions (of one transport and source
  *   address), so that while the main thread is busy, each kernel receive queue (208 KiB by
  *   default) holds the answers of a share of the agents, not of all of them.
