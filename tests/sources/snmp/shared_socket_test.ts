@@ -3,11 +3,12 @@ import type { MetricEntry } from "../../../src/config/metrics_dir.ts";
 import { requestIdOf } from "../../../src/sources/snmp/request_id.ts";
 import { sharedDgram } from "../../../src/sources/snmp/shared_socket.ts";
 import { snmp } from "../../../src/sources/snmp/snmp.ts";
-import type { PollResult, Source } from "../../../src/sources/source.ts";
+import type { Source } from "../../../src/sources/source.ts";
 import { testConfig } from "../../../scripts/harness/config.ts";
 import { entryFor } from "../../../scripts/harness/entries.ts";
-import { freeUdpPort, OIDS, type Snmpd, startSnmpd, SYS_NAME, V3_USERS } from "../../../scripts/peers/snmpd.ts";
+import { freeUdpPort, OIDS, type Snmpd, SYS_NAME, V3_USERS } from "../../../scripts/peers/snmpd.ts";
 import { startSnmpsim } from "../../../scripts/peers/snmpsim.ts";
+import { valueOf, withSnmpd } from "./agent_helpers.ts";
 
 const TIMEOUT_MS = 3000;
 const config = testConfig({ snmp_timeout_ms: 2500 });
@@ -15,21 +16,6 @@ const ctx = { options: config, timeoutMs: TIMEOUT_MS };
 
 function v2c(host: string, port: number, oid: string, community = "public"): MetricEntry {
   return entryFor(`snmp://${community}@${host}:${port}/${oid}`, { name: "m" });
-}
-
-function valueOf(result: PollResult, entry: MetricEntry): unknown {
-  const r = result.readings.find((r) => r.entry === entry);
-  assert.ok(r, `no reading for ${entry.url}: ${JSON.stringify(result.errors.map((e) => e.message))}`);
-  return r.value;
-}
-
-async function withSnmpd(fn: (agent: Snmpd) => Promise<void>): Promise<void> {
-  const agent = await startSnmpd();
-  try {
-    await fn(agent);
-  } finally {
-    await agent.stop();
-  }
 }
 
 /** UDP sockets this process holds: its socket descriptors found in /proc/net/udp and udp6. */
@@ -86,68 +72,51 @@ function getSysName(id: number): Uint8Array {
   return new Uint8Array(tlv(0x30, [...tlv(0x02, [1]), ...tlv(0x04, [...new TextEncoder().encode("public")]), ...pdu]));
 }
 
+/**
+ * What two shared sockets receive when each sends `getSysName(id)` of its own to the agent, the
+ * second once the first is answered (or 2 s went by): the request ids each got, 100 ms after the
+ * last answer (a stray delivery comes in the same turn of the event loop as the right one).
+ */
+async function answersOfTwoSockets(agent: Snmpd, ids: readonly [number, number]): Promise<number[][]> {
+  const sockets = [sharedDgram.createSocket("udp4"), sharedDgram.createSocket("udp4")];
+  const got: number[][] = [[], []];
+  const closed = sockets.map((socket) => new Promise((resolve) => socket.once("close", resolve)));
+  try {
+    const answered = sockets.map((socket, i) =>
+      new Promise<void>((resolve) => {
+        socket.on("message", (msg: Uint8Array) => {
+          got[i]!.push(requestIdOf(msg)!);
+          resolve();
+        });
+      })
+    );
+    for (const [i, socket] of sockets.entries()) {
+      socket.bind(undefined, "127.0.0.1");
+      const request = getSysName(ids[i]!);
+      await new Promise<void>((resolve, reject) =>
+        socket.send(request, 0, request.length, agent.port, "127.0.0.1", (err) => err ? reject(err) : resolve())
+      );
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([answered[i], new Promise((resolve) => timer = setTimeout(resolve, 2000))]);
+      clearTimeout(timer);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    return got;
+  } finally {
+    for (const socket of sockets) socket.close();
+    await Promise.all(closed);
+  }
+}
+
 Deno.test("snmp answers of one agent reach only the session on the shared socket that asked", () =>
   withSnmpd(async (agent) => {
-    const sockets = [sharedDgram.createSocket("udp4"), sharedDgram.createSocket("udp4")];
-    const got: number[][] = [[], []];
-    const closed = sockets.map((socket) => new Promise((resolve) => socket.once("close", resolve)));
-    try {
-      const answered = sockets.map((socket, i) =>
-        new Promise<void>((resolve) => {
-          socket.on("message", (msg: Uint8Array) => {
-            got[i]!.push(requestIdOf(msg)!);
-            resolve();
-          });
-        })
-      );
-      for (const [i, socket] of sockets.entries()) {
-        socket.bind(undefined, "127.0.0.1");
-        const request = getSysName(1001 + i);
-        await new Promise<void>((resolve, reject) =>
-          socket.send(request, 0, request.length, agent.port, "127.0.0.1", (err) => err ? reject(err) : resolve())
-        );
-      }
-      await Promise.all(answered);
-      // A stray delivery would come with the other answer, in the same turn of the event loop.
-      await new Promise((r) => setTimeout(r, 100));
-      assert.deepEqual(got, [[1001], [1002]]);
-    } finally {
-      for (const socket of sockets) socket.close();
-      await Promise.all(closed);
-    }
+    assert.deepEqual(await answersOfTwoSockets(agent, [1001, 1002]), [[1001], [1002]]);
   }));
 
 Deno.test("snmp answer reaches the session waiting for it when another session of the agent sent the same request id before", () =>
   withSnmpd(async (agent) => {
-    const sockets = [sharedDgram.createSocket("udp4"), sharedDgram.createSocket("udp4")];
-    const got: number[][] = [[], []];
-    const closed = sockets.map((socket) => new Promise((resolve) => socket.once("close", resolve)));
-    try {
-      const answered = sockets.map((socket, i) =>
-        new Promise<void>((resolve) => {
-          socket.on("message", (msg: Uint8Array) => {
-            got[i]!.push(requestIdOf(msg)!);
-            resolve();
-          });
-        })
-      );
-      // The first socket's request is answered; then the second sends the same id.
-      for (const [i, socket] of sockets.entries()) {
-        socket.bind(undefined, "127.0.0.1");
-        const request = getSysName(4242);
-        await new Promise<void>((resolve, reject) =>
-          socket.send(request, 0, request.length, agent.port, "127.0.0.1", (err) => err ? reject(err) : resolve())
-        );
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        const late = new Promise<void>((resolve) => timer = setTimeout(resolve, 2000));
-        await Promise.race([answered[i], late]);
-        clearTimeout(timer);
-      }
-      assert.deepEqual(got[1], [4242], "the second socket's answer did not reach it");
-    } finally {
-      for (const socket of sockets) socket.close();
-      await Promise.all(closed);
-    }
+    const got = await answersOfTwoSockets(agent, [4242, 4242]);
+    assert.deepEqual(got[1], [4242], "the second socket's answer did not reach it");
   }));
 
 Deno.test("snmp sessions to one agent with different communities each get their own answers", async () => {

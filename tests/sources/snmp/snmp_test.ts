@@ -6,12 +6,12 @@ import { snmp } from "../../../src/sources/snmp/snmp.ts";
 import type { PollResult } from "../../../src/sources/source.ts";
 import { testConfig } from "../../../scripts/harness/config.ts";
 import { entryFor } from "../../../scripts/harness/entries.ts";
+import { valueOf, withSnmpd } from "./agent_helpers.ts";
 import {
   freeUdpPort,
   NUMERIC_TEXT,
   OIDS,
   PLAIN_TEXT,
-  type Snmpd,
   snmpget,
   startSnmpd,
   SYS_NAME,
@@ -35,21 +35,6 @@ async function pollOnce(entries: MetricEntry[], opts: { config?: typeof config }
     return await source.poll(entries, AbortSignal.timeout(TIMEOUT_MS));
   } finally {
     await source.close();
-  }
-}
-
-function valueOf(result: PollResult, entry: MetricEntry): unknown {
-  const r = result.readings.find((r) => r.entry === entry);
-  assert.ok(r, `no reading for ${entry.url}: ${JSON.stringify(result.errors.map((e) => e.message))}`);
-  return r.value;
-}
-
-async function withSnmpd(fn: (agent: Snmpd) => Promise<void>): Promise<void> {
-  const agent = await startSnmpd();
-  try {
-    await fn(agent);
-  } finally {
-    await agent.stop();
   }
 }
 
