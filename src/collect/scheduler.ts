@@ -43,8 +43,8 @@ import { Telemetry } from "../telemetry/telemetry.ts";
  * readings over as it reads them (`Source.poll`'s `handOver`) is paced by the spool: past
  * POLL_HELD_MAX samples (POLL_HELD_UNCACHED_MAX of series without a cached identity), it reads on
  * once they are stored, so what a poll holds is bounded by that, not by the device; that wait
- * counts in the poll's timeout. Samples
- * handed over before a poll fails are kept; the poll counts as failed.
+ * counts in the poll's timeout. Samples handed over before a poll fails are kept; the poll counts
+ * as failed.
  *
  * Every slot of the grid is accounted for, once: polled (ok or failed), skipped (the previous
  * poll still running) or missed (its timer fired a period or more late: the process was stalled
