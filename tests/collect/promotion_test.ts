@@ -124,8 +124,9 @@ Deno.test("promotion refresher follows promoted_metrics in PostgreSQL and surviv
       assert.equal(logs.filter((l) => /Cannot query promoted_metrics/.test(l)).length, 1);
       assert.match(
         logs.find((l) => /Cannot query promoted_metrics/.test(l))!,
-        // Refused, reset when the query was in flight as the server stopped, or turned away while it stopped.
-        /^WARNING .* rows=3 error=".*(ECONNREFUSED|ECONNRESET|terminating connection|the database system is shutting down)/,
+        // Refused, reset or closed (postgres.js: `write CONNECTION_CLOSED`) when the query was in flight as the server
+        // stopped, or turned away while it stopped.
+        /^WARNING .* rows=3 error=".*(ECONNREFUSED|ECONNRESET|CONNECTION_CLOSED|terminating connection|the database system is shutting down)/,
       );
     });
 
