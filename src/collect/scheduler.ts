@@ -93,10 +93,12 @@ export interface GroupCounters {
  */
 const START_POLL_GAP_MS = 2.5;
 /**
- * Phases are multiples of this (ms): the 1,000 groups of a 5 s period share 500 instants, two
- * groups a wake-up, instead of one wake-up each (docs/PERFORMANCE.md `sched5`).
+ * Phases are multiples of this (ms): the 1,000 groups of a 5 s period share 100 instants, ten
+ * groups a wake-up of the process instead of one wake-up each. A wake-up costs more CPU than a
+ * poll's own work, and ten polls started together are all sent within a millisecond
+ * (docs/PERFORMANCE.md `sched5`).
  */
-export const PHASE_STEP_MS = 10;
+export const PHASE_STEP_MS = 50;
 /** A device behind schedule (or a late collector) is back on it after this long without a skipped (missed) slot. */
 const BEHIND_QUIET_MS = 60_000;
 /** Readings turned into samples between two looks at the time slice (src/time_slice.ts). */

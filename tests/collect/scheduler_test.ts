@@ -393,9 +393,9 @@ Deno.test("scheduler accounts for every grid slot: polled, skipped, or missed wh
         const c = counted.find((g) => g.group.includes(host))!.counters;
         const starts = polls.filter((p) => p.host === host).map((p) => p.at);
         // The poll at start (at 0) is off the grid; the group's grid (the second poll is on it)
-        // begins at least half a period later.
+        // begins more than half a period later (a phase of 500 ms: at 1500 ms).
         const phase = starts[1]! % 1000;
-        const firstSlot = phase >= 500 ? phase : phase + 1000;
+        const firstSlot = phase > 500 ? phase : phase + 1000;
         const gridSlots = Math.floor((endMs - firstSlot) / 1000) + 1;
         assert.ok(c.pollsMissed >= 2, `${host}: ${c.pollsMissed} slots missed`);
         assert.equal(c.pollsOk - 1 + c.pollsFailed + c.pollsSkipped + c.pollsMissed, gridSlots, JSON.stringify(c));
