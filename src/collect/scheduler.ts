@@ -40,10 +40,10 @@ import { Telemetry } from "../telemetry/telemetry.ts";
  * never overlaps the previous one of its group: while a poll (or a source that has not yet let
  * go of its request) is still running, the group's slots are skipped and counted, so a device
  * that answers in 1.5 s at a 1 s period gives a sample every 2 s. Every group has its own slots
- * and timeout, and a poll only starts in a wake-up (its end is awaited apart), so one slow or dead
- * device never delays another; and a large poll becomes samples
- * and reaches the spool in time slices (src/time_slice.ts), each part acknowledged on its own, so
- * a device of 50,000 series does not hold up another's timer either. A source that hands its
+ * and timeout, and a wake-up only starts polls (their ends are awaited apart), so one slow or
+ * dead device never delays another; and a large poll becomes samples and reaches the spool in
+ * time slices (src/time_slice.ts), each part acknowledged on its own, so a device of 50,000 series
+ * does not hold up another's slots either. A source that hands its
  * readings over as it reads them (`Source.poll`'s `handOver`) is paced by the spool: past
  * POLL_HELD_MAX samples (POLL_HELD_UNCACHED_MAX of series without a cached identity), it reads on
  * once they are stored, so what a poll holds is bounded by that, not by the device; that wait
@@ -259,7 +259,8 @@ export class Scheduler {
     // Slots between the one just handled and the next armed passed while the timer was late.
     if (Number.isFinite(s.lastSlot) && k > s.lastSlot + 1) this.#missed(s, k - s.lastSlot - 1);
     s.lastSlot = k;
-    this.#wakeups.add(this.#originMono + s.phaseMs + k * period, s);
+    // Grid offsets are whole milliseconds: groups due at one instant get the same time, to the bit.
+    this.#wakeups.add(this.#originMono + (s.phaseMs + k * period), s);
   }
 
   #missed(s: GroupState, n: number): void {
