@@ -11,6 +11,7 @@
  *    start included). The collector's CPU is measured over the last 15 s, on the grid.
  *
  *   deno run -A scripts/bench/snmp.ts
+ *   BENCH_ONLY=fleet deno run -A scripts/bench/snmp.ts        (the fleet alone; `throughput`: 1. alone)
  */
 import process from "node:process";
 import { type Clock, systemClock, type TimerId } from "../../src/clock.ts";
@@ -247,5 +248,9 @@ async function fleet(): Promise<void> {
 
 // The dead agents' poll failures are expected here; only data loss would matter.
 setLogLevel("error");
-await throughput();
-await fleet();
+const only = Deno.env.get("BENCH_ONLY");
+if (only !== undefined && only !== "throughput" && only !== "fleet") {
+  throw new Error(`Cannot parse BENCH_ONLY '${only}': expected 'throughput' or 'fleet'`);
+}
+if (only !== "fleet") await throughput();
+if (only !== "throughput") await fleet();

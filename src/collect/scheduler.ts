@@ -6,10 +6,11 @@ import { sampleProblem, toSampleValue } from "../sample.ts";
 import type { DeviceStatus } from "../spool/spool.ts";
 import type { EntryError, PollResult, Reading, Source } from "../sources/source.ts";
 import type { TlsPins } from "../spool/tls_pins.ts";
-import { type Clock, deadline, DeadlineError, type TimerId } from "../clock.ts";
+import { type Clock, deadline, DeadlineError } from "../clock.ts";
 import type { PollGroup } from "./groups.ts";
 import { pollKeyOf, SeriesIdentities } from "./series_identity.ts";
 import { TimeSlice } from "../time_slice.ts";
+import { Wakeups } from "./wakeups.ts";
 import {
   COLLECTOR_LATE,
   DEVICE_BEHIND,
@@ -29,17 +30,20 @@ import { Telemetry } from "../telemetry/telemetry.ts";
 /**
  * Owns every poll timer. Each group is polled on its own fixed grid (slot k at
  * phase + k × period in monotonic time), so periods never drift; the phase is derived from the
- * group's key, so restarts keep it and groups do not all fire together. The timestamp of a
- * sample is the wall-clock time when its request is sent.
+ * group's key, so restarts keep it and groups do not all fire together. Phases are whole
+ * multiples of PHASE_STEP_MS: the groups due at one instant are polled in one wake-up of the
+ * process, from one timer for all groups (src/collect/wakeups.ts). The timestamp of a sample is
+ * the wall-clock time when its request is sent.
  *
  * Each poll has the timeout `poll_timeout_ms`, whatever the period (Kwollect waited up to 30 s
  * for a device): the poll is failed when it expires, and the source is told to stop. A poll
  * never overlaps the previous one of its group: while a poll (or a source that has not yet let
  * go of its request) is still running, the group's slots are skipped and counted, so a device
- * that answers in 1.5 s at a 1 s period gives a sample every 2 s. Every group has its own timer
- * and timeout, so one slow or dead device never delays another; and a large poll becomes samples
- * and reaches the spool in time slices (src/time_slice.ts), each part acknowledged on its own, so
- * a device of 50,000 series does not hold up another's timer either. A source that hands its
+ * that answers in 1.5 s at a 1 s period gives a sample every 2 s. Every group has its own slots
+ * and timeout, and a wake-up only starts polls (their ends are awaited apart), so one slow or
+ * dead device never delays another; and a large poll becomes samples and reaches the spool in
+ * time slices (src/time_slice.ts), each part acknowledged on its own, so a device of 50,000 series
+ * does not hold up another's slots either. A source that hands its
  * readings over as it reads them (`Source.poll`'s `handOver`) is paced by the spool: past
  * POLL_HELD_MAX samples (POLL_HELD_UNCACHED_MAX of series without a cached identity), it reads on
  * once they are stored, so what a poll holds is bounded by that, not by the device; that wait
@@ -88,6 +92,13 @@ export interface GroupCounters {
  * 2.5 s, at twice the rate of their 5 s grid, instead of at once).
  */
 const START_POLL_GAP_MS = 2.5;
+/**
+ * Phases are multiples of this (ms): the 1,000 groups of a 5 s period share 100 instants, ten
+ * groups a wake-up of the process instead of one wake-up each. A wake-up costs more CPU than a
+ * poll's own work, and ten polls started together are all sent within a millisecond
+ * (docs/PERFORMANCE.md `sched5`).
+ */
+export const PHASE_STEP_MS = 50;
 /** A device behind schedule (or a late collector) is back on it after this long without a skipped (missed) slot. */
 const BEHIND_QUIET_MS = 60_000;
 /** Readings turned into samples between two looks at the time slice (src/time_slice.ts). */
@@ -140,8 +151,7 @@ interface GroupState {
   phaseMs: number;
   /** Monotonic time of the last skipped slot. */
   lastSkipAtMs: number;
-  timer: TimerId | undefined;
-  /** Index of the last slot armed: a timer that fires early must not arm the same slot again. */
+  /** Index of the last slot armed (-Infinity until the poll at start): a slot is armed once. */
   lastSlot: number;
   inFlight: Promise<void> | undefined;
   abort: AbortController | undefined;
@@ -160,6 +170,8 @@ export class Scheduler {
   #telemetry: Telemetry;
   /** Monotonic time of the last missed slot, any group. */
   #lastMissAtMs = -Infinity;
+  /** Every group's next slot (or poll at start), behind one timer. */
+  #wakeups: Wakeups<GroupState>;
 
   constructor(opts: SchedulerOptions) {
     this.#opts = opts;
@@ -172,7 +184,6 @@ export class Scheduler {
         timeoutMs,
         phaseMs: phaseOf(group.key, group.periodMs),
         lastSkipAtMs: -Infinity,
-        timer: undefined,
         lastSlot: -Infinity,
         inFlight: undefined,
         abort: undefined,
@@ -191,6 +202,8 @@ export class Scheduler {
         identities: new SeriesIdentities(),
       };
     });
+    // A group whose poll at start is due has no slot armed yet.
+    this.#wakeups = new Wakeups(opts.clock, (s) => Number.isFinite(s.lastSlot) ? this.#slot(s) : this.#startPoll(s));
   }
 
   start(): void {
@@ -204,17 +217,16 @@ export class Scheduler {
     // out one every START_POLL_GAP_MS in the order of the groups' phases (a group waiting at most
     // half its period): a thousand devices are not all asked at the same instant.
     const byPhase = this.#states.toSorted((a, b) => a.phaseMs / a.group.periodMs - b.phaseMs / b.group.periodMs);
+    const startMs = clock.monotonic();
     byPhase.forEach((s, rank) => {
       const delayMs = Math.floor(Math.min(rank * START_POLL_GAP_MS, s.group.periodMs / 2));
       if (delayMs === 0) return this.#startPoll(s);
-      s.timer = clock.setTimeout(() => {
-        s.timer = undefined;
-        if (this.#running) this.#startPoll(s);
-      }, delayMs);
+      this.#wakeups.add(startMs + delayMs, s);
     });
   }
 
   #startPoll(s: GroupState): void {
+    if (!this.#running) return;
     this.#launch(s);
     this.#arm(s, s.group.periodMs / 2);
   }
@@ -222,10 +234,7 @@ export class Scheduler {
   /** Stops the timers, lets in-flight polls finish (or time out) and waits for their commit. */
   async stop(): Promise<void> {
     this.#running = false;
-    for (const s of this.#states) {
-      if (s.timer !== undefined) this.#opts.clock.clearTimeout(s.timer);
-      s.timer = undefined;
-    }
+    this.#wakeups.clear();
     await Promise.all(this.#states.map((s) => s.inFlight));
     await Promise.allSettled([...this.#deliveries]);
     await Promise.all(this.#states.map((s) => s.source.close().catch(() => {})));
@@ -250,8 +259,8 @@ export class Scheduler {
     // Slots between the one just handled and the next armed passed while the timer was late.
     if (Number.isFinite(s.lastSlot) && k > s.lastSlot + 1) this.#missed(s, k - s.lastSlot - 1);
     s.lastSlot = k;
-    const next = s.phaseMs + k * period;
-    s.timer = clock.setTimeout(() => this.#slot(s), next - now);
+    // Grid offsets are whole milliseconds: groups due at one instant get the same time, to the bit.
+    this.#wakeups.add(this.#originMono + (s.phaseMs + k * period), s);
   }
 
   #missed(s: GroupState, n: number): void {
@@ -263,11 +272,10 @@ export class Scheduler {
   }
 
   #slot(s: GroupState): void {
-    s.timer = undefined;
     if (!this.#running) return;
     const t = this.#telemetry;
     const now = this.#opts.clock.monotonic();
-    if (now - this.#lastMissAtMs >= BEHIND_QUIET_MS) {
+    if (now - this.#lastMissAtMs >= BEHIND_QUIET_MS && t.isActive(COLLECTOR_LATE, "scheduler")) {
       t.end(COLLECTOR_LATE, "scheduler", {
         missed_total: this.#states.reduce((sum, g) => sum + g.counters.pollsMissed, 0),
       });
@@ -564,12 +572,16 @@ export function samplesOfPoll(
   return new PollSamples(sentAtMs, nowMs, identities).take(readings, 0, readings.length);
 }
 
-/** Offset of a group's slots in its period (ms): slot k falls at phase + k × period, wall clock. */
+/**
+ * Offset of a group's slots in its period (ms, a multiple of PHASE_STEP_MS below the period): slot
+ * k falls at phase + k × period, wall clock.
+ */
 export function phaseOf(key: string, periodMs: number): number {
   let h = 2166136261;
   for (let i = 0; i < key.length; i++) {
     h ^= key.charCodeAt(i);
     h = Math.imul(h, 16777619);
   }
-  return (h >>> 0) % periodMs;
+  const steps = Math.max(1, Math.floor(periodMs / PHASE_STEP_MS));
+  return ((h >>> 0) % steps) * PHASE_STEP_MS;
 }

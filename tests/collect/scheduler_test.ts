@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  PHASE_STEP_MS,
   phaseOf,
   POLL_HELD_MAX,
   POLL_HELD_UNCACHED_MAX,
@@ -392,9 +393,9 @@ Deno.test("scheduler accounts for every grid slot: polled, skipped, or missed wh
         const c = counted.find((g) => g.group.includes(host))!.counters;
         const starts = polls.filter((p) => p.host === host).map((p) => p.at);
         // The poll at start (at 0) is off the grid; the group's grid (the second poll is on it)
-        // begins at least half a period later.
+        // begins more than half a period later (a phase of 500 ms: at 1500 ms).
         const phase = starts[1]! % 1000;
-        const firstSlot = phase >= 500 ? phase : phase + 1000;
+        const firstSlot = phase > 500 ? phase : phase + 1000;
         const gridSlots = Math.floor((endMs - firstSlot) / 1000) + 1;
         assert.ok(c.pollsMissed >= 2, `${host}: ${c.pollsMissed} slots missed`);
         assert.equal(c.pollsOk - 1 + c.pollsFailed + c.pollsSkipped + c.pollsMissed, gridSlots, JSON.stringify(c));
@@ -606,5 +607,45 @@ Deno.test("scheduler takes no part a source hands over after its poll timed out,
     const { counters } = scheduler.counters()[0]!;
     assert.equal(counters.pollsFailed, 1);
     assert.equal(counters.pollsOk, 0);
+  });
+});
+
+Deno.test("scheduler polls the groups due at one instant in one wake-up, from one timer for all groups", async () => {
+  const clock = new FakeClock();
+  let wakeups = 0;
+  const counting = {
+    now: () => clock.now(),
+    monotonic: () => clock.monotonic(),
+    setTimeout: (fn: () => void, ms: number) =>
+      clock.setTimeout(() => {
+        wakeups++;
+        fn();
+      }, ms),
+    clearTimeout: (id: ReturnType<typeof setTimeout>) => clock.clearTimeout(id),
+  };
+  const polled: number[] = [];
+  const instant = testProtocol(() => ({
+    poll: (active) => {
+      polled.push(clock.monotonic());
+      return Promise.resolve({ readings: active.map((entry) => ({ entry, value: 1 })), errors: [] });
+    },
+    close: () => Promise.resolve(),
+  }));
+  await withProtocol(instant, async () => {
+    const config = testConfig();
+    const entries = Array.from({ length: 1000 }, (_, i) => entryFor(`test://h${i}/a`, { updateEveryMs: 5000 }));
+    const { groups } = buildGroups(entries, config);
+    const scheduler = new Scheduler({ groups, config, clock: counting, deliver: () => Promise.resolve() });
+    scheduler.start();
+    await clock.advance(5_000);
+    assert.equal(clock.pendingTimers(), 1, "one timer for a thousand groups");
+    const before = { wakeups, polls: polled.length };
+    await clock.advance(20_000);
+    const polls = polled.length - before.polls;
+    assert.equal(polls, 4000);
+    // Phases are multiples of PHASE_STEP_MS: at most 5000 / 10 instants a period, whatever the number of groups.
+    assert.ok(wakeups - before.wakeups <= 4 * (5000 / PHASE_STEP_MS), `${wakeups - before.wakeups} wake-ups`);
+    assert.ok(polled.every((at) => at < 5000 || at % PHASE_STEP_MS === 0), "a slot off its phase step");
+    await stopOn(clock, scheduler);
   });
 });
