@@ -1,28 +1,19 @@
 import { parseNumber } from "../../sample.ts";
 import { BoundedCache, ownCopy } from "../../bounded_cache.ts";
 
-/** One sample line of the Prometheus text exposition format. */
-export interface PromSample {
-  name: string;
-  /** The line's `name{labels}` text: the series among the exporter's lines. */
-  series: string;
-  /** Shared by every sample of the series (see SeriesTexts): never modified. */
-  labels: Readonly<Record<string, string>>;
-  value: number;
-  /** Exposition timestamp in ms, when the line has one. */
-  timestampMs?: number;
-  line: number;
-}
-
 /** A malformed line, with its number and the reason; it does not stop the parse. */
 export interface LineError {
   line: number;
   message: string;
 }
 
-/** Where the parser hands each sample and each malformed line, in the order of the text. */
+/**
+ * Where the parser hands each sample and each malformed line, in the order of the text. A sample
+ * is its series (shared by every sample of it: never modified), its value, the exposition
+ * timestamp in ms when the line has one, and its line number: arguments, not an object per line.
+ */
 export interface ParseSink {
-  sample(s: PromSample): void;
+  sample(series: KnownSeries, value: number, timestampMs: number | undefined, line: number): void;
   error(e: LineError): void;
 }
 
@@ -44,7 +35,10 @@ const LABEL_NAME_RE = /[a-zA-Z_][a-zA-Z0-9_]*/y;
 
 /** A series of an exporter as its lines name it: parsed once, shared by every sample of it. */
 export interface KnownSeries {
-  /** The `name{labels}` text of its lines, a string of its own (see `ownCopy`). */
+  /**
+   * The `name{labels}` text of its lines, a string of its own (see `ownCopy`): the series among
+   * the exporter's lines, the key of the caches downstream (the scheduler's series identities).
+   */
   readonly text: string;
   readonly name: string;
   readonly labels: Readonly<Record<string, string>>;
@@ -55,7 +49,7 @@ export interface KnownSeries {
 /**
  * The series an exporter sent before, by the `name{labels}` text of their lines, with their name
  * and parsed labels: a known series costs one lookup instead of a parse, and its samples carry the
- * same text string (`PromSample.series`), so the caches keyed by it downstream (the scheduler's
+ * same text string (`KnownSeries.text`), so the caches keyed by it downstream (the scheduler's
  * series identities) find it by that very string. Kept by the source across its scrapes (a round
  * is a scrape) and bounded (src/bounded_cache.ts).
  *
@@ -193,18 +187,9 @@ export class PrometheusTextParser {
       }
     }
     const rest = parseValue(trimmed, at);
-    if ("error" in rest) sink.error({ line: lineNo, message: `${rest.error} in '${trimmed.slice(0, 80)}'` });
-    else {
-      const sample: PromSample = {
-        name: series.name,
-        series: series.text,
-        labels: series.labels,
-        value: rest.value,
-        line: lineNo,
-      };
-      if (rest.timestampMs !== undefined) sample.timestampMs = rest.timestampMs;
-      sink.sample(sample);
-    }
+    if (typeof rest === "number") sink.sample(series, rest, undefined, lineNo);
+    else if ("error" in rest) sink.error({ line: lineNo, message: `${rest.error} in '${trimmed.slice(0, 80)}'` });
+    else sink.sample(series, rest.value, rest.timestampMs, lineNo);
   }
 
   /**
@@ -287,16 +272,19 @@ function parseLabels(line: string, pos: number): { labels: Record<string, string
   return { labels, end: i };
 }
 
-/** The value and the optional timestamp that follow the series at `i`. */
-function parseValue(line: string, i: number): { value: number; timestampMs?: number } | { error: string } {
-  // The common line, a number and nothing after it, without splitting the rest of the line.
+/**
+ * The value and the optional timestamp that follow the series at `i`; the common line's value (a
+ * number and nothing after it) as a number alone, no object.
+ */
+function parseValue(line: string, i: number): number | { value: number; timestampMs?: number } | { error: string } {
+  // The common line, without splitting the rest of the line.
   let start = i;
   while (line[start] === " " || line[start] === "\t") start++;
   let end = start;
   while (end < line.length && line[end] !== " " && line[end] !== "\t") end++;
   if (end === line.length && end > start) {
     const value = parseNumber(line.slice(start));
-    if (!Number.isNaN(value)) return { value };
+    if (!Number.isNaN(value)) return value;
   }
   const rest = line.slice(i).trim().split(/[ \t]+/);
   const valueText = rest[0];

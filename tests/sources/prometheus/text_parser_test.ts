@@ -3,15 +3,15 @@ import {
   type LineError,
   MAX_LINE_CHARS,
   PrometheusTextParser,
-  type PromSample,
   SeriesTexts,
 } from "../../../src/sources/prometheus/text_parser.ts";
+import { collecting, type Parsed } from "./parsed.ts";
 
 /** Parses `pieces` as consecutive parts of one body. */
 function parse(pieces: string[], wanted?: ReadonlySet<string>, known?: SeriesTexts) {
-  const samples: PromSample[] = [];
+  const samples: Parsed[] = [];
   const errors: LineError[] = [];
-  const sink = { sample: (s: PromSample) => samples.push(s), error: (e: LineError) => errors.push(e) };
+  const sink = { sample: collecting(samples), error: (e: LineError) => errors.push(e) };
   const parser = new PrometheusTextParser(wanted, known);
   for (const piece of pieces) parser.push(piece, sink);
   parser.end(sink);
