@@ -13,8 +13,12 @@ export class BoundedCache<K, V> {
   /** A sweep frees what it can for the whole round: at most one per round. */
   #sweptInRound = -1;
 
-  constructor(max: number) {
+  #dropped: ((value: V) => void) | undefined;
+
+  /** `dropped` is told of each value a sweep or `clear` lets go. */
+  constructor(max: number, dropped?: (value: V) => void) {
     this.#max = max;
+    this.#dropped = dropped;
   }
 
   get size(): number {
@@ -42,6 +46,7 @@ export class BoundedCache<K, V> {
   }
 
   clear(): void {
+    if (this.#dropped) { for (const { value } of this.#entries.values()) this.#dropped(value); }
     this.#entries.clear();
   }
 
@@ -54,7 +59,9 @@ export class BoundedCache<K, V> {
   #sweep(): void {
     this.#sweptInRound = this.#round;
     for (const [key, cached] of this.#entries) {
-      if (cached.usedInRound < this.#round - 1) this.#entries.delete(key);
+      if (cached.usedInRound >= this.#round - 1) continue;
+      this.#entries.delete(key);
+      this.#dropped?.(cached.value);
     }
   }
 }

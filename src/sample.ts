@@ -51,6 +51,12 @@ export interface SeriesIdentity {
   readonly problem: string | undefined;
   /** The spool writer's record of this series: the writer it belongs to, its id and last seq there. */
   spool?: { readonly writer: object; readonly id: number; lastSeq: number };
+  /**
+   * The last poll of its group that took a sample of it at the poll's time: the per-poll duplicate
+   * check (scheduler.ts `PollSamples`) is this stamp, exact because a group's identities of one
+   * `pollKey` are one object (src/collect/series_identity.ts).
+   */
+  seenInPoll: number;
 }
 
 /** Earliest timestamp a sample may carry: 2000-01-01T00:00:00Z. */

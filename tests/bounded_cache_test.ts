@@ -22,3 +22,16 @@ Deno.test("a full BoundedCache sweeps out what was not used in the last two roun
   assert.equal(cache.get(1), undefined);
   assert.equal(cache.size, 2);
 });
+
+Deno.test("a BoundedCache tells its owner of each value a sweep or a clear lets go", () => {
+  const dropped: number[] = [];
+  const cache = new BoundedCache<number, number>(3, (v) => dropped.push(v));
+  for (let k = 0; k < 3; k++) cache.set(k, k * 10);
+  cache.nextRound();
+  cache.get(2);
+  cache.nextRound();
+  cache.set(5, 50);
+  assert.deepEqual(dropped, [0, 10]);
+  cache.clear();
+  assert.deepEqual(dropped, [0, 10, 20, 50]);
+});

@@ -520,12 +520,18 @@ export function toSample(r: Reading, sentAtMs: number, identities?: SeriesIdenti
  * entries of the group selected the same value twice. This is also the door of the spool: a
  * reading that could never be stored centrally (sample.ts) is refused as an error of its entry,
  * named by its metric, and never becomes a sample. A large poll goes through in parts (`take`),
- * one per time slice; the duplicates are found across all of them.
+ * one per time slice; the duplicates are found across all of them: a sample with a series identity
+ * at the poll's time by the poll's stamp on it (`seenInPoll`, one object per series and group,
+ * src/collect/series_identity.ts), any other by its key in a set (device, metric, labels, and its
+ * timestamp when the device gave one), the two looked up in each other.
  */
 export class PollSamples {
   #sentAtMs: number;
   #nowMs: number;
   #identities: SeriesIdentities | undefined;
+  /** The stamp of this poll on the identities of its samples. */
+  #poll: number;
+  /** Keys of the samples without an identity, or with a timestamp of their own. */
   #seen = new Set<string>();
 
   constructor(sentAtMs: number, nowMs: number, identities?: SeriesIdentities) {
@@ -533,23 +539,17 @@ export class PollSamples {
     this.#nowMs = nowMs;
     this.#identities = identities;
     identities?.nextPoll();
+    this.#poll = identities?.poll ?? -1;
   }
 
   /** The samples of `readings[from]` up to (not including) `readings[to]`. */
   take(readings: readonly Reading[], from: number, to: number): { samples: Sample[]; refused: EntryError[] } {
     const samples: Sample[] = [];
     const refused: EntryError[] = [];
-    const seen = this.#seen;
     for (let i = from; i < to; i++) {
       const r = readings[i]!;
       const s = toSample(r, this.#sentAtMs, this.#identities);
-      // A known series at the poll's time is keyed by the string its identity holds: no new text.
-      // Another entry's sample of it without an identity gets the same text (pollKeyOf).
-      const key = s.timestampMs !== this.#sentAtMs
-        ? `${s.deviceId}\u0000${s.metricId}\u0000${s.timestampMs}\u0000${canonicalLabels(s.labels)}`
-        : s.series?.pollKey ?? pollKeyOf(s.deviceId, s.metricId, s.labels);
-      if (seen.has(key)) continue;
-      seen.add(key);
+      if (this.#seenBefore(s)) continue;
       const problem = sampleProblem(s, this.#nowMs);
       if (problem === undefined) samples.push(s);
       else {refused.push({
@@ -559,6 +559,28 @@ export class PollSamples {
         });}
     }
     return { samples, refused };
+  }
+
+  /** Whether the poll took a sample of the series of `s` at its time already; marks it taken. */
+  #seenBefore(s: Sample): boolean {
+    const seen = this.#seen;
+    const series = s.series;
+    if (s.timestampMs !== this.#sentAtMs) {
+      const key = `${s.deviceId}\u0000${s.metricId}\u0000${s.timestampMs}\u0000${canonicalLabels(s.labels)}`;
+      if (seen.has(key)) return true;
+      seen.add(key);
+      return false;
+    }
+    if (series) {
+      // Another entry's sample of it without an identity was keyed by the same text (pollKeyOf).
+      if (series.seenInPoll === this.#poll || (seen.size > 0 && seen.has(series.pollKey))) return true;
+      series.seenInPoll = this.#poll;
+      return false;
+    }
+    const key = pollKeyOf(s.deviceId, s.metricId, s.labels);
+    if (seen.has(key) || this.#identities?.byPollKey(key)?.seenInPoll === this.#poll) return true;
+    seen.add(key);
+    return false;
   }
 }
 

@@ -17,6 +17,12 @@ import { type Labels, type SeriesIdentity, seriesProblem } from "../sample.ts";
  * slot, not a cache of its own (`OnlySeries`): a file of 5,000 devices costs 5,000 slots. An
  * identity is derived data: dropping one costs only its recompute (the spool's series dictionary
  * stays the truth for series ids, src/spool/writer.ts).
+ *
+ * One object per series in a group: two entries of one device that select the same series, or one
+ * entry's two series texts that name the same labels in another order, share the identity of the
+ * same `pollKey` while any slot or cache of the group holds it (`#byPollKey`, a count of holders
+ * each). So the per-poll duplicate check is a stamp on the identity (`seenInPoll`), not a set of
+ * keys built each poll.
  */
 
 /** Identities an entry keeps (about 400 bytes each): a device with more series is partly cached. */
@@ -30,8 +36,13 @@ export const SERIES_IDENTITIES_PER_ENTRY = 10_000;
  */
 interface OnlySeries {
   key: string;
-  identity: SeriesIdentity;
+  identity: HeldIdentity;
   usedInPoll: number;
+}
+
+/** An identity as the cache of one group holds it: with the number of its slots and caches holding it. */
+interface HeldIdentity extends SeriesIdentity {
+  holders: number;
 }
 
 /** The labels of a series that has none: one frozen object shared by all of them. */
@@ -41,10 +52,25 @@ export class SeriesIdentities {
   #max: number;
   #poll = 0;
   #onlySeries = new Map<MetricEntry, OnlySeries>();
-  #byEntry = new Map<MetricEntry, BoundedCache<string, SeriesIdentity>>();
+  #byEntry = new Map<MetricEntry, BoundedCache<string, HeldIdentity>>();
+  /** Every identity a slot or a cache holds, by its pollKey: the group's one object per series. */
+  #byPollKey = new Map<string, HeldIdentity>();
+  #release = (identity: HeldIdentity): void => {
+    if (--identity.holders === 0) this.#byPollKey.delete(identity.pollKey);
+  };
 
   constructor(maxPerEntry = SERIES_IDENTITIES_PER_ENTRY) {
     this.#max = maxPerEntry;
+  }
+
+  /** The current poll (see `nextPoll`): the stamp of the samples it takes (`seenInPoll`). */
+  get poll(): number {
+    return this.#poll;
+  }
+
+  /** The identity held for the series of `pollKey`, if any (a sample without one checks its stamp). */
+  byPollKey(pollKey: string): SeriesIdentity | undefined {
+    return this.#byPollKey.get(pollKey);
   }
 
   /** Identities in the cache (for tests). */
@@ -76,7 +102,7 @@ export class SeriesIdentities {
     if (cache) {
       const known = cache.get(seriesKey);
       if (known || !cache.hasRoom()) return known;
-      const identity = identityOf(entry, metricId, deviceLabels);
+      const identity = this.#held(entry, metricId, deviceLabels);
       cache.set(ownCopy(seriesKey), identity);
       return identity;
     }
@@ -85,23 +111,34 @@ export class SeriesIdentities {
       only.usedInPoll = this.#poll;
       return only.identity;
     }
-    const identity = identityOf(entry, metricId, deviceLabels);
     // As a BoundedCache sweeps: a series not used during the last two polls gives its place up.
     if (!only || only.usedInPoll < this.#poll - 1) {
+      const identity = this.#held(entry, metricId, deviceLabels);
+      if (only) this.#release(only.identity);
       this.#onlySeries.set(entry, { key: ownCopy(seriesKey), identity, usedInPoll: this.#poll });
       return identity;
     }
     if (this.#max < 2) return undefined;
-    const grown = new BoundedCache<string, SeriesIdentity>(this.#max);
+    const identity = this.#held(entry, metricId, deviceLabels);
+    const grown = new BoundedCache<string, HeldIdentity>(this.#max, this.#release);
     grown.set(only.key, only.identity);
     grown.set(ownCopy(seriesKey), identity);
     this.#onlySeries.delete(entry);
     this.#byEntry.set(entry, grown);
     return identity;
   }
+
+  /** The group's identity of the series, one more holder of it (made when the group holds none). */
+  #held(entry: MetricEntry, metricId: string, deviceLabels: Labels | undefined): HeldIdentity {
+    const made = identityOf(entry, metricId, deviceLabels);
+    const identity = this.#byPollKey.get(made.pollKey) ?? made;
+    if (identity === made) this.#byPollKey.set(made.pollKey, made);
+    identity.holders++;
+    return identity;
+  }
 }
 
-function identityOf(entry: MetricEntry, metricId: string, deviceLabels: Labels | undefined): SeriesIdentity {
+function identityOf(entry: MetricEntry, metricId: string, deviceLabels: Labels | undefined): HeldIdentity {
   const labels = { ...deviceLabels, ...entry.labels };
   return makeIdentity(entry.deviceId, metricId, Object.keys(labels).length > 0 ? labels : NO_LABELS);
 }
@@ -119,7 +156,7 @@ export function pollKeyOf(deviceId: string, metricId: string, labels: Labels): s
 }
 
 /** Builds the identity of a series; its labels object is frozen, since every sample shares it. */
-export function makeIdentity(deviceId: string, metricId: string, labels: Labels): SeriesIdentity {
+export function makeIdentity(deviceId: string, metricId: string, labels: Labels): HeldIdentity {
   const { problem, json } = seriesProblem(deviceId, metricId, labels);
   const head = `${deviceId}\u0000${metricId}\u0000`;
   const key = head + (json ?? "");
@@ -135,5 +172,8 @@ export function makeIdentity(deviceId: string, metricId: string, labels: Labels)
     key,
     pollKey,
     problem,
+    spool: undefined,
+    seenInPoll: -1,
+    holders: 0,
   };
 }

@@ -168,3 +168,74 @@ Deno.test("series without labels share one frozen labels object", () => {
   assert.deepEqual(a.labels, {});
   assert.ok(Object.isFrozen(a.labels));
 });
+
+Deno.test("entries of one group that select the same series share its identity, and the group lets it go when none holds it", () => {
+  const identities = new SeriesIdentities(10);
+  const other = entryFor("prometheus://h:9100/", { name: "cpu", deviceId: "n1", labels: { site: "nancy" } });
+  const a = identities.of(entry, 'load{a="1"}', "prom_load", { a: "1" });
+  const b = identities.of(other, 'load{a="1"}', "prom_load", { a: "1" });
+  // One entry's two texts of the same labels, in another order, are the same series too.
+  const c = identities.of(entry, 'load{a="1",b="2"}', "prom_load", { a: "1", b: "2" });
+  const d = identities.of(entry, 'load{b="2",a="1"}', "prom_load", { b: "2", a: "1" });
+  assert.ok(a && c);
+  assert.equal(b, a);
+  assert.equal(d, c);
+  assert.equal(identities.byPollKey(a.pollKey), a);
+  // Two polls later, a series neither entry saw again is swept out of both, and the group forgets it.
+  identities.nextPoll();
+  identities.nextPoll();
+  identities.of(other, "load", "prom_load", {});
+  assert.equal(identities.byPollKey(a.pollKey), a, "entry a's cache still holds it");
+  identities.of(entry, "load", "prom_load", {});
+  for (let i = 0; i < 9; i++) identities.of(entry, `load{i="${i}"}`, "prom_load", { i: String(i) });
+  assert.equal(identities.byPollKey(a.pollKey), undefined);
+  assert.equal(identities.byPollKey(c.pollKey), undefined);
+  const again = identities.of(other, 'load{a="1"}', "prom_load", { a: "1" });
+  assert.notEqual(again, a);
+  assert.equal(identities.byPollKey(a.pollKey), again);
+});
+
+Deno.test("a series is sampled once per poll whichever of two entries has it cached, in either order, poll after poll", () => {
+  const other = entryFor("prometheus://h:9100/", { name: "all", deviceId: "n1", labels: { site: "nancy" } });
+  const readingOf = (e: typeof entry, a: string, value: number): Reading => ({
+    entry: e,
+    value,
+    metricId: "prom_load",
+    labels: { a },
+    seriesKey: `load{a="${a}"}`,
+  });
+  // Room for one identity an entry: each entry caches its first series only.
+  const identities = new SeriesIdentities(1);
+  for (let poll = 0; poll < 3; poll++) {
+    const { samples } = samplesOfPoll(
+      [
+        readingOf(entry, "1", 1),
+        readingOf(other, "2", 2),
+        readingOf(other, "1", 3),
+        readingOf(entry, "2", 4),
+        readingOf(entry, "1", 5),
+        readingOf(other, "2", 6),
+      ],
+      T + poll * 1000,
+      T + poll * 1000,
+      identities,
+    );
+    assert.deepEqual(samples.map((s) => [s.labels.a, s.value, s.series !== undefined]), [
+      ["1", 1, true],
+      ["2", 2, true],
+    ]);
+  }
+  // Uncached first: the sample without an identity is found by the one with it.
+  const fresh = new SeriesIdentities(1);
+  const { samples } = samplesOfPoll(
+    [readingOf(entry, "1", 1), readingOf(entry, "2", 2), readingOf(other, "2", 3), readingOf(other, "1", 4)],
+    T,
+    T,
+    fresh,
+  );
+  assert.deepEqual(samples.map((s) => [s.labels.a, s.value, s.series !== undefined]), [["1", 1, true], [
+    "2",
+    2,
+    false,
+  ]]);
+});

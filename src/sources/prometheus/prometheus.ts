@@ -1,7 +1,7 @@
 import { redactUrl } from "../../config/metric_url.ts";
 import type { MetricEntry } from "../../config/metrics_dir.ts";
 import { type Labels, timestampProblem } from "../../sample.ts";
-import { type LineError, PrometheusTextParser, type PromSample, SeriesTexts } from "./text_parser.ts";
+import { type KnownSeries, type LineError, PrometheusTextParser, SeriesTexts } from "./text_parser.ts";
 import type { EntryError, HandOver, PollResult, Protocol, Reading, Source, SourceContext } from "../source.ts";
 import { consumeText } from "./text_stream.ts";
 
@@ -177,15 +177,15 @@ class Scrape {
     return part;
   }
 
-  sample(s: PromSample): void {
+  sample(series: KnownSeries, value: number, timestampMs: number | undefined, line: number): void {
     if (++this.#series > this.#maxSeries) {
       throw new Error(
         `Exporter ${this.#url} sent more than ${this.#maxSeries} series selected by its entries (prometheus_max_series)`,
       );
     }
-    const named = this.#byName.get(s.name);
-    if (this.#everything.length > 0) this.#take(s, this.#everything);
-    if (named) this.#take(s, named);
+    const named = this.#byName.get(series.name);
+    if (this.#everything.length > 0) this.#take(series, value, timestampMs, line, this.#everything);
+    if (named) this.#take(series, value, timestampMs, line, named);
   }
 
   /** A malformed line: its metric, and so its entries, is unknown. */
@@ -211,24 +211,23 @@ class Scrape {
     else this.#moreProblems++;
   }
 
-  #take(s: PromSample, entries: readonly MetricEntry[]): void {
-    if (s.name === CUSTOM) {
-      const custom = customFields(s.labels, this.#scrapeMs);
-      if ("error" in custom) this.#problem(`Line ${s.line} from ${this.#url}: ${custom.error}`, entries);
-      else for (const entry of entries) this.#readings.push({ entry, value: s.value, ...custom });
+  #take(
+    series: KnownSeries,
+    value: number,
+    timestampMs: number | undefined,
+    line: number,
+    entries: readonly MetricEntry[],
+  ): void {
+    if (series.name === CUSTOM) {
+      const custom = customFields(series.labels, this.#scrapeMs);
+      if ("error" in custom) this.#problem(`Line ${line} from ${this.#url}: ${custom.error}`, entries);
+      else for (const entry of entries) this.#readings.push({ entry, value, ...custom });
       return;
     }
-    const metricId = this.#metricId(s.name);
+    const metricId = this.#metricId(series.name);
     for (const entry of entries) {
       // One object literal of one shape per reading (a conditional spread here was a slow path).
-      this.#readings.push({
-        entry,
-        value: s.value,
-        metricId,
-        labels: s.labels,
-        seriesKey: s.series,
-        timestampMs: s.timestampMs,
-      });
+      this.#readings.push({ entry, value, metricId, labels: series.labels, seriesKey: series.text, timestampMs });
     }
   }
 

@@ -1,28 +1,19 @@
 import { parseNumber } from "../../sample.ts";
 import { BoundedCache, ownCopy } from "../../bounded_cache.ts";
 
-/** One sample line of the Prometheus text exposition format. */
-export interface PromSample {
-  name: string;
-  /** The line's `name{labels}` text: the series among the exporter's lines. */
-  series: string;
-  /** Shared by every sample of the series (see SeriesTexts): never modified. */
-  labels: Readonly<Record<string, string>>;
-  value: number;
-  /** Exposition timestamp in ms, when the line has one. */
-  timestampMs?: number;
-  line: number;
-}
-
 /** A malformed line, with its number and the reason; it does not stop the parse. */
 export interface LineError {
   line: number;
   message: string;
 }
 
-/** Where the parser hands each sample and each malformed line, in the order of the text. */
+/**
+ * Where the parser hands each sample and each malformed line, in the order of the text. A sample
+ * is its series (shared by every sample of it: never modified), its value, the exposition
+ * timestamp in ms when the line has one, and its line number: arguments, not an object per line.
+ */
 export interface ParseSink {
-  sample(s: PromSample): void;
+  sample(series: KnownSeries, value: number, timestampMs: number | undefined, line: number): void;
   error(e: LineError): void;
 }
 
@@ -38,31 +29,61 @@ export const MAX_LINE_CHARS = 65_536;
 const MAX_KNOWN_SERIES = 50_000;
 const HASH = 0x23;
 const OPEN_BRACE = 0x7b;
+const SPACE = 0x20;
+const TAB = 0x09;
 const LABEL_NAME_RE = /[a-zA-Z_][a-zA-Z0-9_]*/y;
 
 /** A series of an exporter as its lines name it: parsed once, shared by every sample of it. */
 export interface KnownSeries {
-  /** The `name{labels}` text of its lines, a string of its own (see `ownCopy`). */
+  /**
+   * The `name{labels}` text of its lines, a string of its own (see `ownCopy`): the series among
+   * the exporter's lines, the key of the caches downstream (the scheduler's series identities).
+   */
   readonly text: string;
   readonly name: string;
   readonly labels: Readonly<Record<string, string>>;
+  /** The cached series of the next sample line of the last scrape (see SeriesTexts `first`). */
+  next: KnownSeries | undefined;
 }
 
 /**
  * The series an exporter sent before, by the `name{labels}` text of their lines, with their name
  * and parsed labels: a known series costs one lookup instead of a parse, and its samples carry the
- * same text string (`PromSample.series`), so the caches keyed by it downstream (the scheduler's
+ * same text string (`KnownSeries.text`), so the caches keyed by it downstream (the scheduler's
  * series identities) find it by that very string. Kept by the source across its scrapes (a round
  * is a scrape) and bounded (src/bounded_cache.ts).
+ *
+ * An exporter sends its series in the same order at every scrape: the cached series of each
+ * sample line is linked to the cached series of the sample line after it (`next`), from `first`,
+ * and a line that starts with the series text expected there, followed by a blank, is that series
+ * without cutting its text out of the line nor hashing it (a line the link does not predict is
+ * looked up by its text). Links are made only between series in the cache, and a predicted series
+ * is confirmed in the cache (a lookup by its own string, whose hash V8 keeps), so what is not
+ * cached is not kept alive by a link.
  */
 export class SeriesTexts extends BoundedCache<string, KnownSeries> {
-  /** Remembers a series (with a copy of its text, see `ownCopy`); returns it, remembered or not. */
-  add(text: string, name: string, labels: Record<string, string>): KnownSeries {
+  /** The cached series of the first sample line of the last scrape. */
+  first: KnownSeries | undefined;
+
+  /**
+   * Remembers a series (with a copy of its text, see `ownCopy`); returns it, and whether it is
+   * cached (a full cache keeps what it holds).
+   */
+  add(text: string, name: string, labels: Record<string, string>): { series: KnownSeries; cached: boolean } {
     const own = ownCopy(text);
     // The name cut from the copy: a slice of the line would keep the body piece it came from.
-    const series = { text: own, name: own.slice(0, name.length), labels: Object.freeze(labels) };
-    this.set(own, series);
-    return series;
+    const series = { text: own, name: own.slice(0, name.length), labels: Object.freeze(labels), next: undefined };
+    return { series, cached: this.set(own, series) };
+  }
+
+  /** `expected` when it is still cached (and marked as used in this round), else undefined. */
+  confirm(expected: KnownSeries): KnownSeries | undefined {
+    return this.get(expected.text) === expected ? expected : undefined;
+  }
+
+  override clear(): void {
+    super.clear();
+    this.first = undefined;
   }
 }
 
@@ -81,6 +102,8 @@ export class PrometheusTextParser {
   /** The current line is too long: it was reported and its rest is skipped up to its newline. */
   #skipping = false;
   #lineNo = 0;
+  /** The cached series of the last sample line parsed in this scrape: its `next` is the one expected. */
+  #previous: KnownSeries | undefined;
 
   /** `known`: the series of earlier scrapes of the same exporter (a private set by default). */
   constructor(wanted?: ReadonlySet<string>, known?: SeriesTexts) {
@@ -114,6 +137,8 @@ export class PrometheusTextParser {
     if (!this.#skipping && this.#pending !== "") this.#line(this.#pending, sink);
     this.#pending = "";
     this.#skipping = false;
+    // The last line's series is followed by none: no link from it to a series of an older scrape.
+    if (this.#previous) this.#previous.next = undefined;
   }
 
   /** Parses line number #lineNo + 1. */
@@ -122,44 +147,65 @@ export class PrometheusTextParser {
     const trimmed = line.trimStart();
     if (trimmed === "" || trimmed.charCodeAt(0) === HASH) return;
     const lineNo = this.#lineNo + 1;
-    const nameEnd = nameLength(trimmed);
-    if (nameEnd === 0) {
-      sink.error({ line: lineNo, message: `Invalid metric name in '${trimmed.slice(0, 80)}'` });
-      return;
-    }
-    // Nothing after the labels can hold a '}': the text up to the last one is the series.
-    const end = trimmed.charCodeAt(nameEnd) === OPEN_BRACE ? trimmed.lastIndexOf("}") + 1 : nameEnd;
-    const text = trimmed.slice(0, end);
-    let series = this.#known.get(text);
-    let at = end;
-    if (series) {
-      if (this.#wanted && !this.#wanted.has(series.name)) return;
-    } else {
-      const name = trimmed.slice(0, nameEnd);
-      if (this.#wanted && !this.#wanted.has(name)) return;
-      const parsed = parseLabels(trimmed, nameEnd);
-      if ("error" in parsed) {
-        sink.error({ line: lineNo, message: `${parsed.error} in '${trimmed.slice(0, 80)}'` });
+    const known = this.#known;
+    let series = this.#expected(trimmed);
+    let at: number;
+    let cached = true;
+    if (series) at = series.text.length;
+    else {
+      const nameEnd = nameLength(trimmed);
+      if (nameEnd === 0) {
+        sink.error({ line: lineNo, message: `Invalid metric name in '${trimmed.slice(0, 80)}'` });
         return;
       }
-      at = parsed.end;
-      series = at === end
-        ? this.#known.add(text, name, parsed.labels)
-        : { text: trimmed.slice(0, at), name, labels: parsed.labels };
+      // Nothing after the labels can hold a '}': the text up to the last one is the series.
+      const end = trimmed.charCodeAt(nameEnd) === OPEN_BRACE ? trimmed.lastIndexOf("}") + 1 : nameEnd;
+      const text = trimmed.slice(0, end);
+      series = known.get(text);
+      at = end;
+      if (series) {
+        if (this.#wanted && !this.#wanted.has(series.name)) return;
+      } else {
+        const name = trimmed.slice(0, nameEnd);
+        if (this.#wanted && !this.#wanted.has(name)) return;
+        const parsed = parseLabels(trimmed, nameEnd);
+        if ("error" in parsed) {
+          sink.error({ line: lineNo, message: `${parsed.error} in '${trimmed.slice(0, 80)}'` });
+          return;
+        }
+        at = parsed.end;
+        if (at === end) ({ series, cached } = known.add(text, name, parsed.labels));
+        else {
+          series = { text: trimmed.slice(0, at), name, labels: parsed.labels, next: undefined };
+          cached = false;
+        }
+      }
+      if (cached) {
+        if (this.#previous) this.#previous.next = series;
+        else known.first = series;
+        this.#previous = series;
+      }
     }
     const rest = parseValue(trimmed, at);
-    if ("error" in rest) sink.error({ line: lineNo, message: `${rest.error} in '${trimmed.slice(0, 80)}'` });
-    else {
-      const sample: PromSample = {
-        name: series.name,
-        series: series.text,
-        labels: series.labels,
-        value: rest.value,
-        line: lineNo,
-      };
-      if (rest.timestampMs !== undefined) sample.timestampMs = rest.timestampMs;
-      sink.sample(sample);
-    }
+    if (typeof rest === "number") sink.sample(series, rest, undefined, lineNo);
+    else if ("error" in rest) sink.error({ line: lineNo, message: `${rest.error} in '${trimmed.slice(0, 80)}'` });
+    else sink.sample(series, rest.value, rest.timestampMs, lineNo);
+  }
+
+  /**
+   * The series the links of the last scrape expect on this line (see SeriesTexts) when the line
+   * names it: its text, then a blank (the value follows), as a lookup of the line's text would find
+   * it, and it is still cached and selected by `wanted` (the entries active may change).
+   */
+  #expected(line: string): KnownSeries | undefined {
+    const expected = this.#previous ? this.#previous.next : this.#known.first;
+    if (!expected) return undefined;
+    const after = line.charCodeAt(expected.text.length);
+    if ((after !== SPACE && after !== TAB) || !line.startsWith(expected.text)) return undefined;
+    if (!this.#known.confirm(expected)) return undefined;
+    if (this.#wanted && !this.#wanted.has(expected.name)) return undefined;
+    this.#previous = expected;
+    return expected;
   }
 }
 
@@ -226,16 +272,19 @@ function parseLabels(line: string, pos: number): { labels: Record<string, string
   return { labels, end: i };
 }
 
-/** The value and the optional timestamp that follow the series at `i`. */
-function parseValue(line: string, i: number): { value: number; timestampMs?: number } | { error: string } {
-  // The common line, a number and nothing after it, without splitting the rest of the line.
+/**
+ * The value and the optional timestamp that follow the series at `i`; the common line's value (a
+ * number and nothing after it) as a number alone, no object.
+ */
+function parseValue(line: string, i: number): number | { value: number; timestampMs?: number } | { error: string } {
+  // The common line, without splitting the rest of the line.
   let start = i;
   while (line[start] === " " || line[start] === "\t") start++;
   let end = start;
   while (end < line.length && line[end] !== " " && line[end] !== "\t") end++;
   if (end === line.length && end > start) {
     const value = parseNumber(line.slice(start));
-    if (!Number.isNaN(value)) return { value };
+    if (!Number.isNaN(value)) return value;
   }
   const rest = line.slice(i).trim().split(/[ \t]+/);
   const valueText = rest[0];

@@ -3,15 +3,15 @@ import {
   type LineError,
   MAX_LINE_CHARS,
   PrometheusTextParser,
-  type PromSample,
   SeriesTexts,
 } from "../../../src/sources/prometheus/text_parser.ts";
+import { collecting, type Parsed } from "./parsed.ts";
 
 /** Parses `pieces` as consecutive parts of one body. */
 function parse(pieces: string[], wanted?: ReadonlySet<string>, known?: SeriesTexts) {
-  const samples: PromSample[] = [];
+  const samples: Parsed[] = [];
   const errors: LineError[] = [];
-  const sink = { sample: (s: PromSample) => samples.push(s), error: (e: LineError) => errors.push(e) };
+  const sink = { sample: collecting(samples), error: (e: LineError) => errors.push(e) };
   const parser = new PrometheusTextParser(wanted, known);
   for (const piece of pieces) parser.push(piece, sink);
   parser.end(sink);
@@ -90,4 +90,44 @@ Deno.test("SeriesTexts keeps at most its bound of series", () => {
   const known = new SeriesTexts(10);
   parse([Array.from({ length: 25 }, (_, i) => `m{i="${i}"} 1`).join("\n")], undefined, known);
   assert.ok(known.size <= 10);
+});
+
+Deno.test("PrometheusTextParser reads each scrape as a parser that knows no series would, whatever changed since the last", () => {
+  const scrapes: [string[], ReadonlySet<string> | undefined][] = [
+    [['a{x="1"} 1', 'a{x="2"} 2', "b 3", "c_total 4"], undefined],
+    // The same order: every line is the one its links expect.
+    [['a{x="1"} 5', 'a{x="2"} 6', "b 7", "c_total 8"], undefined],
+    // A line that starts with the expected text but names another series, or adds to it.
+    [['a{x="1"}x 1', 'a{x="1"} 2 # {trace="t"} 1', "b_other 3", "b\t4", "c_total{} 5", "c_total"], undefined],
+    // Reordered, one series gone, one new, comments in between.
+    [["c_total 1", "# HELP b b", 'a{x="2"} 2', 'a{x="3"} 3', "b 4 1606389005123"], undefined],
+    // The entries active select fewer names: a series the links expect is not taken when not wanted.
+    [["c_total 1", 'a{x="2"} 2', 'a{x="3"} 3', "b 4"], new Set(["b"])],
+    [['a{x="2"} 1', 'a{x="3"} 2', "b 3", "c_total 4"], undefined],
+    // More series than the cache holds: the links skip what it swept out.
+    [Array.from({ length: 12 }, (_, i) => `m{i="${i}"} ${i}`), undefined],
+    [Array.from({ length: 12 }, (_, i) => `m{i="${i}"} ${i}`), undefined],
+    [Array.from({ length: 12 }, (_, i) => `m{i="${11 - i}"} ${i}`), undefined],
+    [['a{x="1"} 1', 'a{x="2"} 2', "b 3", "c_total 4"], undefined],
+    [['a{x="1"} 1', 'a{x="2"} 2', "b 3", "c_total 4"], undefined],
+  ];
+  const known = new SeriesTexts(8);
+  for (const [i, [lines, wanted]] of scrapes.entries()) {
+    known.nextRound();
+    const text = lines.join("\n") + "\n";
+    assert.deepEqual(parse([text], wanted, known), parse([text], wanted), `scrape ${i}`);
+    assert.ok(known.size <= 8);
+  }
+});
+
+Deno.test("PrometheusTextParser takes a line its links predict for the series of the same text", () => {
+  const known = new SeriesTexts(100);
+  const text = 'a{x="1"} 1\nb 2\n';
+  const first = parse([text], undefined, known);
+  assert.equal(known.first?.text, 'a{x="1"}');
+  assert.equal(known.first?.next?.text, "b");
+  assert.equal(known.first?.next?.next, undefined);
+  const second = parse([text], undefined, known);
+  assert.deepEqual(second, first);
+  assert.equal(second.samples[1]!.labels, first.samples[1]!.labels);
 });

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { consumeText, PIECE_BYTES } from "../../../src/sources/prometheus/text_stream.ts";
-import { type LineError, PrometheusTextParser, type PromSample } from "../../../src/sources/prometheus/text_parser.ts";
+import { type LineError, PrometheusTextParser } from "../../../src/sources/prometheus/text_parser.ts";
+import { collecting, type Parsed } from "./parsed.ts";
 
 /**
  * A body whose chunks are all there at once: every read resolves without waiting for I/O. A byte
@@ -45,8 +46,8 @@ Deno.test("consumeText() lets timers run while it works through a body that is a
     bytes += chunk.length;
   }
   const parser = new PrometheusTextParser(new Set(["selected"]));
-  const samples: PromSample[] = [];
-  const sink = { sample: (s: PromSample) => samples.push(s), error: (e: LineError) => assert.fail(e.message) };
+  const samples: Parsed[] = [];
+  const sink = { sample: collecting(samples), error: (e: LineError) => assert.fail(e.message) };
   let ticks = 0;
   let reading = true;
   const tick = () => {
