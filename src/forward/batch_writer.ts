@@ -33,6 +33,14 @@ import type { BatchClaim, Transaction } from "./ledger.ts";
  *   queued from the writable's `_final` (Node's hook for a stream's implementer, which
  *   postgres.js fills with the sending of CopyDone), right after it ran.
  *
+ * - **A COPY that went well still sends CopyFail.** The writable is destroyed once finished
+ *   (autoDestroy), and its destroy always sends CopyFail, which the server ignores outside COPY,
+ *   but that message arrives after the probe, so the backend reads it while idle in the
+ *   transaction and then waits on without the idle-in-transaction timer (it is armed only
+ *   with ReadyForQuery): an orphan of a power loss before COMMIT then held the ledger lock until
+ *   the keepalives dropped it (25 s), not for 15 s (session.ts). So a writable destroyed without
+ *   an error sends nothing (`quietWhenFinished`); with one, it still fails the COPY.
+ *
  * # Round trips
  *
  * The statements of a batch go out together wherever the order allows (postgres.js pipelines
@@ -178,7 +186,7 @@ async function copyChunks(
   const opened = tx`COPY metrics (device_id, metric_id, labels, "timestamp", value) FROM STDIN`
     .writable() as Promise<unknown> as Promise<CopyWritable>;
   if (claimed) await claimedOrCopyEnded(claimed, opened);
-  const writable = await opened;
+  const writable = quietWhenFinished(await opened);
   if (claimFirst) failpoint("mid-copy");
   // The probe (and a claim that comes last) is queued once all COPY data has been handed over: it
   // succeeds after a good COPY and fails (the transaction is aborted) after a rejected one, whose
@@ -231,6 +239,14 @@ interface CopyWritable {
   end(): void;
   once(ev: string, fn: (e?: unknown) => void): unknown;
   _final(callback: (err?: Error | null) => void): void;
+  _destroy(err: Error | null, callback: (err?: Error | null) => void): void;
+}
+
+/** The writable, whose destroy sends CopyFail only for an error (see the module header). */
+function quietWhenFinished(writable: CopyWritable): CopyWritable {
+  const failCopy = writable._destroy;
+  writable._destroy = (err, callback) => err ? failCopy.call(writable, err, callback) : callback(null);
+  return writable;
 }
 
 /** Writes the COPY data; resolves when the server has acknowledged the COPY. */
