@@ -2,7 +2,7 @@
  * Power loss in the middle of a batch (issue 11, item 4): the collector runs in a network
  * namespace (scripts/peers/netns.ts) and stops itself at a failpoint inside a batch's central
  * transaction, after the claim took the spool's ledger lock: either between two statements
- * (`before-copy`: its backend idles in the transaction) or inside COPY (`mid-copy`: its backend
+ * (`before-commit`: its backend idles in the transaction) or inside COPY (`mid-copy`: its backend
  * waits for data). The test then cuts the namespace's link, kills the collector and deletes the
  * namespace: the server never hears a FIN, and its backend keeps the lock. A new collector
  * starts on the same spool in a new namespace, with a new address (as after a reboot that
@@ -40,10 +40,10 @@ const SERIES = 10;
 const BATCH_ROWS = 200;
 const PIPELINE_BATCHES = 2;
 const RESUME_WITHIN_MS = 60_000;
-const POINTS = ["before-copy", "mid-copy"] as const;
+const POINTS = ["before-commit", "mid-copy"] as const;
 /** How pg.log says the server dropped the orphan, per failpoint. */
 const FREED_BY: Record<(typeof POINTS)[number], RegExp> = {
-  "before-copy": /terminating connection due to idle-in-transaction timeout/g,
+  "before-commit": /terminating connection due to idle-in-transaction timeout/g,
   "mid-copy": /could not receive data from client: Connection timed out/g,
 };
 
@@ -116,7 +116,7 @@ export async function runOrphanedSession(size: ScenarioSize): Promise<ScenarioRe
   const unexpected: string[] = [];
   const resumeMs: number[] = [];
   const freedMs: number[] = [];
-  const perPoint: Record<string, number> = { "before-copy": 0, "mid-copy": 0 };
+  const perPoint: Record<string, number> = { "before-commit": 0, "mid-copy": 0 };
   /** The orphan and the new collector's backends while the orphan lived; one collector's at any time. */
   let mostBackends = 0;
   let mostCollectorBackends = 0;
@@ -239,7 +239,7 @@ export async function runOrphanedSession(size: ScenarioSize): Promise<ScenarioRe
   const pgLog = await Deno.readTextFile(`${pg.dir}/pg.log`);
   for (const point of POINTS) {
     const seen = pgLog.match(FREED_BY[point])?.length ?? 0;
-    counts[`droppedBy.${point === "before-copy" ? "idleInTransactionTimeout" : "keepalive"}`] = seen;
+    counts[`droppedBy.${point === "before-commit" ? "idleInTransactionTimeout" : "keepalive"}`] = seen;
     if (seen < perPoint[point]!) {
       problems.push(
         `${perPoint[point]} power losses at ${point}, pg.log shows ${seen} sessions dropped by ${

@@ -29,9 +29,26 @@ import type { BatchClaim, Transaction } from "./ledger.ts";
  *   rejected one. The batch is then sent again through INSERT (CopyRejectedError), which reports
  *   the server's real error, so the forwarder can tell bad rows from a bad day.
  *   The probe must not be queued before postgres.js has sent CopyDone (any query issued during
- *   the COPY fails the whole transaction), and postgres.js gives no signal of that: Node's
- *   Writable shows it only in its internal state (`_writableState.finalCalled`), polled every
- *   millisecond (`streamHandedOver()`).
+ *   the COPY fails the whole transaction), and postgres.js gives no signal of that: the probe is
+ *   queued from the writable's `_final` (Node's hook for a stream's implementer, which
+ *   postgres.js fills with the sending of CopyDone), right after it ran.
+ *
+ * - **A COPY that went well still sends CopyFail.** The writable is destroyed once finished
+ *   (autoDestroy), and its destroy always sends CopyFail, which the server ignores outside COPY,
+ *   but that message arrives after the probe, so the backend reads it while idle in the
+ *   transaction and then waits on without the idle-in-transaction timer (it is armed only
+ *   with ReadyForQuery): an orphan of a power loss before COMMIT then held the ledger lock until
+ *   the keepalives dropped it (25 s), not for 15 s (session.ts). So a writable destroyed without
+ *   an error sends nothing (`quietWhenFinished`); with one, it still fails the COPY.
+ *
+ * # Round trips
+ *
+ * The statements of a batch go out together wherever the order allows (postgres.js pipelines
+ * the queries of one connection when they are issued without waiting): a batch that claims first
+ * sends BEGIN, then its claim with the COPY, then its rows with CopyDone and the probe, then
+ * COMMIT (4 round trips, 6 when each waited for the previous); a batch that claims last sends its
+ * claim with its rows' end and the probe. A claim refused (an overlap) while its COPY was already
+ * sent ends that COPY empty before the transaction rolls back.
  *
  * (The other postgres.js defect the collector meets, a write to a closed socket thrown from a
  * timer, porsager/postgres#1154, cannot be caught here: see src/cli/crash.ts.)
@@ -47,8 +64,12 @@ export class CopyRejectedError extends Error {
 
 /** A batch ready to send: its claim, and the writing of its rows inside the claiming transaction. */
 export interface PreparedBatch extends BatchClaim {
-  /** Writes the rows; `claimed` says whether the transaction holds the ledger lock already. */
-  write(tx: Transaction, claimed: boolean): Promise<void>;
+  /**
+   * Writes the rows in `tx` with the batch's claim: `claim` issues the claim's statements and
+   * resolves once it is granted; it goes out before the rows when `claimFirst`, otherwise after
+   * them (see ledger.ts point 1).
+   */
+  write(tx: Transaction, claim: () => Promise<unknown>, claimFirst: boolean): Promise<void>;
 }
 
 /** Encodes `batch` (non-empty) for `method` ("copy", or anything else for INSERT). */
@@ -67,7 +88,8 @@ export function prepareBatch(batch: SpooledSample[], method: string): PreparedBa
     rows: batch.length,
     minTs,
     maxTs,
-    write: (tx, claimed) => copy ? copyRows(tx, chunks, claimed) : insertRows(tx, batch),
+    write: (tx, claim, claimFirst) =>
+      copy ? copyRows(tx, chunks, claim, claimFirst) : insertRows(tx, batch, claim, claimFirst),
   };
 }
 
@@ -110,7 +132,13 @@ function seriesOrder(batch: readonly SpooledSample[]): Float64Array | undefined 
   return keys.sort();
 }
 
-async function insertRows(tx: Transaction, batch: SpooledSample[]): Promise<void> {
+async function insertRows(
+  tx: Transaction,
+  batch: SpooledSample[],
+  claim: () => Promise<unknown>,
+  claimFirst: boolean,
+): Promise<void> {
+  if (claimFirst) await claim();
   // A series read from the spool keeps its device, metric and labels in its COPY prefix only.
   const series = batch.map((s) =>
     s.spooledSeries
@@ -123,59 +151,106 @@ async function insertRows(tx: Transaction, batch: SpooledSample[]): Promise<void
                          ${series.map((s) => s.deviceId)}::text[], ${series.map((s) => s.metricId)}::text[],
                          ${batch.map((s) => copyFloat(s.value))}::text[]::float8[],
                          ${series.map((s) => s.labelsJson)}::text[]::jsonb[])`;
+  if (!claimFirst) await claim();
 }
 
 /**
  * Writes the chunks through COPY, then gives them back for later batches (see copy_text.ts). The
- * failpoints `before-copy` and `mid-copy` count only batches that hold the ledger lock (their
- * claim came first): a power loss there leaves an orphan that holds the lock, which is what the
- * orphaned-session torture needs (scripts/torture/orphaned_session.ts).
+ * failpoints `mid-copy` and `before-commit` count only batches that hold the ledger lock (their
+ * claim came first): a power loss there leaves an orphan that holds the lock, inside its COPY or
+ * idle in its transaction, which is what the orphaned-session torture needs
+ * (scripts/torture/orphaned_session.ts).
  */
-async function copyRows(tx: Transaction, chunks: Uint8Array[], claimed: boolean): Promise<void> {
+async function copyRows(
+  tx: Transaction,
+  chunks: Uint8Array[],
+  claim: () => Promise<unknown>,
+  claimFirst: boolean,
+): Promise<void> {
   if (chunks.length === 0) throw new Error("A prepared batch is written once: its COPY data was already sent");
   const taken = chunks.splice(0);
   try {
-    await copyChunks(tx, taken, claimed);
+    await copyChunks(tx, taken, claim, claimFirst);
   } finally {
     recycleCopyChunks(taken);
   }
 }
 
-async function copyChunks(tx: Transaction, chunks: Uint8Array[], claimed: boolean): Promise<void> {
-  if (claimed) failpoint("before-copy");
-  const writable = await tx`COPY metrics (device_id, metric_id, labels, "timestamp", value) FROM STDIN`.writable();
-  if (claimed) failpoint("mid-copy");
+async function copyChunks(
+  tx: Transaction,
+  chunks: Uint8Array[],
+  claim: () => Promise<unknown>,
+  claimFirst: boolean,
+): Promise<void> {
+  const claimed = claimFirst ? claim() : undefined;
+  const opened = tx`COPY metrics (device_id, metric_id, labels, "timestamp", value) FROM STDIN`
+    .writable() as Promise<unknown> as Promise<CopyWritable>;
+  if (claimed) await claimedOrCopyEnded(claimed, opened);
+  const writable = quietWhenFinished(await opened);
+  if (claimFirst) failpoint("mid-copy");
+  // The probe (and a claim that comes last) is queued once all COPY data has been handed over: it
+  // succeeds after a good COPY and fails (the transaction is aborted) after a rejected one, whose
+  // own promise would never settle.
+  const handedOver = new Promise<void>((resolve) => {
+    const sendCopyDone = writable._final;
+    writable._final = (callback) => {
+      sendCopyDone.call(writable, callback);
+      resolve();
+    };
+  });
   const finished = writeAll(writable, chunks);
+  const probed = handedOver.then(() => {
+    const probe = tx`SELECT 1`.execute();
+    if (claimed) return probe;
+    const claiming = claim();
+    return probe.then(() => claiming, (err) => {
+      // After a rejected COPY the claim fails with the probe's 25P02: the probe's error tells it.
+      claiming.catch(() => {});
+      throw err;
+    });
+  });
   try {
-    // The probe is queued once all COPY data has been handed over: it succeeds after a good
-    // COPY and fails (the transaction is aborted) after a rejected one, whose own promise
-    // would never settle.
-    await Promise.all([finished, streamHandedOver(writable).then(() => tx`SELECT 1`)]);
+    await Promise.all([finished, probed]);
   } catch (err) {
     if ((err as { code?: string }).code === "25P02") throw new CopyRejectedError(err);
     throw err;
   }
+  if (claimed) failpoint("before-commit");
 }
 
 /**
- * Resolves once the writable has called its `final` (postgres.js then sends CopyDone and accepts
- * the next query of the transaction; any query issued before fails the whole transaction).
- * Node's Writable exposes this only in its internal state.
+ * Waits for a claim whose COPY was issued with it. When the claim fails, the COPY is ended
+ * before its error goes on: a refused claim (an overlap) left the server waiting for COPY data,
+ * which an empty COPY ends (the transaction then rolls back); a claim in error aborted the
+ * transaction, and the server refused the COPY with 25P02, which only repeats that error.
  */
-async function streamHandedOver(w: object): Promise<void> {
-  const state = (w as { _writableState?: { finalCalled?: boolean; destroyed?: boolean } })._writableState;
-  while (state && !state.finalCalled && !state.destroyed) await new Promise((r) => setTimeout(r, 1));
+async function claimedOrCopyEnded(claimed: Promise<unknown>, opened: Promise<CopyWritable>): Promise<void> {
+  try {
+    await claimed;
+  } catch (err) {
+    await opened.then((w) => writeAll(w, []), () => {});
+    throw err;
+  }
+}
+
+/** The part of postgres.js' COPY writable (a Node Writable) used here. */
+interface CopyWritable {
+  write(chunk: Uint8Array, cb?: (err?: Error | null) => void): boolean;
+  end(): void;
+  once(ev: string, fn: (e?: unknown) => void): unknown;
+  _final(callback: (err?: Error | null) => void): void;
+  _destroy(err: Error | null, callback: (err?: Error | null) => void): void;
+}
+
+/** The writable, whose destroy sends CopyFail only for an error (see the module header). */
+function quietWhenFinished(writable: CopyWritable): CopyWritable {
+  const failCopy = writable._destroy;
+  writable._destroy = (err, callback) => err ? failCopy.call(writable, err, callback) : callback(null);
+  return writable;
 }
 
 /** Writes the COPY data; resolves when the server has acknowledged the COPY. */
-function writeAll(
-  w: {
-    write(chunk: Uint8Array, cb?: (err?: Error | null) => void): boolean;
-    end(): void;
-    once(ev: string, fn: (e?: unknown) => void): unknown;
-  },
-  chunks: Uint8Array[],
-): Promise<void> {
+function writeAll(w: CopyWritable, chunks: Uint8Array[]): Promise<void> {
   return new Promise((resolve, reject) => {
     w.once("error", reject);
     w.once("finish", () => resolve());

@@ -720,9 +720,8 @@ export class Forwarder {
     let waited = false;
     const sent = this.#timed(sql.begin(async (tx) => {
       if (slot && !(await takeBackfillSlot(tx, slot.slots))) throw new NoSlotError(slot.slots);
-      if (!claimLast) waited = (await this.#ledger.claimBatch(tx, prepared, held)).waited;
-      await prepared.write(tx, !claimLast);
-      if (claimLast) waited = (await this.#ledger.claimBatch(tx, prepared, held)).waited;
+      const claim = () => this.#ledger.claimBatch(tx, prepared, held).then((c) => waited = c.waited);
+      await prepared.write(tx, claim, !claimLast);
     }));
     try {
       await sent;

@@ -89,22 +89,37 @@ export class Ledger {
    * any part of it is already claimed. The spool's ledger lock is tried first: when another
    * session holds it, `onHeld` is told who (undefined when it let go meanwhile) before the claim
    * waits for it (up to lock_timeout, see session.ts). Returns whether the claim had to wait.
+   *
+   * Both statements are issued at once (postgres.js pipelines the queries of one connection):
+   * one round trip, and a statement the caller issues right after this call (the batch's COPY)
+   * goes out in it too. The try reports the holder in its own answer, which arrives before the
+   * claim starts waiting: on this connection nothing else could ask while the claim waits.
    */
-  async claimBatch(
+  claimBatch(
     tx: Transaction,
     batch: BatchClaim,
     onHeld?: (holder: LockHolder | undefined) => void,
   ): Promise<{ waited: boolean }> {
     const spoolId = this.#opts.lease.spoolId;
-    const [lock] = await tx`SELECT pg_try_advisory_xact_lock(hashtextextended(${spoolId}::uuid::text, 0)) AS free`;
-    const waited = lock?.free !== true;
-    if (waited && onHeld) onHeld(await ledgerLockHolder(tx, spoolId));
-    const [claim] = await tx`
-      SELECT kwollect_claim(${this.#opts.lease.spoolId}, ${this.#opts.edgeId}, ${batch.first}, ${batch.last},
+    const tried = tx`
+      WITH tried AS MATERIALIZED (
+        SELECT pg_try_advisory_xact_lock(hashtextextended(${spoolId}::uuid::text, 0)) AS free)
+      SELECT tried.free, holder.* FROM tried
+      LEFT JOIN LATERAL (SELECT * FROM (${holderQuery(tx, spoolId)}) h WHERE NOT tried.free) holder ON true
+    `.execute() as unknown as Promise<({ free: boolean } & Partial<HolderRow>)[]>;
+    const claimed = tx`
+      SELECT kwollect_claim(${spoolId}, ${this.#opts.edgeId}, ${batch.first}, ${batch.last},
                             ${batch.rows}, 'data', ${new Date(batch.minTs)}, ${new Date(batch.maxTs)},
-                            ${VERSION}) AS ok`;
-    if (claim?.ok !== true) throw new OverlapError(batch.first, batch.last);
-    return { waited };
+                            ${VERSION}) AS ok`.execute();
+    const waited = tried.then(([lock]) => {
+      const held = lock?.free !== true;
+      if (held && onHeld) onHeld(lock?.pid == null ? undefined : holderOf(lock as HolderRow));
+      return held;
+    });
+    return Promise.all([waited, claimed]).then(([waited, [claim]]) => {
+      if (claim?.ok !== true) throw new OverlapError(batch.first, batch.last);
+      return { waited };
+    });
   }
 
   /**
@@ -210,24 +225,34 @@ export interface LockHolder {
 
 /** The session holding the ledger lock of `spoolId` (kwollect_claim's advisory lock), if any. */
 export async function ledgerLockHolder(sql: Sql | Transaction, spoolId: string): Promise<LockHolder | undefined> {
+  const [row] = await holderQuery(sql, spoolId) as unknown as HolderRow[];
+  return row && holderOf(row);
+}
+
+interface HolderRow {
+  pid: number;
+  application: string;
+  client: string | null;
+  state: string | null;
+  state_s: number | null;
+  transaction_s: number | null;
+}
+
+/** The query of the ledger lock's holder, also a fragment of claimBatch's try. */
+function holderQuery(sql: Sql | Transaction, spoolId: string) {
   // kwollect_claim locks hashtextextended(spool_id::text, 0). A one-key advisory lock shows its
   // int8 key split in classid (high half) and objid (low half).
-  const [row] = await sql`
+  return sql`
     SELECT a.pid, a.application_name AS application, host(a.client_addr) AS client, a.state,
            extract(epoch FROM now() - a.state_change)::float8 AS state_s,
            extract(epoch FROM now() - a.xact_start)::float8 AS transaction_s
     FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-      AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(${spoolId}::uuid::text, 0)` as unknown as {
-    pid: number;
-    application: string;
-    client: string | null;
-    state: string | null;
-    state_s: number | null;
-    transaction_s: number | null;
-  }[];
-  if (!row) return undefined;
+      AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(${spoolId}::uuid::text, 0)`;
+}
+
+function holderOf(row: HolderRow): LockHolder {
   const round = (s: number | null) => s === null ? null : Math.round(s * 10) / 10;
   return {
     pid: row.pid,

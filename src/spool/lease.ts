@@ -349,7 +349,9 @@ export class SpoolLease {
 
   /**
    * Removes the samples with seq in [firstSeq, lastSeq] after their central commit, and any gap
-   * rows inside that range. Returns the number of samples removed.
+   * rows inside that range. Returns the number of samples removed. The removal is committed
+   * without an fsync of its own (invariant 3 in spool.ts: the central ledger is what records the
+   * forwarding; a removal a power cut undoes is redone by the reconciliation).
    */
   removeForwarded(firstSeq: number, lastSeq: number): number {
     const store = this.#store;
@@ -360,7 +362,7 @@ export class SpoolLease {
       store.setMeta("rows", store.committedRows() - deleted);
       store.setMeta("last_forward_at_ms", Date.now());
       return deleted;
-    });
+    }, { durable: false });
     this.counters.forwarded += deleted;
     return deleted;
   }

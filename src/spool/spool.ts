@@ -16,7 +16,10 @@
  * 3. **Rows leave only after the central commit that contains them.** `lease.removeForwarded()` is
  *    called by the forwarder after the central transaction holding those seqs (and their ledger row)
  *    committed. A crash between the two leaves the rows here; the forwarder's reconciliation with
- *    the central ledger removes them before anything is re-sent.
+ *    the central ledger removes them before anything is re-sent. So the removal is committed
+ *    without an fsync of its own: a power cut may undo it (and only it and what followed it, never
+ *    a sample commit before it; the next sample commit syncs it), which leaves the same rows here
+ *    as a crash before it, and the same reconciliation removes them.
  * 4. **Every seq is accounted for.** A seq is either still here, forwarded (central ledger row of
  *    kind `data`), set aside in `quarantine` (ledger kind `quarantined`), or given up under the
  *    full-spool policy (a `gaps` row, forwarded as ledger kind `dropped`). So the central ledger

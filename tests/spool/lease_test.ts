@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { openSpoolLease } from "../../src/spool/spool.ts";
 import { open, readAll, samples, tempSpoolPath } from "./fixtures/spool.ts";
+import { syncsOf } from "./fixtures/sync_trace.ts";
 import { READ_CHUNK_ROWS, SERIES_CACHE_MAX, SERIES_READ_PER_CALL } from "../../src/spool/lease.ts";
 
 Deno.test("spool.read() stops before a missing seq, so a batch never spans a seq that left another way", async () => {
@@ -192,4 +193,11 @@ Deno.test("spool.read() gives the series without labels one shared labels object
   } finally {
     spool.close();
   }
+});
+
+Deno.test("forwarded samples are removed without an fsync of their own, and the sample commits after them still sync", async () => {
+  // A removal a power cut undoes leaves what a crash before it leaves: reconciliation removes it.
+  const syncs = await syncsOf("removal");
+  assert.equal(syncs.unsynced, 0, "five removals of forwarded samples");
+  assert.ok(syncs.samples >= 3, `three sample commits synced ${syncs.samples} times`);
 });
