@@ -22,6 +22,9 @@
  *   deno run -A scripts/bench/hostile.ts
  *   BENCH_ONLY=document deno run -A scripts/bench/hostile.ts   (the 1 s device and the hostile
  *                                   sources named, comma-separated: wide, document, file)
+ *   BENCH_FILE_ENTRIES=20000 deno run -A scripts/bench/hostile.ts   (more entries than the
+ *                                   default 5,000, in files of at most 5,000: `metrics_max_entries`
+ *                                   is 20,000, the most a heap limit must hold beside the rest)
  */
 import { phaseOf } from "../../src/collect/scheduler.ts";
 import { setLogSink } from "../../src/log.ts";
@@ -36,13 +39,26 @@ const WARMUP_S = 10;
 const MEASURE_S = 60;
 const WIDE_SERIES = 50_000;
 const WIDE_PERIOD_MS = 5000;
-const FILE_ENTRIES = 5_000;
+const FILE_ENTRIES = fileEntries();
+/** Entries per metrics.d file: `metrics_file_max_entries`' default. */
+const ENTRIES_PER_FILE = 5_000;
 const DOCUMENT_BYTES = 16_000_000;
 const ORDINARY_PERIOD_MS = 1000;
 const ON_TIME_MS = 100;
 const count = new Intl.NumberFormat("en-US");
 const HOSTILE_SOURCES = ["wide", "document", "file"] as const;
 type HostileSource = (typeof HOSTILE_SOURCES)[number];
+
+/** Entries of the metrics.d files: 5,000, or BENCH_FILE_ENTRIES. */
+function fileEntries(): number {
+  const text = Deno.env.get("BENCH_FILE_ENTRIES");
+  if (text === undefined) return 5_000;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new Error(`Cannot parse BENCH_FILE_ENTRIES '${text}': expected a whole number of entries from 1`);
+  }
+  return n;
+}
 
 /** The hostile sources in metrics.d: all of them, or those BENCH_ONLY names. */
 function selectedSources(): Set<HostileSource> {
@@ -103,7 +119,11 @@ function metricsFiles(
   if (sources.has("wide")) {
     files["wide.yaml"] = entry("p", "wide-1", `prometheus://127.0.0.1:${ports.wide}/node_power_watt`, WIDE_PERIOD_MS);
   }
-  if (sources.has("file")) files["fleet.yaml"] = fleet.join("");
+  if (sources.has("file")) {
+    for (let from = 0; from < fleet.length; from += ENTRIES_PER_FILE) {
+      files[`fleet-${from / ENTRIES_PER_FILE}.yaml`] = fleet.slice(from, from + ENTRIES_PER_FILE).join("");
+    }
+  }
   if (sources.has("document")) {
     files["bmc.yaml"] = entry("first", "bmc-1", `${sensors}#Members[0].Reading`, 10_000) +
       entry("last", "bmc-1", `${sensors}#Members[-1].Reading`, 10_000);
@@ -205,7 +225,11 @@ try {
   const conditions = [
     sources.has("wide") ? `${count.format(WIDE_SERIES)}-series exporter every ${WIDE_PERIOD_MS / 1000} s` : "",
     sources.has("document") ? `${(document.bytes / 1e6).toFixed(1)} MB JSON document every 10 s` : "",
-    sources.has("file") ? `${count.format(FILE_ENTRIES)}-entry metrics.d file every 10 s` : "",
+    sources.has("file")
+      ? FILE_ENTRIES <= ENTRIES_PER_FILE
+        ? `${count.format(FILE_ENTRIES)}-entry metrics.d file every 10 s`
+        : `${count.format(FILE_ENTRIES)} metrics.d entries (files of ${count.format(ENTRIES_PER_FILE)}) every 10 s`
+      : "",
     "one device every 1 s",
   ].filter((c) => c !== "").join(", ");
   report({

@@ -4,6 +4,7 @@ import { parseMetricUrl, redactUrl } from "../../src/config/metric_url.ts";
 import { buildGroups } from "../../src/collect/groups.ts";
 import { testConfig } from "../../scripts/harness/config.ts";
 import { kwollector } from "../../scripts/harness/collector.ts";
+import { V8_FLAGS } from "../../scripts/compile.ts";
 import { loadGroupsForRun } from "../../src/cli/runtime.ts";
 import { setLogSink } from "../../src/log.ts";
 
@@ -241,7 +242,7 @@ Deno.test("metrics.d parses a list item by item with the file's line numbers, an
   assert.equal(broken.problems[0]!.file, "b.conf");
 });
 
-Deno.test("metrics.d loads a 5,000-entry file within the collector's 64 MB heap", async () => {
+Deno.test("metrics.d loads a 5,000-entry file within the collector's heap limit", async () => {
   const dir = await Deno.makeTempDir();
   const lines: string[] = [];
   for (let i = 0; i < 5000; i++) {
@@ -255,7 +256,7 @@ Deno.test("metrics.d loads a 5,000-entry file within the collector's 64 MB heap"
 const md = loadMetricsDir(${JSON.stringify(dir)});
 console.log(JSON.stringify({ entries: md.entries.length, problems: md.problems.length }));`;
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--v8-flags=--max-old-space-size=64,--max-semi-space-size=2", script],
+    args: ["eval", V8_FLAGS, script],
     cwd: new URL("../../", import.meta.url).pathname,
     stdout: "piped",
     stderr: "piped",
