@@ -35,23 +35,12 @@ Deno.test("wakeups keep one pending timer however many items wait, and clear() l
 
 Deno.test("wakeups run the items due at one instant in one timer firing", async () => {
   const clock = new FakeClock();
-  let fired = 0;
-  const counting = {
-    now: () => clock.now(),
-    monotonic: () => clock.monotonic(),
-    setTimeout: (fn: () => void, ms: number) =>
-      clock.setTimeout(() => {
-        fired++;
-        fn();
-      }, ms),
-    clearTimeout: (id: ReturnType<typeof setTimeout>) => clock.clearTimeout(id),
-  };
   let ran = 0;
-  const w = new Wakeups<number>(counting, () => ran++);
+  const w = new Wakeups<number>(clock, () => ran++);
   for (let i = 0; i < 1000; i++) w.add(500 + (i % 4) * 100, i);
   await clock.advance(1_000);
   assert.equal(ran, 1000);
-  assert.equal(fired, 4);
+  assert.equal(clock.firedTimers(), 4);
 });
 
 Deno.test("wakeups run an item added while others run at its own time, not before", async () => {

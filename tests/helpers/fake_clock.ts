@@ -6,6 +6,7 @@ export class FakeClock implements Clock {
   #mono = 0;
   #seq = 0;
   #timers = new Map<number, { at: number; fn: () => void; seq: number }>();
+  #fired = 0;
 
   #earlyMs: number;
 
@@ -38,6 +39,11 @@ export class FakeClock implements Clock {
     return this.#timers.size;
   }
 
+  /** Timers fired so far: the wake-ups of a process on this clock. */
+  firedTimers(): number {
+    return this.#fired;
+  }
+
   /** Steps the wall clock alone (an NTP step), without firing timers. */
   stepWallClock(ms: number): void {
     this.#wall += ms;
@@ -64,6 +70,7 @@ export class FakeClock implements Clock {
       if (!next) break;
       this.#timers.delete(next[0]);
       this.#mono = Math.max(this.#mono, next[1].at);
+      this.#fired++;
       next[1].fn();
       await settle();
     }
