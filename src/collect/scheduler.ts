@@ -157,6 +157,7 @@ interface GroupState {
   abort: AbortController | undefined;
   counters: GroupCounters;
   failingEntries: Set<string>;
+  /** The state of each device of the group, by device id (its key in the spool names the group too). */
   devices: Map<string, DeviceStatus>;
   identities: SeriesIdentities;
 }
@@ -464,11 +465,10 @@ export class Scheduler {
     entryErrors: Map<string, string>,
   ): void {
     for (const e of entries) {
-      const key = `${e.deviceId} ${s.group.name}`;
-      let d = s.devices.get(key);
+      let d = s.devices.get(e.deviceId);
       if (!d) {
         d = {
-          key,
+          key: `${e.deviceId} ${s.group.name}`,
           deviceId: e.deviceId,
           lastPollAtMs: undefined,
           lastOkAtMs: undefined,
@@ -477,7 +477,7 @@ export class Scheduler {
           pollsFailed: 0,
           pollsSkipped: 0,
         };
-        s.devices.set(key, d);
+        s.devices.set(e.deviceId, d);
       }
       if (d.lastPollAtMs === atMs) continue;
       const error = groupError ?? entryErrors.get(e.deviceId);

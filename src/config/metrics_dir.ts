@@ -2,7 +2,7 @@ import { join } from "node:path";
 import type { Labels } from "../sample.ts";
 import { type Config, DEFAULTS, TIMER_MAX_MS, TIMER_NOTE } from "./defaults.ts";
 import { type Problem } from "./errors.ts";
-import { type MetricUrl, parseMetricUrl } from "./metric_url.ts";
+import { type MetricUrl, parseMetricUrl, type UrlParts } from "./metric_url.ts";
 import { type Located, plain } from "./yaml_file.ts";
 import { parseYamlItems } from "./yaml_items.ts";
 import { registerSecret } from "../log.ts";
@@ -216,8 +216,9 @@ export function parseMetricsText(
   }
   const { items, problems } = parsed;
   const entries: MetricEntry[] = [];
+  const urlParts: UrlParts = new Map();
   for (const item of items) {
-    const entry = parseEntry(item, file, problems);
+    const entry = parseEntry(item, file, problems, urlParts);
     if (entry) entries.push(entry);
   }
   return { entries, problems };
@@ -253,7 +254,7 @@ export function canonicalLabels(labels: Labels): string {
  * The texts an entry keeps (name, device, URL) are strings of their own (`ownCopy`), not slices of
  * the file's text: a slice keeps the whole text in memory for as long as the entry lives.
  */
-function parseEntry(node: Located, file: string, problems: Problem[]): MetricEntry | undefined {
+function parseEntry(node: Located, file: string, problems: Problem[], urlParts: UrlParts): MetricEntry | undefined {
   if (node.kind === "scalar" && node.value === null) return undefined;
   if (node.kind !== "map") {
     problems.push({ file, line: node.line, message: "Expected a metric entry (a mapping with name, device_id, url)" });
@@ -339,7 +340,7 @@ function parseEntry(node: Located, file: string, problems: Problem[]): MetricEnt
 
   let target: MetricUrl | undefined;
   if (url !== undefined) {
-    const parsed = parseMetricUrl(url);
+    const parsed = parseMetricUrl(url, urlParts);
     if ("error" in parsed) {
       problems.push({ file, line: fields.get("url")?.line ?? node.line, key: "url", message: parsed.error });
     } else {
