@@ -158,8 +158,28 @@ interface GroupState {
   counters: GroupCounters;
   failingEntries: Set<string>;
   /** The state of each device of the group, by device id (its key in the spool names the group too). */
-  devices: Map<string, DeviceStatus>;
+  devices: Map<string, DeviceState>;
   identities: SeriesIdentities;
+}
+
+/**
+ * A device's state in one group, changed in place at each of its polls (the spool's local state
+ * writes it when its poll time changed). Its key is made when read: a collector of 5,000 devices
+ * kept 5,000 key strings.
+ */
+class DeviceState implements DeviceStatus {
+  lastPollAtMs: number | undefined = undefined;
+  lastOkAtMs: number | undefined = undefined;
+  lastError: string | undefined = undefined;
+  pollsOk = 0;
+  pollsFailed = 0;
+  pollsSkipped = 0;
+
+  constructor(readonly deviceId: string, readonly group: string) {}
+
+  get key(): string {
+    return `${this.deviceId} ${this.group}`;
+  }
 }
 
 export class Scheduler {
@@ -467,16 +487,7 @@ export class Scheduler {
     for (const e of entries) {
       let d = s.devices.get(e.deviceId);
       if (!d) {
-        d = {
-          key: `${e.deviceId} ${s.group.name}`,
-          deviceId: e.deviceId,
-          lastPollAtMs: undefined,
-          lastOkAtMs: undefined,
-          lastError: undefined,
-          pollsOk: 0,
-          pollsFailed: 0,
-          pollsSkipped: 0,
-        };
+        d = new DeviceState(e.deviceId, s.group.name);
         s.devices.set(e.deviceId, d);
       }
       if (d.lastPollAtMs === atMs) continue;

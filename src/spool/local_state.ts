@@ -8,9 +8,10 @@
  * Each write leaves the whole set in the database, in one transaction: device states are written
  * when they changed since this process last wrote them (the first write replaces the table, so
  * devices gone from the configuration go too), promoted metrics replaced at each write. A
- * device's state changes with its last poll time (the scheduler records it at each poll), so
- * that time is what is remembered of each device written: a number, not a copy of its state
- * (a collector of 5,000 devices held 5,000 state strings, and made as many a second). Device
+ * device's state changes with its last poll time (the scheduler records it at each poll, in the
+ * same object), so that time is what is remembered of each state object written: a number, not
+ * a copy of its state (a collector of 5,000 devices held 5,000 state strings, and made as many a
+ * second), and not its key, which is read only when the state is written. Device
  * states are committed without a sync of their own (a power cut may take back their last
  * seconds, never a sample: the next sample commit syncs them too), so that `status` does not
  * cost an fsync a second.
@@ -35,8 +36,8 @@ type PromotedRow = { deviceId: string; metricId: string | null };
 
 export class LocalState {
   #store: SpoolStore;
-  /** The last poll time of each device's state this process wrote, by key (undefined: not written yet). */
-  #written: Map<string, number | undefined> | undefined;
+  /** The last poll time of each device state this process wrote (undefined: nothing written yet). */
+  #written: WeakMap<DeviceStatus, number | undefined> | undefined;
 
   constructor(store: SpoolStore) {
     this.#store = store;
@@ -50,10 +51,10 @@ export class LocalState {
     if (devices.length === 0) return;
     const store = this.#store;
     const first = this.#written === undefined;
-    const written = this.#written ?? new Map<string, number | undefined>();
+    const written = this.#written ?? new WeakMap<DeviceStatus, number | undefined>();
     const changed: DeviceStatus[] = [];
     for (const d of devices) {
-      if (!written.has(d.key) || written.get(d.key) !== d.lastPollAtMs) changed.push(d);
+      if (!written.has(d) || written.get(d) !== d.lastPollAtMs) changed.push(d);
     }
     if (changed.length === 0) return;
     const up = store.statement(
@@ -78,7 +79,7 @@ export class LocalState {
         );
       }
     }, { durable: false });
-    for (const d of changed) written.set(d.key, d.lastPollAtMs);
+    for (const d of changed) written.set(d, d.lastPollAtMs);
     this.#written = written;
   }
 
