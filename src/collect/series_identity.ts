@@ -171,7 +171,6 @@ export function makeIdentity(deviceId: string, metricId: string, labels: Labels)
     deviceId,
     metricId,
     labels: Object.freeze(labels),
-    labelsJson: key.slice(head.length),
     key,
     pollKey,
     problem,
