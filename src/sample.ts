@@ -42,8 +42,10 @@ export interface SeriesIdentity {
   readonly deviceId: string;
   readonly metricId: string;
   readonly labels: Labels;
-  readonly labelsJson: string;
-  /** device, metric and labels JSON joined by NUL: the spool's key of the series. */
+  /**
+   * device, metric and labels JSON joined by NUL: the spool's key of the series (the labels' JSON,
+   * which the dictionary stores, is its text after the second NUL: not kept apart, 40 bytes a series).
+   */
   readonly key: string;
   /** The same with the labels in key order: one sample per series and poll (scheduler.ts). */
   readonly pollKey: string;

@@ -139,7 +139,10 @@ export class SeriesIdentities {
 }
 
 function identityOf(entry: MetricEntry, metricId: string, deviceLabels: Labels | undefined): HeldIdentity {
-  const labels = { ...deviceLabels, ...entry.labels };
+  // An entry without labels of its own shares the reading's labels when nobody can change them
+  // (a Prometheus series' parsed labels, frozen): one object per series instead of two.
+  const shared = deviceLabels !== undefined && Object.isFrozen(deviceLabels) && Object.keys(entry.labels).length === 0;
+  const labels = shared ? deviceLabels : { ...deviceLabels, ...entry.labels };
   return makeIdentity(entry.deviceId, metricId, Object.keys(labels).length > 0 ? labels : NO_LABELS);
 }
 
@@ -168,7 +171,6 @@ export function makeIdentity(deviceId: string, metricId: string, labels: Labels)
     deviceId,
     metricId,
     labels: Object.freeze(labels),
-    labelsJson: key.slice(head.length),
     key,
     pollKey,
     problem,

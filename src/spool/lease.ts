@@ -21,7 +21,7 @@
 import { type Labels, type Sample, seriesProblem } from "../sample.ts";
 import type { SpoolStore } from "./store.ts";
 import { copyPrefix, copyPrefixParts } from "../forward/copy_text.ts";
-import { BoundedCache } from "../bounded_cache.ts";
+import { BoundedCache, ownCopy } from "../bounded_cache.ts";
 
 /** A sample read back for forwarding. */
 export interface SpooledSample extends Sample {
@@ -322,7 +322,8 @@ export class SpoolLease {
       const labels = labelsJson === "{}" ? NO_LABELS : JSON.parse(labelsJson) as Labels;
       const s: SpooledSeries = {
         id: Number(id),
-        copyPrefix: copyPrefix(deviceId, metricId, labelsJson),
+        // Flat and its own: a concatenation would keep the texts read from SQLite and its joints.
+        copyPrefix: ownCopy(copyPrefix(deviceId, metricId, labelsJson)),
         problem: seriesProblem(deviceId, metricId, labels).problem,
       };
       fetched.set(Number(id), s);

@@ -459,7 +459,8 @@ export class SpoolWriter implements OwnSeqs {
 
 /** A sample's labels as the dictionary stores them, and the key of its series in the writer's caches. */
 function dictionaryKey(s: Sample): { labels: string; key: string } {
-  if (s.series) return { labels: s.series.labelsJson, key: s.series.key };
+  const series = s.series;
+  if (series) return { labels: series.key.slice(series.deviceId.length + series.metricId.length + 2), key: series.key };
   const labels = JSON.stringify(s.labels);
   return { labels, key: `${s.deviceId}\u0000${s.metricId}\u0000${labels}` };
 }

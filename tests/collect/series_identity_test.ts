@@ -24,8 +24,7 @@ Deno.test("a known series gets the identity of its first sample: the same labels
   assert.equal(second.series, first.series);
   assert.equal(second.labels, first.labels);
   assert.deepEqual(second.labels, { a: "1", site: "nancy" });
-  assert.equal(first.series.labelsJson, JSON.stringify({ a: "1", site: "nancy" }));
-  assert.equal(first.series.key, `n1\u0000prom_load\u0000${first.series.labelsJson}`);
+  assert.equal(first.series.key, `n1\u0000prom_load\u0000${JSON.stringify({ a: "1", site: "nancy" })}`);
   assert.equal(second.value, 2);
   assert.ok(Object.isFrozen(first.labels));
 });
@@ -238,4 +237,28 @@ Deno.test("a series is sampled once per poll whichever of two entries has it cac
     2,
     false,
   ]]);
+});
+
+Deno.test("a series of an entry without labels keeps the reading's frozen labels, not a copy, and a copy of labels that may change", () => {
+  const identities = new SeriesIdentities(10);
+  const bare = entryFor("prometheus://h:9100/", { name: "all", deviceId: "n1" });
+  const frozen = Object.freeze({ a: "1" });
+  const mutable = { a: "2" };
+  const { samples } = samplesOfPoll(
+    [
+      { entry: bare, value: 1, metricId: "prom_load", labels: frozen, seriesKey: 'load{a="1"}' },
+      { entry: bare, value: 1, metricId: "prom_load", labels: mutable, seriesKey: 'load{a="2"}' },
+      { entry, value: 1, metricId: "prom_load", labels: frozen, seriesKey: 'load{a="1"}' },
+    ],
+    T,
+    T,
+    identities,
+  );
+  const [shared, copied, merged] = samples;
+  assert.equal(shared!.series!.labels, frozen);
+  assert.notEqual(copied!.series!.labels, mutable);
+  mutable.a = "3";
+  assert.deepEqual(copied!.labels, { a: "2" });
+  assert.deepEqual(merged!.labels, { a: "1", site: "nancy" });
+  assert.deepEqual(frozen, { a: "1" });
 });
