@@ -66,11 +66,15 @@ export class CopyRejectedError extends Error {
 export interface PreparedBatch extends BatchClaim {
   /**
    * Writes the rows in `tx` with the batch's claim: `claim` issues the claim's statements and
-   * resolves once it is granted; it goes out before the rows when `claimFirst`, otherwise after
+   * resolves once it is granted, running `beforeWait` before it waits for a lock another session
+   * holds (ledger.ts `claimBatch`); it goes out before the rows when `claimFirst`, otherwise after
    * them (see ledger.ts point 1).
    */
-  write(tx: Transaction, claim: () => Promise<unknown>, claimFirst: boolean): Promise<void>;
+  write(tx: Transaction, claim: BatchClaimer, claimFirst: boolean): Promise<void>;
 }
+
+/** Issues a batch's claim; resolves once it is granted (see `PreparedBatch.write`). */
+export type BatchClaimer = (beforeWait?: () => Promise<void>) => Promise<unknown>;
 
 /** Encodes `batch` (non-empty) for `method` ("copy", or anything else for INSERT). */
 export function prepareBatch(batch: SpooledSample[], method: string): PreparedBatch {
@@ -135,7 +139,7 @@ function seriesOrder(batch: readonly SpooledSample[]): Float64Array | undefined 
 async function insertRows(
   tx: Transaction,
   batch: SpooledSample[],
-  claim: () => Promise<unknown>,
+  claim: BatchClaimer,
   claimFirst: boolean,
 ): Promise<void> {
   if (claimFirst) await claim();
@@ -164,7 +168,7 @@ async function insertRows(
 async function copyRows(
   tx: Transaction,
   chunks: Uint8Array[],
-  claim: () => Promise<unknown>,
+  claim: BatchClaimer,
   claimFirst: boolean,
 ): Promise<void> {
   if (chunks.length === 0) throw new Error("A prepared batch is written once: its COPY data was already sent");
@@ -179,13 +183,31 @@ async function copyRows(
 async function copyChunks(
   tx: Transaction,
   chunks: Uint8Array[],
-  claim: () => Promise<unknown>,
+  claim: BatchClaimer,
   claimFirst: boolean,
 ): Promise<void> {
-  const claimed = claimFirst ? claim() : undefined;
-  const opened = tx`COPY metrics (device_id, metric_id, labels, "timestamp", value) FROM STDIN`
-    .writable() as Promise<unknown> as Promise<CopyWritable>;
-  if (claimed) await claimedOrCopyEnded(claimed, opened);
+  const open = () =>
+    tx`COPY metrics (device_id, metric_id, labels, "timestamp", value) FROM STDIN`
+      .writable() as Promise<unknown> as Promise<CopyWritable>;
+  let opened: Promise<CopyWritable>;
+  let claimed: Promise<unknown> | undefined;
+  if (claimFirst) {
+    // The COPY goes out with the lock's try. When another session holds the lock, that COPY is
+    // ended empty before the claim waits, and the rows go in a COPY opened once it is granted: a
+    // claim that times out leaves one error in the server's log, not a second for the COPY
+    // queued behind it.
+    let reopened = false;
+    claimed = claim(async () => {
+      reopened = true;
+      await endEmpty(opened);
+    }).then(() => {
+      if (reopened) opened = open();
+    });
+    opened = open();
+    await claimedOrCopyEnded(claimed, () => reopened ? undefined : opened);
+  } else {
+    opened = open();
+  }
   const writable = quietWhenFinished(await opened);
   if (claimFirst) failpoint("mid-copy");
   // The probe (and a claim that comes last) is queued once all COPY data has been handed over: it
@@ -219,18 +241,28 @@ async function copyChunks(
 }
 
 /**
- * Waits for a claim whose COPY was issued with it. When the claim fails, the COPY is ended
- * before its error goes on: a refused claim (an overlap) left the server waiting for COPY data,
- * which an empty COPY ends (the transaction then rolls back); a claim in error aborted the
- * transaction, and the server refused the COPY with 25P02, which only repeats that error.
+ * Waits for a claim whose COPY was issued with it (`issued`: undefined once that COPY was ended).
+ * When the claim fails, the COPY is ended before its error goes on: a refused claim (an overlap)
+ * left the server waiting for COPY data, which an empty COPY ends (the transaction then rolls
+ * back); a claim in error aborted the transaction, and the server refused the COPY with 25P02,
+ * which only repeats that error.
  */
-async function claimedOrCopyEnded(claimed: Promise<unknown>, opened: Promise<CopyWritable>): Promise<void> {
+async function claimedOrCopyEnded(
+  claimed: Promise<unknown>,
+  issued: () => Promise<CopyWritable> | undefined,
+): Promise<void> {
   try {
     await claimed;
   } catch (err) {
-    await opened.then((w) => writeAll(w, []), () => {});
+    const copy = issued();
+    if (copy) await endEmpty(copy).catch(() => {});
     throw err;
   }
+}
+
+/** Ends a COPY without rows (COPY 0). */
+async function endEmpty(opened: Promise<CopyWritable>): Promise<void> {
+  await writeAll(await opened, []);
 }
 
 /** The part of postgres.js' COPY writable (a Node Writable) used here. */

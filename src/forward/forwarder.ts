@@ -720,7 +720,9 @@ export class Forwarder {
     let waited = false;
     const sent = this.#timed(sql.begin(async (tx) => {
       if (slot && !(await takeBackfillSlot(tx, slot.slots))) throw new NoSlotError(slot.slots);
-      const claim = () => this.#ledger.claimBatch(tx, prepared, held).then((c) => waited = c.waited);
+      const claim = (beforeWait?: () => Promise<void>) =>
+        this.#ledger.claimBatch(tx, prepared, { onHeld: held, beforeWait })
+          .then((c) => waited = c.waited);
       await prepared.write(tx, claim, !claimLast);
     }));
     try {
