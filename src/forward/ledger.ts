@@ -86,19 +86,16 @@ export class Ledger {
 
   /**
    * Claims the batch's range as `data` inside its transaction `tx`; throws an OverlapError when
-   * any part of it is already claimed. The spool's ledger lock is tried first: when another
-   * session holds it, the try reports who, `onHeld` is told (undefined when it let go meanwhile),
-   * and the claim waits for the lock (up to lock_timeout, see session.ts). Returns whether the
-   * claim had to wait. Statements of one connection are pipelined by postgres.js when issued
-   * without waiting, and so are these, two ways:
+   * any part of it is already claimed. One statement tries the spool's ledger lock and, when it
+   * is free, claims at once. When another session holds it, the statement reports who instead:
+   * `onHeld` is told (undefined when it let go meanwhile), then `beforeWait` runs, then a second
+   * statement claims, waiting for the lock (up to lock_timeout, see session.ts). Returns whether
+   * the claim had to wait.
    *
-   * - Without `beforeWait`, the try and the claim go out at once, and the claim waits at the
-   *   server: one round trip, held lock or not.
-   * - With `beforeWait` (a statement the caller issues right after this call, the batch's COPY,
-   *   goes out with the try), the try claims in the same statement when the lock is free: one
-   *   round trip. When it is held, that COPY would be behind a waiting claim, which its lock
-   *   timeout would make the server refuse too: `beforeWait`, where the caller ends it, runs
-   *   first, then a second statement claims.
+   * A statement the caller issues right after this call (the batch's COPY) goes out with the try
+   * (postgres.js pipelines the queries of one connection): one round trip when the lock is free.
+   * When it is held, that statement is behind the waiting claim, whose lock timeout would make the
+   * server refuse it too: `beforeWait` is where the caller ends it first.
    */
   async claimBatch(
     tx: Transaction,
@@ -112,25 +109,19 @@ export class Ledger {
     const claim = () =>
       tx`kwollect_claim(${spoolId}, ${this.#opts.edgeId}, ${batch.first}, ${batch.last}, ${batch.rows}, 'data',
                         ${new Date(batch.minTs)}, ${new Date(batch.maxTs)}, ${VERSION})`;
-    const { beforeWait } = waiting;
-    const tried = tx`
+    const [lock] = await tx`
       WITH tried AS MATERIALIZED (
         SELECT pg_try_advisory_xact_lock(hashtextextended(${spoolId}::uuid::text, 0)) AS free)
-      SELECT tried.free, ${beforeWait ? tx`CASE WHEN tried.free THEN ${claim()} END` : tx`NULL::boolean`} AS ok,
-             holder.* FROM tried
+      SELECT tried.free, CASE WHEN tried.free THEN ${claim()} END AS ok, holder.* FROM tried
       LEFT JOIN LATERAL (SELECT * FROM (${holderQuery(tx, spoolId)}) h WHERE NOT tried.free) holder ON true
-    `.execute() as unknown as Promise<({ free: boolean; ok: boolean | null } & Partial<HolderRow>)[]>;
-    const claimOnly = () => tx`SELECT ${claim()} AS ok`.execute() as unknown as Promise<{ ok: boolean }[]>;
-    const claimed = beforeWait ? undefined : claimOnly();
-    claimed?.catch(() => {});
-    const [lock] = await tried;
+    `.execute() as unknown as ({ free: boolean; ok: boolean | null } & Partial<HolderRow>)[];
     let ok = lock?.ok;
     const waited = lock?.free !== true;
-    if (waited) waiting.onHeld?.(lock?.pid == null ? undefined : holderOf(lock as HolderRow));
-    if (claimed) ok = (await claimed)[0]?.ok;
-    else if (waited && beforeWait) {
-      await beforeWait();
-      ok = (await claimOnly())[0]?.ok;
+    if (waited) {
+      waiting.onHeld?.(lock?.pid == null ? undefined : holderOf(lock as HolderRow));
+      await waiting.beforeWait?.();
+      const [claimed] = await tx`SELECT ${claim()} AS ok`.execute() as unknown as { ok: boolean }[];
+      ok = claimed?.ok;
     }
     if (ok !== true) throw new OverlapError(batch.first, batch.last);
     return { waited };
