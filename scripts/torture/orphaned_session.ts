@@ -248,6 +248,12 @@ export async function runOrphanedSession(size: ScenarioSize): Promise<ScenarioRe
       );
     }
   }
+  // A claim that waited for the orphan's lock and timed out leaves one error, its lock timeout: the
+  // batch's COPY sent with the lock's try was ended before the claim waited (batch_writer.ts).
+  const abortedCopies = pgLog.match(/ERROR: +current transaction is aborted.*\n.*STATEMENT: +COPY /g)?.length ?? 0;
+  counts.lockTimeouts = pgLog.match(/ERROR: +canceling statement due to lock timeout/g)?.length ?? 0;
+  counts.copiesAbortedBehindAClaim = abortedCopies;
+  if (abortedCopies > 0) problems.push(`${abortedCopies} COPYs refused behind a claim that timed out (pg.log)`);
   const check = await run.checkDelivery(pg, rig.spoolPath, exporter, {
     lives,
     problem: "served values missing with no power loss to explain them",

@@ -1,7 +1,7 @@
 import { errorMessage } from "../log.ts";
 import type { SpooledSample } from "../spool/spool.ts";
 import { CopyEncoder, copyFloat, copyPrefix, copyPrefixParts, copyTimestamp, recycleCopyChunks } from "./copy_text.ts";
-import { failpoint } from "./failpoint.ts";
+import { failpoint, failpointArmed } from "./failpoint.ts";
 import type { BatchClaim, Transaction } from "./ledger.ts";
 
 /**
@@ -45,10 +45,16 @@ import type { BatchClaim, Transaction } from "./ledger.ts";
  *
  * The statements of a batch go out together wherever the order allows (postgres.js pipelines
  * the queries of one connection when they are issued without waiting): a batch that claims first
- * sends BEGIN, then its claim with the COPY, then its rows with CopyDone and the probe, then
- * COMMIT (4 round trips, 6 when each waited for the previous); a batch that claims last sends its
- * claim with its rows' end and the probe. A claim refused (an overlap) while its COPY was already
- * sent ends that COPY empty before the transaction rolls back.
+ * sends BEGIN, then the lock's try (which claims when the lock is free) with the COPY, then its
+ * rows with CopyDone, the probe and COMMIT (3 round trips, 6 when each waited for the previous).
+ * COMMIT need not wait for the probe's answer there: the claim was granted before the rows went
+ * out, so the only refusal left is the server's of the COPY, which aborts the transaction, and
+ * PostgreSQL answers the COMMIT of an aborted transaction by rolling it back; the probe's answer,
+ * read after the COMMIT's (`WrittenBatch.settled`), tells which happened. A batch that claims
+ * last sends its claim with its rows' end and the probe, and COMMIT once the claim is granted (a
+ * claim refused as an overlap is no error, so a COMMIT sent behind it would commit the rows). A
+ * claim refused while its COPY was already sent ends that COPY empty before the transaction rolls
+ * back; so does a claim that finds the lock held, before it waits (ledger.ts `claimBatch`).
  *
  * (The other postgres.js defect the collector meets, a write to a closed socket thrown from a
  * timer, porsager/postgres#1154, cannot be caught here: see src/cli/crash.ts.)
@@ -66,11 +72,26 @@ export class CopyRejectedError extends Error {
 export interface PreparedBatch extends BatchClaim {
   /**
    * Writes the rows in `tx` with the batch's claim: `claim` issues the claim's statements and
-   * resolves once it is granted; it goes out before the rows when `claimFirst`, otherwise after
+   * resolves once it is granted, running `beforeWait` before it waits for a lock another session
+   * holds (ledger.ts `claimBatch`); it goes out before the rows when `claimFirst`, otherwise after
    * them (see ledger.ts point 1).
    */
-  write(tx: Transaction, claim: () => Promise<unknown>, claimFirst: boolean): Promise<void>;
+  write(tx: Transaction, claim: BatchClaimer, claimFirst: boolean): Promise<WrittenBatch>;
 }
+
+/**
+ * A batch written in its transaction, which may now commit: `settled` rejects, once the
+ * transaction has answered, when the server refused what was sent (a CopyRejectedError for a
+ * rejected COPY), in which case the COMMIT rolled back. To be awaited after the COMMIT.
+ */
+export interface WrittenBatch {
+  settled: Promise<void>;
+}
+
+const SETTLED: WrittenBatch = { settled: Promise.resolve() };
+
+/** Issues a batch's claim; resolves once it is granted (see `PreparedBatch.write`). */
+export type BatchClaimer = (beforeWait?: () => Promise<void>) => Promise<unknown>;
 
 /** Encodes `batch` (non-empty) for `method` ("copy", or anything else for INSERT). */
 export function prepareBatch(batch: SpooledSample[], method: string): PreparedBatch {
@@ -135,9 +156,9 @@ function seriesOrder(batch: readonly SpooledSample[]): Float64Array | undefined 
 async function insertRows(
   tx: Transaction,
   batch: SpooledSample[],
-  claim: () => Promise<unknown>,
+  claim: BatchClaimer,
   claimFirst: boolean,
-): Promise<void> {
+): Promise<WrittenBatch> {
   if (claimFirst) await claim();
   // A series read from the spool keeps its device, metric and labels in its COPY prefix only.
   const series = batch.map((s) =>
@@ -152,6 +173,7 @@ async function insertRows(
                          ${batch.map((s) => copyFloat(s.value))}::text[]::float8[],
                          ${series.map((s) => s.labelsJson)}::text[]::jsonb[])`;
   if (!claimFirst) await claim();
+  return SETTLED;
 }
 
 /**
@@ -159,18 +181,20 @@ async function insertRows(
  * failpoints `mid-copy` and `before-commit` count only batches that hold the ledger lock (their
  * claim came first): a power loss there leaves an orphan that holds the lock, inside its COPY or
  * idle in its transaction, which is what the orphaned-session torture needs
- * (scripts/torture/orphaned_session.ts).
+ * (scripts/torture/orphaned_session.ts). Since COMMIT follows the probe without waiting, a
+ * backend is idle there only when the COMMIT is lost on the way: armed, `before-commit` waits for
+ * the probe's answer before it stops the process, so that its COMMIT is never sent.
  */
 async function copyRows(
   tx: Transaction,
   chunks: Uint8Array[],
-  claim: () => Promise<unknown>,
+  claim: BatchClaimer,
   claimFirst: boolean,
-): Promise<void> {
+): Promise<WrittenBatch> {
   if (chunks.length === 0) throw new Error("A prepared batch is written once: its COPY data was already sent");
   const taken = chunks.splice(0);
   try {
-    await copyChunks(tx, taken, claim, claimFirst);
+    return await copyChunks(tx, taken, claim, claimFirst);
   } finally {
     recycleCopyChunks(taken);
   }
@@ -179,13 +203,31 @@ async function copyRows(
 async function copyChunks(
   tx: Transaction,
   chunks: Uint8Array[],
-  claim: () => Promise<unknown>,
+  claim: BatchClaimer,
   claimFirst: boolean,
-): Promise<void> {
-  const claimed = claimFirst ? claim() : undefined;
-  const opened = tx`COPY metrics (device_id, metric_id, labels, "timestamp", value) FROM STDIN`
-    .writable() as Promise<unknown> as Promise<CopyWritable>;
-  if (claimed) await claimedOrCopyEnded(claimed, opened);
+): Promise<WrittenBatch> {
+  const open = () =>
+    tx`COPY metrics (device_id, metric_id, labels, "timestamp", value) FROM STDIN`
+      .writable() as Promise<unknown> as Promise<CopyWritable>;
+  let opened: Promise<CopyWritable>;
+  let claimed: Promise<unknown> | undefined;
+  if (claimFirst) {
+    // The COPY goes out with the lock's try. When another session holds the lock, that COPY is
+    // ended empty before the claim waits, and the rows go in a COPY opened once it is granted: a
+    // claim that times out leaves one error in the server's log, not a second for the COPY
+    // queued behind it.
+    let reopened = false;
+    claimed = claim(async () => {
+      reopened = true;
+      await endEmpty(opened);
+    }).then(() => {
+      if (reopened) opened = open();
+    });
+    opened = open();
+    await claimedOrCopyEnded(claimed, () => reopened ? undefined : opened);
+  } else {
+    opened = open();
+  }
   const writable = quietWhenFinished(await opened);
   if (claimFirst) failpoint("mid-copy");
   // The probe (and a claim that comes last) is queued once all COPY data has been handed over: it
@@ -209,28 +251,48 @@ async function copyChunks(
       throw err;
     });
   });
-  try {
-    await Promise.all([finished, probed]);
-  } catch (err) {
+  const settled = Promise.all([finished, probed]).then(() => {}, (err) => {
     if ((err as { code?: string }).code === "25P02") throw new CopyRejectedError(err);
     throw err;
+  });
+  if (!claimed) {
+    // The claim's answer decides whether the transaction may commit.
+    await settled;
+    return SETTLED;
   }
-  if (claimed) failpoint("before-commit");
+  // Claimed before its rows went out: COMMIT goes right behind the probe (see "Round trips").
+  settled.catch(() => {});
+  await handedOver;
+  if (failpointArmed("before-commit")) {
+    await settled;
+    failpoint("before-commit");
+  }
+  return { settled };
 }
 
 /**
- * Waits for a claim whose COPY was issued with it. When the claim fails, the COPY is ended
- * before its error goes on: a refused claim (an overlap) left the server waiting for COPY data,
- * which an empty COPY ends (the transaction then rolls back); a claim in error aborted the
- * transaction, and the server refused the COPY with 25P02, which only repeats that error.
+ * Waits for a claim whose COPY was issued with it (`issued`: undefined once that COPY was ended).
+ * When the claim fails, the COPY is ended before its error goes on: a refused claim (an overlap)
+ * left the server waiting for COPY data, which an empty COPY ends (the transaction then rolls
+ * back); a claim in error aborted the transaction, and the server refused the COPY with 25P02,
+ * which only repeats that error.
  */
-async function claimedOrCopyEnded(claimed: Promise<unknown>, opened: Promise<CopyWritable>): Promise<void> {
+async function claimedOrCopyEnded(
+  claimed: Promise<unknown>,
+  issued: () => Promise<CopyWritable> | undefined,
+): Promise<void> {
   try {
     await claimed;
   } catch (err) {
-    await opened.then((w) => writeAll(w, []), () => {});
+    const copy = issued();
+    if (copy) await endEmpty(copy).catch(() => {});
     throw err;
   }
+}
+
+/** Ends a COPY without rows (COPY 0). */
+async function endEmpty(opened: Promise<CopyWritable>): Promise<void> {
+  await writeAll(await opened, []);
 }
 
 /** The part of postgres.js' COPY writable (a Node Writable) used here. */

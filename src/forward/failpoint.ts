@@ -12,3 +12,8 @@ export function failpoint(name: string): void {
   if (!spec || spec[1] !== name) return;
   if (--remaining === 0) Deno.kill(Deno.pid, spec[3] ? "SIGSTOP" : "SIGKILL");
 }
+
+/** Whether `failpoint(name)` can fire in this process (a fault test armed it). */
+export function failpointArmed(name: string): boolean {
+  return spec?.[1] === name;
+}

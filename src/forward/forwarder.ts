@@ -5,7 +5,7 @@ import { sampleProblem } from "../sample.ts";
 import type { SpooledSample, SpoolLease } from "../spool/spool.ts";
 import { Backoff } from "./backoff.ts";
 import { BackfillPace } from "./backfill_pace.ts";
-import { CopyRejectedError, prepareBatch, type PreparedBatch } from "./batch_writer.ts";
+import { CopyRejectedError, prepareBatch, type PreparedBatch, type WrittenBatch } from "./batch_writer.ts";
 import { classify, type FailureKind } from "./classify.ts";
 import { failpoint } from "./failpoint.ts";
 import { NoSlotError, takeBackfillSlot } from "./fleet_slots.ts";
@@ -718,11 +718,16 @@ export class Forwarder {
       if (holder && !own) this.#lockClear = false;
     };
     let waited = false;
-    const sent = this.#timed(sql.begin(async (tx) => {
-      if (slot && !(await takeBackfillSlot(tx, slot.slots))) throw new NoSlotError(slot.slots);
-      const claim = () => this.#ledger.claimBatch(tx, prepared, held).then((c) => waited = c.waited);
-      await prepared.write(tx, claim, !claimLast);
-    }));
+    let written: WrittenBatch | undefined;
+    const sent = this.#timed(
+      sql.begin(async (tx) => {
+        if (slot && !(await takeBackfillSlot(tx, slot.slots))) throw new NoSlotError(slot.slots);
+        const claim = (beforeWait?: () => Promise<void>) =>
+          this.#ledger.claimBatch(tx, prepared, { onHeld: held, beforeWait })
+            .then((c) => waited = c.waited);
+        written = await prepared.write(tx, claim, !claimLast);
+      }).then(() => written?.settled),
+    );
     try {
       await sent;
     } catch (err) {

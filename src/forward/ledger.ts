@@ -86,40 +86,45 @@ export class Ledger {
 
   /**
    * Claims the batch's range as `data` inside its transaction `tx`; throws an OverlapError when
-   * any part of it is already claimed. The spool's ledger lock is tried first: when another
-   * session holds it, `onHeld` is told who (undefined when it let go meanwhile) before the claim
-   * waits for it (up to lock_timeout, see session.ts). Returns whether the claim had to wait.
+   * any part of it is already claimed. One statement tries the spool's ledger lock and, when it
+   * is free, claims at once. When another session holds it, the statement reports who instead:
+   * `onHeld` is told (undefined when it let go meanwhile), then `beforeWait` runs, then a second
+   * statement claims, waiting for the lock (up to lock_timeout, see session.ts). Returns whether
+   * the claim had to wait.
    *
-   * Both statements are issued at once (postgres.js pipelines the queries of one connection):
-   * one round trip, and a statement the caller issues right after this call (the batch's COPY)
-   * goes out in it too. The try reports the holder in its own answer, which arrives before the
-   * claim starts waiting: on this connection nothing else could ask while the claim waits.
+   * A statement the caller issues right after this call (the batch's COPY) goes out with the try
+   * (postgres.js pipelines the queries of one connection): one round trip when the lock is free.
+   * When it is held, that statement is behind the waiting claim, whose lock timeout would make the
+   * server refuse it too: `beforeWait` is where the caller ends it first.
    */
-  claimBatch(
+  async claimBatch(
     tx: Transaction,
     batch: BatchClaim,
-    onHeld?: (holder: LockHolder | undefined) => void,
+    waiting: {
+      onHeld?: ((holder: LockHolder | undefined) => void) | undefined;
+      beforeWait?: (() => Promise<void>) | undefined;
+    } = {},
   ): Promise<{ waited: boolean }> {
     const spoolId = this.#opts.lease.spoolId;
-    const tried = tx`
+    const claim = () =>
+      tx`kwollect_claim(${spoolId}, ${this.#opts.edgeId}, ${batch.first}, ${batch.last}, ${batch.rows}, 'data',
+                        ${new Date(batch.minTs)}, ${new Date(batch.maxTs)}, ${VERSION})`;
+    const [lock] = await tx`
       WITH tried AS MATERIALIZED (
         SELECT pg_try_advisory_xact_lock(hashtextextended(${spoolId}::uuid::text, 0)) AS free)
-      SELECT tried.free, holder.* FROM tried
+      SELECT tried.free, CASE WHEN tried.free THEN ${claim()} END AS ok, holder.* FROM tried
       LEFT JOIN LATERAL (SELECT * FROM (${holderQuery(tx, spoolId)}) h WHERE NOT tried.free) holder ON true
-    `.execute() as unknown as Promise<({ free: boolean } & Partial<HolderRow>)[]>;
-    const claimed = tx`
-      SELECT kwollect_claim(${spoolId}, ${this.#opts.edgeId}, ${batch.first}, ${batch.last},
-                            ${batch.rows}, 'data', ${new Date(batch.minTs)}, ${new Date(batch.maxTs)},
-                            ${VERSION}) AS ok`.execute();
-    const waited = tried.then(([lock]) => {
-      const held = lock?.free !== true;
-      if (held && onHeld) onHeld(lock?.pid == null ? undefined : holderOf(lock as HolderRow));
-      return held;
-    });
-    return Promise.all([waited, claimed]).then(([waited, [claim]]) => {
-      if (claim?.ok !== true) throw new OverlapError(batch.first, batch.last);
-      return { waited };
-    });
+    `.execute() as unknown as ({ free: boolean; ok: boolean | null } & Partial<HolderRow>)[];
+    let ok = lock?.ok;
+    const waited = lock?.free !== true;
+    if (waited) {
+      waiting.onHeld?.(lock?.pid == null ? undefined : holderOf(lock as HolderRow));
+      await waiting.beforeWait?.();
+      const [claimed] = await tx`SELECT ${claim()} AS ok`.execute() as unknown as { ok: boolean }[];
+      ok = claimed?.ok;
+    }
+    if (ok !== true) throw new OverlapError(batch.first, batch.last);
+    return { waited };
   }
 
   /**

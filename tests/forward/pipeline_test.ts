@@ -286,6 +286,7 @@ Deno.test("forwarder whose backfill connections die with two batches in flight r
 
 Deno.test("forwarder waits for a ledger lock held by another session on one connection, then pipelines its backlog", async () => {
   const pg = await pgReady;
+  const logFrom = (await Deno.stat(`${pg.dir}/pg.log`)).size;
   const t = await restartedOnBacklog(pg, { ledgerLockHeld: true });
   try {
     assert.ok(await until(async () => (await t.backends()).waiting === 1), "the forwarder never waited for the lock");
@@ -299,6 +300,13 @@ Deno.test("forwarder waits for a ledger lock held by another session on one conn
     assert.deepEqual({ all: most.all, backfill: most.backfill }, { all: 1, backfill: 0 });
     assert.ok(t.logs.some((l) => l.includes("Central database lock held by another session")), t.logs.join("\n"));
     assert.equal(await t.count(false), 0);
+    // Each wait ends in one error in the server's log, its lock timeout: the batch's COPY, sent with
+    // the lock's try, was ended before the claim waited, so the timeout aborts nothing behind it.
+    const log = new TextDecoder().decode((await Deno.readFile(`${pg.dir}/pg.log`)).subarray(logFrom));
+    const errors = log.split("\n").filter((l) => l.includes("ERROR:"));
+    const timeouts = errors.filter((l) => l.includes("canceling statement due to lock timeout"));
+    assert.ok(timeouts.length >= 2, log);
+    assert.deepEqual(errors, timeouts, log);
     // Once the lock is free, the first batch goes alone, then two are in flight again.
     await t.releaseLedgerLock();
     assert.ok(await until(async () => (await t.heldBackends()).length === 2), "the pipeline never opened again");
