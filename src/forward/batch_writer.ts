@@ -206,9 +206,11 @@ async function copyChunks(
   claim: BatchClaimer,
   claimFirst: boolean,
 ): Promise<WrittenBatch> {
+  // Every COPY opened here, the one ended empty before a lock wait included, stays quiet once
+  // finished (see "A COPY that went well still sends CopyFail").
   const open = () =>
-    tx`COPY metrics (device_id, metric_id, labels, "timestamp", value) FROM STDIN`
-      .writable() as Promise<unknown> as Promise<CopyWritable>;
+    (tx`COPY metrics (device_id, metric_id, labels, "timestamp", value) FROM STDIN`
+      .writable() as Promise<unknown> as Promise<CopyWritable>).then(quietWhenFinished);
   let opened: Promise<CopyWritable>;
   let claimed: Promise<unknown> | undefined;
   if (claimFirst) {
@@ -228,7 +230,7 @@ async function copyChunks(
   } else {
     opened = open();
   }
-  const writable = quietWhenFinished(await opened);
+  const writable = await opened;
   if (claimFirst) failpoint("mid-copy");
   // The probe (and a claim that comes last) is queued once all COPY data has been handed over: it
   // succeeds after a good COPY and fails (the transaction is aborted) after a rejected one, whose
