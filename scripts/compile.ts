@@ -37,6 +37,18 @@ export const PERMISSIONS = [
  */
 export const V8_FLAGS = "--v8-flags=--max-old-space-size=64,--max-semi-space-size=2,--no-concurrent-recompilation";
 
+/**
+ * glibc's malloc with fixed thresholds: memory freed at the top of a heap goes back to the
+ * system above 128 KiB (`trim_threshold`), and blocks of 128 KiB and more are mapped apart and
+ * unmapped when freed (`mmap_threshold`). By default glibc raises both thresholds each time a
+ * large mapped block is freed (up to 32 and 64 MB), after which the main C heap keeps what
+ * SQLite, the sockets and the compiler freed: 16–18 MB of it at the hostile benchmark's peak,
+ * about 10 MB with these (docs/PERFORMANCE.md "glibc's malloc gives memory back"). glibc reads
+ * them from the environment at start, so a program cannot set them for itself: the systemd units
+ * (config/) and the `kwollector` task set GLIBC_TUNABLES to this value, and so do the benchmarks.
+ */
+export const GLIBC_TUNABLES = "glibc.malloc.trim_threshold=131072:glibc.malloc.mmap_threshold=131072";
+
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
 /** The demo's embedded database (PGlite, 27 MB) is not part of the program. */

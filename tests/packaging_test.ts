@@ -6,7 +6,7 @@ import { resolveConfig } from "../src/config/resolve.ts";
 import { configTemplate, initCommand } from "../src/cli/init.ts";
 import { UsageError } from "../src/config/errors.ts";
 import { configReference } from "../scripts/gen-config-reference.ts";
-import { PERMISSIONS, V8_FLAGS } from "../scripts/compile.ts";
+import { GLIBC_TUNABLES, PERMISSIONS, V8_FLAGS } from "../scripts/compile.ts";
 import { destroyPostgres, startPostgres } from "../scripts/peers/postgres.ts";
 import { startCountingExporter } from "../scripts/peers/prometheus_exporter.ts";
 import { startIpmiSim } from "../scripts/peers/ipmi_sim.ts";
@@ -157,6 +157,32 @@ Deno.test("the systemd units pass systemd-analyze verify", async () => {
   }
 });
 
+/**
+ * glibc ignores a tunable it does not know without a word, so each one is read back from the
+ * dynamic loader (`ld.so --list-tunables`, glibc 2.33 and later) with the value set.
+ */
+Deno.test("the systemd units and the kwollector task tune glibc's malloc as the benchmarks run it", async () => {
+  const line = `Environment=GLIBC_TUNABLES=${GLIBC_TUNABLES}`;
+  for (const unit of ["kwollector.service", "kwollector-wattmetre@.service"]) {
+    const lines = Deno.readTextFileSync(`${ROOT}config/${unit}`).split("\n");
+    assert.ok(lines.includes(line), `config/${unit} lacks '${line}'`);
+  }
+  const tasks = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)).tasks;
+  assert.ok(tasks.kwollector.startsWith(`GLIBC_TUNABLES=${GLIBC_TUNABLES} deno run `), tasks.kwollector);
+
+  const listed = await run("/lib64/ld-linux-x86-64.so.2", ["--list-tunables"], { env: { GLIBC_TUNABLES } });
+  assert.equal(listed.code, 0, listed.stderr);
+  for (const tunable of GLIBC_TUNABLES.split(":")) {
+    const [name, value] = tunable.split("=");
+    const hex = `0x${Number(value).toString(16)}`;
+    assert.match(
+      listed.stdout,
+      new RegExp(`^${name!.replaceAll(".", "\\.")}: ${hex} `, "m"),
+      `glibc ignores '${tunable}'`,
+    );
+  }
+});
+
 Deno.test("config/kwollector.yaml is what kwollector init writes, and lists every key with its default", async () => {
   assert.equal(await Deno.readTextFile(`${ROOT}config/kwollector.yaml`), configTemplate());
   const uncommented = configTemplate().replace(/^#(\w+:)/gm, "$1");
@@ -274,7 +300,7 @@ Deno.test("the program runs, spools and forwards from another directory with the
       f === "--allow-read" ? `--allow-read=${dir}` : f === "--allow-write" ? `--allow-write=${dir}` : f
     );
     assert.ok(flags.some((f) => f.startsWith("--allow-read=")) && flags.some((f) => f.startsWith("--allow-write=")));
-    const env = { TMPDIR: dir };
+    const env = { TMPDIR: dir, GLIBC_TUNABLES };
     const kwollector = (args: string[]) => run(Deno.execPath(), ["run", ...flags, MAIN_TS, ...args], { cwd: dir, env });
 
     const setup = await kwollector(["setup-db", "kwollector.yaml"]);

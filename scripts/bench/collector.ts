@@ -12,7 +12,7 @@
  */
 import type { Sql } from "../../src/central/connect.ts";
 import type { Config } from "../../src/config/defaults.ts";
-import { V8_FLAGS } from "../compile.ts";
+import { GLIBC_TUNABLES, V8_FLAGS } from "../compile.ts";
 import { type CollectorProcess, startCollector } from "../harness/collector.ts";
 import { metricsEntry, pgConfig, writeCollectorConfig } from "../harness/config.ts";
 import { startCentral } from "../peers/central.ts";
@@ -96,9 +96,19 @@ export function collectorV8Flags(): string[] {
   return [V8_FLAGS];
 }
 
-/** Starts `kwollector run` with `args` and the bench V8 flags, its output discarded. */
+/**
+ * Environment of the collector under test: glibc's malloc tuned as the systemd units tune it
+ * (compile.ts GLIBC_TUNABLES), unless BENCH_GLIBC_TUNABLES gives another value ("" for glibc's
+ * defaults).
+ */
+export function collectorEnv(): Record<string, string> {
+  const tunables = Deno.env.get("BENCH_GLIBC_TUNABLES") ?? GLIBC_TUNABLES;
+  return tunables === "" ? {} : { GLIBC_TUNABLES: tunables };
+}
+
+/** Starts `kwollector run` with `args`, the bench V8 flags and environment, its output discarded. */
 export function spawnCollector(args: string[]): CollectorProcess {
-  return startCollector(["run", ...args], { v8Flags: collectorV8Flags(), discardOutput: true });
+  return startCollector(["run", ...args], { v8Flags: collectorV8Flags(), env: collectorEnv(), discardOutput: true });
 }
 
 /** Resident memory of a process in MB, from /proc. */

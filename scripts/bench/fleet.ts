@@ -41,7 +41,7 @@ import { openSpool } from "../../src/spool/spool.ts";
 import { type CollectorProcess, sleep, startCollector } from "../harness/collector.ts";
 import { metricsEntry, pgConfig, writeCollectorConfig } from "../harness/config.ts";
 import { destroyPostgres, type PgCluster } from "../peers/postgres.ts";
-import { collectorV8Flags, startBenchCentral, startPowerExporter } from "./collector.ts";
+import { collectorEnv, collectorV8Flags, startBenchCentral, startPowerExporter } from "./collector.ts";
 import { percentile, report } from "./report.ts";
 
 setLogSink(() => {});
@@ -114,6 +114,7 @@ async function prepare(root: string, pg: PgCluster, exporterPort: number, c: num
 function spawnInOwnSession(yaml: string): CollectorProcess {
   return startCollector(["run", yaml], {
     v8Flags: collectorV8Flags(),
+    env: collectorEnv(),
     discardOutput: true,
     ownSession: !SHARED_SESSION,
   });

@@ -15,22 +15,22 @@ export const SCRIPTS: Record<string, { title: string; about: string; env?: strin
   core: {
     title: "Lossless core: spool, forwarder, drain",
     about: "spool append, forward rate, restart and drain of a backlog while polling, RSS",
-    env: ["BENCH_BACKLOG", "BENCH_ONLY", "BENCH_V8_FLAGS"],
+    env: ["BENCH_BACKLOG", "BENCH_ONLY", "BENCH_V8_FLAGS", "BENCH_GLIBC_TUNABLES"],
   },
   e2e: {
     title: "End to end",
     about: "sample → central row at 10,000 samples/s, no backlog",
-    env: ["BENCH_V8_FLAGS"],
+    env: ["BENCH_V8_FLAGS", "BENCH_GLIBC_TUNABLES"],
   },
   recovery: {
     title: "Recovery after central outages",
     about: "central database's return → first live sample committed, live freshness while the outage's backlog drains",
-    env: ["BENCH_OUTAGES", "BENCH_OUTAGE_S", "BENCH_SETTLE_S", "BENCH_V8_FLAGS"],
+    env: ["BENCH_OUTAGES", "BENCH_OUTAGE_S", "BENCH_SETTLE_S", "BENCH_V8_FLAGS", "BENCH_GLIBC_TUNABLES"],
   },
   fleet: {
     title: "Fleet fairness",
     about: "20 collectors returning together with a backlog each: live freshness, aggregate drain, exactly once",
-    env: ["BENCH_FLEET_N", "BENCH_FLEET_BACKLOG", "BENCH_FLEET_DOWN_S", "BENCH_V8_FLAGS"],
+    env: ["BENCH_FLEET_N", "BENCH_FLEET_BACKLOG", "BENCH_FLEET_DOWN_S", "BENCH_V8_FLAGS", "BENCH_GLIBC_TUNABLES"],
   },
   snmp: { title: "SNMP", about: "throughput against a local snmpd, fleet of 1,000 simulated agents" },
   modbus_ipmi: { title: "Modbus and IPMI", about: "200 simulated Modbus devices, 10 simulated BMCs" },
@@ -39,13 +39,13 @@ export const SCRIPTS: Record<string, { title: string; about: string; env?: strin
     title: "Beside the peer collectors",
     about: "workload A (10,000 series at 1 s) for kwollector and Debian's Prometheus agent in one run; " +
       "workload B (200 SNMP OIDs at 1 s): CPU per 1,000 samples and RSS",
-    env: ["BENCH_PEERS_S", "BENCH_V8_FLAGS"],
+    env: ["BENCH_PEERS_S", "BENCH_V8_FLAGS", "BENCH_GLIBC_TUNABLES"],
   },
   hostile: {
     title: "Hostile input",
     about: "64 MB heap against a 50,000-series exporter, a 16 MB JSON document and a 5,000-entry metrics.d " +
       "file, beside a device polled every second",
-    env: ["BENCH_ONLY", "BENCH_FILE_ENTRIES", "BENCH_V8_FLAGS"],
+    env: ["BENCH_ONLY", "BENCH_FILE_ENTRIES", "BENCH_V8_FLAGS", "BENCH_GLIBC_TUNABLES"],
   },
 };
 
