@@ -2,6 +2,8 @@ import { errorMessage } from "../log.ts";
 import type { SpooledSample } from "../spool/spool.ts";
 import { CopyEncoder, copyFloat, copyPrefix, copyPrefixParts, copyTimestamp, recycleCopyChunks } from "./copy_text.ts";
 import { failpoint, failpointArmed } from "./failpoint.ts";
+import type postgres from "postgres";
+import type { Sql } from "../central/connect.ts";
 import type { BatchClaim, Transaction } from "./ledger.ts";
 
 /**
@@ -95,23 +97,24 @@ export type BatchClaimer = (beforeWait?: () => Promise<void>) => Promise<unknown
 
 /** Encodes `batch` (non-empty) for `method` ("copy", or anything else for INSERT). */
 export function prepareBatch(batch: SpooledSample[], method: string): PreparedBatch {
+  const copy = method === "copy";
+  const chunks = copy ? encodeBySeries(batch) : [];
+  return {
+    ...batchClaim(batch),
+    write: (tx, claim, claimFirst) =>
+      copy ? copyRows(tx, chunks, claim, claimFirst) : insertRows(tx, batch, claim, claimFirst),
+  };
+}
+
+/** The claim of `batch` (non-empty): its seq range, its rows and their time span. */
+export function batchClaim(batch: readonly SpooledSample[]): BatchClaim {
   let minTs = Infinity;
   let maxTs = -Infinity;
-  const copy = method === "copy";
   for (const s of batch) {
     if (s.timestampMs < minTs) minTs = s.timestampMs;
     if (s.timestampMs > maxTs) maxTs = s.timestampMs;
   }
-  const chunks = copy ? encodeBySeries(batch) : [];
-  return {
-    first: batch[0]!.seq,
-    last: batch.at(-1)!.seq,
-    rows: batch.length,
-    minTs,
-    maxTs,
-    write: (tx, claim, claimFirst) =>
-      copy ? copyRows(tx, chunks, claim, claimFirst) : insertRows(tx, batch, claim, claimFirst),
-  };
+  return { first: batch[0]!.seq, last: batch.at(-1)!.seq, rows: batch.length, minTs, maxTs };
 }
 
 /**
@@ -160,20 +163,58 @@ async function insertRows(
   claimFirst: boolean,
 ): Promise<WrittenBatch> {
   if (claimFirst) await claim();
+  await tx`INSERT INTO metrics ("timestamp", device_id, metric_id, value, labels) ${unnestRows(tx, batch)}`;
+  if (!claimFirst) await claim();
+  return SETTLED;
+}
+
+/**
+ * The batch's rows as `SELECT * FROM unnest(...)` of text arrays, cast on the server: every value
+ * goes as a parameter, in the text forms COPY uses.
+ */
+function unnestRows(sql: Sql | Transaction, batch: readonly SpooledSample[]) {
   // A series read from the spool keeps its device, metric and labels in its COPY prefix only.
   const series = batch.map((s) =>
     s.spooledSeries
       ? copyPrefixParts(s.spooledSeries.copyPrefix)
       : { deviceId: s.deviceId, metricId: s.metricId, labelsJson: JSON.stringify(s.labels) }
   );
-  await tx`
-    INSERT INTO metrics ("timestamp", device_id, metric_id, value, labels)
+  return sql`
     SELECT * FROM unnest(${batch.map((s) => copyTimestamp(s.timestampMs))}::text[]::timestamptz[],
                          ${series.map((s) => s.deviceId)}::text[], ${series.map((s) => s.metricId)}::text[],
                          ${batch.map((s) => copyFloat(s.value))}::text[]::float8[],
                          ${series.map((s) => s.labelsJson)}::text[]::jsonb[])`;
-  if (!claimFirst) await claim();
-  return SETTLED;
+}
+
+/**
+ * Most rows of a batch sent in one statement (`sendInOneStatement`). Its INSERT costs the server
+ * more per row than COPY, and its parameters are held whole in memory: this is for the live
+ * lane's small batches, whose cost is the round trips, not the rows.
+ */
+export const ONE_STATEMENT_ROWS_MAX = 2000;
+
+/**
+ * Claims and writes `batch` (non-empty, at most ONE_STATEMENT_ROWS_MAX rows) in ONE statement
+ * outside any transaction block, so in its own transaction, committed before its answer: one
+ * round trip. Its rows are inserted only where `claimed` (ledger.ts `claimIfFree`) is true,
+ * which PostgreSQL evaluates once before the first row. Returns whether the batch was written:
+ * false when nothing was (the lock was held or the range already claimed: the caller sends it the
+ * usual way, which waits for the lock or reports the overlap). A row the server refuses fails the
+ * statement, which rolls back the claim with it: the error goes to the caller, as INSERT's does.
+ * Cut off without an answer, the commit is in doubt, as any batch's COMMIT.
+ */
+export async function sendInOneStatement(
+  sql: Sql,
+  batch: readonly SpooledSample[],
+  claimed: postgres.PendingQuery<postgres.Row[]>,
+): Promise<boolean> {
+  const result = await sql`
+    INSERT INTO metrics ("timestamp", device_id, metric_id, value, labels)
+    SELECT rows.* FROM (${unnestRows(sql, batch)}) rows WHERE ${claimed}`;
+  if (result.count === batch.length) return true;
+  // The claim gates every row at once: all of them or none.
+  if (result.count !== 0) throw new Error(`One-statement batch wrote ${result.count} of ${batch.length} rows`);
+  return false;
 }
 
 /**
