@@ -58,6 +58,21 @@ import type { BatchClaim, Transaction } from "./ledger.ts";
  * claim refused while its COPY was already sent ends that COPY empty before the transaction rolls
  * back; so does a claim that finds the lock held, before it waits (ledger.ts `claimBatch`).
  *
+ * A batch sent alone (claimed first) of at most ONE_STATEMENT_ROWS_MAX rows, the live lane's
+ * batch of every second, first goes as ONE statement outside a transaction block
+ * (`sendInOneStatement`): `INSERT INTO metrics ... SELECT ... FROM unnest(...) WHERE <the lock's
+ * try and the claim>`, one round trip, committed by the server before it answers. The claim is an
+ * uncorrelated subquery, evaluated once before the first row: every row goes in with the ledger
+ * row or none does (the INSERT's count says which). When none did (the lock held by another
+ * session, the range already claimed), the batch goes the way above, which waits for the lock
+ * and logs it, or reports the overlap; a refused row fails the statement and its claim, and the
+ * forwarder bisects as for INSERT. No BEGIN, COMMIT or reserved connection, so no statement is
+ * ever issued on a connection after it closed (the #1154 case below). Its backend holds the lock
+ * while it runs the statement only: postgres.js writes Execute and Sync in one buffer, and the
+ * server commits or rolls back at Sync (a power loss splitting those 19 bytes over two TCP
+ * segments would leave a backend holding the lock until the keepalives drop it, as one caught
+ * inside COPY).
+ *
  * (The other postgres.js defect the collector meets, a write to a closed socket thrown from a
  * timer, porsager/postgres#1154, cannot be caught here: see src/cli/crash.ts.)
  */
