@@ -188,17 +188,27 @@ async function insertRows(
  * goes as a parameter, in the text forms COPY uses.
  */
 function unnestRows(sql: Sql | Transaction, batch: readonly SpooledSample[]) {
-  // A series read from the spool keeps its device, metric and labels in its COPY prefix only.
-  const series = batch.map((s) =>
-    s.spooledSeries
+  const n = batch.length;
+  const timestamps = new Array<string>(n);
+  const devices = new Array<string>(n);
+  const metrics = new Array<string>(n);
+  const values = new Array<string>(n);
+  const labels = new Array<string>(n);
+  for (let i = 0; i < n; i++) {
+    const s = batch[i]!;
+    // A series read from the spool keeps its device, metric and labels in its COPY prefix only.
+    const series = s.spooledSeries
       ? copyPrefixParts(s.spooledSeries.copyPrefix)
-      : { deviceId: s.deviceId, metricId: s.metricId, labelsJson: JSON.stringify(s.labels) }
-  );
+      : { deviceId: s.deviceId, metricId: s.metricId, labelsJson: JSON.stringify(s.labels) };
+    timestamps[i] = copyTimestamp(s.timestampMs);
+    devices[i] = series.deviceId;
+    metrics[i] = series.metricId;
+    values[i] = copyFloat(s.value);
+    labels[i] = series.labelsJson;
+  }
   return sql`
-    SELECT * FROM unnest(${batch.map((s) => copyTimestamp(s.timestampMs))}::text[]::timestamptz[],
-                         ${series.map((s) => s.deviceId)}::text[], ${series.map((s) => s.metricId)}::text[],
-                         ${batch.map((s) => copyFloat(s.value))}::text[]::float8[],
-                         ${series.map((s) => s.labelsJson)}::text[]::jsonb[])`;
+    SELECT * FROM unnest(${timestamps}::text[]::timestamptz[], ${devices}::text[], ${metrics}::text[],
+                         ${values}::text[]::float8[], ${labels}::text[]::jsonb[])`;
 }
 
 /**
