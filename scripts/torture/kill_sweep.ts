@@ -14,7 +14,8 @@
  * - `checkpoint`: strace kills at the n-th write into the spool's main file, which in WAL mode only
  *   a checkpoint writes: an automatic one, or else the one at close after SIGTERM.
  * - `copy`: another session holds the metrics table in ACCESS EXCLUSIVE mode; the kill lands while
- *   pg_stat_activity shows the forwarder's COPY active, blocked by the lock or running after it.
+ *   pg_stat_activity shows the forwarder writing a batch's rows, blocked by the lock or running
+ *   after it: its COPY, or the INSERT of a small batch sent in one statement (batch_writer.ts).
  * - `after-commit`: KWOLLECTOR_FAILPOINT=after-central-commit@n, between the central COMMIT and the
  *   local delete.
  * - `random`: a uniformly random moment 0.2 to 3 s after the start.
@@ -93,7 +94,8 @@ async function waitForCopy(admin: Sql, want: "blocked" | "running", timeoutMs: n
   while (performance.now() < until) {
     const rows = await admin<{ waiting: string | null }[]>`
       SELECT wait_event_type AS waiting FROM pg_stat_activity
-      WHERE application_name = 'kwollector forwarder' AND state = 'active' AND query ILIKE 'copy%'`;
+      WHERE application_name = 'kwollector forwarder' AND state = 'active'
+        AND query ~* '^\\s*(copy|insert into metrics)'`;
     if (rows.some((r) => (want === "blocked") === (r.waiting === "Lock"))) return true;
     await sleep(2);
   }

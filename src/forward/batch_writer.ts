@@ -2,6 +2,8 @@ import { errorMessage } from "../log.ts";
 import type { SpooledSample } from "../spool/spool.ts";
 import { CopyEncoder, copyFloat, copyPrefix, copyPrefixParts, copyTimestamp, recycleCopyChunks } from "./copy_text.ts";
 import { failpoint, failpointArmed } from "./failpoint.ts";
+import type postgres from "postgres";
+import type { Sql } from "../central/connect.ts";
 import type { BatchClaim, Transaction } from "./ledger.ts";
 
 /**
@@ -56,6 +58,21 @@ import type { BatchClaim, Transaction } from "./ledger.ts";
  * claim refused while its COPY was already sent ends that COPY empty before the transaction rolls
  * back; so does a claim that finds the lock held, before it waits (ledger.ts `claimBatch`).
  *
+ * A batch sent alone (claimed first) of at most ONE_STATEMENT_ROWS_MAX rows, the live lane's
+ * batch of every second, first goes as ONE statement outside a transaction block
+ * (`sendInOneStatement`): `INSERT INTO metrics ... SELECT ... FROM unnest(...) WHERE <the lock's
+ * try and the claim>`, one round trip, committed by the server before it answers. The claim is an
+ * uncorrelated subquery, evaluated once before the first row: every row goes in with the ledger
+ * row or none does (the INSERT's count says which). When none did (the lock held by another
+ * session, the range already claimed), the batch goes the way above, which waits for the lock
+ * and logs it, or reports the overlap; a refused row fails the statement and its claim, and the
+ * forwarder bisects as for INSERT. No BEGIN, COMMIT or reserved connection, so no statement is
+ * ever issued on a connection after it closed (the #1154 case below). Its backend holds the lock
+ * while it runs the statement only: postgres.js writes Execute and Sync in one buffer, and the
+ * server commits or rolls back at Sync (a power loss splitting those 19 bytes over two TCP
+ * segments would leave a backend holding the lock until the keepalives drop it, as one caught
+ * inside COPY).
+ *
  * (The other postgres.js defect the collector meets, a write to a closed socket thrown from a
  * timer, porsager/postgres#1154, cannot be caught here: see src/cli/crash.ts.)
  */
@@ -95,23 +112,24 @@ export type BatchClaimer = (beforeWait?: () => Promise<void>) => Promise<unknown
 
 /** Encodes `batch` (non-empty) for `method` ("copy", or anything else for INSERT). */
 export function prepareBatch(batch: SpooledSample[], method: string): PreparedBatch {
+  const copy = method === "copy";
+  const chunks = copy ? encodeBySeries(batch) : [];
+  return {
+    ...batchClaim(batch),
+    write: (tx, claim, claimFirst) =>
+      copy ? copyRows(tx, chunks, claim, claimFirst) : insertRows(tx, batch, claim, claimFirst),
+  };
+}
+
+/** The claim of `batch` (non-empty): its seq range, its rows and their time span. */
+export function batchClaim(batch: readonly SpooledSample[]): BatchClaim {
   let minTs = Infinity;
   let maxTs = -Infinity;
-  const copy = method === "copy";
   for (const s of batch) {
     if (s.timestampMs < minTs) minTs = s.timestampMs;
     if (s.timestampMs > maxTs) maxTs = s.timestampMs;
   }
-  const chunks = copy ? encodeBySeries(batch) : [];
-  return {
-    first: batch[0]!.seq,
-    last: batch.at(-1)!.seq,
-    rows: batch.length,
-    minTs,
-    maxTs,
-    write: (tx, claim, claimFirst) =>
-      copy ? copyRows(tx, chunks, claim, claimFirst) : insertRows(tx, batch, claim, claimFirst),
-  };
+  return { first: batch[0]!.seq, last: batch.at(-1)!.seq, rows: batch.length, minTs, maxTs };
 }
 
 /**
@@ -160,20 +178,68 @@ async function insertRows(
   claimFirst: boolean,
 ): Promise<WrittenBatch> {
   if (claimFirst) await claim();
-  // A series read from the spool keeps its device, metric and labels in its COPY prefix only.
-  const series = batch.map((s) =>
-    s.spooledSeries
-      ? copyPrefixParts(s.spooledSeries.copyPrefix)
-      : { deviceId: s.deviceId, metricId: s.metricId, labelsJson: JSON.stringify(s.labels) }
-  );
-  await tx`
-    INSERT INTO metrics ("timestamp", device_id, metric_id, value, labels)
-    SELECT * FROM unnest(${batch.map((s) => copyTimestamp(s.timestampMs))}::text[]::timestamptz[],
-                         ${series.map((s) => s.deviceId)}::text[], ${series.map((s) => s.metricId)}::text[],
-                         ${batch.map((s) => copyFloat(s.value))}::text[]::float8[],
-                         ${series.map((s) => s.labelsJson)}::text[]::jsonb[])`;
+  await tx`INSERT INTO metrics ("timestamp", device_id, metric_id, value, labels) ${unnestRows(tx, batch)}`;
   if (!claimFirst) await claim();
   return SETTLED;
+}
+
+/**
+ * The batch's rows as `SELECT * FROM unnest(...)` of text arrays, cast on the server: every value
+ * goes as a parameter, in the text forms COPY uses.
+ */
+function unnestRows(sql: Sql | Transaction, batch: readonly SpooledSample[]) {
+  const n = batch.length;
+  const timestamps = new Array<string>(n);
+  const devices = new Array<string>(n);
+  const metrics = new Array<string>(n);
+  const values = new Array<string>(n);
+  const labels = new Array<string>(n);
+  for (let i = 0; i < n; i++) {
+    const s = batch[i]!;
+    // A series read from the spool keeps its device, metric and labels in its COPY prefix only.
+    const series = s.spooledSeries
+      ? copyPrefixParts(s.spooledSeries.copyPrefix)
+      : { deviceId: s.deviceId, metricId: s.metricId, labelsJson: JSON.stringify(s.labels) };
+    timestamps[i] = copyTimestamp(s.timestampMs);
+    devices[i] = series.deviceId;
+    metrics[i] = series.metricId;
+    values[i] = copyFloat(s.value);
+    labels[i] = series.labelsJson;
+  }
+  return sql`
+    SELECT * FROM unnest(${timestamps}::text[]::timestamptz[], ${devices}::text[], ${metrics}::text[],
+                         ${values}::text[]::float8[], ${labels}::text[]::jsonb[])`;
+}
+
+/**
+ * Most rows of a batch sent in one statement (`sendInOneStatement`). Its INSERT costs the server
+ * more per row than COPY, and its parameters are held whole in memory: this is for the live
+ * lane's small batches, whose cost is the round trips, not the rows.
+ */
+export const ONE_STATEMENT_ROWS_MAX = 2000;
+
+/**
+ * Claims and writes `batch` (non-empty, at most ONE_STATEMENT_ROWS_MAX rows) in ONE statement
+ * outside any transaction block, so in its own transaction, committed before its answer: one
+ * round trip. Its rows are inserted only where `claimed` (ledger.ts `claimIfFree`) is true,
+ * which PostgreSQL evaluates once before the first row. Returns whether the batch was written:
+ * false when nothing was (the lock was held or the range already claimed: the caller sends it the
+ * usual way, which waits for the lock or reports the overlap). A row the server refuses fails the
+ * statement, which rolls back the claim with it: the error goes to the caller, as INSERT's does.
+ * Cut off without an answer, the commit is in doubt, as any batch's COMMIT.
+ */
+export async function sendInOneStatement(
+  sql: Sql,
+  batch: readonly SpooledSample[],
+  claimed: postgres.PendingQuery<postgres.Row[]>,
+): Promise<boolean> {
+  const result = await sql`
+    INSERT INTO metrics ("timestamp", device_id, metric_id, value, labels)
+    SELECT rows.* FROM (${unnestRows(sql, batch)}) rows WHERE ${claimed}`;
+  if (result.count === batch.length) return true;
+  // The claim gates every row at once: all of them or none.
+  if (result.count !== 0) throw new Error(`One-statement batch wrote ${result.count} of ${batch.length} rows`);
+  return false;
 }
 
 /**

@@ -22,7 +22,12 @@ import { VERSION } from "../version.ts";
  *    claim is refused rolls its rows back. The backfill claims after its rows, so the lock is held
  *    for its COMMIT only, not for its COPY; so does the live lane's batch sent beside the backfill
  *    (forwarder.ts "Two lanes"). A batch sent alone claims first: it learns whether the lock is
- *    free before it sends its rows.
+ *    free before it sends its rows. A small batch sent alone tries first to claim and write its
+ *    rows in ONE statement, its own transaction (`claimIfFree()`, batch_writer.ts
+ *    `sendInOneStatement`): its rows are inserted only when the lock was free and the claim
+ *    granted, so they commit with their ledger row or not at all, like the batch of a transaction.
+ *    When nothing was written (lock held, or range already claimed), the batch is sent again the
+ *    usual way, which waits for the lock or reports the overlap.
  * 2. **Rows leave the spool only after that COMMIT returned** (spool invariant 3).
  * 3. **A claim refused is a batch already committed.** A retry after an uncertain commit
  *    (connection cut after COMMIT was sent, collector killed before the local delete), or a
@@ -125,6 +130,20 @@ export class Ledger {
     }
     if (ok !== true) throw new OverlapError(batch.first, batch.last);
     return { waited };
+  }
+
+  /**
+   * The condition of a batch's rows written in one statement (point 1): true when the spool's
+   * ledger lock was free and the claim granted, otherwise NULL or false, and nothing claimed. An
+   * uncorrelated subquery, so PostgreSQL evaluates it once, before the first row (an InitPlan).
+   * Never waits for the lock: a held lock is left to the usual path, which waits and reports it.
+   */
+  claimIfFree(sql: Sql, batch: BatchClaim): postgres.PendingQuery<postgres.Row[]> {
+    const spoolId = this.#opts.lease.spoolId;
+    return sql`
+      (SELECT CASE WHEN pg_try_advisory_xact_lock(hashtextextended(${spoolId}::uuid::text, 0))
+              THEN kwollect_claim(${spoolId}, ${this.#opts.edgeId}, ${batch.first}, ${batch.last}, ${batch.rows},
+                                  'data', ${new Date(batch.minTs)}, ${new Date(batch.maxTs)}, ${VERSION}) END)`;
   }
 
   /**

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { ONE_STATEMENT_ROWS_MAX } from "../../src/forward/batch_writer.ts";
 import { Forwarder } from "../../src/forward/forwarder.ts";
 import { openSpool, type Spool } from "../../src/spool/spool.ts";
 import { spoolOptions } from "../../src/cli/runtime.ts";
@@ -84,38 +85,79 @@ Deno.test("forwarder recognises a batch whose COMMIT acknowledgement was lost an
   }
 });
 
-Deno.test("forwarder quarantines a row the server rejects and lands the rest of its batch", async () => {
+/** The server's CommandComplete message for `tag`. */
+function commandComplete(tag: string): Uint8Array {
+  const text = new TextEncoder().encode(tag);
+  const msg = new Uint8Array(6 + text.length);
+  msg[0] = 0x43;
+  new DataView(msg.buffer).setInt32(1, 5 + text.length);
+  msg.set(text, 5);
+  return msg;
+}
+
+Deno.test("forwarder recognises a one-statement batch whose acknowledgement was lost and duplicates nothing", async () => {
   const pg = await pgReady;
+  const proxy = startLinkCutter({ port: pg.port });
   const logs = quietLogs();
-  const admin0 = pg.admin("kwdb");
-  await admin0`ALTER TABLE metrics ADD CONSTRAINT no_poison CHECK (metric_id <> 'poison')`;
   try {
-    const { config, spool, admin } = await fixture(pg, { forward_batch_rows: 1000 });
-    const batch = samples(1000);
-    batch[617] = { ...batch[617]!, metricId: "poison" };
-    await spool.writer.append(batch);
+    const { config, spool, admin } = await fixture(pg, { db_port: proxy.port });
+    await spool.writer.append(samples(200));
     const fwd = new Forwarder({ lease: spool.lease, endpoint: endpointOf(config), config });
+    // A small batch alone goes as one INSERT, committed before its answer: that answer is cut.
+    proxy.cutWhenServerSends(commandComplete("INSERT 0 200"));
     assert.equal(await fwd.drain({ deadlineMs: performance.now() + 30_000 }), true);
     await fwd.close();
-    const landed = await values(admin, spool.spoolId);
-    assert.equal(landed.length, 999);
-    assert.ok(!landed.includes(617));
-    assert.equal(fwd.counters.quarantined, 1);
-    assert.equal(spool.view.stats().quarantined, 1);
-    const ledger = await admin`SELECT kind, first_seq::int AS f, last_seq::int AS l FROM kwollect_ledger
-                               WHERE spool_id = ${spool.spoolId} AND kind = 'quarantined'`;
-    assert.deepEqual(ledger.map((r) => [r.kind, r.f, r.l]), [["quarantined", 618, 618]]);
-    assert.equal(
-      (await admin`SELECT count(*)::int AS n FROM kwollect_ledger_gaps WHERE spool_id = ${spool.spoolId}`)[0]!.n,
-      0,
-    );
-    assert.ok(logs.some((l) => l.includes("quarantined") && l.includes("no_poison")));
+    assert.equal(proxy.cuts(), 1, "the answer of the one-statement batch was cut");
+    assert.deepEqual(await values(admin, spool.spoolId), Array.from({ length: 200 }, (_, i) => i));
+    assert.equal(fwd.counters.reconciledRows, 200);
+    const ledger = await admin`SELECT first_seq::int AS f, last_seq::int AS l, rows FROM kwollect_ledger
+                               WHERE spool_id = ${spool.spoolId} ORDER BY first_seq`;
+    assert.deepEqual(ledger.map((r) => [r.f, r.l, r.rows]), [[1, 200, 200]]);
+    assert.equal(spool.view.stats().rows, 0);
+    assert.ok(logs.some((l) => l.includes("Central database unreachable")));
     spool.close();
   } finally {
-    await admin0`ALTER TABLE metrics DROP CONSTRAINT no_poison`;
+    await proxy.close();
     setLogSink((l) => console.error(l));
   }
 });
+
+// 1,000 rows go in one statement (an INSERT); 2,500 through COPY, claimed first, whose rejection is
+// told after its COMMIT (batch_writer.ts "Round trips").
+for (const rows of [1000, ONE_STATEMENT_ROWS_MAX + 500]) {
+  Deno.test(`forwarder quarantines a row the server rejects and lands the rest of its batch of ${rows}`, async () => {
+    const pg = await pgReady;
+    const logs = quietLogs();
+    const admin0 = pg.admin("kwdb");
+    await admin0`ALTER TABLE metrics ADD CONSTRAINT no_poison CHECK (metric_id <> 'poison')`;
+    try {
+      const { config, spool, admin } = await fixture(pg, { forward_batch_rows: rows });
+      const batch = samples(rows);
+      batch[617] = { ...batch[617]!, metricId: "poison" };
+      await spool.writer.append(batch);
+      const fwd = new Forwarder({ lease: spool.lease, endpoint: endpointOf(config), config });
+      assert.equal(await fwd.drain({ deadlineMs: performance.now() + 30_000 }), true);
+      await fwd.close();
+      const landed = await values(admin, spool.spoolId);
+      assert.equal(landed.length, rows - 1);
+      assert.ok(!landed.includes(617));
+      assert.equal(fwd.counters.quarantined, 1);
+      assert.equal(spool.view.stats().quarantined, 1);
+      const ledger = await admin`SELECT kind, first_seq::int AS f, last_seq::int AS l FROM kwollect_ledger
+                               WHERE spool_id = ${spool.spoolId} AND kind = 'quarantined'`;
+      assert.deepEqual(ledger.map((r) => [r.kind, r.f, r.l]), [["quarantined", 618, 618]]);
+      assert.equal(
+        (await admin`SELECT count(*)::int AS n FROM kwollect_ledger_gaps WHERE spool_id = ${spool.spoolId}`)[0]!.n,
+        0,
+      );
+      assert.ok(logs.some((l) => l.includes("quarantined") && l.includes("no_poison")));
+      spool.close();
+    } finally {
+      await admin0`ALTER TABLE metrics DROP CONSTRAINT no_poison`;
+      setLogSink((l) => console.error(l));
+    }
+  });
+}
 
 Deno.test("forwarder records samples given up by a full spool as a dropped range, leaving no ledger gap", async () => {
   const pg = await pgReady;
