@@ -264,6 +264,11 @@ export class Forwarder {
       const outcome = await this.step();
       if (outcome === "sent") {
         this.#lastSentAt = began;
+        // Nudged, with the spool emptied and no commit since the step began: the next rows come
+        // with a nudge, and a look now would find none (a step's statements to the spool and a
+        // turn of the loop a batch, at 1 s polls once a second for nothing).
+        if (!this.#opts.nudged || this.#nudged || this.#opts.lease.rowCount() > 0) continue;
+        await this.#untilNudged(signal);
         continue;
       }
       if (outcome === "paced") await this.#pacedWait(Math.max(10, this.#opts.config.forward_interval_ms / 5), signal);
