@@ -1,6 +1,6 @@
 import { connect, endpointOf } from "../central/connect.ts";
 import { promotedMetrics } from "../central/promoted_metrics.ts";
-import { sleep, systemClock } from "../clock.ts";
+import { type Clock, sleep, systemClock, type TimerId } from "../clock.ts";
 import { PromotionFilter, PromotionRefresher } from "../collect/promotion.ts";
 import { type Config, parseListenAddress } from "../config/defaults.ts";
 import { AsideForwarder } from "../forward/aside_forwarder.ts";
@@ -33,10 +33,12 @@ import { spoolOptions } from "./runtime.ts";
  * refresher, commits what is queued, lets the forwarders finish their current batch, writes the
  * spool file back if it was deleted, and closes the spool.
  *
- * Housekeeping runs on one timer, `TICK_MS`: the spool file's watch, the wall clock's watch and
- * the caller's own tasks (`everyTick`: `run` records its devices' status). A timer of its own
- * each would wake the process once more per second, and a wake-up of the Deno runtime costs CPU
- * even when it does nothing (about 0.2 ms on the 2-core VM: docs/PERFORMANCE.md, "SNMP workload B").
+ * Housekeeping (`Housekeeping`) runs about once a second: the spool file's watch, the wall
+ * clock's watch and the caller's own tasks (`everyTick`: `run` records its devices' status). It
+ * runs in the turn of a commit when one comes late enough, and on a timer of its own only when
+ * none does: a wake-up of the Deno runtime costs CPU even when it does nothing (about 0.2 ms on
+ * the 2-core VM: docs/PERFORMANCE.md, "SNMP workload B"), and at 1 s polls the commit's turn is
+ * one already paid for.
  *
  * A programming error in a forwarder rejects `failure`: the caller stops its producer and
  * rethrows, so that main.ts logs it CRITICAL and the process exits (systemd restarts it; the
@@ -50,7 +52,7 @@ export interface Pipeline {
   deliver(samples: Sample[]): Promise<void>;
   /** Starts the promotion refresher once `refreshPromotions` says it is needed (after a reload). */
   refreshPromotionsIfNeeded(): void;
-  /** Runs `task` at every housekeeping tick (TICK_MS), after the pipeline's own checks, until `stop()`. */
+  /** Runs `task` at every housekeeping tick (`Housekeeping`), after the pipeline's own checks, until `stop()`. */
   everyTick(task: () => void): void;
   /** Rejects with the programming error that ended a forwarder; never resolves otherwise. */
   failure: Promise<never>;
@@ -62,6 +64,68 @@ export interface Pipeline {
  * replaced, and the wall clock compared with the monotonic one (to report steps).
  */
 const TICK_MS = 1000;
+/** A commit's turn runs the tick when at most this much early... */
+const TICK_EARLY_MS = 150;
+/** ... and the tick's own timer waits this much past TICK_MS for such a turn. */
+const TICK_LATE_MS = 150;
+
+/**
+ * Runs `tick` about every TICK_MS, on the wake-ups the process has anyway when it can: `offer()`
+ * (called in the turn of each spool commit) runs it when TICK_MS - TICK_EARLY_MS have passed
+ * since the last run, and a timer runs it when TICK_MS + TICK_LATE_MS have passed with no such
+ * offer. Commits at most TICK_LATE_MS late on the last one (1 s polls, the telemetry's commits
+ * among them) carry every tick, and the timer never fires; without commits it fires every
+ * TICK_MS + TICK_LATE_MS. A tick that throws (our own bug) throws from a microtask or the timer,
+ * never into the commit's promise, so that it surfaces (CRITICAL + exit) instead of failing
+ * the samples' delivery.
+ */
+export class Housekeeping {
+  #clock: Clock;
+  #tick: () => void;
+  #lastMs: number;
+  #timer: TimerId | undefined;
+  #queued = false;
+  #stopped = false;
+
+  constructor(clock: Clock, tick: () => void) {
+    this.#clock = clock;
+    this.#tick = tick;
+    this.#lastMs = clock.monotonic();
+    this.#arm();
+  }
+
+  /** A turn already paid for: runs the tick (in a microtask) if it is due soon. */
+  offer(): void {
+    if (this.#queued || this.#stopped) return;
+    if (this.#clock.monotonic() - this.#lastMs < TICK_MS - TICK_EARLY_MS) return;
+    this.#queued = true;
+    queueMicrotask(() => {
+      this.#queued = false;
+      this.#run();
+    });
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  #run(): void {
+    if (this.#stopped) return;
+    this.#lastMs = this.#clock.monotonic();
+    this.#arm();
+    this.#tick();
+  }
+
+  #arm(): void {
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timer = this.#clock.setTimeout(() => {
+      this.#timer = undefined;
+      this.#run();
+    }, TICK_MS + TICK_LATE_MS);
+  }
+}
 /** Longest wait between two attempts to open a spool the disk refuses. */
 const OPEN_RETRY_MAX_MS = 30_000;
 
@@ -89,20 +153,25 @@ export async function startPipeline(
   };
   startRefresher();
   const forwarder = new Forwarder({ lease: spool.lease, endpoint, config: c, telemetry, nudged: true });
-  // The forwarder looks at the spool once its new rows are committed (see Forwarder.nudge).
-  const deliver = (samples: Sample[]) => writer.append(samples).then(() => forwarder.nudge());
+  const tasks: (() => void)[] = [];
+  const housekeeping = new Housekeeping(systemClock, () => {
+    restoreIfLost(spool, telemetry);
+    health.watchClock();
+    for (const task of tasks) task();
+  });
+  // The forwarder looks at the spool once its new rows are committed (see Forwarder.nudge), and
+  // the commit's turn carries the housekeeping tick when it is due.
+  const deliver = (samples: Sample[]) =>
+    writer.append(samples).then(() => {
+      forwarder.nudge();
+      housekeeping.offer();
+    });
   const aside = new AsideForwarder({ spoolPath: c.spool_path, config: c, endpoint, telemetry, open: openSpoolLease });
   const health = startTelemetry({ config: c, spool, telemetry, forwarder, deliver });
   const forwarding = new AbortController();
   const loops = Promise.all([forwarder.run(forwarding.signal), aside.run(forwarding.signal)]);
   const failure = loops.then(() => new Promise<never>(() => {}));
   failure.catch(() => {}); // observed by the caller through `failure`; never an unhandled rejection
-  const tasks: (() => void)[] = [];
-  const tick = setInterval(() => {
-    restoreIfLost(spool, telemetry);
-    health.watchClock();
-    for (const task of tasks) task();
-  }, TICK_MS);
 
   return {
     spool,
@@ -114,7 +183,7 @@ export async function startPipeline(
     everyTick: (task) => tasks.push(task),
     failure,
     async stop() {
-      clearInterval(tick);
+      housekeeping.stop();
       await health.stop();
       await refresher?.stop();
       writer.commitPending();
