@@ -33,12 +33,13 @@ import { spoolOptions } from "./runtime.ts";
  * refresher, commits what is queued, lets the forwarders finish their current batch, writes the
  * spool file back if it was deleted, and closes the spool.
  *
- * Housekeeping (`Housekeeping`) runs about once a second: the spool file's watch, the wall
- * clock's watch and the caller's own tasks (`everyTick`: `run` records its devices' status). It
- * runs in the turn of a commit when one comes late enough, and on a timer of its own only when
- * none does: a wake-up of the Deno runtime costs CPU even when it does nothing (about 0.2 ms on
- * the 2-core VM: docs/PERFORMANCE.md, "SNMP workload B"), and at 1 s polls the commit's turn is
- * one already paid for.
+ * Housekeeping (`Housekeeping`) runs about once a second (two at most): the spool file's watch,
+ * the wall clock's watch and the caller's own tasks (`everyTick`: `run` records its devices'
+ * status). It runs in a wake-up of the producer's when one comes close enough to the second
+ * (`housekeep`: the scheduler's, after its polls), and on a timer of its own only when none does: a wake-up of
+ * the Deno runtime costs CPU even when it does nothing (about 0.2 ms on the 2-core VM:
+ * docs/PERFORMANCE.md, "SNMP workload B"), and at 1 s polls the poll's wake-up is one already
+ * paid for.
  *
  * A programming error in a forwarder rejects `failure`: the caller stops its producer and
  * rethrows, so that main.ts logs it CRITICAL and the process exits (systemd restarts it; the
@@ -54,6 +55,11 @@ export interface Pipeline {
   refreshPromotionsIfNeeded(): void;
   /** Runs `task` at every housekeeping tick (`Housekeeping`), after the pipeline's own checks, until `stop()`. */
   everyTick(task: () => void): void;
+  /**
+   * A wake-up already paid for (the scheduler's, its own timer set again): runs the housekeeping
+   * tick now if it is due soon. Throws what the tick throws (our own bug).
+   */
+  housekeep(): void;
   /** Rejects with the programming error that ended a forwarder; never resolves otherwise. */
   failure: Promise<never>;
   stop(): Promise<void>;
@@ -64,45 +70,47 @@ export interface Pipeline {
  * replaced, and the wall clock compared with the monotonic one (to report steps).
  */
 const TICK_MS = 1000;
-/** A commit's turn runs the tick when at most this much early... */
+/** A producer's wake-up runs the tick when at most this much early... */
 const TICK_EARLY_MS = 150;
-/** ... and the tick's own timer waits this much past TICK_MS for such a turn. */
+/** ... and the tick's own timer, between two offers, waits this much past TICK_MS for one. */
 const TICK_LATE_MS = 150;
 
 /**
  * Runs `tick` about every TICK_MS, on the wake-ups the process has anyway when it can: `offer()`
- * (called in the turn of each spool commit) runs it when TICK_MS - TICK_EARLY_MS have passed
- * since the last run, and a timer runs it when TICK_MS + TICK_LATE_MS have passed with no such
- * offer. Commits at most TICK_LATE_MS late on the last one (1 s polls, the telemetry's commits
- * among them) carry every tick, and the timer never fires; without commits it fires every
- * TICK_MS + TICK_LATE_MS. A tick that throws (our own bug) throws from a microtask or the timer,
- * never into the commit's promise, so that it surfaces (CRITICAL + exit) instead of failing
- * the samples' delivery.
+ * (called at the end of each of the scheduler's wake-ups) runs it when TICK_MS - TICK_EARLY_MS
+ * have passed since the last run; its own timer runs it otherwise, 2 × TICK_MS after a run at an
+ * offer and TICK_MS + TICK_LATE_MS after a run of its own (late enough for the offers of polls
+ * a second apart to come first, whatever their phase). So a collector polling every second runs
+ * every tick in a poll's wake-up and its timer never fires, and one with nothing to poll ticks
+ * every 1.15 s on the timer; a tick is at most 2 × TICK_MS after the last (polls every 2 s, or
+ * the first after polls stop).
+ *
+ * Why 2 × TICK_MS after an offer: Deno's runtime sleeps until the earliest timer, re-armed at
+ * each wake-up before the callbacks run, and a timer cleared afterwards still wakes the process
+ * at its time (measured: a 1.15 s fallback cleared at each 1 s poll woke the process 150 ms
+ * after every poll, for nothing). The timer set at an offer must therefore come after the next
+ * poll's, which is set again in that poll's wake-up. A tick that throws (our own bug) throws
+ * from the scheduler's timer or its own, so that it surfaces (CRITICAL + exit), as from the
+ * interval it replaces.
  */
 export class Housekeeping {
   #clock: Clock;
   #tick: () => void;
   #lastMs: number;
   #timer: TimerId | undefined;
-  #queued = false;
   #stopped = false;
 
   constructor(clock: Clock, tick: () => void) {
     this.#clock = clock;
     this.#tick = tick;
     this.#lastMs = clock.monotonic();
-    this.#arm();
+    this.#arm(TICK_MS + TICK_LATE_MS);
   }
 
-  /** A turn already paid for: runs the tick (in a microtask) if it is due soon. */
+  /** A wake-up already paid for: runs the tick now if it is due soon. */
   offer(): void {
-    if (this.#queued || this.#stopped) return;
-    if (this.#clock.monotonic() - this.#lastMs < TICK_MS - TICK_EARLY_MS) return;
-    this.#queued = true;
-    queueMicrotask(() => {
-      this.#queued = false;
-      this.#run();
-    });
+    if (this.#stopped || this.#clock.monotonic() - this.#lastMs < TICK_MS - TICK_EARLY_MS) return;
+    this.#run(2 * TICK_MS);
   }
 
   stop(): void {
@@ -111,19 +119,20 @@ export class Housekeeping {
     this.#timer = undefined;
   }
 
-  #run(): void {
+  /** Runs the tick, the timer set for `nextMs` later. */
+  #run(nextMs: number): void {
     if (this.#stopped) return;
     this.#lastMs = this.#clock.monotonic();
-    this.#arm();
+    this.#arm(nextMs);
     this.#tick();
   }
 
-  #arm(): void {
+  #arm(ms: number): void {
     if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
     this.#timer = this.#clock.setTimeout(() => {
       this.#timer = undefined;
-      this.#run();
-    }, TICK_MS + TICK_LATE_MS);
+      this.#run(TICK_MS + TICK_LATE_MS);
+    }, ms);
   }
 }
 /** Longest wait between two attempts to open a spool the disk refuses. */
@@ -159,13 +168,8 @@ export async function startPipeline(
     health.watchClock();
     for (const task of tasks) task();
   });
-  // The forwarder looks at the spool once its new rows are committed (see Forwarder.nudge), and
-  // the commit's turn carries the housekeeping tick when it is due.
-  const deliver = (samples: Sample[]) =>
-    writer.append(samples).then(() => {
-      forwarder.nudge();
-      housekeeping.offer();
-    });
+  // The forwarder looks at the spool once its new rows are committed (see Forwarder.nudge).
+  const deliver = (samples: Sample[]) => writer.append(samples).then(() => forwarder.nudge());
   const aside = new AsideForwarder({ spoolPath: c.spool_path, config: c, endpoint, telemetry, open: openSpoolLease });
   const health = startTelemetry({ config: c, spool, telemetry, forwarder, deliver });
   const forwarding = new AbortController();
@@ -181,6 +185,7 @@ export async function startPipeline(
     deliver,
     refreshPromotionsIfNeeded: startRefresher,
     everyTick: (task) => tasks.push(task),
+    housekeep: () => housekeeping.offer(),
     failure,
     async stop() {
       housekeeping.stop();

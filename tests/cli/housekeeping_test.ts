@@ -1,17 +1,18 @@
 /**
  * The pipeline's housekeeping tick (src/cli/pipeline.ts `Housekeeping`): about once a second, in
- * the turn of a commit when one comes close enough to the second, on a timer of its own only
- * when none does. On a fake clock: the timers fired are the process's wake-ups.
+ * a wake-up of the scheduler's when one comes close enough to the second, on a timer of its own
+ * only when none does. On a fake clock: the timers fired are the process's wake-ups.
  */
 import assert from "node:assert/strict";
 import { Housekeeping } from "../../src/cli/pipeline.ts";
+import { Wakeups } from "../../src/collect/wakeups.ts";
 import { FakeClock, settle } from "../helpers/fake_clock.ts";
 
-Deno.test("housekeeping rides on commits about a second apart and wakes the process for nothing else", async () => {
+Deno.test("housekeeping rides on wake-ups about a second apart and wakes the process for nothing else", async () => {
   const clock = new FakeClock();
   const ticks: number[] = [];
   const h = new Housekeeping(clock, () => ticks.push(clock.monotonic()));
-  // Commits every second, up to 70 ms early or late (load): each carries the tick.
+  // Wake-ups every second, up to 70 ms early or late (load): each carries the tick.
   const jitter = [0, 40, -30, 70, -60, 10, 60, -60, 0, 20];
   let at = 0;
   for (let i = 0; i < 20; i++) {
@@ -21,21 +22,24 @@ Deno.test("housekeeping rides on commits about a second apart and wakes the proc
     h.offer();
     await settle();
   }
-  assert.equal(clock.firedTimers(), 0, "housekeeping timers fired while commits came every second");
+  assert.equal(clock.firedTimers(), 0, "housekeeping timers fired while wake-ups came every second");
   assert.equal(ticks.length, 20);
   h.stop();
   assert.equal(clock.pendingTimers(), 0);
 });
 
-Deno.test("housekeeping runs on its own timer without commits, and about once a second with frequent ones", async () => {
+Deno.test("housekeeping runs every 1.15 s on its own timer without offers, and about once a second with frequent ones", async () => {
   const clock = new FakeClock();
   const ticks: number[] = [];
   const h = new Housekeeping(clock, () => ticks.push(clock.monotonic()));
   await clock.advance(11_500);
-  assert.equal(ticks.length, 10, "ticks in 11.5 s without a commit");
-  for (let i = 1; i < ticks.length; i++) assert.ok(ticks[i]! - ticks[i - 1]! <= 1150);
+  assert.deepEqual(
+    ticks,
+    [1150, 2300, 3450, 4600, 5750, 6900, 8050, 9200, 10_350, 11_500],
+    "ticks without an offer",
+  );
 
-  // Commits every 100 ms: the tick still runs about once a second, never twice within 850 ms.
+  // Wake-ups every 100 ms: the tick still runs about once a second, never twice within 850 ms.
   ticks.length = 0;
   for (let i = 0; i < 100; i++) {
     await clock.advance(100);
@@ -52,4 +56,33 @@ Deno.test("housekeeping runs on its own timer without commits, and about once a 
   await clock.advance(5000);
   assert.equal(ticks.length, after, "ticks after stop()");
   assert.equal(clock.pendingTimers(), 0);
+});
+
+Deno.test("housekeeping offered at the end of the scheduler's wake-ups never fires its own timer", async () => {
+  const clock = new FakeClock();
+  let ticks = 0;
+  let h: Housekeeping | undefined;
+  // Polls every second, as the scheduler's Wakeups run them, with the pipeline's offer after each.
+  const w = new Wakeups<number>(clock, (at) => w.add(at + 1000, at + 1000), () => h?.offer());
+  h = new Housekeeping(clock, () => ticks++);
+  w.add(1000, 1000);
+  await clock.advance(30_500);
+  assert.equal(ticks, 30);
+  assert.equal(clock.firedTimers(), 30, "timers fired: the polls' alone");
+  h.stop();
+  w.clear();
+  assert.equal(clock.pendingTimers(), 0);
+});
+
+Deno.test("housekeeping after polls stop: the first tick at most two seconds after the last, then every 1.15 s", async () => {
+  const clock = new FakeClock();
+  const ticks: number[] = [];
+  const h = new Housekeeping(clock, () => ticks.push(clock.monotonic()));
+  for (let i = 1; i <= 3; i++) {
+    await clock.advance(1000);
+    h.offer();
+  }
+  await clock.advance(5000);
+  assert.deepEqual(ticks, [1000, 2000, 3000, 5000, 6150, 7300]);
+  h.stop();
 });
