@@ -116,7 +116,8 @@ export interface ForwarderOptions {
   telemetry?: Telemetry;
   /**
    * The owner calls `nudge()` after each commit of new rows (the pipeline does): an idle
-   * forwarder then waits for a nudge instead of looking every forward_interval_ms.
+   * forwarder then waits for a nudge instead of looking every forward_interval_ms, and one whose
+   * batch emptied the spool, with no nudge since, waits for the next instead of looking again.
    */
   nudged?: boolean;
 }
