@@ -36,10 +36,10 @@ import { spoolOptions } from "./runtime.ts";
  * Housekeeping (`Housekeeping`) runs about once a second (two at most): the spool file's watch,
  * the wall clock's watch and the caller's own tasks (`everyTick`: `run` records its devices'
  * status). It runs in a wake-up of the producer's when one comes close enough to the second
- * (`housekeep`: the scheduler's, after its polls), and on a timer of its own only when none does: a wake-up of
- * the Deno runtime costs CPU even when it does nothing (about 0.2 ms on the 2-core VM:
- * docs/PERFORMANCE.md, "SNMP workload B"), and at 1 s polls the poll's wake-up is one already
- * paid for.
+ * (`housekeep`: the scheduler's, after its polls), and on a timer of its own only when none
+ * does: a wake-up of the Deno runtime costs CPU even when it does nothing (about 0.2 ms on the
+ * 2-core VM: docs/PERFORMANCE.md, "SNMP workload B"), and at 1 s polls the poll's wake-up is one
+ * already paid for.
  *
  * A programming error in a forwarder rejects `failure`: the caller stops its producer and
  * rethrows, so that main.ts logs it CRITICAL and the process exits (systemd restarts it; the
@@ -162,12 +162,6 @@ export async function startPipeline(
   };
   startRefresher();
   const forwarder = new Forwarder({ lease: spool.lease, endpoint, config: c, telemetry, nudged: true });
-  const tasks: (() => void)[] = [];
-  const housekeeping = new Housekeeping(systemClock, () => {
-    restoreIfLost(spool, telemetry);
-    health.watchClock();
-    for (const task of tasks) task();
-  });
   // The forwarder looks at the spool once its new rows are committed (see Forwarder.nudge).
   const deliver = (samples: Sample[]) => writer.append(samples).then(() => forwarder.nudge());
   const aside = new AsideForwarder({ spoolPath: c.spool_path, config: c, endpoint, telemetry, open: openSpoolLease });
@@ -176,6 +170,12 @@ export async function startPipeline(
   const loops = Promise.all([forwarder.run(forwarding.signal), aside.run(forwarding.signal)]);
   const failure = loops.then(() => new Promise<never>(() => {}));
   failure.catch(() => {}); // observed by the caller through `failure`; never an unhandled rejection
+  const tasks: (() => void)[] = [];
+  const housekeeping = new Housekeeping(systemClock, () => {
+    restoreIfLost(spool, telemetry);
+    health.watchClock();
+    for (const task of tasks) task();
+  });
 
   return {
     spool,
