@@ -61,10 +61,9 @@ Deno.test("housekeeping runs every 1.15 s on its own timer without offers, and a
 Deno.test("housekeeping offered at the end of the scheduler's wake-ups never fires its own timer", async () => {
   const clock = new FakeClock();
   let ticks = 0;
-  let h: Housekeeping | undefined;
+  const h = new Housekeeping(clock, () => ticks++);
   // Polls every second, as the scheduler's Wakeups run them, with the pipeline's offer after each.
-  const w = new Wakeups<number>(clock, (at) => w.add(at + 1000, at + 1000), () => h?.offer());
-  h = new Housekeeping(clock, () => ticks++);
+  const w = new Wakeups<number>(clock, (at) => w.add(at + 1000, at + 1000), () => h.offer());
   w.add(1000, 1000);
   await clock.advance(30_500);
   assert.equal(ticks, 30);
