@@ -1,6 +1,6 @@
 import { connect, endpointOf } from "../central/connect.ts";
 import { promotedMetrics } from "../central/promoted_metrics.ts";
-import { sleep, systemClock } from "../clock.ts";
+import { type Clock, sleep, systemClock, type TimerId } from "../clock.ts";
 import { PromotionFilter, PromotionRefresher } from "../collect/promotion.ts";
 import { type Config, parseListenAddress } from "../config/defaults.ts";
 import { AsideForwarder } from "../forward/aside_forwarder.ts";
@@ -33,10 +33,13 @@ import { spoolOptions } from "./runtime.ts";
  * refresher, commits what is queued, lets the forwarders finish their current batch, writes the
  * spool file back if it was deleted, and closes the spool.
  *
- * Housekeeping runs on one timer, `TICK_MS`: the spool file's watch, the wall clock's watch and
- * the caller's own tasks (`everyTick`: `run` records its devices' status). A timer of its own
- * each would wake the process once more per second, and a wake-up of the Deno runtime costs CPU
- * even when it does nothing (about 0.2 ms on the 2-core VM: docs/PERFORMANCE.md, "SNMP workload B").
+ * Housekeeping (`Housekeeping`) runs about once a second (two at most): the spool file's watch,
+ * the wall clock's watch and the caller's own tasks (`everyTick`: `run` records its devices'
+ * status). It runs in a wake-up of the producer's when one comes close enough to the second
+ * (`housekeep`: the scheduler's, after its polls), and on a timer of its own only when none
+ * does: a wake-up of the Deno runtime costs CPU even when it does nothing (about 0.2 ms on the
+ * 2-core VM: docs/PERFORMANCE.md, "SNMP workload B"), and at 1 s polls the poll's wake-up is one
+ * already paid for.
  *
  * A programming error in a forwarder rejects `failure`: the caller stops its producer and
  * rethrows, so that main.ts logs it CRITICAL and the process exits (systemd restarts it; the
@@ -50,8 +53,13 @@ export interface Pipeline {
   deliver(samples: Sample[]): Promise<void>;
   /** Starts the promotion refresher once `refreshPromotions` says it is needed (after a reload). */
   refreshPromotionsIfNeeded(): void;
-  /** Runs `task` at every housekeeping tick (TICK_MS), after the pipeline's own checks, until `stop()`. */
+  /** Runs `task` at every housekeeping tick (`Housekeeping`), after the pipeline's own checks, until `stop()`. */
   everyTick(task: () => void): void;
+  /**
+   * A wake-up already paid for (the scheduler's, its own timer set again): runs the housekeeping
+   * tick now if it is due soon. Throws what the tick throws (our own bug).
+   */
+  housekeep(): void;
   /** Rejects with the programming error that ended a forwarder; never resolves otherwise. */
   failure: Promise<never>;
   stop(): Promise<void>;
@@ -62,6 +70,71 @@ export interface Pipeline {
  * replaced, and the wall clock compared with the monotonic one (to report steps).
  */
 const TICK_MS = 1000;
+/** A producer's wake-up runs the tick when at most this much early... */
+const TICK_EARLY_MS = 150;
+/** ... and the tick's own timer, between two offers, waits this much past TICK_MS for one. */
+const TICK_LATE_MS = 150;
+
+/**
+ * Runs `tick` about every TICK_MS, on the wake-ups the process has anyway when it can: `offer()`
+ * (called at the end of each of the scheduler's wake-ups) runs it when TICK_MS - TICK_EARLY_MS
+ * have passed since the last run; its own timer runs it otherwise, 2 × TICK_MS after a run at an
+ * offer and TICK_MS + TICK_LATE_MS after a run of its own (late enough for the offers of polls
+ * a second apart to come first, whatever their phase). So a collector polling every second runs
+ * every tick in a poll's wake-up and its timer never fires, and one with nothing to poll ticks
+ * every 1.15 s on the timer; a tick is at most 2 × TICK_MS after the last (polls every 2 s, or
+ * the first after polls stop).
+ *
+ * Why 2 × TICK_MS after an offer: Deno's runtime sleeps until the earliest timer, re-armed at
+ * each wake-up before the callbacks run, and a timer cleared afterwards still wakes the process
+ * at its time (measured: a 1.15 s fallback cleared at each 1 s poll woke the process 150 ms
+ * after every poll, for nothing). The timer set at an offer must therefore come after the next
+ * poll's, which is set again in that poll's wake-up. A tick that throws (our own bug) throws
+ * from the scheduler's timer or its own, so that it surfaces (CRITICAL + exit), as from the
+ * interval it replaces.
+ */
+export class Housekeeping {
+  #clock: Clock;
+  #tick: () => void;
+  #lastMs: number;
+  #timer: TimerId | undefined;
+  #stopped = false;
+
+  constructor(clock: Clock, tick: () => void) {
+    this.#clock = clock;
+    this.#tick = tick;
+    this.#lastMs = clock.monotonic();
+    this.#arm(TICK_MS + TICK_LATE_MS);
+  }
+
+  /** A wake-up already paid for: runs the tick now if it is due soon. */
+  offer(): void {
+    if (this.#stopped || this.#clock.monotonic() - this.#lastMs < TICK_MS - TICK_EARLY_MS) return;
+    this.#run(2 * TICK_MS);
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** Runs the tick, the timer set for `nextMs` later. */
+  #run(nextMs: number): void {
+    if (this.#stopped) return;
+    this.#lastMs = this.#clock.monotonic();
+    this.#arm(nextMs);
+    this.#tick();
+  }
+
+  #arm(ms: number): void {
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timer = this.#clock.setTimeout(() => {
+      this.#timer = undefined;
+      this.#run(TICK_MS + TICK_LATE_MS);
+    }, ms);
+  }
+}
 /** Longest wait between two attempts to open a spool the disk refuses. */
 const OPEN_RETRY_MAX_MS = 30_000;
 
@@ -98,11 +171,11 @@ export async function startPipeline(
   const failure = loops.then(() => new Promise<never>(() => {}));
   failure.catch(() => {}); // observed by the caller through `failure`; never an unhandled rejection
   const tasks: (() => void)[] = [];
-  const tick = setInterval(() => {
+  const housekeeping = new Housekeeping(systemClock, () => {
     restoreIfLost(spool, telemetry);
     health.watchClock();
     for (const task of tasks) task();
-  }, TICK_MS);
+  });
 
   return {
     spool,
@@ -112,9 +185,10 @@ export async function startPipeline(
     deliver,
     refreshPromotionsIfNeeded: startRefresher,
     everyTick: (task) => tasks.push(task),
+    housekeep: () => housekeeping.offer(),
     failure,
     async stop() {
-      clearInterval(tick);
+      housekeeping.stop();
       await health.stop();
       await refresher?.stop();
       writer.commitPending();

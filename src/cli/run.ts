@@ -103,6 +103,7 @@ function startScheduler(groups: PollGroup[], c: Config, pipeline: Pipeline, tlsP
     isActive: (entry) => pipeline.filter.isActive(entry),
     telemetry: pipeline.telemetry,
     tlsPins,
+    onWake: pipeline.housekeep,
   });
   scheduler.start();
   return scheduler;

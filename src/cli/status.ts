@@ -31,7 +31,7 @@ export function statusCommand(argv: string[]): number {
     }
   } catch (err) {
     spoolError = err instanceof Deno.errors.NotFound
-      ? "missing: not created yet, or deleted (a running collector writes it back within a second)"
+      ? "missing: not created yet, or deleted (a running collector writes it back within about a second)"
       : `cannot be read: ${errorMessage(err)}`;
   }
   const aside = asideReport(c);

@@ -73,6 +73,11 @@ export interface SchedulerOptions {
   telemetry?: Telemetry;
   /** Certificates pinned for https urls (the spool's, under `run`). */
   tlsPins?: TlsPins;
+  /**
+   * Called at the end of each of the scheduler's wake-ups, its timer set again (see Wakeups):
+   * the pipeline's housekeeping rides on it instead of waking the process once more.
+   */
+  onWake?: () => void;
 }
 
 export interface GroupCounters {
@@ -224,7 +229,11 @@ export class Scheduler {
       };
     });
     // A group whose poll at start is due has no slot armed yet.
-    this.#wakeups = new Wakeups(opts.clock, (s) => Number.isFinite(s.lastSlot) ? this.#slot(s) : this.#startPoll(s));
+    this.#wakeups = new Wakeups(
+      opts.clock,
+      (s) => Number.isFinite(s.lastSlot) ? this.#slot(s) : this.#startPoll(s),
+      opts.onWake,
+    );
   }
 
   start(): void {

@@ -9,6 +9,12 @@ import type { Clock, TimerId } from "../clock.ts";
  * early (EARLY_MS); items run in the order of their times, and items of one time in the order they
  * were added; an item added while others run is run at its own time, not before; `clear()` leaves
  * no timer behind.
+ *
+ * `afterFire` runs at the end of each wake-up, once the timer is set again: a timer its owner
+ * sets there for later than the next wake-up (the pipeline's housekeeping fallback) is never the
+ * one the runtime sleeps on. Deno's timers arm the runtime's sleep when a timer is set earlier
+ * than the one armed, and a timer cleared later still wakes the process at its time (the wake-up
+ * then finds nothing to run): set there, and cleared at the next wake-up, it costs none.
  */
 
 /** Timers may fire up to this much before their due time (Deno rounds delays): items that close are run. */
@@ -25,10 +31,13 @@ export class Wakeups<T> {
   #timerAt = Infinity;
   #firing = false;
 
+  #afterFire: (() => void) | undefined;
+
   /** `run` is called with each item at its time; it may add items. */
-  constructor(clock: Clock, run: (item: T) => void) {
+  constructor(clock: Clock, run: (item: T) => void, afterFire?: () => void) {
     this.#clock = clock;
     this.#run = run;
+    this.#afterFire = afterFire;
   }
 
   /** Runs `item` at monotonic time `atMs`. */
@@ -74,6 +83,7 @@ export class Wakeups<T> {
       this.#firing = false;
       this.#setTimer();
     }
+    this.#afterFire?.();
   }
 
   #push(at: number): void {

@@ -124,7 +124,8 @@ export interface ForwarderOptions {
   telemetry?: Telemetry;
   /**
    * The owner calls `nudge()` after each commit of new rows (the pipeline does): an idle
-   * forwarder then waits for a nudge instead of looking every forward_interval_ms.
+   * forwarder then waits for a nudge instead of looking every forward_interval_ms, and one whose
+   * batch emptied the spool, with no nudge since, waits for the next instead of looking again.
    */
   nudged?: boolean;
 }
@@ -272,6 +273,11 @@ export class Forwarder {
       const outcome = await this.step();
       if (outcome === "sent") {
         this.#lastSentAt = began;
+        // Nudged, with the spool emptied and no commit since the step began: the next rows come
+        // with a nudge, and a look now would find none (a step's statements to the spool and a
+        // turn of the loop a batch, at 1 s polls once a second for nothing).
+        if (!this.#opts.nudged || this.#nudged || this.#opts.lease.rowCount() > 0) continue;
+        await this.#untilNudged(signal);
         continue;
       }
       if (outcome === "paced") await this.#pacedWait(Math.max(10, this.#opts.config.forward_interval_ms / 5), signal);

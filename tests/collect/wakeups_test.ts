@@ -79,3 +79,23 @@ Deno.test("wakeups still run the other items when one throws, and the error reac
   await clock.advance(1_000);
   assert.deepEqual(ran, ["good"]);
 });
+
+Deno.test("wakeups call afterFire at the end of each wake-up, their timer for the next item already set", async () => {
+  const clock = new FakeClock();
+  const seen: [number, number][] = [];
+  // A timer set in afterFire for later than the next item's: the owner's (pipeline.ts Housekeeping).
+  let owners: ReturnType<typeof clock.setTimeout> | undefined;
+  const w = new Wakeups<number>(clock, (at) => {
+    if (at < 5000) w.add(at + 1000, at + 1000);
+  }, () => {
+    seen.push([clock.monotonic(), clock.pendingTimers()]);
+    if (owners !== undefined) clock.clearTimeout(owners);
+    owners = clock.setTimeout(() => assert.fail("the owner's timer fired"), 1150);
+  });
+  w.add(1000, 1000);
+  await clock.advance(5500);
+  // At each wake-up its own timer (for the next item) was pending already, beside the owner's.
+  assert.deepEqual(seen, [[1000, 1], [2000, 2], [3000, 2], [4000, 2], [5000, 1]]);
+  clock.clearTimeout(owners!);
+  w.clear();
+});
