@@ -3,26 +3,30 @@
  * `sendInOneStatement`, ledger.ts `claimIfFree`) against a real PostgreSQL: its rows land with
  * their ledger row or not at all; an overlapping range, a held ledger lock and a refused row
  * each leave nothing behind; hostile names and labels go as parameters, stored as they are.
+ * `send()` answers true only when the INSERT's count is the batch's length (false when it is 0;
+ * any other count throws), so each `true` below also checks the count.
+ *
+ * Every case runs on plain PostgreSQL and again on TimescaleDB, where `metrics` is the hypertable
+ * setup-db makes (as on Kwollect's sites), which adds the cases only a hypertable has: a batch
+ * across two chunks that the statement creates, and one into a compressed chunk. A full batch and
+ * the prepared statement's generic plan (which any live batch after the fifth may run) are
+ * checked on both.
  */
 import assert from "node:assert/strict";
 import { connect, endpointOf, type Sql } from "../../src/central/connect.ts";
-import { setupDatabase } from "../../src/central/setup.ts";
 import { spoolOptions } from "../../src/cli/runtime.ts";
 import type { Config } from "../../src/config/defaults.ts";
-import { batchClaim, sendInOneStatement } from "../../src/forward/batch_writer.ts";
+import { batchClaim, ONE_STATEMENT_ROWS_MAX, sendInOneStatement } from "../../src/forward/batch_writer.ts";
 import { Ledger } from "../../src/forward/ledger.ts";
 import type { Sample } from "../../src/sample.ts";
 import { openSpool, type Spool, type SpooledSample } from "../../src/spool/spool.ts";
 import { Telemetry } from "../../src/telemetry/telemetry.ts";
 import { pgConfig } from "../../scripts/harness/config.ts";
-import { destroyPostgres, type PgCluster, startPostgres } from "../../scripts/peers/postgres.ts";
+import { startCentral } from "../../scripts/peers/central.ts";
+import { destroyPostgres, type PgCluster } from "../../scripts/peers/postgres.ts";
+import { timescaleAvailable } from "../central/harness.ts";
 
-const pgReady = startPostgres({ timescaledb: false }).then(async (pg) => {
-  const dir = await Deno.makeTempDir();
-  await setupDatabase(pgConfig(pg, dir));
-  await Deno.remove(dir, { recursive: true });
-  return pg;
-});
+const pgReady = startCentral({ timescaledb: false });
 
 /** Device names and label values an array literal or a statement's text would choke on. */
 const HOSTILE = [
@@ -35,9 +39,10 @@ const HOSTILE = [
   "ünïcødé ✓",
 ];
 
-function samples(n: number, tag: string): Sample[] {
+/** `n` samples of devices `<tag>-...`, one a millisecond from `startMs` (default: a minute ago). */
+function samples(n: number, tag: string, startMs = Date.now() - 60_000): Sample[] {
   return Array.from({ length: n }, (_, i) => ({
-    timestampMs: Date.now() - 60_000 + i,
+    timestampMs: startMs + i,
     deviceId: `${tag}-${HOSTILE[i % HOSTILE.length]}`,
     metricId: i % 3 === 0 ? `m"${i}` : "power_watt",
     value: i === 1 ? NaN : i + 0.5,
@@ -45,12 +50,15 @@ function samples(n: number, tag: string): Sample[] {
   }));
 }
 
-/** A spool of its own, a connection with a short lock_timeout (a wait fails instead of hanging). */
-async function fixture(pg: PgCluster) {
+/**
+ * A spool of its own, a connection with a short lock_timeout (a wait fails instead of hanging)
+ * and `parameters`.
+ */
+async function fixture(pg: PgCluster, parameters: Record<string, string> = {}) {
   const dir = await Deno.makeTempDir();
   const config: Config = pgConfig(pg, dir);
   const spool = openSpool({ ...spoolOptions(config), commitIntervalMs: 1 });
-  const sql = connect(endpointOf(config), { parameters: { lock_timeout: 1000 } });
+  const sql = connect(endpointOf(config), { parameters: { lock_timeout: "1000", ...parameters } });
   const ledger = new Ledger({
     lease: spool.lease,
     edgeId: config.edge_id,
@@ -79,101 +87,242 @@ async function metricRows(sql: Sql, tag: string) {
     ORDER BY "timestamp"`;
 }
 
-Deno.test("sendInOneStatement() commits a batch's rows with its ledger row, names and labels as they are", async () => {
-  const pg = await pgReady;
-  const { spool, sql, send, close } = await fixture(pg);
-  try {
-    const written = samples(20, "one");
-    await spool.writer.append(written);
-    const batch = spool.lease.read(0, 20);
-    assert.equal(await send(batch), true);
-    assert.deepEqual(await ledgerRows(sql, spool), [["data", 1, 20, 20]]);
-    const rows = await metricRows(sql, "one");
-    assert.deepEqual(rows.map((r) => r.device_id), written.map((s) => s.deviceId));
-    assert.deepEqual(rows.map((r) => r.metric_id), written.map((s) => s.metricId));
-    assert.deepEqual(rows.map((r) => r.labels), written.map((s) => s.labels));
-    assert.ok(Number.isNaN(rows[1]!.value));
-    assert.equal(rows[2]!.value, 2.5);
-    assert.equal((await sql`SELECT to_regclass('metrics') IS NOT NULL AS ok`)[0]!.ok, true);
-  } finally {
-    await close();
-  }
+/** A case run on both backends (each on a spool of its own, with devices of its own). */
+interface Case {
+  name: string;
+  fn: (pg: PgCluster) => Promise<void>;
+}
+
+const CASES: Case[] = [];
+
+CASES.push({
+  name: "sendInOneStatement() commits a batch's rows with its ledger row, names and labels as they are",
+  fn: async (pg) => {
+    const { spool, sql, send, close } = await fixture(pg);
+    try {
+      const written = samples(20, "one");
+      await spool.writer.append(written);
+      const batch = spool.lease.read(0, 20);
+      assert.equal(await send(batch), true);
+      assert.deepEqual(await ledgerRows(sql, spool), [["data", 1, 20, 20]]);
+      const rows = await metricRows(sql, "one");
+      assert.deepEqual(rows.map((r) => r.device_id), written.map((s) => s.deviceId));
+      assert.deepEqual(rows.map((r) => r.metric_id), written.map((s) => s.metricId));
+      assert.deepEqual(rows.map((r) => r.labels), written.map((s) => s.labels));
+      assert.ok(Number.isNaN(rows[1]!.value));
+      assert.equal(rows[2]!.value, 2.5);
+      assert.equal((await sql`SELECT to_regclass('metrics') IS NOT NULL AS ok`)[0]!.ok, true);
+    } finally {
+      await close();
+    }
+  },
 });
 
-Deno.test("sendInOneStatement() writes nothing for a range already claimed, in whole or in part", async () => {
-  const pg = await pgReady;
-  const { spool, sql, send, close } = await fixture(pg);
-  try {
-    await spool.writer.append(samples(30, "overlap"));
-    assert.equal(await send(spool.lease.read(0, 20)), true);
-    assert.equal(await send(spool.lease.read(0, 20)), false);
-    assert.equal(await send(spool.lease.read(10, 20)), false);
-    assert.deepEqual(await ledgerRows(sql, spool), [["data", 1, 20, 20]]);
-    assert.equal((await metricRows(sql, "overlap")).length, 20);
-    assert.equal(await send(spool.lease.read(20, 20)), true);
-    assert.deepEqual(await ledgerRows(sql, spool), [["data", 1, 20, 20], ["data", 21, 30, 10]]);
-    assert.equal((await metricRows(sql, "overlap")).length, 30);
-  } finally {
-    await close();
-  }
+CASES.push({
+  name: "sendInOneStatement() writes nothing for a range already claimed, in whole or in part",
+  fn: async (pg) => {
+    const { spool, sql, send, close } = await fixture(pg);
+    try {
+      await spool.writer.append(samples(30, "overlap"));
+      assert.equal(await send(spool.lease.read(0, 20)), true);
+      assert.equal(await send(spool.lease.read(0, 20)), false);
+      assert.equal(await send(spool.lease.read(10, 20)), false);
+      assert.deepEqual(await ledgerRows(sql, spool), [["data", 1, 20, 20]]);
+      assert.equal((await metricRows(sql, "overlap")).length, 20);
+      assert.equal(await send(spool.lease.read(20, 20)), true);
+      assert.deepEqual(await ledgerRows(sql, spool), [["data", 1, 20, 20], ["data", 21, 30, 10]]);
+      assert.equal((await metricRows(sql, "overlap")).length, 30);
+    } finally {
+      await close();
+    }
+  },
 });
 
-Deno.test("sendInOneStatement() writes nothing, without waiting, while another session holds the ledger lock", async () => {
-  const pg = await pgReady;
-  const { spool, sql, config, send, close } = await fixture(pg);
-  const holder = connect(endpointOf(config), { applicationName: "kwollector one-statement test" });
-  let release!: () => void;
-  const released = new Promise<void>((r) => release = r);
-  let locked!: () => void;
-  const holding = new Promise<void>((r) => locked = r);
-  try {
-    await spool.writer.append(samples(10, "held"));
-    const batch = spool.lease.read(0, 10);
-    const held = holder.begin(async (tx) => {
-      await tx`SELECT pg_advisory_xact_lock(hashtextextended(${spool.spoolId}::uuid::text, 0))`;
-      locked();
-      await released;
-    });
-    await holding;
-    // A wait would end in lock_timeout's error (1 s) instead of this answer.
-    assert.equal(await send(batch), false);
-    release();
-    await held;
-    assert.deepEqual(await ledgerRows(sql, spool), []);
-    assert.equal((await metricRows(sql, "held")).length, 0);
-    assert.equal(await send(batch), true);
-    assert.deepEqual(await ledgerRows(sql, spool), [["data", 1, 10, 10]]);
-  } finally {
-    release();
-    await holder.end();
-    await close();
-  }
+CASES.push({
+  name: "sendInOneStatement() writes nothing, without waiting, while another session holds the ledger lock",
+  fn: async (pg) => {
+    const { spool, sql, config, send, close } = await fixture(pg);
+    const holder = connect(endpointOf(config), { applicationName: "kwollector one-statement test" });
+    let release!: () => void;
+    const released = new Promise<void>((r) => release = r);
+    let locked!: () => void;
+    const holding = new Promise<void>((r) => locked = r);
+    try {
+      await spool.writer.append(samples(10, "held"));
+      const batch = spool.lease.read(0, 10);
+      const held = holder.begin(async (tx) => {
+        await tx`SELECT pg_advisory_xact_lock(hashtextextended(${spool.spoolId}::uuid::text, 0))`;
+        locked();
+        await released;
+      });
+      await holding;
+      // A wait would end in lock_timeout's error (1 s) instead of this answer.
+      assert.equal(await send(batch), false);
+      release();
+      await held;
+      assert.deepEqual(await ledgerRows(sql, spool), []);
+      assert.equal((await metricRows(sql, "held")).length, 0);
+      assert.equal(await send(batch), true);
+      assert.deepEqual(await ledgerRows(sql, spool), [["data", 1, 10, 10]]);
+    } finally {
+      release();
+      await holder.end();
+      await close();
+    }
+  },
 });
 
-Deno.test("sendInOneStatement() rolls its claim back with a row the server refuses", async () => {
-  const pg = await pgReady;
-  const admin = pg.admin("kwdb");
-  await admin`ALTER TABLE metrics ADD CONSTRAINT no_poison_one CHECK (metric_id <> 'poison-one')`;
-  const { spool, sql, send, close } = await fixture(pg);
-  try {
-    const batch = samples(10, "refused");
-    batch[6] = { ...batch[6]!, metricId: "poison-one" };
-    await spool.writer.append(batch);
-    await assert.rejects(send(spool.lease.read(0, 10)), (err) => {
-      assert.equal((err as { code?: string }).code, "23514");
-      return true;
-    });
-    assert.deepEqual(await ledgerRows(sql, spool), []);
-    assert.equal((await metricRows(sql, "refused")).length, 0);
-    // The rows before the refused one go through alone, as the forwarder's bisection sends them.
-    assert.equal(await send(spool.lease.read(0, 6)), true);
-    assert.deepEqual(await ledgerRows(sql, spool), [["data", 1, 6, 6]]);
-  } finally {
-    await admin`ALTER TABLE metrics DROP CONSTRAINT no_poison_one`;
-    await close();
-  }
+CASES.push({
+  name: "sendInOneStatement() rolls its claim back with a row the server refuses",
+  fn: async (pg) => {
+    const admin = pg.admin("kwdb");
+    await admin`ALTER TABLE metrics ADD CONSTRAINT no_poison_one CHECK (metric_id <> 'poison-one')`;
+    const { spool, sql, send, close } = await fixture(pg);
+    try {
+      const batch = samples(10, "refused");
+      batch[6] = { ...batch[6]!, metricId: "poison-one" };
+      await spool.writer.append(batch);
+      await assert.rejects(send(spool.lease.read(0, 10)), (err) => {
+        assert.equal((err as { code?: string }).code, "23514");
+        return true;
+      });
+      assert.deepEqual(await ledgerRows(sql, spool), []);
+      assert.equal((await metricRows(sql, "refused")).length, 0);
+      // The rows before the refused one go through alone, as the forwarder's bisection sends them.
+      assert.equal(await send(spool.lease.read(0, 6)), true);
+      assert.deepEqual(await ledgerRows(sql, spool), [["data", 1, 6, 6]]);
+    } finally {
+      await admin`ALTER TABLE metrics DROP CONSTRAINT no_poison_one`;
+      await close();
+    }
+  },
 });
+
+CASES.push({
+  name: "sendInOneStatement() writes a batch of ONE_STATEMENT_ROWS_MAX rows whole",
+  fn: async (pg) => {
+    const { spool, sql, send, close } = await fixture(pg);
+    try {
+      await spool.writer.append(samples(ONE_STATEMENT_ROWS_MAX, "full"));
+      assert.equal(await send(spool.lease.read(0, ONE_STATEMENT_ROWS_MAX)), true);
+      assert.deepEqual(await ledgerRows(sql, spool), [["data", 1, ONE_STATEMENT_ROWS_MAX, ONE_STATEMENT_ROWS_MAX]]);
+      assert.equal((await metricRows(sql, "full")).length, ONE_STATEMENT_ROWS_MAX);
+    } finally {
+      await close();
+    }
+  },
+});
+
+for (const planCacheMode of ["auto", "force_generic_plan"]) {
+  CASES.push({
+    name:
+      `sendInOneStatement() keeps its claim's gate in the prepared statement's plan (plan_cache_mode ${planCacheMode})`,
+    fn: async (pg) => {
+      // Every live batch runs the same prepared statement: after five, PostgreSQL may run its
+      // generic plan, which force_generic_plan makes certain.
+      const { spool, sql, send, close } = await fixture(pg, { plan_cache_mode: planCacheMode });
+      const tag = `plan-${planCacheMode}`;
+      try {
+        await spool.writer.append(samples(80, tag));
+        for (let i = 0; i < 8; i++) assert.equal(await send(spool.lease.read(i * 10, 10)), true, `batch ${i + 1}`);
+        assert.equal(await send(spool.lease.read(30, 10)), false);
+        assert.equal(await send(spool.lease.read(75, 10)), false);
+        assert.deepEqual(
+          await ledgerRows(sql, spool),
+          Array.from({ length: 8 }, (_, i) => ["data", i * 10 + 1, i * 10 + 10, 10]),
+        );
+        assert.equal((await metricRows(sql, tag)).length, 80);
+      } finally {
+        await close();
+      }
+    },
+  });
+}
+
+for (const c of CASES) Deno.test(c.name, async () => await c.fn(await pgReady));
 
 Deno.test("one-statement test cluster shuts down", async () => {
   await destroyPostgres(await pgReady);
+});
+
+const CHUNK_MS = 6 * 3600_000;
+
+/** Start of the chunk interval (setup-db's default, 6 hours) `ageMs` ago. */
+function chunkStart(ageMs: number): number {
+  return Math.floor((Date.now() - ageMs) / CHUNK_MS) * CHUNK_MS;
+}
+
+/** The chunks of metrics holding devices `<tag>-...`, and whether each is compressed. */
+async function chunksOf(admin: Sql, tag: string): Promise<[string, boolean][]> {
+  const rows = await admin<{ chunk: string; compressed: boolean }[]>`
+    SELECT format('%I.%I', c.chunk_schema, c.chunk_name) AS chunk, c.is_compressed AS compressed
+    FROM timescaledb_information.chunks c
+    WHERE format('%I.%I', c.chunk_schema, c.chunk_name)::regclass IN (
+      SELECT DISTINCT tableoid FROM metrics WHERE device_id LIKE ${tag + "-%"})
+    ORDER BY c.range_start`;
+  return rows.map((r) => [r.chunk, r.compressed]);
+}
+
+/** Cases only a hypertable has: chunks made by the statement, and compressed chunks. */
+const HYPERTABLE_CASES: Case[] = [{
+  name: "sendInOneStatement() writes a batch across two chunks it creates whole, and nothing for its range again",
+  fn: async (pg) => {
+    const admin = pg.admin("kwdb");
+    const { spool, sql, send, close } = await fixture(pg);
+    try {
+      const boundary = chunkStart(2 * 86_400_000);
+      await spool.writer.append(samples(20, "across", boundary - 10));
+      const [before] = await admin<{ n: number }[]>`
+        SELECT count(*)::int AS n FROM timescaledb_information.chunks
+        WHERE hypertable_name = 'metrics' AND range_end > ${new Date(boundary - 10)}
+          AND range_start <= ${new Date(boundary + 9)}`;
+      assert.equal(before!.n, 0, "no chunk there yet");
+      assert.equal(await send(spool.lease.read(0, 20)), true);
+      assert.equal((await chunksOf(admin, "across")).length, 2);
+      assert.equal(await send(spool.lease.read(0, 20)), false);
+      assert.deepEqual(await ledgerRows(sql, spool), [["data", 1, 20, 20]]);
+      assert.equal((await metricRows(sql, "across")).length, 20);
+    } finally {
+      await close();
+    }
+  },
+}, {
+  name: "sendInOneStatement() writes a batch into a compressed chunk whole, and nothing for its range again",
+  fn: async (pg) => {
+    const admin = pg.admin("kwdb");
+    const { spool, sql, send, close } = await fixture(pg);
+    try {
+      const start = chunkStart(3 * 86_400_000) + 3600_000;
+      await spool.writer.append(samples(20, "packed", start));
+      assert.equal(await send(spool.lease.read(0, 10)), true);
+      const [chunk] = await chunksOf(admin, "packed");
+      await admin`SELECT compress_chunk(${chunk![0]}::regclass)`;
+      assert.deepEqual(await chunksOf(admin, "packed"), [[chunk![0], true]]);
+      assert.equal(await send(spool.lease.read(10, 10)), true);
+      assert.equal(await send(spool.lease.read(10, 10)), false);
+      assert.equal(await send(spool.lease.read(5, 10)), false);
+      assert.deepEqual(await ledgerRows(sql, spool), [["data", 1, 10, 10], ["data", 11, 20, 10]]);
+      const rows = await metricRows(sql, "packed");
+      assert.deepEqual(rows.map((r) => r.labels), samples(20, "packed", start).map((s) => s.labels));
+    } finally {
+      await close();
+    }
+  },
+}];
+
+Deno.test({
+  name:
+    "sendInOneStatement() passes the same cases into the hypertable metrics of TimescaleDB, and those of its chunks",
+  ignore: !timescaleAvailable(),
+  fn: async (t) => {
+    const pg = await startCentral({ timescaledb: true });
+    try {
+      const [hypertable] = await pg.admin("kwdb")<{ n: number }[]>`
+        SELECT count(*)::int AS n FROM timescaledb_information.hypertables WHERE hypertable_name = 'metrics'`;
+      assert.equal(hypertable!.n, 1, "metrics is a hypertable");
+      for (const c of [...CASES, ...HYPERTABLE_CASES]) await t.step(c.name, () => c.fn(pg));
+    } finally {
+      await destroyPostgres(pg);
+    }
+  },
 });
