@@ -86,3 +86,53 @@ Deno.test("a nudged idle forwarder looks at the spool when nudged, and sends no 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/**
+ * A nudged forwarder that emptied the spool waits for the next nudge instead of looking again at
+ * once (src/forward/forwarder.ts `run`): at 1 s polls, that second look found nothing once a
+ * second.
+ */
+Deno.test("a nudged forwarder that emptied the spool looks again only when nudged", async () => {
+  const pg = await startPostgres({ timescaledb: false });
+  const dir = await Deno.makeTempDir();
+  try {
+    const config = pgConfig(pg, dir, { forward_interval_ms: 1000 });
+    await setupDatabase(config);
+    const admin = pg.admin("kwdb");
+    const landed = async () => ((await admin`SELECT count(*)::int AS n FROM metrics`)[0] as { n: number }).n;
+    const spool = openSpool({ ...spoolOptions(config), commitIntervalMs: 1 });
+    const clock = new FakeClock();
+    const { lease, reads } = countingReads(spool.lease);
+    const fwd = new Forwarder({ lease, endpoint: endpointOf(config), config, clock, nudged: true });
+    const stop = new AbortController();
+    const running = fwd.run(stop.signal);
+    try {
+      await until(() => reads() > 0 && clock.pendingTimers() > 0, "the first, idle look");
+      for (let round = 0; round < 3; round++) {
+        const before = reads();
+        await spool.writer.append(samples(10, round * 10));
+        fwd.nudge();
+        await until(async () => (await landed()) === 10 * (round + 1), `round ${round}'s rows`);
+        // Waiting again (its idle timer set) with nothing queued: the batch's look was the only one.
+        await until(() => clock.pendingTimers() > 0, "the idle wait after the batch");
+        await new Promise((r) => setTimeout(r, 200));
+        assert.equal(reads(), before + 1, `looks for round ${round}'s one batch`);
+        await clock.advance(1000);
+        await settle();
+      }
+      // Rows committed without a nudge are still sent, at the longest idle wait.
+      await spool.writer.append(samples(4, 100));
+      await clock.advance(5000);
+      await until(async () => (await landed()) === 34, "the rows that came without a nudge");
+    } finally {
+      stop.abort();
+      await running;
+      await fwd.close();
+      spool.close();
+      await admin.end();
+    }
+  } finally {
+    await destroyPostgres(pg);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
