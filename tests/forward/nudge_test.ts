@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { Forwarder } from "../../src/forward/forwarder.ts";
-import { openSpool } from "../../src/spool/spool.ts";
+import { openSpool, type Spool } from "../../src/spool/spool.ts";
 import type { SpoolLease } from "../../src/spool/lease.ts";
 import { spoolOptions } from "../../src/cli/runtime.ts";
 import { endpointOf } from "../../src/central/connect.ts";
@@ -41,7 +41,22 @@ async function until(done: () => boolean | Promise<boolean>, what: string): Prom
   }
 }
 
-Deno.test("a nudged idle forwarder looks at the spool when nudged, and sends no more often than forward_interval_ms", async () => {
+/** What a test of a nudged forwarder works with, once it has made its first, idle look. */
+interface NudgedRig {
+  spool: Spool;
+  fwd: Forwarder;
+  clock: FakeClock;
+  /** The forwarder's looks for new rows so far. */
+  reads(): number;
+  /** Rows in the central table. */
+  landed(): Promise<number>;
+}
+
+/**
+ * Runs `body` with a nudged forwarder (forward_interval_ms 1 s, its waits on a fake clock) over a
+ * fresh spool and a real PostgreSQL, and stops and removes everything after it.
+ */
+async function withNudgedForwarder(body: (rig: NudgedRig) => Promise<void>): Promise<void> {
   const pg = await startPostgres({ timescaledb: false });
   const dir = await Deno.makeTempDir();
   try {
@@ -57,23 +72,7 @@ Deno.test("a nudged idle forwarder looks at the spool when nudged, and sends no 
     const running = fwd.run(stop.signal);
     try {
       await until(() => reads() > 0 && clock.pendingTimers() > 0, "the first, idle look");
-      const idleReads = reads();
-      // Idle and not nudged: no look in 4 s (forward_interval_ms 1 s: the periodic look, 4 times).
-      await clock.advance(4000);
-      await settle();
-      assert.equal(reads(), idleReads, "looks while idle and not nudged");
-
-      await spool.writer.append(samples(10));
-      fwd.nudge();
-      await until(async () => (await landed()) === 10, "the first rows, sent once nudged");
-
-      // New rows within forward_interval_ms of that batch: they wait for the interval.
-      await spool.writer.append(samples(5, 10));
-      fwd.nudge();
-      await new Promise((r) => setTimeout(r, 300));
-      assert.equal(await landed(), 10, "rows sent before forward_interval_ms passed");
-      await clock.advance(1000);
-      await until(async () => (await landed()) === 15, "the second rows, after forward_interval_ms");
+      await body({ spool, fwd, clock, reads, landed });
     } finally {
       stop.abort();
       await running;
@@ -85,6 +84,28 @@ Deno.test("a nudged idle forwarder looks at the spool when nudged, and sends no 
     await destroyPostgres(pg);
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+Deno.test("a nudged idle forwarder looks at the spool when nudged, and sends no more often than forward_interval_ms", async () => {
+  await withNudgedForwarder(async ({ spool, fwd, clock, reads, landed }) => {
+    const idleReads = reads();
+    // Idle and not nudged: no look in 4 s (forward_interval_ms 1 s: the periodic look, 4 times).
+    await clock.advance(4000);
+    await settle();
+    assert.equal(reads(), idleReads, "looks while idle and not nudged");
+
+    await spool.writer.append(samples(10));
+    fwd.nudge();
+    await until(async () => (await landed()) === 10, "the first rows, sent once nudged");
+
+    // New rows within forward_interval_ms of that batch: they wait for the interval.
+    await spool.writer.append(samples(5, 10));
+    fwd.nudge();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(await landed(), 10, "rows sent before forward_interval_ms passed");
+    await clock.advance(1000);
+    await until(async () => (await landed()) === 15, "the second rows, after forward_interval_ms");
+  });
 });
 
 /**
@@ -93,46 +114,22 @@ Deno.test("a nudged idle forwarder looks at the spool when nudged, and sends no 
  * second.
  */
 Deno.test("a nudged forwarder that emptied the spool looks again only when nudged", async () => {
-  const pg = await startPostgres({ timescaledb: false });
-  const dir = await Deno.makeTempDir();
-  try {
-    const config = pgConfig(pg, dir, { forward_interval_ms: 1000 });
-    await setupDatabase(config);
-    const admin = pg.admin("kwdb");
-    const landed = async () => ((await admin`SELECT count(*)::int AS n FROM metrics`)[0] as { n: number }).n;
-    const spool = openSpool({ ...spoolOptions(config), commitIntervalMs: 1 });
-    const clock = new FakeClock();
-    const { lease, reads } = countingReads(spool.lease);
-    const fwd = new Forwarder({ lease, endpoint: endpointOf(config), config, clock, nudged: true });
-    const stop = new AbortController();
-    const running = fwd.run(stop.signal);
-    try {
-      await until(() => reads() > 0 && clock.pendingTimers() > 0, "the first, idle look");
-      for (let round = 0; round < 3; round++) {
-        const before = reads();
-        await spool.writer.append(samples(10, round * 10));
-        fwd.nudge();
-        await until(async () => (await landed()) === 10 * (round + 1), `round ${round}'s rows`);
-        // Waiting again (its idle timer set) with nothing queued: the batch's look was the only one.
-        await until(() => clock.pendingTimers() > 0, "the idle wait after the batch");
-        await new Promise((r) => setTimeout(r, 200));
-        assert.equal(reads(), before + 1, `looks for round ${round}'s one batch`);
-        await clock.advance(1000);
-        await settle();
-      }
-      // Rows committed without a nudge are still sent, at the longest idle wait.
-      await spool.writer.append(samples(4, 100));
-      await clock.advance(5000);
-      await until(async () => (await landed()) === 34, "the rows that came without a nudge");
-    } finally {
-      stop.abort();
-      await running;
-      await fwd.close();
-      spool.close();
-      await admin.end();
+  await withNudgedForwarder(async ({ spool, fwd, clock, reads, landed }) => {
+    for (let round = 0; round < 3; round++) {
+      const before = reads();
+      await spool.writer.append(samples(10, round * 10));
+      fwd.nudge();
+      await until(async () => (await landed()) === 10 * (round + 1), `round ${round}'s rows`);
+      // Waiting again (its idle timer set) with nothing queued: the batch's look was the only one.
+      await until(() => clock.pendingTimers() > 0, "the idle wait after the batch");
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(reads(), before + 1, `looks for round ${round}'s one batch`);
+      await clock.advance(1000);
+      await settle();
     }
-  } finally {
-    await destroyPostgres(pg);
-    await Deno.remove(dir, { recursive: true });
-  }
+    // Rows committed without a nudge are still sent, at the longest idle wait.
+    await spool.writer.append(samples(4, 100));
+    await clock.advance(5000);
+    await until(async () => (await landed()) === 34, "the rows that came without a nudge");
+  });
 });
