@@ -149,6 +149,7 @@ Deno.test("forwarder sends no backfill batch while the fleet holds every slot, l
   }
 });
 
-Deno.test("fleet slots test cluster stops", async () => {
+// A hook, not a test: a filtered run (`deno test --filter`) stops the cluster too.
+Deno.test.afterAll(async () => {
   await destroyPostgres(await pgReady);
 });

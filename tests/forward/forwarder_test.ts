@@ -339,6 +339,7 @@ Deno.test("forwarder sends new samples ahead of a backlog and paces the backfill
   }
 });
 
-Deno.test("forwarder test cluster shuts down", async () => {
+// A hook, not a test: a filtered run (`deno test --filter`) stops the cluster too.
+Deno.test.afterAll(async () => {
   await destroyPostgres(await pgReady);
 });

@@ -209,6 +209,7 @@ Deno.test("ledgerLockHolder() names the session holding a spool's ledger lock, a
   }
 });
 
-Deno.test("ledger test cluster shuts down", async () => {
+// A hook, not a test: a filtered run (`deno test --filter`) stops the cluster too.
+Deno.test.afterAll(async () => {
   await destroyPostgres(await pgReady);
 });

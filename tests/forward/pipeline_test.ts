@@ -339,6 +339,7 @@ Deno.test("forwarder's backfill batches that waited for the ledger lock do not c
   }
 });
 
-Deno.test("forwarder pipeline test cluster shuts down", async () => {
+// A hook, not a test: a filtered run (`deno test --filter`) stops the cluster too.
+Deno.test.afterAll(async () => {
   await destroyPostgres(await pgReady);
 });

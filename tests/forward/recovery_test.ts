@@ -175,6 +175,7 @@ Deno.test("forwarder waits for a ledger lock another session holds as a lock wai
   }
 });
 
-Deno.test("forwarder recovery test cluster shuts down", async () => {
+// A hook, not a test: a filtered run (`deno test --filter`) stops the cluster too.
+Deno.test.afterAll(async () => {
   await destroyPostgres(await pgReady);
 });

@@ -118,6 +118,7 @@ Deno.test("forwarder session left idle inside its batch is ended by the server, 
   }
 });
 
-Deno.test("forwarder session test cluster shuts down", async () => {
+// A hook, not a test: a filtered run (`deno test --filter`) stops the cluster too.
+Deno.test.afterAll(async () => {
   await destroyPostgres(await pgReady);
 });
