@@ -8,7 +8,7 @@ import type { EntryError, PollResult, Reading, Source } from "../sources/source.
 import type { TlsPins } from "../spool/tls_pins.ts";
 import { type Clock, deadline, DeadlineError } from "../clock.ts";
 import type { PollGroup } from "./groups.ts";
-import { pollKeyOf, SeriesIdentities } from "./series_identity.ts";
+import { pollKeyOf, sampleIdentity, SeriesIdentities } from "./series_identity.ts";
 import { TimeSlice } from "../time_slice.ts";
 import { Wakeups } from "./wakeups.ts";
 import {
@@ -530,6 +530,14 @@ export function toSample(r: Reading, sentAtMs: number, identities?: SeriesIdenti
   if (series) {
     return { timestampMs, deviceId: series.deviceId, metricId: series.metricId, value, labels: series.labels, series };
   }
+  if (identities && r.seriesKey !== undefined && valueStr === undefined) {
+    // A series its entry's cache has no room for: an identity for this sample alone, so its labels
+    // are written as JSON and keyed once on the way to the spool (series_identity.ts
+    // `sampleIdentity`), and shared with the reading when it can be (a wide exporter's 40,000
+    // uncached series made most of the garbage behind the hostile bench's peak, PERFORMANCE.md).
+    const own = sampleIdentity(r.entry, r.metricId ?? r.entry.name, r.labels);
+    return { timestampMs, deviceId: own.deviceId, metricId: own.metricId, value, labels: own.labels, series: own };
+  }
   const labels = { ...r.labels, ...r.entry.labels };
   if (valueStr !== undefined) labels.value_str = valueStr;
   return { timestampMs, deviceId: r.entry.deviceId, metricId: r.metricId ?? r.entry.name, value, labels };
@@ -543,7 +551,8 @@ export function toSample(r: Reading, sentAtMs: number, identities?: SeriesIdenti
  * one per time slice; the duplicates are found across all of them: a sample with a series identity
  * at the poll's time by the poll's stamp on it (`seenInPoll`, one object per series and group,
  * src/collect/series_identity.ts), any other by its key in a set (device, metric, labels, and its
- * timestamp when the device gave one), the two looked up in each other.
+ * timestamp when the device gave one; an identity made for one sample brings its key), the two
+ * looked up in each other.
  */
 export class PollSamples {
   #sentAtMs: number;
@@ -591,13 +600,14 @@ export class PollSamples {
       seen.add(key);
       return false;
     }
-    if (series) {
-      // Another entry's sample of it without an identity was keyed by the same text (pollKeyOf).
+    if (series?.held) {
+      // Another entry's sample of it without a held identity was keyed by the same text (pollKeyOf).
       if (series.seenInPoll === this.#poll || (seen.size > 0 && seen.has(series.pollKey))) return true;
       series.seenInPoll = this.#poll;
       return false;
     }
-    const key = pollKeyOf(s.deviceId, s.metricId, s.labels);
+    // An identity made for this sample alone has the key already (the same text as pollKeyOf's).
+    const key = series ? series.pollKey : pollKeyOf(s.deviceId, s.metricId, s.labels);
     if (seen.has(key) || this.#identities?.byPollKey(key)?.seenInPoll === this.#poll) return true;
     seen.add(key);
     return false;
