@@ -123,9 +123,9 @@ const PART_MAX_SAMPLES = 2_000;
 export const POLL_HELD_MAX = 10_000;
 
 /**
- * Most samples of series without a cached identity (src/collect/series_identity.ts) one poll holds
- * back: each has its labels, keys and duplicate-check key of its own where a known series' sample
- * shares its identity's, and a device past the identity cache's bound (the hostile bench's
+ * Most samples of series without a cached identity (src/collect/series_identity.ts; an identity
+ * made for the sample alone, `held` false, counts as none) one poll holds back: each has its
+ * identity, labels JSON and keys of its own where a known series' sample shares its identity's, and a device past the identity cache's bound (the hostile bench's
  * 50,000-series exporter) sends them by the ten thousand. Held until stored, they outlive the
  * young generation's collections: fewer at a time is a smaller heap at its peak (docs/
  * PERFORMANCE.md `series4`). A poll of known series still reaches the spool in one commit.
@@ -141,7 +141,7 @@ class PollTaking {
   /** Samples made and not yet handed to the spool, in parts, and their number. */
   held: Sample[][] = [];
   heldSamples = 0;
-  /** Of which samples of series without a cached identity. */
+  /** Of which samples of series without a held identity (see POLL_HELD_UNCACHED_MAX). */
   heldUncached = 0;
 
   constructor(sentAtMs: number) {
@@ -410,7 +410,7 @@ export class Scheduler {
         if (paced) {
           taking.held.push(part.samples);
           taking.heldSamples += part.samples.length;
-          for (const sample of part.samples) if (!sample.series) taking.heldUncached++;
+          for (const sample of part.samples) if (!sample.series?.held) taking.heldUncached++;
         } else this.#deliver(s, part.samples);
       }
       if (from < readings.length && slice.due()) await slice.yield();
