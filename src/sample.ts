@@ -59,13 +59,6 @@ export interface SeriesIdentity {
    * `pollKey` are one object (src/collect/series_identity.ts).
    */
   seenInPoll: number;
-  /**
-   * Whether a group's cache holds it (one object per series and group: `seenInPoll` is exact);
-   * false for an identity made for one sample of a series no cache has room for
-   * (series_identity.ts `sampleIdentity`): its duplicate check is its `pollKey`, and the spool
-   * writer keeps what it knows of the series in its own cache, not in the identity.
-   */
-  readonly held: boolean;
 }
 
 /** Earliest timestamp a sample may carry: 2000-01-01T00:00:00Z. */
@@ -132,10 +125,12 @@ export function seriesProblem(
   metricId: string,
   labels: Labels,
 ): { problem: string | undefined; json?: string } {
-  // Two calls, not a loop over pairs: this runs for every sample of a series without a cached
-  // identity, and the pairs were three arrays of garbage each time.
-  const ids = idProblem("device_id", deviceId) ?? idProblem("metric_id", metricId);
-  if (ids !== undefined) return { problem: ids };
+  for (const [what, id] of [["device_id", deviceId], ["metric_id", metricId]] as const) {
+    if (typeof id !== "string" || id.length === 0 || id.length > MAX_ID_CHARS) {
+      return { problem: `Invalid ${what} '${String(id).slice(0, 80)}': expected 1 to ${MAX_ID_CHARS} characters` };
+    }
+    if (id.includes("\0")) return { problem: `Invalid ${what} '${id.slice(0, 80)}': it contains a NUL character` };
+  }
   let json: string;
   try {
     json = JSON.stringify(labels);
@@ -151,15 +146,6 @@ export function seriesProblem(
   }
   if (json.includes("\\u0000")) return { problem: `Labels ${json.slice(0, 80)} contain a NUL character`, json };
   return { problem: undefined, json };
-}
-
-/** Why `id` cannot be stored as the column `what`, or undefined when it can. */
-function idProblem(what: string, id: string): string | undefined {
-  if (typeof id !== "string" || id.length === 0 || id.length > MAX_ID_CHARS) {
-    return `Invalid ${what} '${String(id).slice(0, 80)}': expected 1 to ${MAX_ID_CHARS} characters`;
-  }
-  if (id.includes("\0")) return `Invalid ${what} '${id.slice(0, 80)}': it contains a NUL character`;
-  return undefined;
 }
 
 function isoDay(ms: number): string {

@@ -8,7 +8,7 @@ import type { EntryError, PollResult, Reading, Source } from "../sources/source.
 import type { TlsPins } from "../spool/tls_pins.ts";
 import { type Clock, deadline, DeadlineError } from "../clock.ts";
 import type { PollGroup } from "./groups.ts";
-import { pollKeyOf, sampleIdentity, SeriesIdentities } from "./series_identity.ts";
+import { pollKeyOf, SeriesIdentities } from "./series_identity.ts";
 import { TimeSlice } from "../time_slice.ts";
 import { Wakeups } from "./wakeups.ts";
 import {
@@ -123,9 +123,9 @@ const PART_MAX_SAMPLES = 2_000;
 export const POLL_HELD_MAX = 10_000;
 
 /**
- * Most samples of series without a cached identity (src/collect/series_identity.ts; an identity
- * made for the sample alone, `held` false, counts as none) one poll holds back: each has its
- * identity, labels JSON and keys of its own where a known series' sample shares its identity's, and a device past the identity cache's bound (the hostile bench's
+ * Most samples of series without a cached identity (src/collect/series_identity.ts) one poll holds
+ * back: each has its labels, keys and duplicate-check key of its own where a known series' sample
+ * shares its identity's, and a device past the identity cache's bound (the hostile bench's
  * 50,000-series exporter) sends them by the ten thousand. Held until stored, they outlive the
  * young generation's collections: fewer at a time is a smaller heap at its peak (docs/
  * PERFORMANCE.md `series4`). A poll of known series still reaches the spool in one commit.
@@ -141,7 +141,7 @@ class PollTaking {
   /** Samples made and not yet handed to the spool, in parts, and their number. */
   held: Sample[][] = [];
   heldSamples = 0;
-  /** Of which samples of series without a held identity (see POLL_HELD_UNCACHED_MAX). */
+  /** Of which samples of series without a cached identity. */
   heldUncached = 0;
 
   constructor(sentAtMs: number) {
@@ -410,7 +410,7 @@ export class Scheduler {
         if (paced) {
           taking.held.push(part.samples);
           taking.heldSamples += part.samples.length;
-          for (const sample of part.samples) if (!sample.series?.held) taking.heldUncached++;
+          for (const sample of part.samples) if (!sample.series) taking.heldUncached++;
         } else this.#deliver(s, part.samples);
       }
       if (from < readings.length && slice.due()) await slice.yield();
@@ -530,14 +530,6 @@ export function toSample(r: Reading, sentAtMs: number, identities?: SeriesIdenti
   if (series) {
     return { timestampMs, deviceId: series.deviceId, metricId: series.metricId, value, labels: series.labels, series };
   }
-  if (identities && r.seriesKey !== undefined && valueStr === undefined) {
-    // A series its entry's cache has no room for: an identity for this sample alone, so its labels
-    // are written as JSON and keyed once on the way to the spool (series_identity.ts
-    // `sampleIdentity`), and shared with the reading when it can be (a wide exporter's 40,000
-    // uncached series made most of the garbage behind the hostile bench's peak, PERFORMANCE.md).
-    const own = sampleIdentity(r.entry, r.metricId ?? r.entry.name, r.labels);
-    return { timestampMs, deviceId: own.deviceId, metricId: own.metricId, value, labels: own.labels, series: own };
-  }
   const labels = { ...r.labels, ...r.entry.labels };
   if (valueStr !== undefined) labels.value_str = valueStr;
   return { timestampMs, deviceId: r.entry.deviceId, metricId: r.metricId ?? r.entry.name, value, labels };
@@ -551,8 +543,7 @@ export function toSample(r: Reading, sentAtMs: number, identities?: SeriesIdenti
  * one per time slice; the duplicates are found across all of them: a sample with a series identity
  * at the poll's time by the poll's stamp on it (`seenInPoll`, one object per series and group,
  * src/collect/series_identity.ts), any other by its key in a set (device, metric, labels, and its
- * timestamp when the device gave one; an identity made for one sample brings its key), the two
- * looked up in each other.
+ * timestamp when the device gave one), the two looked up in each other.
  */
 export class PollSamples {
   #sentAtMs: number;
@@ -600,14 +591,13 @@ export class PollSamples {
       seen.add(key);
       return false;
     }
-    if (series?.held) {
-      // Another entry's sample of it without a held identity was keyed by the same text (pollKeyOf).
+    if (series) {
+      // Another entry's sample of it without an identity was keyed by the same text (pollKeyOf).
       if (series.seenInPoll === this.#poll || (seen.size > 0 && seen.has(series.pollKey))) return true;
       series.seenInPoll = this.#poll;
       return false;
     }
-    // An identity made for this sample alone has the key already (the same text as pollKeyOf's).
-    const key = series ? series.pollKey : pollKeyOf(s.deviceId, s.metricId, s.labels);
+    const key = pollKeyOf(s.deviceId, s.metricId, s.labels);
     if (seen.has(key) || this.#identities?.byPollKey(key)?.seenInPoll === this.#poll) return true;
     seen.add(key);
     return false;

@@ -138,29 +138,12 @@ export class SeriesIdentities {
   }
 }
 
-function identityOf(
-  entry: MetricEntry,
-  metricId: string,
-  deviceLabels: Labels | undefined,
-  held = true,
-): HeldIdentity {
+function identityOf(entry: MetricEntry, metricId: string, deviceLabels: Labels | undefined): HeldIdentity {
   // An entry without labels of its own shares the reading's labels when nobody can change them
   // (a Prometheus series' parsed labels, frozen): one object per series instead of two.
   const shared = deviceLabels !== undefined && Object.isFrozen(deviceLabels) && Object.keys(entry.labels).length === 0;
   const labels = shared ? deviceLabels : { ...deviceLabels, ...entry.labels };
-  return buildIdentity(entry.deviceId, metricId, Object.keys(labels).length > 0 ? labels : NO_LABELS, held);
-}
-
-/**
- * The identity of a series that no cache of the group holds (its entry's cache full, see
- * `SeriesIdentities.of`), made for one sample (`held: false`): its keys, labels JSON and storability
- * check are computed once and shared by the sample's way to the spool (the duplicate check by
- * `pollKey`, `sampleProblem`, the writer's dictionary key), instead of each stage writing the
- * labels as JSON again. Not a group's one object of its series, so its `seenInPoll` stamp is not
- * the duplicate check (scheduler.ts `PollSamples`), nor is its `spool` kept beyond the sample.
- */
-export function sampleIdentity(entry: MetricEntry, metricId: string, deviceLabels: Labels | undefined): SeriesIdentity {
-  return identityOf(entry, metricId, deviceLabels, false);
+  return makeIdentity(entry.deviceId, metricId, Object.keys(labels).length > 0 ? labels : NO_LABELS);
 }
 
 /**
@@ -177,16 +160,11 @@ export function pollKeyOf(deviceId: string, metricId: string, labels: Labels): s
 
 /** Builds the identity of a series; its labels object is frozen, since every sample shares it. */
 export function makeIdentity(deviceId: string, metricId: string, labels: Labels): HeldIdentity {
-  return buildIdentity(deviceId, metricId, labels, true);
-}
-
-function buildIdentity(deviceId: string, metricId: string, labels: Labels, held: boolean): HeldIdentity {
   const { problem, json } = seriesProblem(deviceId, metricId, labels);
   const head = `${deviceId}\u0000${metricId}\u0000`;
   const key = head + (json ?? "");
   const names = Object.keys(labels);
-  let sorted = true;
-  for (let i = 1; i < names.length && sorted; i++) sorted = names[i - 1]! < names[i]!;
+  const sorted = names.every((name, i) => i === 0 || names[i - 1]! < name);
   // Most exporters sort their labels: the spool's key is then the per-poll key too (one string).
   const pollKey = sorted && json !== undefined ? key : pollKeyOf(deviceId, metricId, labels);
   return {
@@ -198,7 +176,6 @@ function buildIdentity(deviceId: string, metricId: string, labels: Labels, held:
     problem,
     spool: undefined,
     seenInPoll: -1,
-    held,
     holders: 0,
   };
 }

@@ -18,8 +18,8 @@
  *   removes a series still in use. The dictionary is the truth; what the writer knows of a series
  *   (its id, that bound) is cached in the sample's series identity when it has one
  *   (`Sample.series.spool`, valid while it carries this writer's current token: a garbage
- *   collection, a renumbering or a failed commit forgets them all at once), else (no identity, or
- *   one made for a single sample, `SeriesIdentity.held` false) in a bounded cache by key; the series missing from both cost one lookup in the dictionary.
+ *   collection, a renumbering or a failed commit forgets them all at once), else in a bounded
+ *   cache by key; the series missing from both cost one lookup in the dictionary.
  * - **The full-spool policy** (invariant 5): before each commit, when the used bytes would pass
  *   `maxBytes`, `drop_newest` refuses the new samples and `drop_oldest` frees the oldest rows
  *   (recorded as a gap), never a row leased to this process's forwarder. Logged as an error and
@@ -335,7 +335,7 @@ export class SpoolWriter implements OwnSeqs {
           u.positions.push(i);
           continue;
         }
-        if (series?.held) series.spool = known;
+        if (series) series.spool = known;
       }
       found[i] = known;
     }
@@ -378,9 +378,8 @@ export class SpoolWriter implements OwnSeqs {
   /** Keeps what the writer knows of a series in the sample's identity, or else in the cache. */
   #remember(s: Sample, key: string, id: number, lastSeq: number): SeriesEntry {
     const entry = { writer: this.#cacheOwner, id, lastSeq };
-    // A series with a held identity keeps its entry there (its producer bounds how many it keeps);
-    // an identity made for one sample dies with it (sample.ts `held`): the cache keeps its entry.
-    if (s.series?.held) s.series.spool = entry;
+    // A series with an identity keeps its entry there (its producer bounds how many it keeps).
+    if (s.series) s.series.spool = entry;
     else this.#seriesByKey.set(key, entry);
     return entry;
   }
@@ -458,10 +457,7 @@ export class SpoolWriter implements OwnSeqs {
   }
 }
 
-/**
- * A sample's labels as the dictionary stores them, and the key of its series in the writer's caches:
- * its identity's, held or made for the sample alone, when it has one (no JSON written again).
- */
+/** A sample's labels as the dictionary stores them, and the key of its series in the writer's caches. */
 function dictionaryKey(s: Sample): { labels: string; key: string } {
   const series = s.series;
   if (series) return { labels: series.key.slice(series.deviceId.length + series.metricId.length + 2), key: series.key };

@@ -8,7 +8,6 @@ import {
   Scheduler,
 } from "../../src/collect/scheduler.ts";
 import { buildGroups } from "../../src/collect/groups.ts";
-import { SERIES_IDENTITIES_PER_ENTRY } from "../../src/collect/series_identity.ts";
 import type { MetricEntry } from "../../src/config/metrics_dir.ts";
 import type { Sample } from "../../src/sample.ts";
 import { PROTOCOLS } from "../../src/sources/registry.ts";
@@ -532,14 +531,10 @@ async function pollPacedBySpool(clock: FakeClock) {
   const stored: Sample[] = [];
   const waiting: { samples: Sample[]; store: () => void }[] = [];
   let mostWaiting = 0;
-  /** Samples without a held identity waiting at once (one made for the sample alone counts). */
-  let mostWaitingUncached = 0;
   const scheduler = wideDeviceScheduler(clock, (samples) =>
     new Promise((resolve) => {
       waiting.push({ samples, store: resolve });
       mostWaiting = Math.max(mostWaiting, waiting.reduce((n, w) => n + w.samples.length, 0));
-      const uncached = waiting.reduce((n, w) => n + w.samples.filter((s) => !s.series?.held).length, 0);
-      mostWaitingUncached = Math.max(mostWaitingUncached, uncached);
     }));
   // Until the poll has ended (its last samples reach the spool as it does) and nothing waits.
   const ended = () => scheduler.counters()[0]!.counters.pollsOk + scheduler.counters()[0]!.counters.pollsFailed > 0;
@@ -551,12 +546,7 @@ async function pollPacedBySpool(clock: FakeClock) {
     next.store();
   }
   await stopOn(clock, scheduler);
-  return {
-    stored,
-    mostWaiting,
-    mostWaitingUncached,
-    acknowledged: scheduler.counters()[0]!.counters.samplesAcknowledged,
-  };
+  return { stored, mostWaiting, acknowledged: scheduler.counters()[0]!.counters.samplesAcknowledged };
 }
 
 Deno.test("scheduler holds back at most POLL_HELD_UNCACHED_MAX samples of series without a cached identity", async () => {
@@ -574,24 +564,6 @@ Deno.test("scheduler holds back at most POLL_HELD_UNCACHED_MAX samples of series
     );
     assert.equal(stored.length, parts * perPart - 1, "every series once: the duplicate of part 1 is dropped");
     assert.equal(new Set(stored.map((s) => s.labels.i)).size, stored.length);
-  });
-});
-
-Deno.test("scheduler holds back at most POLL_HELD_UNCACHED_MAX samples of series past the identity cache's bound", async () => {
-  const clock = new FakeClock();
-  const perPart = 500;
-  // Named series, more than an entry's identities: the last ones get identities of their own.
-  const parts = (SERIES_IDENTITIES_PER_ENTRY + 4 * POLL_HELD_UNCACHED_MAX) / perPart;
-  const { protocol } = handingOverProtocol(parts, perPart, () => Promise.resolve(), true);
-  await withProtocol(protocol, async () => {
-    const { stored, mostWaitingUncached } = await pollPacedBySpool(clock);
-    const own = stored.filter((s) => s.series?.held === false);
-    assert.ok(own.length >= 4 * POLL_HELD_UNCACHED_MAX - 1, `${own.length} samples of series past the bound`);
-    assert.ok(
-      mostWaitingUncached <= POLL_HELD_UNCACHED_MAX + perPart,
-      `${mostWaitingUncached} samples of series past the bound waited for the spool at once`,
-    );
-    assert.equal(stored.length, parts * perPart - 1, "every series once: the duplicate of part 1 is dropped");
   });
 });
 

@@ -91,50 +91,17 @@ Deno.test("the identity cache never holds more than its bound, and sweeps series
   for (let p = 0; p < 3; p++) {
     const samples = poll(0, 150);
     assert.equal(samples.length, 150);
-    assert.equal(samples.filter((s) => s.series?.held).length, 100);
+    assert.equal(samples.filter((s) => s.series).length, 100);
     assert.deepEqual(samples[120]!.labels, { i: "120", site: "nancy" });
     assert.equal(identities.size, 100);
   }
   // The device now sends other series: once the old ones missed two polls, the new ones are kept.
-  assert.equal(poll(1000, 100).filter((s) => s.series?.held).length, 0);
+  assert.equal(poll(1000, 100).filter((s) => s.series).length, 0);
   poll(1000, 100);
   const fresh = poll(1000, 100);
-  assert.equal(fresh.filter((s) => s.series?.held).length, 100);
+  assert.equal(fresh.filter((s) => s.series).length, 100);
   assert.equal(poll(1000, 100)[0]!.series, fresh[0]!.series);
   assert.equal(identities.size, 100);
-});
-
-Deno.test("a series no cache has room for gets an identity of its sample alone: the reading's labels, the spool's key, one sample a poll", () => {
-  const bare = entryFor("prometheus://h:9100/", { name: "all", deviceId: "n1" });
-  const cached = Object.freeze({ a: "1" });
-  const uncached = Object.freeze({ a: "2" });
-  const readingOf = (labels: Readonly<Record<string, string>>, value: number): Reading => ({
-    entry: bare,
-    value,
-    metricId: "prom_load",
-    labels,
-    seriesKey: `load{a="${labels.a}"}`,
-  });
-  const identities = new SeriesIdentities(1);
-  const seen: unknown[] = [];
-  for (let poll = 0; poll < 2; poll++) {
-    const { samples } = samplesOfPoll(
-      [readingOf(cached, 1), readingOf(uncached, 2), readingOf(uncached, 3), readingOf(cached, 4)],
-      T + poll * 1000,
-      T + poll * 1000,
-      identities,
-    );
-    assert.deepEqual(samples.map((s) => [s.labels.a, s.value, s.series?.held]), [["1", 1, true], ["2", 2, false]]);
-    const own = samples[1]!.series!;
-    assert.equal(own.labels, uncached);
-    assert.equal(samples[1]!.labels, uncached);
-    assert.equal(own.key, `n1\u0000prom_load\u0000{"a":"2"}`);
-    assert.equal(own.pollKey, own.key);
-    assert.equal(identities.byPollKey(own.pollKey), undefined, "the group does not hold it");
-    seen.push(own);
-  }
-  assert.notEqual(seen[0], seen[1]);
-  assert.equal(identities.size, 1);
 });
 
 Deno.test("makeIdentity gives labels with sorted names a single key for the spool and for the poll", () => {
@@ -172,7 +139,7 @@ Deno.test("an entry with two live series keeps an identity for each, up to its b
   const one = new SeriesIdentities(1);
   for (let poll = 0; poll < 2; poll++) {
     const samples = both(one);
-    assert.deepEqual(samples.map((s) => s.series?.held === true), [true, false]);
+    assert.deepEqual(samples.map((s) => s.series !== undefined), [true, false]);
     assert.deepEqual(samples[1]!.labels, { k: "y", site: "nancy" });
   }
   assert.equal(one.size, 1);
@@ -252,7 +219,7 @@ Deno.test("a series is sampled once per poll whichever of two entries has it cac
       T + poll * 1000,
       identities,
     );
-    assert.deepEqual(samples.map((s) => [s.labels.a, s.value, s.series?.held === true]), [
+    assert.deepEqual(samples.map((s) => [s.labels.a, s.value, s.series !== undefined]), [
       ["1", 1, true],
       ["2", 2, true],
     ]);
@@ -265,7 +232,7 @@ Deno.test("a series is sampled once per poll whichever of two entries has it cac
     T,
     fresh,
   );
-  assert.deepEqual(samples.map((s) => [s.labels.a, s.value, s.series?.held === true]), [["1", 1, true], [
+  assert.deepEqual(samples.map((s) => [s.labels.a, s.value, s.series !== undefined]), [["1", 1, true], [
     "2",
     2,
     false,

@@ -6,8 +6,7 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import type { Sample } from "../../src/sample.ts";
-import { makeIdentity, sampleIdentity } from "../../src/collect/series_identity.ts";
-import { entryFor } from "../../scripts/harness/entries.ts";
+import { makeIdentity } from "../../src/collect/series_identity.ts";
 import { open, samples, tempSpoolPath } from "./fixtures/spool.ts";
 
 Deno.test("spool.append() resolves once durable and read() returns samples in seq order", async () => {
@@ -154,53 +153,6 @@ Deno.test("spool stores two appends of one new series, queued for the same commi
     "new-1",
     3,
   ]]);
-  spool.close();
-  const db = new DatabaseSync(path, { readOnly: true });
-  assert.equal((db.prepare("SELECT count(*) AS n FROM series").get() as { n: number }).n, 1);
-  db.close();
-});
-
-Deno.test("samples whose identities were made for them alone are one series of the dictionary, with their labels", async () => {
-  const path = await tempSpoolPath();
-  const spool = open(path);
-  const entry = entryFor("prometheus://h:9100/", { name: "all", deviceId: "wide-1" });
-  const labels = Object.freeze({ psu: "7" });
-  const sample = (value: number): Sample => {
-    const series = sampleIdentity(entry, "prom_power", labels);
-    assert.equal(series.held, false);
-    return {
-      timestampMs: 1_790_000_000_000 + value,
-      deviceId: "wide-1",
-      metricId: "prom_power",
-      value,
-      labels,
-      series,
-    };
-  };
-  await spool.writer.append([sample(1), sample(2)]);
-  await Promise.all([spool.writer.append([sample(3)]), spool.writer.append([sample(4)])]);
-  // The same series without an identity, and with a held one: the same row of the dictionary.
-  await spool.writer.append([{
-    timestampMs: 1_790_000_000_005,
-    deviceId: "wide-1",
-    metricId: "prom_power",
-    value: 5,
-    labels,
-  }]);
-  const held = makeIdentity("wide-1", "prom_power", labels);
-  await spool.writer.append([{
-    timestampMs: 1_790_000_000_006,
-    deviceId: "wide-1",
-    metricId: "prom_power",
-    value: 6,
-    labels,
-    series: held,
-  }]);
-  const rows = spool.lease.read(0, 10);
-  assert.deepEqual(
-    rows.map((s) => [s.deviceId, s.metricId, s.labels, s.value]),
-    [1, 2, 3, 4, 5, 6].map((v) => ["wide-1", "prom_power", { psu: "7" }, v]),
-  );
   spool.close();
   const db = new DatabaseSync(path, { readOnly: true });
   assert.equal((db.prepare("SELECT count(*) AS n FROM series").get() as { n: number }).n, 1);

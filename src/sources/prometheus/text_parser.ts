@@ -36,10 +36,8 @@ const LABEL_NAME_RE = /[a-zA-Z_][a-zA-Z0-9_]*/y;
 /** A series of an exporter as its lines name it: parsed once, shared by every sample of it. */
 export interface KnownSeries {
   /**
-   * The `name{labels}` text of its lines, a string of its own (see `ownCopy`) when the series is
-   * cached (a series the cache has no room for keeps the slice of its line, for as long as its
-   * readings live): the series among the exporter's lines, the key of the caches downstream (the
-   * scheduler's series identities).
+   * The `name{labels}` text of its lines, a string of its own (see `ownCopy`): the series among
+   * the exporter's lines, the key of the caches downstream (the scheduler's series identities).
    */
   readonly text: string;
   readonly name: string;
@@ -72,11 +70,6 @@ export class SeriesTexts extends BoundedCache<string, KnownSeries> {
    * cached (a full cache keeps what it holds).
    */
   add(text: string, name: string, labels: Record<string, string>): { series: KnownSeries; cached: boolean } {
-    // No room: the series lives as long as its readings (a part of a scrape), no copy of its text
-    // (a wide exporter's uncached series would copy it twice per sample, to throw it away).
-    if (!this.hasRoom()) {
-      return { series: { text, name, labels: Object.freeze(labels), next: undefined }, cached: false };
-    }
     const own = ownCopy(text);
     // The name cut from the copy: a slice of the line would keep the body piece it came from.
     const series = { text: own, name: own.slice(0, name.length), labels: Object.freeze(labels), next: undefined };
