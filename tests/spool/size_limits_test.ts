@@ -1,10 +1,12 @@
 /**
  * The spool stays within its budget (src/spool/spool.ts invariant 5, src/spool/writer.ts "The
  * full-spool policy"): a sample's size on disk, drop_oldest and drop_newest, the leases
- * drop_oldest respects, and a commit larger than the whole budget.
+ * drop_oldest respects, and a commit larger than the whole budget; and the memory SQLite keeps
+ * for the writer's connection (store.ts SPOOL_CACHE_KIB).
  */
 import assert from "node:assert/strict";
 import { setLogLevel, setLogSink } from "../../src/log.ts";
+import { SPOOL_CACHE_KIB, SpoolStore } from "../../src/spool/store.ts";
 import { Telemetry } from "../../src/telemetry/telemetry.ts";
 import { open, samples, tempSpoolPath } from "./fixtures/spool.ts";
 
@@ -110,5 +112,16 @@ Deno.test("spool under drop_oldest gets back under its budget after a commit lar
     spool.close();
   } finally {
     setLogSink((l) => console.error(l));
+  }
+});
+
+Deno.test("the writer's connection keeps at most SPOOL_CACHE_KIB of pages in SQLite's cache", async () => {
+  const store = SpoolStore.openForWriting({ path: await tempSpoolPath(), synchronous: "full" });
+  try {
+    // A negative cache_size is a size in KiB; SQLite's default is -2000.
+    const row = store.statement("PRAGMA cache_size").get() as { cache_size: number };
+    assert.equal(row.cache_size, -SPOOL_CACHE_KIB);
+  } finally {
+    store.close();
   }
 });
