@@ -35,3 +35,22 @@ Deno.test("a BoundedCache tells its owner of each value a sweep or a clear lets 
   cache.clear();
   assert.deepEqual(dropped, [0, 10, 20, 50]);
 });
+
+Deno.test("a BoundedCache gives each key its own value while sweeps free room and new keys take it", () => {
+  const cache = new BoundedCache<string, string>(8);
+  const cached: string[] = [];
+  let next = 0;
+  for (let round = 0; round < 40; round++) {
+    cache.nextRound();
+    // The last four keys cached stay in use; older ones fall out of use and are swept.
+    for (const key of cached.slice(-4)) assert.equal(cache.get(key), `value of ${key}`);
+    for (let i = 0; i < 6; i++) {
+      const key = `k${next++}`;
+      if (cache.set(key, `value of ${key}`)) cached.push(key);
+    }
+    assert.ok(cache.size <= 8);
+  }
+  // Far more keys were cached than the cache holds: their places were freed and taken again.
+  assert.ok(cached.length > 40, `${cached.length} keys cached`);
+  assert.equal(cache.get(cached[0]!), undefined);
+});

@@ -1,5 +1,5 @@
 import type { MetricEntry } from "../config/metrics_dir.ts";
-import { BoundedCache, ownCopy } from "../bounded_cache.ts";
+import { BoundedCache } from "../bounded_cache.ts";
 import { type Labels, type SeriesIdentity, seriesProblem } from "../sample.ts";
 
 /**
@@ -9,7 +9,9 @@ import { type Labels, type SeriesIdentity, seriesProblem } from "../sample.ts";
  * the raw `name{labels}` text of the line; SNMP: "" as the entry is the series). For one entry, the
  * same key always gives the same metric id and labels: the identity (labels merged under the
  * entry's, their JSON, the spool's key, the per-poll key, the storability check) is built at the
- * first sample and reused by every later one, so a known series costs a map lookup.
+ * first sample and reused by every later one, so a known series costs a map lookup. The key is
+ * kept as the source gave it, a string of its own (the Prometheus parser's `KnownSeries.text`):
+ * copying it again was a second string per cached series.
  *
  * Bounded: each entry keeps at most SERIES_IDENTITIES_PER_ENTRY identities (src/bounded_cache.ts:
  * series gone from the device are swept out, and a series past the bound gets no identity, its
@@ -103,7 +105,7 @@ export class SeriesIdentities {
       const known = cache.get(seriesKey);
       if (known || !cache.hasRoom()) return known;
       const identity = this.#held(entry, metricId, deviceLabels);
-      cache.set(ownCopy(seriesKey), identity);
+      cache.set(seriesKey, identity);
       return identity;
     }
     const only = this.#onlySeries.get(entry);
@@ -115,14 +117,14 @@ export class SeriesIdentities {
     if (!only || only.usedInPoll < this.#poll - 1) {
       const identity = this.#held(entry, metricId, deviceLabels);
       if (only) this.#release(only.identity);
-      this.#onlySeries.set(entry, { key: ownCopy(seriesKey), identity, usedInPoll: this.#poll });
+      this.#onlySeries.set(entry, { key: seriesKey, identity, usedInPoll: this.#poll });
       return identity;
     }
     if (this.#max < 2) return undefined;
     const identity = this.#held(entry, metricId, deviceLabels);
     const grown = new BoundedCache<string, HeldIdentity>(this.#max, this.#release);
     grown.set(only.key, only.identity);
-    grown.set(ownCopy(seriesKey), identity);
+    grown.set(seriesKey, identity);
     this.#onlySeries.delete(entry);
     this.#byEntry.set(entry, grown);
     return identity;

@@ -38,7 +38,8 @@ export interface Reading {
   /**
    * Names the series among the entry's readings, when the source can do so cheaply: readings of
    * one entry with the same key always have the same metric id and labels, so their series
-   * identity is computed once (src/collect/series_identity.ts).
+   * identity is computed once (src/collect/series_identity.ts). A string of its own, not a slice of
+   * a larger text (see `ownCopy`): the identities keep it as their key, as it is.
    */
   seriesKey?: string;
 }
