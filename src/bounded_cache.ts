@@ -18,6 +18,8 @@ export class BoundedCache<K, V> {
   /** Slots a sweep emptied, taken again before the arrays grow. */
   #freeSlots: number[] = [];
   #round = 0;
+  /** The last round in which the cache was asked for a key or given one. */
+  #askedInRound = 0;
   /** A sweep frees what it can for the whole round: at most one per round. */
   #sweptInRound = -1;
 
@@ -33,12 +35,23 @@ export class BoundedCache<K, V> {
     return this.#slots.size;
   }
 
+  /** Entries it holds at most. */
+  get capacity(): number {
+    return this.#max;
+  }
+
+  /** Whether nobody asked for a key nor gave one during the last two rounds: its owner may drop it. */
+  get idle(): boolean {
+    return this.#askedInRound < this.#round - 1;
+  }
+
   /** Starts a round: entries used since are the live ones. */
   nextRound(): void {
     this.#round++;
   }
 
   get(key: K): V | undefined {
+    this.#askedInRound = this.#round;
     const slot = this.#slots.get(key);
     if (slot === undefined) return undefined;
     this.#usedInRound[slot] = this.#round;
@@ -47,6 +60,7 @@ export class BoundedCache<K, V> {
 
   /** Caches `value` when there is room; returns whether it was cached. */
   set(key: K, value: V): boolean {
+    this.#askedInRound = this.#round;
     if (this.#slots.size >= this.#max && this.#sweptInRound !== this.#round) this.#sweep();
     if (this.#slots.size >= this.#max) return false;
     let slot = this.#slots.get(key);

@@ -18,7 +18,9 @@ import { type Labels, type SeriesIdentity, seriesProblem } from "../sample.ts";
  * samples are built as without one). An entry that has had one series at a time keeps it in a
  * slot, not a cache of its own (`OnlySeries`): a file of 5,000 devices costs 5,000 slots. An
  * identity is derived data: dropping one costs only its recompute (the spool's series dictionary
- * stays the truth for series ids, src/spool/writer.ts).
+ * stays the truth for series ids, src/spool/writer.ts). An entry whose readings no longer name their
+ * series (a Prometheus exporter too large for its source's cache, see SeriesTexts) gives its cache
+ * up after two polls.
  *
  * One object per series in a group: two entries of one device that select the same series, or one
  * entry's two series texts that name the same labels in another order, share the identity of the
@@ -85,7 +87,15 @@ export class SeriesIdentities {
   /** Marks the start of a poll: identities used since are the live ones. */
   nextPoll(): void {
     this.#poll++;
-    for (const cache of this.#byEntry.values()) cache.nextRound();
+    for (const [entry, cache] of this.#byEntry) {
+      cache.nextRound();
+      // Its source no longer names the entry's series (seriesKey): the identities go, not only
+      // when another series needs their room.
+      if (cache.idle) {
+        cache.clear();
+        this.#byEntry.delete(entry);
+      }
+    }
   }
 
   /**

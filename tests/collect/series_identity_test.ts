@@ -104,6 +104,31 @@ Deno.test("the identity cache never holds more than its bound, and sweeps series
   assert.equal(identities.size, 100);
 });
 
+Deno.test("an entry whose readings stop naming their series gives its identities up after two polls", () => {
+  const identities = new SeriesIdentities(100);
+  const poll = (named: boolean) => {
+    const readings = Array.from({ length: 50 }, (_, i) => {
+      const r = reading(`s{i="${i}"}`, { i: String(i) });
+      return named ? r : { ...r, seriesKey: undefined };
+    });
+    return samplesOfPoll(readings, T, T, identities).samples;
+  };
+  const first = poll(true);
+  assert.equal(identities.size, 50);
+  const held = first[7]!.series!;
+  assert.equal(identities.byPollKey(held.pollKey), held);
+  // Its source no longer names them (an exporter too large for the source's cache): the same samples, no identity.
+  const unnamed = poll(false);
+  assert.equal(unnamed.filter((s) => s.series).length, 0);
+  assert.deepEqual(unnamed.map((s) => s.labels), first.map((s) => s.labels));
+  assert.equal(identities.size, 50, "one poll without them: still held");
+  poll(false);
+  assert.equal(identities.size, 0);
+  assert.equal(identities.byPollKey(held.pollKey), undefined);
+  // Named again: identities are made anew.
+  assert.equal(poll(true).filter((s) => s.series).length, 50);
+});
+
 Deno.test("makeIdentity gives labels with sorted names a single key for the spool and for the poll", () => {
   const sorted = makeIdentity("d", "m", { a: "1", b: "2" });
   assert.equal(sorted.pollKey, sorted.key);
@@ -182,6 +207,7 @@ Deno.test("entries of one group that select the same series share its identity, 
   assert.equal(identities.byPollKey(a.pollKey), a);
   // Two polls later, a series neither entry saw again is swept out of both, and the group forgets it.
   identities.nextPoll();
+  identities.of(entry, "load", "prom_load", {});
   identities.nextPoll();
   identities.of(other, "load", "prom_load", {});
   assert.equal(identities.byPollKey(a.pollKey), a, "entry a's cache still holds it");

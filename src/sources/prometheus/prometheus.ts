@@ -37,7 +37,10 @@ import { consumeText } from "./text_stream.ts";
  */
 
 const CUSTOM = "kwollect_custom";
-/** Series whose parsed labels a source keeps (about 150 bytes each); an exporter with more is partly cached. */
+/**
+ * Series whose parsed labels a source keeps (about 150 bytes each); an exporter with more is partly
+ * cached, one with more than twice as many not at all (SeriesTexts).
+ */
 const SERIES_TEXTS_MAX = 10_000;
 /** Readings a scrape gathers before it hands them over (plus those of one piece of text at most). */
 export const PART_READINGS = 2_000;
@@ -122,6 +125,7 @@ class PrometheusSource implements Source {
       });
     }
     parser.end(scrape);
+    this.#known.scraped(scrape.series);
     return scrape.result();
   }
 
@@ -177,15 +181,20 @@ class Scrape {
     return part;
   }
 
-  sample(series: KnownSeries, value: number, timestampMs: number | undefined, line: number): void {
+  /** Series of this scrape selected by its entries. */
+  get series(): number {
+    return this.#series;
+  }
+
+  sample(series: KnownSeries, value: number, timestampMs: number | undefined, line: number, cached: boolean): void {
     if (++this.#series > this.#maxSeries) {
       throw new Error(
         `Exporter ${this.#url} sent more than ${this.#maxSeries} series selected by its entries (prometheus_max_series)`,
       );
     }
     const named = this.#byName.get(series.name);
-    if (this.#everything.length > 0) this.#take(series, value, timestampMs, line, this.#everything);
-    if (named) this.#take(series, value, timestampMs, line, named);
+    if (this.#everything.length > 0) this.#take(series, value, timestampMs, line, cached, this.#everything);
+    if (named) this.#take(series, value, timestampMs, line, cached, named);
   }
 
   /** A malformed line: its metric, and so its entries, is unknown. */
@@ -216,6 +225,7 @@ class Scrape {
     value: number,
     timestampMs: number | undefined,
     line: number,
+    cached: boolean,
     entries: readonly MetricEntry[],
   ): void {
     if (series.name === CUSTOM) {
@@ -225,9 +235,11 @@ class Scrape {
       return;
     }
     const metricId = this.#metricId(series.name);
+    // A series the source does not keep is not named: its identity is not kept downstream either.
+    const seriesKey = cached ? series.text : undefined;
     for (const entry of entries) {
       // One object literal of one shape per reading (a conditional spread here was a slow path).
-      this.#readings.push({ entry, value, metricId, labels: series.labels, seriesKey: series.text, timestampMs });
+      this.#readings.push({ entry, value, metricId, labels: series.labels, seriesKey, timestampMs });
     }
   }
 

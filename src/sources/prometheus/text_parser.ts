@@ -13,7 +13,8 @@ export interface LineError {
  * timestamp in ms when the line has one, and its line number: arguments, not an object per line.
  */
 export interface ParseSink {
-  sample(series: KnownSeries, value: number, timestampMs: number | undefined, line: number): void;
+  /** `cached`: the series is kept in the parser's `known` set (SeriesTexts), not made for this line alone. */
+  sample(series: KnownSeries, value: number, timestampMs: number | undefined, line: number, cached: boolean): void;
   error(e: LineError): void;
 }
 
@@ -25,8 +26,8 @@ export interface ParseSink {
  */
 export const MAX_LINE_CHARS = 65_536;
 
-/** Series a parser without a `known` set remembers (a parser used once, by tests and `check`). */
-const MAX_KNOWN_SERIES = 50_000;
+/** An exporter with more series than this many times its cache's capacity is not cached (SeriesTexts). */
+export const SPARSE_FACTOR = 2;
 const HASH = 0x23;
 const OPEN_BRACE = 0x7b;
 const SPACE = 0x20;
@@ -60,10 +61,30 @@ export interface KnownSeries {
  * looked up by its text). Links are made only between series in the cache, and a predicted series
  * is confirmed in the cache (a lookup by its own string, whose hash V8 keeps), so what is not
  * cached is not kept alive by a link.
+ *
+ * Kept only where it pays: an exporter whose last scrape had more than SPARSE_FACTOR times as many
+ * series as the cache holds would find at most 1/SPARSE_FACTOR of its lines here, while each
+ * series cached costs about a kilobyte with what is derived from it downstream (the scheduler's
+ * identities). Such an exporter's series are not cached, and the cache is emptied, until a scrape
+ * has fewer (`scraped`); and nothing is cached before the first scrape has told how many there
+ * are, so that a large exporter's first scrape does not fill the caches only to empty them.
+ * Measured under the hostile benchmark's 50,000-series exporter (docs/PERFORMANCE.md, `sparse9`).
  */
 export class SeriesTexts extends BoundedCache<string, KnownSeries> {
   /** The cached series of the first sample line of the last scrape. */
   first: KnownSeries | undefined;
+  /** Whether series are kept: once a scrape has told how many the exporter has, and while that is not too many. */
+  #keeps = false;
+
+  get keeps(): boolean {
+    return this.#keeps;
+  }
+
+  /** Tells the cache how many series the scrape that ended had. */
+  scraped(series: number): void {
+    this.#keeps = series <= SPARSE_FACTOR * this.capacity;
+    if (!this.#keeps) this.clear();
+  }
 
   /**
    * Remembers a series (with a copy of its text, see `ownCopy`); returns it, and whether it is
@@ -73,7 +94,7 @@ export class SeriesTexts extends BoundedCache<string, KnownSeries> {
     const own = ownCopy(text);
     // The name cut from the copy: a slice of the line would keep the body piece it came from.
     const series = { text: own, name: own.slice(0, name.length), labels: Object.freeze(labels), next: undefined };
-    return { series, cached: this.set(own, series) };
+    return { series, cached: this.#keeps && this.set(own, series) };
   }
 
   /** `expected` when it is still cached (and marked as used in this round), else undefined. */
@@ -105,10 +126,10 @@ export class PrometheusTextParser {
   /** The cached series of the last sample line parsed in this scrape: its `next` is the one expected. */
   #previous: KnownSeries | undefined;
 
-  /** `known`: the series of earlier scrapes of the same exporter (a private set by default). */
+  /** `known`: the series of earlier scrapes of the same exporter (a parser used once keeps none). */
   constructor(wanted?: ReadonlySet<string>, known?: SeriesTexts) {
     this.#wanted = wanted;
-    this.#known = known ?? new SeriesTexts(MAX_KNOWN_SERIES);
+    this.#known = known ?? new SeriesTexts(0);
   }
 
   /** Parses every line `text` completes; its unfinished last line waits for the next push. */
@@ -187,9 +208,9 @@ export class PrometheusTextParser {
       }
     }
     const rest = parseValue(trimmed, at);
-    if (typeof rest === "number") sink.sample(series, rest, undefined, lineNo);
+    if (typeof rest === "number") sink.sample(series, rest, undefined, lineNo, cached);
     else if ("error" in rest) sink.error({ line: lineNo, message: `${rest.error} in '${trimmed.slice(0, 80)}'` });
-    else sink.sample(series, rest.value, rest.timestampMs, lineNo);
+    else sink.sample(series, rest.value, rest.timestampMs, lineNo, cached);
   }
 
   /**

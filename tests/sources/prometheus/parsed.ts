@@ -8,12 +8,14 @@ export interface Parsed {
   value: number;
   timestampMs?: number;
   line: number;
+  /** Whether the parser's `known` set keeps the series. */
+  cached: boolean;
 }
 
 /** A sink's `sample` that collects what the parser hands it into `into`. */
 export function collecting(into: Parsed[]) {
-  return (series: KnownSeries, value: number, timestampMs: number | undefined, line: number): void => {
-    const parsed: Parsed = { name: series.name, series: series.text, labels: series.labels, value, line };
+  return (series: KnownSeries, value: number, timestampMs: number | undefined, line: number, cached: boolean): void => {
+    const parsed: Parsed = { name: series.name, series: series.text, labels: series.labels, value, line, cached };
     if (timestampMs !== undefined) parsed.timestampMs = timestampMs;
     into.push(parsed);
   };

@@ -189,6 +189,33 @@ Deno.test("prometheus source sends one request per exporter and cycle whatever t
   }
 });
 
+Deno.test("prometheus source names no series of an exporter with more than twice the series it keeps, until it has fewer", async () => {
+  const wide = 25_000;
+  const series = (n: number) => Array.from({ length: n }, (_, i) => `m{i="${i}"} ${i}`).join("\n") + "\n";
+  const server = startExporter({ body: (n) => series(n === 3 || n === 4 ? wide : 100) });
+  try {
+    const entry = entryFor(`prometheus://127.0.0.1:${server.port}/`);
+    const source = prometheus.create([entry], { options: testConfig(), timeoutMs: 10_000 });
+    const named = async () => {
+      const { readings, errors } = await source.poll([entry], AbortSignal.timeout(10_000));
+      assert.deepEqual(errors, []);
+      return readings.filter((r) => r.seriesKey !== undefined).length;
+    };
+    // Series are kept (and named) from the second scrape on.
+    assert.equal(await named(), 0);
+    assert.equal(await named(), 100);
+    // 25,000: this scrape keeps what the source's cache holds (10,000 series), the next ones none.
+    assert.equal(await named(), 10_000);
+    assert.equal(await named(), 0);
+    // 100 again: named from the scrape after the first with fewer.
+    assert.equal(await named(), 0);
+    assert.equal(await named(), 100);
+    await source.close();
+  } finally {
+    await server.close();
+  }
+});
+
 Deno.test("prometheus source fails the poll on an HTTP error status, naming the exporter", async () => {
   const server = startExporter({ body: () => ({ body: "no", status: 503 }) });
   try {

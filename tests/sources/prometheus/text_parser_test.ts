@@ -15,6 +15,8 @@ function parse(pieces: string[], wanted?: ReadonlySet<string>, known?: SeriesTex
   const parser = new PrometheusTextParser(wanted, known);
   for (const piece of pieces) parser.push(piece, sink);
   parser.end(sink);
+  // As the source does: the scrape tells the set how many series it had.
+  known?.scraped(samples.length);
   return { samples, errors };
 }
 
@@ -34,7 +36,14 @@ Deno.test("PrometheusTextParser reads the full text exposition format", () => {
   const { samples, errors } = parse([text]);
   assert.deepEqual(errors, []);
   assert.equal(samples.length, 6);
-  assert.deepEqual(samples[0], { name: "node_load1", series: "node_load1", labels: {}, value: 0.21, line: 3 });
+  assert.deepEqual(samples[0], {
+    name: "node_load1",
+    series: "node_load1",
+    labels: {},
+    value: 0.21,
+    line: 3,
+    cached: false,
+  });
   assert.equal(samples[1]!.timestampMs, 1606389005123);
   assert.deepEqual(samples[1]!.labels, { cpu: "0", mode: "idle" });
   assert.deepEqual(samples[2]!.labels, { path: "C:\\dir", quote: 'say "hi"', nl: "a\nb" });
@@ -73,6 +82,8 @@ Deno.test("PrometheusTextParser skips a line longer than MAX_LINE_CHARS without 
 Deno.test("PrometheusTextParser parses a known series' labels once and still reads each line's value and errors", () => {
   const known = new SeriesTexts(100);
   const scrape = (n: number) => [`a{x="1",y="}"} ${n}\n`, `a{x="1",y="}"} oops\n`, `b ${n} 1606389005123\n`];
+  // The first scrape tells how many series the exporter has; they are kept from the next one.
+  assert.ok(parse(scrape(0), undefined, known).samples.every((s) => !s.cached));
   const first = parse(scrape(1), undefined, known);
   const second = parse(scrape(2), undefined, known);
   assert.equal(known.size, 2);
@@ -88,8 +99,35 @@ Deno.test("PrometheusTextParser parses a known series' labels once and still rea
 
 Deno.test("SeriesTexts keeps at most its bound of series", () => {
   const known = new SeriesTexts(10);
-  parse([Array.from({ length: 25 }, (_, i) => `m{i="${i}"} 1`).join("\n")], undefined, known);
-  assert.ok(known.size <= 10);
+  const body = Array.from({ length: 15 }, (_, i) => `m{i="${i}"} 1`).join("\n");
+  parse([body], undefined, known);
+  parse([body], undefined, known);
+  assert.equal(known.size, 10);
+});
+
+Deno.test("SeriesTexts keeps series from the second scrape on, and none of an exporter with more than twice its bound", () => {
+  const known = new SeriesTexts(10);
+  const body = (n: number) => Array.from({ length: n }, (_, i) => `m{i="${i}"} 1`).join("\n");
+  const scrape = (n: number) => {
+    known.nextRound();
+    return parse([body(n)], undefined, known).samples.filter((s) => s.cached).length;
+  };
+  // The first scrape only tells how many series there are.
+  assert.equal(scrape(20), 0);
+  assert.equal(known.keeps, true);
+  // Twice the bound: the cache still pays, half of the series are found in it.
+  assert.equal(scrape(20), 10);
+  assert.equal(scrape(20), 10);
+  // More: what it held goes, and the next scrapes keep nothing.
+  assert.equal(scrape(21), 10);
+  assert.equal(known.keeps, false);
+  assert.equal(known.size, 0);
+  assert.equal(scrape(25), 0);
+  assert.equal(known.size, 0);
+  // Fewer again: kept from the next scrape on.
+  assert.equal(scrape(12), 0);
+  assert.equal(known.keeps, true);
+  assert.equal(scrape(12), 10);
 });
 
 Deno.test("PrometheusTextParser reads each scrape as a parser that knows no series would, whatever changed since the last", () => {
@@ -112,10 +150,15 @@ Deno.test("PrometheusTextParser reads each scrape as a parser that knows no seri
     [['a{x="1"} 1', 'a{x="2"} 2', "b 3", "c_total 4"], undefined],
   ];
   const known = new SeriesTexts(8);
+  // What a sample is, not whether its series is kept.
+  const read = ({ samples, errors }: ReturnType<typeof parse>) => ({
+    samples: samples.map(({ cached: _, ...sample }) => sample),
+    errors,
+  });
   for (const [i, [lines, wanted]] of scrapes.entries()) {
     known.nextRound();
     const text = lines.join("\n") + "\n";
-    assert.deepEqual(parse([text], wanted, known), parse([text], wanted), `scrape ${i}`);
+    assert.deepEqual(read(parse([text], wanted, known)), read(parse([text], wanted)), `scrape ${i}`);
     assert.ok(known.size <= 8);
   }
 });
@@ -123,6 +166,7 @@ Deno.test("PrometheusTextParser reads each scrape as a parser that knows no seri
 Deno.test("PrometheusTextParser takes a line its links predict for the series of the same text", () => {
   const known = new SeriesTexts(100);
   const text = 'a{x="1"} 1\nb 2\n';
+  parse([text], undefined, known);
   const first = parse([text], undefined, known);
   assert.equal(known.first?.text, 'a{x="1"}');
   assert.equal(known.first?.next?.text, "b");
