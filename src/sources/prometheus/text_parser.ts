@@ -27,7 +27,7 @@ export interface ParseSink {
 export const MAX_LINE_CHARS = 65_536;
 
 /** An exporter with more series than this many times its cache's capacity is not cached (SeriesTexts). */
-export const SPARSE_FACTOR = 2;
+const SPARSE_FACTOR = 2;
 const HASH = 0x23;
 const OPEN_BRACE = 0x7b;
 const SPACE = 0x20;
