@@ -37,8 +37,9 @@ const LABEL_NAME_RE = /[a-zA-Z_][a-zA-Z0-9_]*/y;
 /** A series of an exporter as its lines name it: parsed once, shared by every sample of it. */
 export interface KnownSeries {
   /**
-   * The `name{labels}` text of its lines, a string of its own (see `ownCopy`): the series among
-   * the exporter's lines, the key of the caches downstream (the scheduler's series identities).
+   * The `name{labels}` text of its lines: the series among the exporter's lines. When cached, a
+   * string of its own (see `ownCopy`), the key of the caches downstream (the scheduler's series
+   * identities); otherwise a slice of its line, which nothing keeps past it.
    */
   readonly text: string;
   readonly name: string;
@@ -88,13 +89,18 @@ export class SeriesTexts extends BoundedCache<string, KnownSeries> {
 
   /**
    * Remembers a series (with a copy of its text, see `ownCopy`); returns it, and whether it is
-   * cached (a full cache keeps what it holds).
+   * cached. A series it does not keep (not keeping, or full: a full cache keeps what it holds) is
+   * made for its line alone, its text and name slices of the line: nothing holds it past the line,
+   * so the copy would be work for nothing (two of them per line of an exporter too large to keep).
    */
   add(text: string, name: string, labels: Record<string, string>): { series: KnownSeries; cached: boolean } {
+    if (!this.#keeps || !this.hasRoom()) {
+      return { series: { text, name, labels: Object.freeze(labels), next: undefined }, cached: false };
+    }
     const own = ownCopy(text);
     // The name cut from the copy: a slice of the line would keep the body piece it came from.
     const series = { text: own, name: own.slice(0, name.length), labels: Object.freeze(labels), next: undefined };
-    return { series, cached: this.#keeps && this.set(own, series) };
+    return { series, cached: this.set(own, series) };
   }
 
   /** `expected` when it is still cached (and marked as used in this round), else undefined. */
