@@ -85,7 +85,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   await reloading;
   await scheduler.stop();
   clearInterval(gcTimer);
-  recordDeviceStatus(pipeline, scheduler);
+  recordDeviceStatus(pipeline, scheduler, Infinity);
   await pipeline.stop();
   tlsPins.close();
   stop.dispose();
@@ -109,9 +109,10 @@ function startScheduler(groups: PollGroup[], c: Config, pipeline: Pipeline, tlsP
   return scheduler;
 }
 
-function recordDeviceStatus(pipeline: Pipeline, scheduler: Scheduler): void {
+/** Writes the changed device states, at most `limit` (local_state.ts DEVICE_STATES_PER_WRITE). */
+function recordDeviceStatus(pipeline: Pipeline, scheduler: Scheduler, limit?: number): void {
   try {
-    pipeline.spool.state.writeDeviceStatus(scheduler.deviceStatus());
+    pipeline.spool.state.writeDeviceStatus(scheduler.deviceStatus(), limit);
     pipeline.telemetry.end(DEVICE_STATUS_UNRECORDED, "spool");
   } catch (err) {
     const error = errorMessage(err);

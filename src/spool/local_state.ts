@@ -5,9 +5,13 @@
  * error of each device group (for `status`, written by the collector about once a second) and
  * the last known content of the central `promoted_metrics` table (so that a collector starting
  * while the central database is unreachable polls what was promoted when it was last seen).
- * Each write leaves the whole set in the database, in one transaction: device states are written
- * when they changed since this process last wrote them (the first write replaces the table, so
- * devices gone from the configuration go too), promoted metrics replaced at each write. A
+ * Device states are written when they changed since this process last wrote them (the first
+ * write replaces the table, so devices gone from the configuration go too), at most
+ * DEVICE_STATES_PER_WRITE in one transaction: the write runs in the collector's housekeeping tick,
+ * on the event loop, and the 5,000 devices of one metrics.d file polled together would otherwise
+ * hold it some 40 ms at once. The next write takes the changed states from where the last one
+ * stopped, so each gets its turn: with N devices a state is at most N / DEVICE_STATES_PER_WRITE
+ * writes old. Promoted metrics are replaced whole at each write, in one transaction. A
  * device's state changes with its last poll time (the scheduler records it at each poll, in the
  * same object), so that time is what is remembered of each state object written: a number, not
  * a copy of its state (a collector of 5,000 devices held 5,000 state strings, and made as many a
@@ -18,6 +22,12 @@
  * (Certificate pins have their own module and connection: tls_pins.ts.)
  */
 import type { SpoolStore } from "./store.ts";
+
+/**
+ * Most device states one write stores (see above): about 8 ms of the event loop at some 8 µs a
+ * row, measured under the hostile bench (docs/PERFORMANCE.md `status10`).
+ */
+export const DEVICE_STATES_PER_WRITE = 1_000;
 
 export interface DeviceStatus {
   key: string;
@@ -38,24 +48,32 @@ export class LocalState {
   #store: SpoolStore;
   /** The last poll time of each device state this process wrote (undefined: nothing written yet). */
   #written: WeakMap<DeviceStatus, number | undefined> | undefined;
+  /** Where the next device state write starts looking for changed states. */
+  #cursor = 0;
 
   constructor(store: SpoolStore) {
     this.#store = store;
   }
 
   /**
-   * Records the latest state of each device group, for `status` (one transaction, the changed
-   * ones only: a collector of 5,000 devices polled every 10 s writes some 500 rows a second).
+   * Records the latest state of the device groups, for `status`: the changed ones only, at most
+   * `limit` of them, taken in turn from where the last write stopped (a collector of 5,000
+   * devices polled every 10 s writes some 500 rows a second, in bursts of `limit`). The last
+   * write, at stop, passes Infinity.
    */
-  writeDeviceStatus(devices: DeviceStatus[]): void {
+  writeDeviceStatus(devices: DeviceStatus[], limit = DEVICE_STATES_PER_WRITE): void {
     if (devices.length === 0) return;
     const store = this.#store;
     const first = this.#written === undefined;
     const written = this.#written ?? new WeakMap<DeviceStatus, number | undefined>();
     const changed: DeviceStatus[] = [];
-    for (const d of devices) {
+    const start = this.#cursor % devices.length;
+    let looked = 0;
+    for (; looked < devices.length && changed.length < limit; looked++) {
+      const d = devices[(start + looked) % devices.length]!;
       if (!written.has(d) || written.get(d) !== d.lastPollAtMs) changed.push(d);
     }
+    this.#cursor = (start + looked) % devices.length;
     if (changed.length === 0) return;
     const up = store.statement(
       `INSERT INTO devices(key, device_id, last_poll_at_ms, last_ok_at_ms, last_error, polls_ok, polls_failed, polls_skipped)

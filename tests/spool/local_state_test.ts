@@ -4,7 +4,7 @@
  * sync of its own (the samples' commits keep theirs).
  */
 import assert from "node:assert/strict";
-import type { DeviceStatus } from "../../src/spool/local_state.ts";
+import { DEVICE_STATES_PER_WRITE, type DeviceStatus } from "../../src/spool/local_state.ts";
 import { open, tempSpoolPath } from "./fixtures/spool.ts";
 import { syncsOf } from "./fixtures/sync_trace.ts";
 
@@ -39,6 +39,35 @@ Deno.test("device states are written when they change, and a new run's first wri
     ["a", 2, null],
     ["b", 3, "Poll of b timed out"],
   ]);
+  spool.close();
+});
+
+Deno.test("one write stores at most DEVICE_STATES_PER_WRITE device states, and the next writes take the others in turn", async () => {
+  const path = await tempSpoolPath();
+  const spool = open(path);
+  const n = 2 * DEVICE_STATES_PER_WRITE + DEVICE_STATES_PER_WRITE / 2;
+  const devices = Array.from({ length: n }, (_, i) => device(`d${String(i).padStart(5, "0")}`, 1));
+  const stored = () => new Map(spool.state.deviceStatus().map((d) => [d.key, d.lastPollAtMs]));
+  spool.state.writeDeviceStatus(devices);
+  assert.equal(stored().size, DEVICE_STATES_PER_WRITE);
+  spool.state.writeDeviceStatus(devices);
+  spool.state.writeDeviceStatus(devices);
+  assert.equal(stored().size, n, "three writes store them all");
+  // A write's worth of devices changing at every write (polled faster) does not keep the
+  // others' changes out.
+  const fast = devices.slice(0, DEVICE_STATES_PER_WRITE);
+  const slow = devices.slice(DEVICE_STATES_PER_WRITE);
+  for (const d of slow) d.lastPollAtMs = 2;
+  for (let write = 0; write < 3; write++) {
+    for (const d of fast) d.lastPollAtMs = 3 + write;
+    spool.state.writeDeviceStatus(devices);
+  }
+  const after = stored();
+  assert.deepEqual(slow.filter((d) => after.get(d.key) !== 2).map((d) => d.key), []);
+  // The last write, at stop, stores every change at once.
+  for (const d of devices) d.lastPollAtMs = 9;
+  spool.state.writeDeviceStatus(devices, Infinity);
+  assert.deepEqual([...new Set(stored().values())], [9]);
   spool.close();
 });
 
