@@ -10,12 +10,13 @@ import { pgConfig } from "../../scripts/harness/config.ts";
 import { sleep, startCollector } from "../../scripts/harness/collector.ts";
 import { startCountingExporter } from "../../scripts/peers/prometheus_exporter.ts";
 import { destroyPostgres, freePort, startPostgres } from "../../scripts/peers/postgres.ts";
+import { tempDir } from "../helpers/temp_dir.ts";
 
 async function writeRig(
   entries: { name: string; url: string; every: number }[],
   settings: Record<string, string | number>,
 ): Promise<{ dir: string; config: string }> {
-  const dir = await Deno.makeTempDir({ prefix: "kwollector-telemetry-" });
+  const dir = await tempDir("kwollector-telemetry-");
   await Deno.mkdir(`${dir}/metrics.d`);
   const yaml = entries.map((e) =>
     `- name: ${e.name}\n  device_id: node-1\n  url: ${e.url}\n  update_every: ${e.every}\n`

@@ -1,0 +1,23 @@
+/**
+ * Temporary directories of a test module, removed when the module ends (its `unload` event), with
+ * whatever its tests left in them: spools still open, files a child process wrote. A test that
+ * removes its directory itself may do so first.
+ */
+const made: string[] = [];
+
+/** A new directory under the system's temporary directory, named `<prefix><random>`. */
+export async function tempDir(prefix: string): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix });
+  if (made.push(dir) === 1) globalThis.addEventListener("unload", removeAll);
+  return dir;
+}
+
+function removeAll(): void {
+  for (const dir of made.splice(0)) {
+    try {
+      Deno.removeSync(dir, { recursive: true });
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+  }
+}
