@@ -4,6 +4,7 @@
  * spool, fast forwarding and retries.
  */
 import { metricsEntry, writeCollectorConfig } from "../harness/config.ts";
+import { tempDir } from "../harness/temp_dir.ts";
 import type { PgCluster } from "../peers/postgres.ts";
 import type { CountingExporter } from "../peers/prometheus_exporter.ts";
 
@@ -28,7 +29,7 @@ export interface RigOptions {
 }
 
 export async function writeRig(opts: RigOptions): Promise<Rig> {
-  const dir = await Deno.makeTempDir({ prefix: "kwollector-torture-" });
+  const dir = await tempDir("kwollector-torture-");
   const names = opts.exporter.series > 1 ? "scrape_count-bulk" : "scrape_count";
   const entry = metricsEntry({
     name: "counter",

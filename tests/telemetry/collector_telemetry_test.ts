@@ -10,7 +10,7 @@ import { pgConfig } from "../../scripts/harness/config.ts";
 import { sleep, startCollector } from "../../scripts/harness/collector.ts";
 import { startCountingExporter } from "../../scripts/peers/prometheus_exporter.ts";
 import { destroyPostgres, freePort, startPostgres } from "../../scripts/peers/postgres.ts";
-import { tempDir } from "../helpers/temp_dir.ts";
+import { tempDir } from "../../scripts/harness/temp_dir.ts";
 
 async function writeRig(
   entries: { name: string; url: string; every: number }[],

@@ -1,7 +1,7 @@
 /**
- * Temporary directories of a test module, removed when the module ends (its `unload` event), with
- * whatever its tests left in them: spools still open, files a child process wrote. A test that
- * removes its directory itself may do so first.
+ * Temporary directories of a test module or a script, removed when it ends (its `unload` event),
+ * with whatever was left in them: spools still open, files a child process wrote. One removed
+ * before may be.
  */
 const made: string[] = [];
 
