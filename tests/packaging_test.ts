@@ -14,6 +14,7 @@ import { startFakeBmc } from "../scripts/peers/redfish_server.ts";
 import { ServedLog } from "../scripts/demo/served.ts";
 import { PDU_OIDS, startSnmpPdu } from "../scripts/demo/snmp_pdu.ts";
 import { startModbusMeter } from "../scripts/demo/modbus_meter.ts";
+import { tempDir } from "../scripts/harness/temp_dir.ts";
 
 /**
  * What ships: install.sh, the systemd units, the generated default config and reference, and
@@ -190,7 +191,7 @@ Deno.test("config/kwollector.yaml is what kwollector init writes, and lists ever
   assert.deepEqual(Object.keys(values).sort(), [...CONFIG_KEYS].sort());
   for (const key of CONFIG_KEYS) assert.equal(values[key], DEFAULTS[key].default, key);
   // Uncommented, the file is a valid configuration equal to the defaults.
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   try {
     await Deno.writeTextFile(`${dir}/all.yaml`, uncommented);
     const fromFile = resolveConfig({ file: `${dir}/all.yaml`, env: {} }).config;
@@ -201,7 +202,7 @@ Deno.test("config/kwollector.yaml is what kwollector init writes, and lists ever
 });
 
 Deno.test("kwollector init writes a new file and refuses to overwrite one without --force", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   const printed: string[] = [];
   const log = console.log;
   console.log = (line: string) => printed.push(line);

@@ -11,6 +11,7 @@ import { kwollector, sleep, startCollector, within } from "../../scripts/harness
 import { spoolStats } from "../../scripts/torture/delivery_check.ts";
 import { writeRig } from "../../scripts/torture/rig.ts";
 import { openSpool } from "../../src/spool/spool.ts";
+import { tempDir } from "../../scripts/harness/temp_dir.ts";
 
 async function centralValues(pg: PgCluster): Promise<number[]> {
   const sql = pg.admin("kwdb");
@@ -138,7 +139,7 @@ Deno.test({
 });
 
 Deno.test("flush exits 3 when the central database is unreachable and keeps the spool", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   const spool = openSpool({
     path: `${dir}/spool.db`,
     maxBytes: 1 << 30,
@@ -166,7 +167,7 @@ Deno.test("flush exits 3 when the central database is unreachable and keeps the 
 });
 
 Deno.test("check reports every configuration error with file, line and key, and exits 2", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   await Deno.mkdir(`${dir}/metrics.d`);
   await Deno.writeTextFile(
     `${dir}/metrics.d/pdu.yaml`,
@@ -189,7 +190,7 @@ Deno.test("check reports every configuration error with file, line and key, and 
 Deno.test("check --probe --json prints one sample per line without spooling", async () => {
   const exporter = startCountingExporter({ extraLines: ['node_temp{sensor="cpu"} 41.5'] });
   try {
-    const dir = await Deno.makeTempDir();
+    const dir = await tempDir("kwollector-test-");
     await Deno.mkdir(`${dir}/metrics.d`);
     await Deno.writeTextFile(
       `${dir}/metrics.d/e.yaml`,

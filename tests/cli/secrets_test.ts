@@ -1,12 +1,13 @@
 import assert from "node:assert/strict";
 import { kwollector, sleep, startCollector } from "../../scripts/harness/collector.ts";
+import { tempDir } from "../../scripts/harness/temp_dir.ts";
 
 const COMMUNITY = "TopSecretCommunity";
 const PRIV = "PrivSecret99";
 const DB_PASSWORD = "DbSecretInEnv";
 
 async function configWithBadSnmpUrls(): Promise<string> {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   await Deno.mkdir(`${dir}/metrics.d`);
   await Deno.writeTextFile(
     `${dir}/metrics.d/pdu.yaml`,

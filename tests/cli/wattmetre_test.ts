@@ -3,6 +3,7 @@ import { setupDatabase } from "../../src/central/setup.ts";
 import { destroyPostgres, startPostgres } from "../../scripts/peers/postgres.ts";
 import { pgConfig } from "../../scripts/harness/config.ts";
 import { kwollector } from "../../scripts/harness/collector.ts";
+import { tempDir } from "../../scripts/harness/temp_dir.ts";
 
 /** wattmetre-read lines: debug fields, epoch seconds, OK, one power value per port. */
 function stream(seconds: number, ports: number, hz: number, start: number): string {
@@ -19,7 +20,7 @@ Deno.test("wattmetre subcommand accepts a port under two nodes, spools while the
   // The mapping as Grid'5000's generator writes a shared PSU: port 2 under both nodes it powers.
   const pg = await startPostgres({ timescaledb: false });
   try {
-    const dir = await Deno.makeTempDir();
+    const dir = await tempDir("kwollector-test-");
     const config = pgConfig(pg, dir);
     await setupDatabase(config);
     const admin = pg.admin("kwdb");

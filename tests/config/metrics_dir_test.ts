@@ -7,11 +7,12 @@ import { kwollector } from "../../scripts/harness/collector.ts";
 import { V8_FLAGS } from "../../scripts/compile.ts";
 import { loadGroupsForRun } from "../../src/cli/runtime.ts";
 import { setLogSink } from "../../src/log.ts";
+import { tempDir } from "../../scripts/harness/temp_dir.ts";
 
 const G5K_DIR = new URL("./fixtures/g5k-metrics.d/", import.meta.url).pathname;
 
 Deno.test("metrics.d accepts a list, a single entry and an empty file, as Kwollect does", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   await Deno.writeTextFile(
     `${dir}/node-1.yaml`,
     `- name: idrac_power_watth_total
@@ -132,7 +133,7 @@ Deno.test("metrics.d reads Grid'5000's generated .conf files, every entry, and s
 });
 
 Deno.test("metrics.d with no entry is a warning: check exits 0 and says nothing will be collected", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   await Deno.writeTextFile(`${dir}/pdu-empty-1.conf`, "#\n# generated\n#\n");
   const md = loadMetricsDir(dir);
   assert.deepEqual(md.problems, []);
@@ -146,7 +147,7 @@ Deno.test("metrics.d with no entry is a warning: check exits 0 and says nothing 
 });
 
 Deno.test("metrics.d warns about an entry repeating another's series, naming both file:line", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   const entry = (labels: string) =>
     `- name: power\n  device_id: pdu-1-port-3\n  url: snmp://public@pdu-1/1.3.6.1.2.1.1.5.0\n  labels: ${labels}\n`;
   await Deno.writeTextFile(`${dir}/a.conf`, entry('{"_device_alias":"n1","phase":1}'));
@@ -159,7 +160,7 @@ Deno.test("metrics.d warns about an entry repeating another's series, naming bot
 });
 
 Deno.test("metrics.d reads a symlink to a file and refuses a FIFO, a device and a socket by name, never reading them", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   await Deno.writeTextFile(`${dir}/real.yaml`, "- name: a\n  device_id: d\n  url: prometheus://h:9100/a\n");
   await Deno.symlink(`${dir}/real.yaml`, `${dir}/link.conf`);
   await Deno.symlink("/dev/zero", `${dir}/zero.conf`);
@@ -184,7 +185,7 @@ Deno.test("metrics.d reads a symlink to a file and refuses a FIFO, a device and 
 });
 
 Deno.test("metrics.d refuses a file beyond metrics_file_max_bytes or metrics_file_max_entries and loads the others", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   const entries = (n: number, device: string) =>
     Array.from({ length: n }, (_, i) => `- name: m${i}\n  device_id: ${device}\n  url: prometheus://h:9100/m${i}\n`)
       .join("");
@@ -206,7 +207,7 @@ Deno.test("metrics.d refuses a file beyond metrics_file_max_bytes or metrics_fil
 });
 
 Deno.test("metrics.d refuses the file that would exceed metrics_max_entries and keeps the ones before it", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   for (let f = 1; f <= 4; f++) {
     const text = Array.from(
       { length: 10 },
@@ -243,7 +244,7 @@ Deno.test("metrics.d parses a list item by item with the file's line numbers, an
 });
 
 Deno.test("metrics.d loads a 5,000-entry file within the collector's heap limit", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   const lines: string[] = [];
   for (let i = 0; i < 5000; i++) {
     lines.push(
@@ -288,7 +289,7 @@ Deno.test("metrics.d refuses a file with more than 100 YAML aliases (an alias bo
 });
 
 Deno.test("run logs a metrics.d without entry at warning, naming the directory", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   await Deno.writeTextFile(`${dir}/pdu-empty-1.conf`, "# generated\n");
   const lines: string[] = [];
   setLogSink((line) => lines.push(line));

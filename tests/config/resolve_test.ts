@@ -3,9 +3,10 @@ import { resolveConfig } from "../../src/config/resolve.ts";
 import { ConfigError, formatProblem } from "../../src/config/errors.ts";
 import { CONFIG_KEYS, DEFAULTS, type KeySpec, TIMER_MAX_MS } from "../../src/config/defaults.ts";
 import { redact } from "../../src/log.ts";
+import { tempDir } from "../../scripts/harness/temp_dir.ts";
 
 async function configFile(text: string): Promise<string> {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   const path = `${dir}/kwollector.yaml`;
   await Deno.writeTextFile(path, text);
   return path;
@@ -96,7 +97,7 @@ Deno.test("every duration key has an upper bound a timer can hold", () => {
 });
 
 Deno.test("resolveConfig() refuses a duration beyond 2^31-1 ms with file, line and key", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   const file = `${dir}/kwollector.yaml`;
   await Deno.writeTextFile(file, "db_host: db\npoll_timeout_ms: 2592000000\ntelemetry_interval_ms: 2147483647\n");
   assert.throws(() => resolveConfig({ file, env: {} }), (err: ConfigError) => {

@@ -10,6 +10,7 @@ import { setLogSink } from "../../src/log.ts";
 import { destroyPostgres, startPostgres } from "../../scripts/peers/postgres.ts";
 import { pgConfig } from "../../scripts/harness/config.ts";
 import { samples } from "./fixtures.ts";
+import { tempDir } from "../../scripts/harness/temp_dir.ts";
 
 /**
  * The fleet's backfill slots (src/forward/fleet_slots.ts) against a real PostgreSQL. The test
@@ -22,7 +23,7 @@ const BATCH = 2000;
 const FRESH = 1_000_000;
 
 const pgReady = startPostgres({ timescaledb: false }).then(async (pg) => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   await setupDatabase(pgConfig(pg, dir));
   await Deno.remove(dir, { recursive: true });
   return pg;
@@ -73,7 +74,7 @@ Deno.test("a backfill transaction takes a free slot of the fleet, and none when 
 
 Deno.test("forwarder sends no backfill batch while the fleet holds every slot, lands its fresh samples, then drains once a slot frees", async () => {
   const pg = await pgReady;
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   const config: Config = pgConfig(pg, dir, {
     forward_batch_rows: BATCH,
     forward_retry_max_ms: 50,

@@ -11,15 +11,16 @@ import { COMMIT_COMPLETE, destroyPostgres, type PgCluster, startPostgres } from 
 import { pgConfig } from "../../scripts/harness/config.ts";
 import { startLinkCutter } from "../../scripts/peers/link_cutter.ts";
 import { samples } from "./fixtures.ts";
+import { tempDir } from "../../scripts/harness/temp_dir.ts";
 
 const pgReady = startPostgres({ timescaledb: false }).then(async (pg) => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   await setupDatabase(pgConfig(pg, dir));
   return pg;
 });
 
 async function fixture(pg: PgCluster, overrides: Record<string, string | number> = {}) {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   const config: Config = pgConfig(pg, dir, { forward_retry_max_ms: 50, ...overrides });
   const spool = reopen(config);
   const admin = pg.admin("kwdb");

@@ -15,9 +15,10 @@ import { openSpool, type Spool } from "../../src/spool/spool.ts";
 import { Telemetry } from "../../src/telemetry/telemetry.ts";
 import { pgConfig } from "../../scripts/harness/config.ts";
 import { destroyPostgres, type PgCluster, startPostgres } from "../../scripts/peers/postgres.ts";
+import { tempDir } from "../../scripts/harness/temp_dir.ts";
 
 const pgReady = startPostgres({ timescaledb: false }).then(async (pg) => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   await setupDatabase(pgConfig(pg, dir));
   await Deno.remove(dir, { recursive: true });
   return pg;
@@ -35,7 +36,7 @@ function samples(n: number, from = 0): Sample[] {
 
 /** A spool of its own, the collector's connection to the cluster, and a ledger over both. */
 async function fixture(pg: PgCluster, overrides: Record<string, number> = {}) {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   const config: Config = pgConfig(pg, dir, overrides);
   const spool = openSpool({ ...spoolOptions(config), commitIntervalMs: 1 });
   const sql = connect(endpointOf(config));

@@ -15,6 +15,7 @@ import { destroyPostgres, startPostgres } from "../../scripts/peers/postgres.ts"
 import { pgConfig } from "../../scripts/harness/config.ts";
 import { FakeClock, settle } from "../helpers/fake_clock.ts";
 import { samples } from "./fixtures.ts";
+import { tempDir } from "../../scripts/harness/temp_dir.ts";
 
 /** The lease, counting the forwarder's looks for new rows (`read`). */
 function countingReads(lease: SpoolLease): { lease: SpoolLease; reads: () => number } {
@@ -58,7 +59,7 @@ interface NudgedRig {
  */
 async function withNudgedForwarder(body: (rig: NudgedRig) => Promise<void>): Promise<void> {
   const pg = await startPostgres({ timescaledb: false });
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   try {
     const config = pgConfig(pg, dir, { forward_interval_ms: 1000 });
     await setupDatabase(config);

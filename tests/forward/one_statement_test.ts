@@ -25,6 +25,7 @@ import { pgConfig } from "../../scripts/harness/config.ts";
 import { startCentral } from "../../scripts/peers/central.ts";
 import { destroyPostgres, type PgCluster } from "../../scripts/peers/postgres.ts";
 import { timescaleAvailable } from "../central/harness.ts";
+import { tempDir } from "../../scripts/harness/temp_dir.ts";
 
 const pgReady = startCentral({ timescaledb: false });
 
@@ -55,7 +56,7 @@ function samples(n: number, tag: string, startMs = Date.now() - 60_000): Sample[
  * and `parameters`.
  */
 async function fixture(pg: PgCluster, parameters: Record<string, string> = {}) {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   const config: Config = pgConfig(pg, dir);
   const spool = openSpool({ ...spoolOptions(config), commitIntervalMs: 1 });
   const sql = connect(endpointOf(config), { parameters: { lock_timeout: "1000", ...parameters } });

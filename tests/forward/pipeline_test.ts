@@ -9,6 +9,7 @@ import { setLogLevel, setLogSink } from "../../src/log.ts";
 import { destroyPostgres, type PgCluster, startPostgres } from "../../scripts/peers/postgres.ts";
 import { pgConfig } from "../../scripts/harness/config.ts";
 import { samples } from "./fixtures.ts";
+import { tempDir } from "../../scripts/harness/temp_dir.ts";
 
 /**
  * The backfill's pipeline against a real PostgreSQL. A gate holds the backfill's rows inside
@@ -26,7 +27,7 @@ const GATE_KEY = 4242;
 const FRESH_GATE_KEY = 4343;
 
 const pgReady = startPostgres({ timescaledb: false }).then(async (pg) => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   await setupDatabase(pgConfig(pg, dir));
   const admin = pg.admin("kwdb");
   await admin.unsafe(`
@@ -46,7 +47,7 @@ function sleep(ms: number): Promise<void> {
 
 /** A spool holding BACKLOG samples left by a previous run, reopened (the collector restarted). */
 async function restartedOnBacklog(pg: PgCluster, opts: { ledgerLockHeld?: boolean } = {}) {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   const config: Config = pgConfig(pg, dir, {
     forward_batch_rows: BATCH,
     forward_retry_max_ms: 50,

@@ -9,6 +9,7 @@ import type { Sample } from "../../src/sample.ts";
 import { setLogLevel, setLogSink } from "../../src/log.ts";
 import { destroyPostgres, type PgCluster, startPostgres } from "../../scripts/peers/postgres.ts";
 import { pgConfig } from "../../scripts/harness/config.ts";
+import { tempDir } from "../../scripts/harness/temp_dir.ts";
 
 /**
  * What the forwarder does when delivery resumes: which samples go first after a restart or an
@@ -16,7 +17,7 @@ import { pgConfig } from "../../scripts/harness/config.ts";
  */
 
 const pgReady = startPostgres({ timescaledb: false }).then(async (pg) => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   await setupDatabase(pgConfig(pg, dir));
   await Deno.remove(dir, { recursive: true });
   return pg;
@@ -38,7 +39,7 @@ function open(config: Config): Spool {
 }
 
 async function setup(pg: PgCluster, overrides: Record<string, number> = {}) {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   const config = pgConfig(pg, dir, { forward_batch_rows: 5000, forward_retry_max_ms: 50, ...overrides });
   const admin = pg.admin("kwdb");
   await admin`TRUNCATE metrics`;

@@ -6,6 +6,7 @@ import { endpointOf, type Sql } from "../../src/central/connect.ts";
 import { setLogSink } from "../../src/log.ts";
 import { FakeClock, settle } from "../helpers/fake_clock.ts";
 import { testConfig } from "../../scripts/harness/config.ts";
+import { tempDir } from "../../scripts/harness/temp_dir.ts";
 
 /**
  * The pace of the forwarder's attempts, on fake time. The central side is a connection whose
@@ -22,7 +23,7 @@ function failingConnection(err: Error, attempts: number[], clock: FakeClock): Sq
 }
 
 async function attemptTimes(err: Error, fakeMs: number): Promise<{ gaps: number[]; logs: string[] }> {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   const logs: string[] = [];
   setLogSink((l) => logs.push(l));
   const config = testConfig({ spool_path: `${dir}/spool.db`, db_port: 1 });

@@ -4,6 +4,7 @@ import { setupDatabase } from "../../src/central/setup.ts";
 import { IDLE_IN_TRANSACTION_MS, limitStatements, sessionParameters } from "../../src/forward/session.ts";
 import { destroyPostgres, startPostgres } from "../../scripts/peers/postgres.ts";
 import { pgConfig, testConfig } from "../../scripts/harness/config.ts";
+import { tempDir } from "../../scripts/harness/temp_dir.ts";
 
 /**
  * The forwarder's central session (src/forward/session.ts), against a real PostgreSQL set up by
@@ -12,7 +13,7 @@ import { pgConfig, testConfig } from "../../scripts/harness/config.ts";
  */
 
 const pgReady = startPostgres({ timescaledb: false }).then(async (pg) => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   await setupDatabase(pgConfig(pg, dir));
   await Deno.remove(dir, { recursive: true });
   return pg;

@@ -13,6 +13,7 @@ import { setLogLevel, setLogSink } from "../../src/log.ts";
 import { destroyPostgres, startPostgres } from "../../scripts/peers/postgres.ts";
 import { pgConfig } from "../../scripts/harness/config.ts";
 import { mountSmallFs } from "../../scripts/peers/small_fs.ts";
+import { tempDir } from "../../scripts/harness/temp_dir.ts";
 
 function samples(n: number, from = 0): Sample[] {
   return Array.from({ length: n }, (_, i) => ({
@@ -45,7 +46,7 @@ Deno.test("forwarder sets aside a spooled sample with an impossible timestamp an
   const pg = await startPostgres({ timescaledb: false });
   const logs = captureLogs();
   try {
-    const dir = await Deno.makeTempDir();
+    const dir = await tempDir("kwollector-test-");
     const config = pgConfig(pg, dir, { forward_batch_rows: 100 });
     await setupDatabase(config);
     const spool = open(config.spool_path);
@@ -104,7 +105,7 @@ Deno.test("forwarder reports a full disk under the spool as the spool's trouble 
 });
 
 Deno.test("forwarder.run() ends on a programming error instead of retrying it as an outage", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   const config = pgConfig({ host: "127.0.0.1", port: 1 } as Parameters<typeof pgConfig>[0], dir);
   const spool = open(config.spool_path);
   await spool.writer.append(samples(3));

@@ -11,6 +11,7 @@ import { entryFor } from "../../../scripts/harness/entries.ts";
 import { testConfig } from "../../../scripts/harness/config.ts";
 import { DEFAULT_SENSORS, freeUdpPort, type IpmiSim, startIpmiSim } from "../../../scripts/peers/ipmi_sim.ts";
 import { conformance } from "../conformance.ts";
+import { tempDir } from "../../../scripts/harness/temp_dir.ts";
 
 const USER = "admin";
 /** `#` starts a comment in freeipmi's configuration file and `\\` escapes; ipmi_sim cannot hold a `"`. */
@@ -59,7 +60,7 @@ async function psOutput(): Promise<string> {
 
 /** What `ipmi-sensors` itself prints for the simulated BMC (its own cache directory and config). */
 async function ipmiSensorsOwnOutput(sim: IpmiSim): Promise<Map<string, number | undefined>> {
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   try {
     await Deno.writeTextFile(
       `${dir}/conf`,

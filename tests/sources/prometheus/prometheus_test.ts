@@ -6,11 +6,12 @@ import { testConfig } from "../../../scripts/harness/config.ts";
 import { freePort } from "../../../scripts/peers/postgres.ts";
 import { startExporter } from "../../../scripts/peers/prometheus_exporter.ts";
 import { conformance } from "../conformance.ts";
+import { tempDir } from "../../../scripts/harness/temp_dir.ts";
 
 /** A real node exporter (Debian's prometheus-node-exporter) with a textfile directory. */
 async function startNodeExporter(textfile: string) {
   const port = freePort();
-  const dir = await Deno.makeTempDir();
+  const dir = await tempDir("kwollector-test-");
   await Deno.writeTextFile(`${dir}/kwollect.prom`, textfile);
   const child = new Deno.Command("prometheus-node-exporter", {
     args: [
