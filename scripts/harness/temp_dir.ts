@@ -1,7 +1,7 @@
 /**
  * Temporary directories of a test module or a script, removed when it ends (its `unload` event),
- * with whatever was left in them: spools still open, files a child process wrote. One removed
- * before may be.
+ * with whatever was left in them: spools still open, files a child process wrote. A directory
+ * its test already removed is skipped.
  */
 const made: string[] = [];
 
