@@ -14,6 +14,9 @@
  *   this process never drops a leased row under drop_oldest, so a batch in flight is never also
  *   reported as dropped. Leases live in this process only (see invariant 6 for what that means
  *   next to `flush`).
+ * - A read not bounded by `throughSeq` (the live lane's) takes the rows of the writer's last
+ *   commits from memory when they are kept there (fresh_rows.ts, only with the writer of this
+ *   process), the same rows the file holds; every other row comes from the file.
  * - `ownSeqs` is there only when the lease was opened with the writer: the seqs this process
  *   assigned, and how to move them past a ledger that already holds them (renumbering, see
  *   spool.ts "Recovery").
@@ -22,6 +25,7 @@ import { type Labels, type Sample, seriesProblem } from "../sample.ts";
 import type { SpoolStore } from "./store.ts";
 import { copyPrefix, copyPrefixParts } from "../forward/copy_text.ts";
 import { BoundedCache, ownCopy } from "../bounded_cache.ts";
+import type { FreshRows } from "./fresh_rows.ts";
 
 /** A sample read back for forwarding. */
 export interface SpooledSample extends Sample {
@@ -203,11 +207,14 @@ export class SpoolLease {
   /** Rows read since the caches' round began (SERIES_CACHE_ROUND_SAMPLES). */
   #rowsInRound = 0;
   #seriesGeneration: number;
+  /** The writer's last commits, when this lease was opened with the writer (fresh_rows.ts). */
+  #fresh: FreshRows | undefined;
 
-  constructor(store: SpoolStore, leases: LeaseTable, ownSeqs?: OwnSeqs) {
+  constructor(store: SpoolStore, leases: LeaseTable, ownSeqs?: OwnSeqs, fresh?: FreshRows) {
     this.#store = store;
     this.#leases = leases;
     this.ownSeqs = ownSeqs;
+    this.#fresh = fresh;
     this.#seriesGeneration = store.seriesGeneration;
   }
 
@@ -244,10 +251,30 @@ export class SpoolLease {
     const budget = { series: SERIES_READ_PER_CALL };
     let after = afterSeq;
     let lastSeq = NaN;
+    if (!backlog && this.#fresh) {
+      // The file holds only the writer's last commits: they are where its read would begin.
+      const first = this.#fresh.firstRowAfter(after, this.#store.committedRows());
+      if (first !== undefined) after = first - 1;
+    }
     reading: while (out.length < limit) {
       const want = Math.min(limit - out.length, READ_CHUNK_ROWS);
+      const fresh = backlog ? undefined : this.#fresh?.take(after, want, throughSeq);
+      if (fresh) {
+        // The writer's last commits, as the file holds them (fresh_rows.ts): no row read back.
+        const { seriesIds, numbers, at, count } = fresh;
+        const seriesOf = this.#seriesOf((i) => seriesIds[at + i]!, count, backlog, budget);
+        if (seriesOf.includes(undefined)) {
+          // A series row missing from the file: the file's read sets its sample aside.
+          this.#fresh!.clear();
+          continue;
+        }
+        for (let i = 0; i < seriesOf.length; i++) out.push(new SpooledRow(numbers, 3 * (at + i), seriesOf[i]!));
+        after = lastSeq = numbers[3 * (at + seriesOf.length - 1)]!;
+        if (seriesOf.length < count) break;
+        continue;
+      }
       const rows = this.#store.arrayStatement(READ_AFTER).all(after, throughSeq, want) as unknown as SampleRow[];
-      const seriesOf = this.#seriesOf(rows, backlog, budget);
+      const seriesOf = this.#seriesOf((i) => Number(rows[i]![1]), rows.length, backlog, budget);
       const numbers = new Float64Array(3 * seriesOf.length);
       for (let i = 0; i < seriesOf.length; i++) {
         // By index: destructuring allocated an iterator result per column in the profile.
@@ -278,17 +305,23 @@ export class SpoolLease {
   }
 
   /**
-   * The series of each of the first `rows` (undefined: missing from the spool), as many rows as
-   * need at most `budget.series` series the cache lacks (counted down); those are read in one
-   * statement (one call into SQLite per chunk, not per series) and cached where there is room.
+   * The series of each of the first of `count` rows, row `i` of series `idOf(i)` (undefined:
+   * missing from the spool), as many rows as need at most `budget.series` series the cache lacks
+   * (counted down); those are read in one statement (one call into SQLite per chunk, not per
+   * series) and cached where there is room.
    */
-  #seriesOf(rows: readonly SampleRow[], backlog: boolean, budget: { series: number }): (SpooledSeries | undefined)[] {
+  #seriesOf(
+    idOf: (i: number) => number,
+    count: number,
+    backlog: boolean,
+    budget: { series: number },
+  ): (SpooledSeries | undefined)[] {
     if (this.#seriesGeneration !== this.#store.seriesGeneration) {
       this.#seriesById.clear();
       this.#backlogSeriesById.clear();
       this.#seriesGeneration = this.#store.seriesGeneration;
     }
-    this.#rowsInRound += rows.length;
+    this.#rowsInRound += count;
     if (this.#rowsInRound >= SERIES_CACHE_ROUND_SAMPLES) {
       this.#seriesById.nextRound();
       this.#backlogSeriesById.nextRound();
@@ -300,8 +333,8 @@ export class SpoolLease {
     const cache = backlog ? this.#backlogSeriesById : this.#seriesById;
     const seriesOf: (SpooledSeries | undefined)[] = [];
     const missing = new Set<number>();
-    for (let i = 0; i < rows.length; i++) {
-      const id = Number(rows[i]![1]);
+    for (let i = 0; i < count; i++) {
+      const id = idOf(i);
       const s = cache.get(id);
       if (!s && !missing.has(id)) {
         if (missing.size === budget.series) break;
@@ -329,7 +362,7 @@ export class SpoolLease {
       fetched.set(Number(id), s);
       cache.set(Number(id), s);
     }
-    for (let i = 0; i < seriesOf.length; i++) seriesOf[i] ??= fetched.get(Number(rows[i]![1]));
+    for (let i = 0; i < seriesOf.length; i++) seriesOf[i] ??= fetched.get(idOf(i));
     return seriesOf;
   }
 
@@ -364,6 +397,7 @@ export class SpoolLease {
       store.setMeta("last_forward_at_ms", Date.now());
       return deleted;
     }, { durable: false });
+    this.#fresh?.forget(lastSeq);
     this.counters.forwarded += deleted;
     return deleted;
   }
@@ -380,6 +414,7 @@ export class SpoolLease {
       "INSERT OR REPLACE INTO quarantine(seq, ts_ms, device_id, metric_id, value, labels, reason, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     );
     const now = Date.now();
+    this.#fresh?.clear();
     store.transaction(() => {
       let deleted = 0;
       for (const s of samples) {

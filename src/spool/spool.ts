@@ -106,7 +106,8 @@
  * - `openSpool()` (the collector: `run`, `wattmetre`): the store with its writer lock
  *   (store.ts: the file, schema, checks on open, meta), the `writer` (writer.ts: group commit,
  *   series dictionary, full policy, renumbering), the `lease` of this process's forwarders
- *   (lease.ts: read, acknowledge, quarantine, gaps), the `state` (local_state.ts: device status,
+ *   (lease.ts: read, acknowledge, quarantine, gaps; it reads the writer's last commits from
+ *   memory, fresh_rows.ts), the `state` (local_state.ts: device status,
  *   promotions) and a `view`.
  * - `openSpoolLease()` (`flush`, the forwarder of retired spools): a `lease` and a `view`, no
  *   writer, no lock (invariant 6).
@@ -118,6 +119,7 @@ import type { Telemetry } from "../telemetry/telemetry.ts";
 import { type DeviceStatus, LocalState } from "./local_state.ts";
 import { LeaseTable, type SpooledSample, SpoolLease } from "./lease.ts";
 import { type SpoolStats, SpoolStore } from "./store.ts";
+import { FreshRows } from "./fresh_rows.ts";
 import { type FullPolicy, SpoolWriter } from "./writer.ts";
 
 export type { DeviceStatus } from "./local_state.ts";
@@ -168,12 +170,13 @@ export interface LeasedSpool {
 export function openSpool(opts: SpoolOptions): Spool {
   const store = SpoolStore.openForWriting(opts);
   const leases = new LeaseTable();
-  const writer = new SpoolWriter(store, leases, opts);
+  const fresh = new FreshRows(() => store.dataVersion());
+  const writer = new SpoolWriter(store, leases, fresh, opts);
   return {
     path: store.path,
     spoolId: store.spoolId,
     writer,
-    lease: new SpoolLease(store, leases, writer),
+    lease: new SpoolLease(store, leases, writer, fresh),
     state: new LocalState(store),
     view: new SpoolView(store),
     close() {

@@ -175,6 +175,11 @@ export class SpoolStore {
     ).run(key, String(value));
   }
 
+  /** SQLite's `PRAGMA data_version`: it changes when another connection commits, never with this one's commits. */
+  dataVersion(): number {
+    return Number((this.statement("PRAGMA data_version").get() as { data_version: number }).data_version);
+  }
+
   /** The rows counter as committed (another process, e.g. `flush`, may have changed it). */
   committedRows(): number {
     const row = this.statement("SELECT value FROM meta WHERE key = 'rows'").get() as { value: string } | undefined;

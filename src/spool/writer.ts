@@ -33,6 +33,7 @@ import { Telemetry } from "../telemetry/telemetry.ts";
 import { type LeaseTable, type OwnSeqs, SERIES_CACHE_MAX, SERIES_CACHE_ROUND_SAMPLES } from "./lease.ts";
 import { BoundedCache } from "../bounded_cache.ts";
 import type { SpoolStore } from "./store.ts";
+import { FreshBlock, type FreshRows } from "./fresh_rows.ts";
 
 /** See "The series dictionary": how stale a series' recorded last_seq may be. */
 const SERIES_SEQ_SLACK = 100_000;
@@ -100,6 +101,8 @@ export class SpoolWriter implements OwnSeqs {
   readonly openedAtMs: number;
   #store: SpoolStore;
   #leases: LeaseTable;
+  /** The rows of the last commits, for this process's lease (fresh_rows.ts). */
+  #fresh: FreshRows;
   #opts: WriterOptions;
   #clock: Clock;
   #telemetry: Telemetry;
@@ -118,9 +121,10 @@ export class SpoolWriter implements OwnSeqs {
    */
   #cacheOwner: object = {};
 
-  constructor(store: SpoolStore, leases: LeaseTable, opts: WriterOptions) {
+  constructor(store: SpoolStore, leases: LeaseTable, fresh: FreshRows, opts: WriterOptions) {
     this.#store = store;
     this.#leases = leases;
+    this.#fresh = fresh;
     this.#opts = opts;
     this.#clock = opts.clock ?? systemClock;
     this.#telemetry = opts.telemetry ?? new Telemetry();
@@ -209,6 +213,7 @@ export class SpoolWriter implements OwnSeqs {
     this.#nextSeq += shift;
     this.#forgetSeries();
     this.#leases.clear();
+    this.#fresh.clear();
     return shift;
   }
 
@@ -241,6 +246,7 @@ export class SpoolWriter implements OwnSeqs {
   restoreFile(): void {
     if (this.#store.fileState() === "ok") return;
     this.commitPending();
+    this.#fresh.clear();
     this.#store.restore();
   }
 
@@ -265,6 +271,7 @@ export class SpoolWriter implements OwnSeqs {
     const firstSeq = this.#nextSeq;
     let seq = firstSeq;
     const touched: [number, number][] = [];
+    const fresh = new FreshBlock(firstSeq, batch.reduce((n, p) => n + p.samples.length, 0));
     // One array of a statement's parameters, filled in place: emptied and grown again for each
     // statement, it was half of a commit's garbage (194 -> 99 bytes of heap per sample).
     const params: (number | null)[] = new Array(ROWS_PER_INSERT * 4).fill(0);
@@ -284,6 +291,7 @@ export class SpoolWriter implements OwnSeqs {
             params[filled++] = seriesId;
             params[filled++] = tsUs;
             params[filled++] = Number.isNaN(s.value) ? null : s.value;
+            fresh.push(seriesId, epochMs + tsUs / 1000, s.value);
             if (filled === params.length) {
               insertSamples.run(...params);
               filled = 0;
@@ -304,6 +312,7 @@ export class SpoolWriter implements OwnSeqs {
       throw err;
     }
     this.#nextSeq = seq;
+    this.#fresh.add(fresh);
     this.counters.appended += seq - firstSeq;
     this.counters.commits++;
   }
@@ -443,6 +452,7 @@ export class SpoolWriter implements OwnSeqs {
     ).get(lo, hi) as { n: number; lo: number | null; hi: number | null };
     if (!range.n || range.lo === null || range.hi === null) return true;
     const { lo: first, hi: last } = range;
+    this.#fresh.clear();
     const deleted = store.transaction(() => {
       const deleted = Number(store.statement("DELETE FROM samples WHERE seq BETWEEN ? AND ?").run(first, last).changes);
       store.statement(INSERT_GAP).run(first, last, deleted, "spool full (drop_oldest)", Date.now());
