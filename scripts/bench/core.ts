@@ -9,13 +9,16 @@
  *    metric, labels JSON, timestamp, value), and the spool's own encoded rows (4 integers, no
  *    per-sample work: SQLite's ceiling for that table).
  * 3. Forward rate to a local PostgreSQL, against a bare COPY of the same rows by the same client.
- * 4. Restart on a spool holding a large backlog (BENCH_BACKLOG, a comma-separated list, default
+ * 4. The live lane's read of the writer's last commit (one poll of SERIES samples), from memory as
+ *    the collector's lease reads it (src/spool/fresh_rows.ts), against the same rows read from the
+ *    file (a lease without the writer's rows, on the same connection).
+ * 5. Restart on a spool holding a large backlog (BENCH_BACKLOG, a comma-separated list, default
  *    1,000,000 and 10,000,000: one run each, figures suffixed _1m, _10m) while polling 10,000
  *    metrics at 1 Hz: first poll, first forward, drain time, freshness of the live lane during
  *    the drain (sample timestamp → commit in the central table), RSS all along, and a check that
  *    every backlog sample landed exactly once.
  *
- *   deno run -A scripts/bench/core.ts            (BENCH_ONLY=idle|append|forward|drain for one)
+ *   deno run -A scripts/bench/core.ts            (BENCH_ONLY=idle|append|read|forward|drain for one)
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { spoolOptions } from "../../src/cli/runtime.ts";
@@ -99,6 +102,53 @@ async function idleCollectorRss(dir: string) {
   } finally {
     await child.stop();
   }
+}
+
+/**
+ * Polls of SERIES samples are committed one by one, each then read back as the live lane reads it
+ * (`spool.lease.read`, from memory) and from the file (`spool.view.read`), each first in turn, and
+ * removed.
+ * The first ROUNDS_WARM polls warm the series caches and are not counted.
+ */
+async function liveRead(dir: string) {
+  const ROUNDS = 60;
+  const ROUNDS_WARM = 10;
+  const spool = openSpool(spoolOptions(testConfig({ spool_path: `${dir}/read.db`, spool_max_bytes: 2 ** 40 })));
+  const spentMs = { memory: 0, file: 0 };
+  try {
+    for (let round = 0; round < ROUNDS; round++) {
+      await spool.writer.append(batch(SERIES, round * SERIES));
+      const ways = [["memory", spool.lease], ["file", spool.view]] as const;
+      // Each first in turn: neither always finds the pages the other one read.
+      for (const [way, reader] of round % 2 ? [ways[1], ways[0]] : ways) {
+        const started = performance.now();
+        // A read takes at most SERIES_READ_PER_CALL series the caches lack: the first polls take several.
+        let read = 0;
+        for (let rows = reader.read(0, 2 * SERIES); rows.length > 0; rows = reader.read(rows.at(-1)!.seq, 2 * SERIES)) {
+          read += rows.length;
+        }
+        if (read !== SERIES) throw new Error(`read ${read} rows of a poll of ${SERIES}`);
+        if (round >= ROUNDS_WARM) spentMs[way] += performance.now() - started;
+      }
+      spool.lease.removeForwarded(round * SERIES + 1, (round + 1) * SERIES);
+    }
+  } finally {
+    spool.close();
+  }
+  const perThousand = (ms: number) => ms / ((ROUNDS - ROUNDS_WARM) * SERIES / 1000);
+  report({
+    name: "spool_live_read_ms_per_1000_rows",
+    figure: `the live lane's read of the writer's last commit (${count.format(SERIES)} samples), from memory: ` +
+      "time per 1,000 rows",
+    value: perThousand(spentMs.memory),
+    unit: "ms",
+  });
+  report({
+    name: "spool_file_read_ms_per_1000_rows",
+    figure: "the same rows read from the spool file: time per 1,000 rows",
+    value: perThousand(spentMs.file),
+    unit: "ms",
+  });
 }
 
 /**
@@ -452,6 +502,7 @@ try {
   const only = Deno.env.get("BENCH_ONLY");
   if (!only || only === "idle") await idleCollectorRss(dir);
   if (!only || only === "append") await spoolAppend(dir);
+  if (!only || only === "read") await liveRead(dir);
   if (!only || only === "forward") await forwardRate(dir);
   if (!only || only === "drain") { for (const backlog of BACKLOGS) await drainWhilePolling(dir, backlog); }
 } finally {
