@@ -25,8 +25,11 @@
  * - Bounded: FRESH_ROWS_MAX rows at most (the oldest blocks go first), outside V8's heap.
  */
 
-/** Rows kept at most (32 bytes each): more than one poll of the largest exporter sent at once. */
-export const FRESH_ROWS_MAX = 32_768;
+/**
+ * Rows kept at most (32 bytes each, 640 KB): two polls of workload A's exporter (10,000 series).
+ * The writer does not copy the rows of a larger commit (a wide exporter's): the file has them.
+ */
+export const FRESH_ROWS_MAX = 20_000;
 
 /** The rows of one commit: `numbers` holds seq, timestamp (ms) and value for each, `seriesIds` their series. */
 interface Block {

@@ -33,7 +33,7 @@ import { Telemetry } from "../telemetry/telemetry.ts";
 import { type LeaseTable, type OwnSeqs, SERIES_CACHE_MAX, SERIES_CACHE_ROUND_SAMPLES } from "./lease.ts";
 import { BoundedCache } from "../bounded_cache.ts";
 import type { SpoolStore } from "./store.ts";
-import { FreshBlock, type FreshRows } from "./fresh_rows.ts";
+import { FRESH_ROWS_MAX, FreshBlock, type FreshRows } from "./fresh_rows.ts";
 
 /** See "The series dictionary": how stale a series' recorded last_seq may be. */
 const SERIES_SEQ_SLACK = 100_000;
@@ -271,7 +271,9 @@ export class SpoolWriter implements OwnSeqs {
     const firstSeq = this.#nextSeq;
     let seq = firstSeq;
     const touched: [number, number][] = [];
-    const fresh = new FreshBlock(firstSeq, batch.reduce((n, p) => n + p.samples.length, 0));
+    const count = batch.reduce((n, p) => n + p.samples.length, 0);
+    // A commit larger than what FreshRows keeps is read back from the file: not copied for nothing.
+    const fresh = count <= FRESH_ROWS_MAX ? new FreshBlock(firstSeq, count) : undefined;
     // One array of a statement's parameters, filled in place: emptied and grown again for each
     // statement, it was half of a commit's garbage (194 -> 99 bytes of heap per sample).
     const params: (number | null)[] = new Array(ROWS_PER_INSERT * 4).fill(0);
@@ -291,7 +293,7 @@ export class SpoolWriter implements OwnSeqs {
             params[filled++] = seriesId;
             params[filled++] = tsUs;
             params[filled++] = Number.isNaN(s.value) ? null : s.value;
-            fresh.push(seriesId, epochMs + tsUs / 1000, s.value);
+            fresh?.push(seriesId, epochMs + tsUs / 1000, s.value);
             if (filled === params.length) {
               insertSamples.run(...params);
               filled = 0;
@@ -312,7 +314,8 @@ export class SpoolWriter implements OwnSeqs {
       throw err;
     }
     this.#nextSeq = seq;
-    this.#fresh.add(fresh);
+    if (fresh) this.#fresh.add(fresh);
+    else this.#fresh.clear();
     this.counters.appended += seq - firstSeq;
     this.counters.commits++;
   }
