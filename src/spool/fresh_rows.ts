@@ -31,14 +31,6 @@
  */
 export const FRESH_ROWS_MAX = 20_000;
 
-/** The rows of one commit: `numbers` holds seq, timestamp (ms) and value for each, `seriesIds` their series. */
-interface Block {
-  first: number;
-  count: number;
-  seriesIds: Float64Array;
-  numbers: Float64Array;
-}
-
 /** A run of fresh rows: rows `at` to `at + count - 1` of `seriesIds` and `numbers` (three per row). */
 export interface FreshRun {
   seriesIds: Float64Array;
@@ -47,7 +39,10 @@ export interface FreshRun {
   count: number;
 }
 
-/** Rows being written by the writer's commit: filled row by row, then handed to `FreshRows.add`. */
+/**
+ * The rows of one commit, filled row by row by the writer, then handed to `FreshRows.add`:
+ * `numbers` holds seq, timestamp (ms) and value for each, `seriesIds` their series.
+ */
 export class FreshBlock {
   readonly seriesIds: Float64Array;
   readonly numbers: Float64Array;
@@ -73,7 +68,7 @@ export class FreshBlock {
 }
 
 export class FreshRows {
-  #blocks: Block[] = [];
+  #blocks: FreshBlock[] = [];
   #rows = 0;
   /** Rows below this seq are not handed out: they may have left the file. */
   #from = 0;
@@ -96,12 +91,7 @@ export class FreshRows {
     if (block.count === 0) return;
     const last = this.#blocks.at(-1);
     if (last && last.first + last.count !== block.first) this.clear();
-    this.#blocks.push({
-      first: block.first,
-      count: block.count,
-      seriesIds: block.seriesIds,
-      numbers: block.numbers,
-    });
+    this.#blocks.push(block);
     this.#rows += block.count;
     while (this.#rows > FRESH_ROWS_MAX) this.#rows -= this.#blocks.shift()!.count;
   }

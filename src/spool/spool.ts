@@ -107,8 +107,7 @@
  *   (store.ts: the file, schema, checks on open, meta), the `writer` (writer.ts: group commit,
  *   series dictionary, full policy, renumbering), the `lease` of this process's forwarders
  *   (lease.ts: read, acknowledge, quarantine, gaps; it reads the writer's last commits from
- *   memory, fresh_rows.ts), the `state` (local_state.ts: device status,
- *   promotions) and a `view`.
+ *   memory, fresh_rows.ts), the `state` (local_state.ts: device status, promotions) and a `view`.
  * - `openSpoolLease()` (`flush`, the forwarder of retired spools): a `lease` and a `view`, no
  *   writer, no lock (invariant 6).
  * - `openSpoolView()` (`status`): a read-only `view`.

@@ -20,6 +20,9 @@
  *   (`Sample.series.spool`, valid while it carries this writer's current token: a garbage
  *   collection, a renumbering or a failed commit forgets them all at once), else in a bounded
  *   cache by key; the series missing from both cost one lookup in the dictionary.
+ * - **Fresh rows**: the rows of a commit that fits FRESH_ROWS_MAX are handed, once committed, to
+ *   this process's lease (fresh_rows.ts), which reads them from memory; whatever else the writer
+ *   does to rows or seqs (drop_oldest, renumbering, a restored file) drops them first.
  * - **The full-spool policy** (invariant 5): before each commit, when the used bytes would pass
  *   `maxBytes`, `drop_newest` refuses the new samples and `drop_oldest` frees the oldest rows
  *   (recorded as a gap), never a row leased to this process's forwarder. Logged as an error and
