@@ -268,6 +268,8 @@ export class SpoolLease {
           this.#fresh!.clear();
           continue;
         }
+        // The series budget may end before the first row: then nothing of this run is taken.
+        if (seriesOf.length === 0) break;
         for (let i = 0; i < seriesOf.length; i++) out.push(new SpooledRow(numbers, 3 * (at + i), seriesOf[i]!));
         after = lastSeq = numbers[3 * (at + seriesOf.length - 1)]!;
         if (seriesOf.length < count) break;
