@@ -5,6 +5,12 @@
  * a later sweep frees room. So a device with more live series than the bound keeps `max` of them
  * cached, instead of evicting each one before its next use, and one whose series change has the old
  * ones swept out within two rounds. Whatever is dropped costs only its recompute.
+ *
+ * A lookup tries the place after the last key found before it hashes the key: the caches of a
+ * device's series are asked in the order of its lines, rows or OIDs, the same at every round, and
+ * their keys took their places in that order, so most lookups are one comparison of the key with
+ * the one kept in that place (the same string object for the caches keyed by a series' text)
+ * instead of a hash table's probe. Whatever the order, the answer is what the key's entry holds.
  */
 export class BoundedCache<K, V> {
   #max: number;
@@ -14,7 +20,11 @@ export class BoundedCache<K, V> {
    */
   #slots = new Map<K, number>();
   #values: (V | undefined)[] = [];
+  /** The key of each slot, to check a lookup's guess (undefined once freed: it keeps no key alive). */
+  #keys: (K | undefined)[] = [];
   #usedInRound: number[] = [];
+  /** The slot of the last key found: the next lookup tries the one after it first. */
+  #lastSlot = -1;
   /** Slots a sweep emptied, taken again before the arrays grow. */
   #freeSlots: number[] = [];
   #round = 0;
@@ -52,8 +62,14 @@ export class BoundedCache<K, V> {
 
   get(key: K): V | undefined {
     this.#askedInRound = this.#round;
-    const slot = this.#slots.get(key);
-    if (slot === undefined) return undefined;
+    let slot = this.#lastSlot + 1;
+    // A freed slot's key is undefined, never a key asked for.
+    if (slot >= this.#keys.length || this.#keys[slot] !== key) {
+      const found = this.#slots.get(key);
+      if (found === undefined) return undefined;
+      slot = found;
+    }
+    this.#lastSlot = slot;
     this.#usedInRound[slot] = this.#round;
     return this.#values[slot];
   }
@@ -67,6 +83,7 @@ export class BoundedCache<K, V> {
     if (slot === undefined) {
       slot = this.#freeSlots.pop() ?? this.#values.length;
       this.#slots.set(key, slot);
+      this.#keys[slot] = key;
     }
     this.#values[slot] = value;
     this.#usedInRound[slot] = this.#round;
@@ -77,8 +94,10 @@ export class BoundedCache<K, V> {
     if (this.#dropped) { for (const slot of this.#slots.values()) this.#dropped(this.#values[slot] as V); }
     this.#slots.clear();
     this.#values = [];
+    this.#keys = [];
     this.#usedInRound = [];
     this.#freeSlots = [];
+    this.#lastSlot = -1;
   }
 
   /** Whether a new key would be cached now. */
@@ -94,6 +113,7 @@ export class BoundedCache<K, V> {
       const value = this.#values[slot] as V;
       this.#slots.delete(key);
       this.#values[slot] = undefined;
+      this.#keys[slot] = undefined;
       this.#freeSlots.push(slot);
       this.#dropped?.(value);
     }

@@ -54,3 +54,34 @@ Deno.test("a BoundedCache gives each key its own value while sweeps free room an
   assert.ok(cached.length > 40, `${cached.length} keys cached`);
   assert.equal(cache.get(cached[0]!), undefined);
 });
+
+Deno.test("a BoundedCache answers each key with its own value in whatever order the keys are asked", () => {
+  const cache = new BoundedCache<string, string>(64);
+  const keys = Array.from({ length: 48 }, (_, i) => `series ${i}`);
+  for (const key of keys) cache.set(key, `value of ${key}`);
+  // Asked in their order, reversed, and shuffled, with copies of the keys (equal strings, other objects).
+  const shuffled = keys.map((k, i) => keys[(i * 17) % keys.length]!);
+  for (const order of [keys, [...keys].reverse(), shuffled, keys.map((k) => `${k} `.trimEnd())]) {
+    cache.nextRound();
+    for (const key of order) assert.equal(cache.get(key), `value of ${key}`);
+    assert.equal(cache.get("series 48"), undefined);
+  }
+});
+
+Deno.test("a BoundedCache never answers a key with the value of the key that took its freed place", () => {
+  const cache = new BoundedCache<number, string>(4);
+  for (let k = 0; k < 4; k++) cache.set(k, `v${k}`);
+  cache.nextRound();
+  cache.get(0);
+  cache.get(2);
+  cache.nextRound();
+  // 1 and 3 are swept; 7 and 8 take their places, right after the places of 0 and 2.
+  assert.equal(cache.set(7, "v7"), true);
+  assert.equal(cache.set(8, "v8"), true);
+  for (
+    const [asked, expected] of [[0, "v0"], [1, undefined], [2, "v2"], [3, undefined], [0, "v0"], [7, "v7"]] as const
+  ) {
+    assert.equal(cache.get(asked), expected, `key ${asked}`);
+  }
+  assert.equal(cache.get(8), "v8");
+});
