@@ -70,6 +70,14 @@ export class CopyEncoder {
   /** The first microsecond of the minute of the last timestamp encoded, and that minute's text ("2026-09-21T14:13:"). */
   #minuteUs = NaN;
   #minuteText = new Uint8Array(0);
+  /**
+   * The last timestamp written (µs), and where its text is: the rows of one poll share their
+   * timestamp, copied from there. The chunk holding it is this encoder's until `finish`.
+   */
+  #lastUs = NaN;
+  #lastChunk: Uint8Array = new Uint8Array(0);
+  #lastAt = 0;
+  #lastLength = 0;
 
   /**
    * Appends the row of a sample of the series whose prefix (`copyPrefix`) is `prefix`. The prefix
@@ -101,6 +109,22 @@ export class CopyEncoder {
   /** Writes the text of `copyTimestamp(timestampMs)` at `at`; returns where it ends. */
   #timestamp(buf: Uint8Array, at: number, timestampMs: number): number {
     const us = Math.round(timestampMs * 1000);
+    if (us === this.#lastUs) {
+      const from = this.#lastChunk;
+      const end = this.#lastAt + this.#lastLength;
+      for (let i = this.#lastAt; i < end; i++) buf[at++] = from[i]!;
+      return at;
+    }
+    const end = this.#timestampText(buf, at, us, timestampMs);
+    this.#lastUs = us;
+    this.#lastChunk = buf;
+    this.#lastAt = at;
+    this.#lastLength = end - at;
+    return end;
+  }
+
+  /** Renders the text of `us` (`timestampMs` in µs) at `at`; returns where it ends. */
+  #timestampText(buf: Uint8Array, at: number, us: number, timestampMs: number): number {
     if (!Number.isSafeInteger(us)) {
       // Beyond year 2255 (or before 1685): rare and rejected centrally anyway, rendered as text.
       const text = copyTimestamp(timestampMs);

@@ -78,7 +78,7 @@ Deno.test("CopyEncoder writes every row whole, in chunks, non-ASCII text and lon
   assert.equal(chunks.map((chunk) => new TextDecoder().decode(chunk)).join(""), samples.map(copyRow).join(""));
 });
 
-Deno.test("CopyEncoder writes each timestamp as copyTimestamp does: across minutes, before 1970 and past 2255", () => {
+Deno.test("CopyEncoder writes each timestamp as copyTimestamp does: repeated, across minutes, before 1970 and past 2255", () => {
   const minute = 1_790_000_040_000;
   const timestamps = [
     minute - 0.001,
@@ -94,7 +94,10 @@ Deno.test("CopyEncoder writes each timestamp as copyTimestamp does: across minut
     ...Array.from({ length: 5_000 }, (_, i) => minute + i * 12_345.6789 - 30_000_000 + (i % 7) / 1000),
   ];
   const encoder = new CopyEncoder();
-  const samples = timestamps.map((timestampMs) => ({ ...sample, timestampMs, value: 1 }));
+  // Each in a run of its own length modulo 4 (none, once, twice...): the rows of a poll share theirs.
+  const samples = timestamps.flatMap((timestampMs, i) =>
+    Array.from({ length: 1 + (i % 4) }, () => ({ ...sample, timestampMs, value: 1 }))
+  );
   for (const s of samples) encoder.row(copyPrefix(s.deviceId, s.metricId, JSON.stringify(s.labels)), s.timestampMs, 1);
   assert.deepEqual(decoded(encoder).split("\n"), [...samples.map(copyRow).map((row) => row.slice(0, -1)), ""]);
   assert.throws(() => new CopyEncoder().row("d\tm\t{}\t", 99_999_999_999_999_999, 1), RangeError);
