@@ -21,7 +21,7 @@ import { systemClock } from "../../src/clock.ts";
 import { buildGroups } from "../../src/collect/groups.ts";
 import { Scheduler, toSample } from "../../src/collect/scheduler.ts";
 import type { MetricEntry } from "../../src/config/metrics_dir.ts";
-import type { Sample } from "../../src/sample.ts";
+import { type Sample, samplesOf } from "../../src/sample.ts";
 import { setLogLevel } from "../../src/log.ts";
 import { ipmi } from "../../src/sources/ipmi/ipmi.ts";
 import { modbus } from "../../src/sources/modbus/modbus.ts";
@@ -121,7 +121,7 @@ async function modbusBench(): Promise<void> {
       config,
       clock: systemClock,
       deliver: (s) => {
-        samples.push(...s);
+        samples.push(...samplesOf(s));
         return Promise.resolve();
       },
     });

@@ -19,6 +19,7 @@ import { buildGroups, type PollGroup } from "../../src/collect/groups.ts";
 import { Scheduler, toSample } from "../../src/collect/scheduler.ts";
 import type { MetricEntry } from "../../src/config/metrics_dir.ts";
 import { setLogLevel } from "../../src/log.ts";
+import { batchSize } from "../../src/sample.ts";
 import { snmp } from "../../src/sources/snmp/snmp.ts";
 import type { Source } from "../../src/sources/source.ts";
 import { testConfig } from "../harness/config.ts";
@@ -196,7 +197,7 @@ async function fleet(): Promise<void> {
       config,
       clock,
       deliver: (samples) => {
-        delivered += samples.length;
+        delivered += batchSize(samples);
         return Promise.resolve();
       },
     });

@@ -6,7 +6,7 @@ import { type Config, parseListenAddress } from "../config/defaults.ts";
 import { AsideForwarder } from "../forward/aside_forwarder.ts";
 import { Forwarder } from "../forward/forwarder.ts";
 import { errorMessage, logger } from "../log.ts";
-import type { Sample } from "../sample.ts";
+import type { Sample, SampleBatch } from "../sample.ts";
 import { spoolTrouble } from "../spool/errors.ts";
 import { openSpool, openSpoolLease, SAMPLE_BYTES_ESTIMATE, type Spool } from "../spool/spool.ts";
 import { CONDITIONS, SPOOL_FILE_LOST, SPOOL_UNAVAILABLE } from "../telemetry/events.ts";
@@ -50,7 +50,7 @@ export interface Pipeline {
   telemetry: Telemetry;
   forwarder: Forwarder;
   filter: PromotionFilter;
-  deliver(samples: Sample[]): Promise<void>;
+  deliver(samples: SampleBatch): Promise<void>;
   /** Starts the promotion refresher once `refreshPromotions` says it is needed (after a reload). */
   refreshPromotionsIfNeeded(): void;
   /** Runs `task` at every housekeeping tick (`Housekeeping`), after the pipeline's own checks, until `stop()`. */
@@ -163,7 +163,7 @@ export async function startPipeline(
   startRefresher();
   const forwarder = new Forwarder({ lease: spool.lease, endpoint, config: c, telemetry, nudged: true });
   // The forwarder looks at the spool once its new rows are committed (see Forwarder.nudge).
-  const deliver = (samples: Sample[]) => writer.append(samples).then(() => forwarder.nudge());
+  const deliver = (samples: SampleBatch) => writer.append(samples).then(() => forwarder.nudge());
   const aside = new AsideForwarder({ spoolPath: c.spool_path, config: c, endpoint, telemetry, open: openSpoolLease });
   const health = startTelemetry({ config: c, spool, telemetry, forwarder, deliver });
   const forwarding = new AbortController();

@@ -1,8 +1,8 @@
 import type { Config } from "../config/defaults.ts";
 import { canonicalLabels, type MetricEntry } from "../config/metrics_dir.ts";
 import { errorMessage } from "../log.ts";
-import type { Sample } from "../sample.ts";
-import { sampleProblem, toSampleValue } from "../sample.ts";
+import type { Sample, SampleBatch, SeriesIdentity } from "../sample.ts";
+import { batchSize, sampleProblem, timestampProblem, toSampleValue } from "../sample.ts";
 import type { DeviceStatus } from "../spool/spool.ts";
 import type { EntryError, PollResult, Reading, Source } from "../sources/source.ts";
 import type { TlsPins } from "../spool/tls_pins.ts";
@@ -66,7 +66,7 @@ export interface SchedulerOptions {
   config: Config;
   clock: Clock;
   /** Hands samples to the spool; resolves when they are durable. */
-  deliver(samples: Sample[]): Promise<void>;
+  deliver: (samples: SampleBatch) => Promise<void>;
   /** Optional metrics: whether an entry is polled this cycle (default: non-optional only). */
   isActive?(entry: MetricEntry): boolean;
   /** Where polls, failures and losses are logged and counted (a private one by default). */
@@ -139,7 +139,7 @@ class PollTaking {
   door: PollSamples | undefined;
   readonly refused: EntryError[] = [];
   /** Samples made and not yet handed to the spool, in parts, and their number. */
-  held: Sample[][] = [];
+  held: SampleBatch[] = [];
   heldSamples = 0;
   /** Of which samples of series without a cached identity. */
   heldUncached = 0;
@@ -396,22 +396,26 @@ export class Scheduler {
     if (!paced) this.#deliverHeld(s, taking);
     for (let from = 0; from < readings.length;) {
       let to = Math.min(readings.length, from + READINGS_BETWEEN_LOOKS);
-      const part = door.take(readings, from, to);
-      while (to < readings.length && !slice.due() && part.samples.length < PART_MAX_SAMPLES) {
-        const more = door.take(readings, to, to = Math.min(readings.length, to + READINGS_BETWEEN_LOOKS));
-        part.samples.push(...more.samples);
-        part.refused.push(...more.refused);
+      const part: PollPart = { samples: [], known: { series: [], values: [] }, refused: [] };
+      door.take(readings, from, to, part);
+      while (to < readings.length && !slice.due() && partSize(part) < PART_MAX_SAMPLES) {
+        door.take(readings, to, to = Math.min(readings.length, to + READINGS_BETWEEN_LOOKS), part);
       }
       // What became samples is let go at once: a poll does not hold all its readings to the end.
       (readings as (Reading | undefined)[]).fill(undefined, from, to);
       from = to;
       taking.refused.push(...part.refused);
-      if (part.samples.length > 0) {
+      const batches: SampleBatch[] = [];
+      if (part.known && part.known.series.length > 0) {
+        batches.push({ timestampMs: taking.sentAtMs, series: part.known.series, values: part.known.values });
+      }
+      if (part.samples.length > 0) batches.push(part.samples);
+      for (const batch of batches) {
         if (paced) {
-          taking.held.push(part.samples);
-          taking.heldSamples += part.samples.length;
-          for (const sample of part.samples) if (!sample.series) taking.heldUncached++;
-        } else this.#deliver(s, part.samples);
+          taking.held.push(batch);
+          taking.heldSamples += batchSize(batch);
+          if (Array.isArray(batch)) { for (const sample of batch) if (!sample.series) taking.heldUncached++; }
+        } else this.#deliver(s, batch);
       }
       if (from < readings.length && slice.due()) await slice.yield();
     }
@@ -432,24 +436,25 @@ export class Scheduler {
    * Hands one part of a poll's samples to the spool, and counts what becomes of them; the promise
    * resolves when the spool has stored them or failed to.
    */
-  #deliver(s: GroupState, samples: Sample[]): Promise<void> {
+  #deliver(s: GroupState, samples: SampleBatch): Promise<void> {
     const t = this.#telemetry;
-    s.counters.samples += samples.length;
-    t.emit(SAMPLES_POLLED, { group: s.group.name, samples: samples.length }, {
+    const n = batchSize(samples);
+    s.counters.samples += n;
+    t.emit(SAMPLES_POLLED, { group: s.group.name, samples: n }, {
       labels: { protocol: s.group.scheme },
-      n: samples.length,
+      n,
     });
     const delivery = this.#opts.deliver(samples).then(
       () => {
-        s.counters.samplesAcknowledged += samples.length;
+        s.counters.samplesAcknowledged += n;
         if (t.isActive(SPOOL_WRITE_FAILING, "spool")) {
           t.end(SPOOL_WRITE_FAILING, "spool", { lost_total: t.total(SAMPLES_LOST.counter) });
         }
       },
       (err) => {
-        s.counters.samplesLost += samples.length;
-        const fields = { group: s.group.name, samples: samples.length, error: errorMessage(err) };
-        t.emit(SAMPLES_LOST, fields, { n: samples.length });
+        s.counters.samplesLost += n;
+        const fields = { group: s.group.name, samples: n, error: errorMessage(err) };
+        t.emit(SAMPLES_LOST, fields, { n });
         t.begin(SPOOL_WRITE_FAILING, "spool", fields);
       },
     );
@@ -536,6 +541,21 @@ export function toSample(r: Reading, sentAtMs: number, identities?: SeriesIdenti
 }
 
 /**
+ * One part of a poll as the door makes it: samples as objects, and those of series with an identity
+ * at the poll's time as columns (`known`: no object per sample, see `SeriesSamples`), which the
+ * spool stores the same way. Without `known`, every sample is an object, in the readings' order.
+ */
+export interface PollPart {
+  samples: Sample[];
+  known: { series: SeriesIdentity[]; values: number[] } | undefined;
+  refused: EntryError[];
+}
+
+function partSize(part: PollPart): number {
+  return part.samples.length + (part.known?.series.length ?? 0);
+}
+
+/**
  * The samples of one poll: one per (device, metric, labels, timestamp), the first reading's when
  * entries of the group selected the same value twice. This is also the door of the spool: a
  * reading that could never be stored centrally (sample.ts) is refused as an error of its entry,
@@ -553,6 +573,8 @@ export class PollSamples {
   #poll: number;
   /** Keys of the samples without an identity, or with a timestamp of their own. */
   #seen = new Set<string>();
+  /** Whether a sample at the poll's time passes `sampleProblem`'s timestamp checks (one look per poll). */
+  #pollTimeOk: boolean;
 
   constructor(sentAtMs: number, nowMs: number, identities?: SeriesIdentities) {
     this.#sentAtMs = sentAtMs;
@@ -560,15 +582,38 @@ export class PollSamples {
     this.#identities = identities;
     identities?.nextPoll();
     this.#poll = identities?.poll ?? -1;
+    this.#pollTimeOk = Number.isFinite(sentAtMs) && timestampProblem(sentAtMs, "milliseconds", nowMs) === undefined;
   }
 
-  /** The samples of `readings[from]` up to (not including) `readings[to]`. */
-  take(readings: readonly Reading[], from: number, to: number): { samples: Sample[]; refused: EntryError[] } {
-    const samples: Sample[] = [];
-    const refused: EntryError[] = [];
+  /** Adds the samples of `readings[from]` up to (not including) `readings[to]` to `part`. */
+  take(readings: readonly Reading[], from: number, to: number, part: PollPart): void {
+    const { samples, refused, known } = part;
+    const identities = this.#identities;
     for (let i = from; i < to; i++) {
       const r = readings[i]!;
-      const s = toSample(r, this.#sentAtMs, this.#identities);
+      let s: Sample;
+      // A known series' numeric sample at the poll's time: checked by its identity, kept as columns.
+      if (identities && r.seriesKey !== undefined && r.timestampMs === undefined && typeof r.value === "number") {
+        const series = identities.of(r.entry, r.seriesKey, r.metricId ?? r.entry.name, r.labels);
+        if (series) {
+          const scale = r.entry.scaleFactor;
+          const value = scale ? r.value * scale : r.value;
+          if (known && series.problem === undefined && this.#pollTimeOk) {
+            if (this.#seenSeries(series)) continue;
+            known.series.push(series);
+            known.values.push(value);
+            continue;
+          }
+          s = {
+            timestampMs: this.#sentAtMs,
+            deviceId: series.deviceId,
+            metricId: series.metricId,
+            value,
+            labels: series.labels,
+            series,
+          };
+        } else s = toSample(r, this.#sentAtMs);
+      } else s = toSample(r, this.#sentAtMs, identities);
       if (this.#seenBefore(s)) continue;
       const problem = sampleProblem(s, this.#nowMs);
       if (problem === undefined) samples.push(s);
@@ -578,7 +623,6 @@ export class PollSamples {
           message: `Sample of ${s.metricId} refused: ${problem}`,
         });}
     }
-    return { samples, refused };
   }
 
   /** Whether the poll took a sample of the series of `s` at its time already; marks it taken. */
@@ -591,15 +635,18 @@ export class PollSamples {
       seen.add(key);
       return false;
     }
-    if (series) {
-      // Another entry's sample of it without an identity was keyed by the same text (pollKeyOf).
-      if (series.seenInPoll === this.#poll || (seen.size > 0 && seen.has(series.pollKey))) return true;
-      series.seenInPoll = this.#poll;
-      return false;
-    }
+    if (series) return this.#seenSeries(series);
     const key = pollKeyOf(s.deviceId, s.metricId, s.labels);
     if (seen.has(key) || this.#identities?.byPollKey(key)?.seenInPoll === this.#poll) return true;
     seen.add(key);
+    return false;
+  }
+
+  /** Whether the poll took a sample of `series` at its time already; marks it taken. */
+  #seenSeries(series: SeriesIdentity): boolean {
+    // Another entry's sample of it without an identity was keyed by the same text (pollKeyOf).
+    if (series.seenInPoll === this.#poll || (this.#seen.size > 0 && this.#seen.has(series.pollKey))) return true;
+    series.seenInPoll = this.#poll;
     return false;
   }
 }
@@ -611,7 +658,9 @@ export function samplesOfPoll(
   nowMs: number,
   identities?: SeriesIdentities,
 ): { samples: Sample[]; refused: EntryError[] } {
-  return new PollSamples(sentAtMs, nowMs, identities).take(readings, 0, readings.length);
+  const part: PollPart = { samples: [], known: undefined, refused: [] };
+  new PollSamples(sentAtMs, nowMs, identities).take(readings, 0, readings.length, part);
+  return { samples: part.samples, refused: part.refused };
 }
 
 /**

@@ -28,7 +28,7 @@
  *   (recorded as a gap), never a row leased to this process's forwarder. Logged as an error and
  *   counted either way.
  */
-import type { Sample } from "../sample.ts";
+import { batchSize, type Sample, type SampleBatch, type SeriesIdentity } from "../sample.ts";
 import { errorMessage } from "../log.ts";
 import { type Clock, systemClock, type TimerId } from "../clock.ts";
 import { ROWS_DROPPED, SPOOL_FULL } from "../telemetry/events.ts";
@@ -90,7 +90,7 @@ interface SeriesEntry {
 }
 
 interface Pending {
-  samples: Sample[];
+  samples: SampleBatch;
   /** The series of each sample found at append (undefined: new), valid while `owner` is the writer's token. */
   series: (SeriesEntry | undefined)[];
   owner: object;
@@ -141,9 +141,9 @@ export class SpoolWriter implements OwnSeqs {
    * `drop_newest` policy a full spool resolves without writing them (they are counted as
    * dropped and logged).
    */
-  append(samples: Sample[]): Promise<void> {
+  append(samples: SampleBatch): Promise<void> {
     if (this.#closed) return Promise.reject(new Error(`Spool '${this.#store.path}' is closed`));
-    if (samples.length === 0) return Promise.resolve();
+    if (batchSize(samples) === 0) return Promise.resolve();
     const owner = this.#cacheOwner;
     let series: (SeriesEntry | undefined)[];
     try {
@@ -173,7 +173,7 @@ export class SpoolWriter implements OwnSeqs {
     const batch = this.#pending;
     if (batch.length === 0) return;
     this.#pending = [];
-    const count = batch.reduce((n, p) => n + p.samples.length, 0);
+    const count = batch.reduce((n, p) => n + batchSize(p.samples), 0);
     this.#lastCommitAt = this.#clock.monotonic();
     try {
       const admitted = this.#makeRoom(count);
@@ -274,7 +274,7 @@ export class SpoolWriter implements OwnSeqs {
     const firstSeq = this.#nextSeq;
     let seq = firstSeq;
     const touched: [number, number][] = [];
-    const count = batch.reduce((n, p) => n + p.samples.length, 0);
+    const count = batch.reduce((n, p) => n + batchSize(p.samples), 0);
     // A commit larger than what FreshRows keeps is read back from the file: not copied for nothing.
     const fresh = count <= FRESH_ROWS_MAX ? new FreshBlock(firstSeq, count) : undefined;
     // One array of a statement's parameters, filled in place: emptied and grown again for each
@@ -286,22 +286,35 @@ export class SpoolWriter implements OwnSeqs {
       store.transaction(() => {
         /** Series created by this commit, by key (a cache may have had no room for them). */
         const created = new Map<string, SeriesEntry>();
+        const put = (entry: SeriesEntry, tsUs: number, value: number) => {
+          const seriesId = this.#touch(entry, seq, touched);
+          params[filled++] = seq;
+          params[filled++] = seriesId;
+          params[filled++] = tsUs;
+          params[filled++] = Number.isNaN(value) ? null : value;
+          fresh?.push(seriesId, epochMs + tsUs / 1000, value);
+          if (filled === params.length) {
+            insertSamples.run(...params);
+            filled = 0;
+          }
+          seq++;
+        };
         for (const p of batch) {
-          const found = p.owner === this.#cacheOwner ? p.series : this.#findSeries(p.samples);
-          for (let i = 0; i < p.samples.length; i++) {
-            const s = p.samples[i]!;
-            const seriesId = this.#touch(found[i] ?? this.#createSeries(s, seq, created), seq, touched);
-            const tsUs = Math.round((s.timestampMs - epochMs) * 1000);
-            params[filled++] = seq;
-            params[filled++] = seriesId;
-            params[filled++] = tsUs;
-            params[filled++] = Number.isNaN(s.value) ? null : s.value;
-            fresh?.push(seriesId, epochMs + tsUs / 1000, s.value);
-            if (filled === params.length) {
-              insertSamples.run(...params);
-              filled = 0;
+          const samples = p.samples;
+          const found = p.owner === this.#cacheOwner ? p.series : this.#findSeries(samples);
+          if (Array.isArray(samples)) {
+            for (let i = 0; i < samples.length; i++) {
+              const s = samples[i]!;
+              const entry = found[i] ?? this.#createSeries(seriesRef(s), seq, created);
+              put(entry, Math.round((s.timestampMs - epochMs) * 1000), s.value);
             }
-            seq++;
+          } else {
+            // Columns: one timestamp for all (see SeriesSamples), each series an identity.
+            const tsUs = Math.round((samples.timestampMs - epochMs) * 1000);
+            const { series, values } = samples;
+            for (let i = 0; i < series.length; i++) {
+              put(found[i] ?? this.#createSeries(identityRef(series[i]!), seq, created), tsUs, values[i]!);
+            }
           }
         }
         for (let i = 0; i < filled; i += 4) {
@@ -328,25 +341,28 @@ export class SpoolWriter implements OwnSeqs {
    * or to the cache: a lookup in memory; the others are found in the dictionary all at once, one
    * statement (one call into SQLite, not one per series), and cached where there is room.
    */
-  #findSeries(samples: readonly Sample[]): (SeriesEntry | undefined)[] {
-    this.#samplesInRound += samples.length;
+  #findSeries(batch: SampleBatch): (SeriesEntry | undefined)[] {
+    const n = batchSize(batch);
+    this.#samplesInRound += n;
     if (this.#samplesInRound >= SERIES_CACHE_ROUND_SAMPLES) {
       this.#seriesByKey.nextRound();
       this.#samplesInRound = 0;
     }
-    const found: (SeriesEntry | undefined)[] = new Array(samples.length);
+    const found: (SeriesEntry | undefined)[] = new Array(n);
     /** Series no cache knows, by key, with the positions of their samples. */
-    const unknown = new Map<string, { sample: Sample; key: string; labels: string; positions: number[] }>();
-    for (let i = 0; i < samples.length; i++) {
-      const s = samples[i]!;
-      const series = s.series;
+    const unknown = new Map<string, { ref: SeriesRef; positions: number[] }>();
+    for (let i = 0; i < n; i++) {
+      let series: SeriesIdentity | undefined;
+      let s: Sample | undefined;
+      if (Array.isArray(batch)) series = (s = batch[i]!).series;
+      else series = batch.series[i]!;
       let known = series?.spool?.writer === this.#cacheOwner ? series.spool : undefined;
       if (!known) {
-        const { labels, key } = dictionaryKey(s);
-        known = this.#seriesByKey.get(key);
+        const ref = s ? seriesRef(s) : identityRef(series!);
+        known = this.#seriesByKey.get(ref.key);
         if (!known) {
-          let u = unknown.get(key);
-          if (!u) unknown.set(key, u = { sample: s, key, labels, positions: [] });
+          let u = unknown.get(ref.key);
+          if (!u) unknown.set(ref.key, u = { ref, positions: [] });
           u.positions.push(i);
           continue;
         }
@@ -357,45 +373,44 @@ export class SpoolWriter implements OwnSeqs {
     if (unknown.size === 0) return found;
     const list = [...unknown.values()];
     const rows = this.#store.arrayStatement(FIND_SERIES).all(
-      JSON.stringify(list.map((u) => [u.sample.deviceId, u.sample.metricId, u.labels])),
+      JSON.stringify(list.map(({ ref }) => [ref.deviceId, ref.metricId, ref.labels])),
     ) as unknown as [index: number, id: number, lastSeq: number][];
     for (const [index, id, lastSeq] of rows) {
       const u = list[Number(index)]!;
-      const entry = this.#remember(u.sample, u.key, Number(id), Number(lastSeq));
+      const entry = this.#remember(u.ref, Number(id), Number(lastSeq));
       for (const at of u.positions) found[at] = entry;
     }
     return found;
   }
 
   /**
-   * Adds the series of `s` to the dictionary, first used by `seq` (inside the commit's
+   * Adds the series `ref` to the dictionary, first used by `seq` (inside the commit's
    * transaction); a series this commit already created, or one created since it was looked for,
    * is taken as it is.
    */
-  #createSeries(s: Sample, seq: number, created: Map<string, SeriesEntry>): SeriesEntry {
-    const { labels, key } = dictionaryKey(s);
-    const done = created.get(key);
+  #createSeries(ref: SeriesRef, seq: number, created: Map<string, SeriesEntry>): SeriesEntry {
+    const done = created.get(ref.key);
     if (done) return done;
     const [id, lastSeq] = this.#store.arrayStatement(CREATE_SERIES).get(
-      s.deviceId,
-      s.metricId,
-      labels,
+      ref.deviceId,
+      ref.metricId,
+      ref.labels,
       seq,
     ) as unknown as [
       id: number,
       lastSeq: number,
     ];
-    const entry = this.#remember(s, key, Number(id), Number(lastSeq));
-    created.set(key, entry);
+    const entry = this.#remember(ref, Number(id), Number(lastSeq));
+    created.set(ref.key, entry);
     return entry;
   }
 
-  /** Keeps what the writer knows of a series in the sample's identity, or else in the cache. */
-  #remember(s: Sample, key: string, id: number, lastSeq: number): SeriesEntry {
+  /** Keeps what the writer knows of a series in its identity, or else in the cache. */
+  #remember(ref: SeriesRef, id: number, lastSeq: number): SeriesEntry {
     const entry = { writer: this.#cacheOwner, id, lastSeq };
     // A series with an identity keeps its entry there (its producer bounds how many it keeps).
-    if (s.series) s.series.spool = entry;
-    else this.#seriesByKey.set(key, entry);
+    if (ref.series) ref.series.spool = entry;
+    else this.#seriesByKey.set(ref.key, entry);
     return entry;
   }
 
@@ -473,10 +488,35 @@ export class SpoolWriter implements OwnSeqs {
   }
 }
 
-/** A sample's labels as the dictionary stores them, and the key of its series in the writer's caches. */
-function dictionaryKey(s: Sample): { labels: string; key: string } {
-  const series = s.series;
-  if (series) return { labels: series.key.slice(series.deviceId.length + series.metricId.length + 2), key: series.key };
+/**
+ * A series as the dictionary stores it (its labels as JSON), the key of it in the writer's caches,
+ * and its identity when it has one.
+ */
+interface SeriesRef {
+  readonly deviceId: string;
+  readonly metricId: string;
+  readonly labels: string;
+  readonly key: string;
+  readonly series: SeriesIdentity | undefined;
+}
+
+function seriesRef(s: Sample): SeriesRef {
+  if (s.series) return identityRef(s.series);
   const labels = JSON.stringify(s.labels);
-  return { labels, key: `${s.deviceId}\u0000${s.metricId}\u0000${labels}` };
+  return {
+    deviceId: s.deviceId,
+    metricId: s.metricId,
+    labels,
+    key: `${s.deviceId}\u0000${s.metricId}\u0000${labels}`,
+    series: undefined,
+  };
+}
+
+function identityRef(series: SeriesIdentity): SeriesRef {
+  return { deviceId: series.deviceId, metricId: series.metricId, labels: labelsOf(series), key: series.key, series };
+}
+
+/** The labels' JSON of an identity: its key is device, metric and that JSON, joined by NUL. */
+function labelsOf(series: SeriesIdentity): string {
+  return series.key.slice(series.deviceId.length + series.metricId.length + 2);
 }

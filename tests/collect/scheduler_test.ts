@@ -9,7 +9,7 @@ import {
 } from "../../src/collect/scheduler.ts";
 import { buildGroups } from "../../src/collect/groups.ts";
 import type { MetricEntry } from "../../src/config/metrics_dir.ts";
-import type { Sample } from "../../src/sample.ts";
+import { type Sample, samplesOf } from "../../src/sample.ts";
 import { PROTOCOLS } from "../../src/sources/registry.ts";
 import type { HandOver, PollResult, Protocol, Reading } from "../../src/sources/source.ts";
 import { entryFor } from "../../scripts/harness/entries.ts";
@@ -85,7 +85,7 @@ function startScheduler(
     config,
     clock,
     deliver: (s) => {
-      delivered.push(...s);
+      delivered.push(...samplesOf(s));
       return Promise.resolve();
     },
   });
@@ -434,7 +434,7 @@ Deno.test("scheduler says the collector is back on time after a quiet minute wit
 function wideDeviceScheduler(clock: FakeClock, deliver: (samples: Sample[]) => Promise<void>): Scheduler {
   const config = testConfig();
   const { groups } = buildGroups([entryFor("test://wide/a", { name: "a", updateEveryMs: 60_000 })], config);
-  const scheduler = new Scheduler({ groups, config, clock, deliver });
+  const scheduler = new Scheduler({ groups, config, clock, deliver: (s) => deliver(samplesOf(s)) });
   scheduler.start();
   return scheduler;
 }

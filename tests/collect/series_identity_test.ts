@@ -1,12 +1,14 @@
 /**
  * Series identity computed once (src/collect/series_identity.ts): a known series is reused, the
  * cache stays within its bound whatever the device sends, and the samples built from identities
- * are those built without them (one per series and poll, the same refusals).
+ * are those built without them (one per series and poll, the same refusals), whether the door
+ * takes them as objects or, for known series at the poll's time, as columns.
  */
 import assert from "node:assert/strict";
-import { samplesOfPoll } from "../../src/collect/scheduler.ts";
+import { type PollPart, PollSamples, samplesOfPoll } from "../../src/collect/scheduler.ts";
 import { makeIdentity, SeriesIdentities } from "../../src/collect/series_identity.ts";
 import type { Reading } from "../../src/sources/source.ts";
+import { type Sample, samplesOf } from "../../src/sample.ts";
 import { entryFor } from "../../scripts/harness/entries.ts";
 
 const T = 1_790_000_000_000;
@@ -287,4 +289,44 @@ Deno.test("a series of an entry without labels keeps the reading's frozen labels
   assert.deepEqual(copied!.labels, { a: "2" });
   assert.deepEqual(merged!.labels, { a: "1", site: "nancy" });
   assert.deepEqual(frozen, { a: "1" });
+});
+
+Deno.test("a known series' samples taken as columns are those taken as objects: one per series and poll, the same refusals", () => {
+  const other = entryFor("prometheus://h:9100/", { name: "all", deviceId: "n1", labels: { site: "nancy" } });
+  const huge = { big: "x".repeat(20_000) };
+  const readingOf = (e: typeof entry, a: string, value: number, labels: Record<string, string> = { a }): Reading => ({
+    entry: e,
+    value,
+    metricId: "prom_load",
+    labels,
+    seriesKey: `load{a="${a}"}`,
+  });
+  const readings = [
+    readingOf(entry, "1", 1),
+    readingOf(other, "2", 2),
+    readingOf(other, "1", 3),
+    readingOf(entry, "2", 4),
+    readingOf(entry, "1", 5),
+    readingOf(entry, "big", 6, huge),
+    { ...readingOf(entry, "3", 7), value: "on" },
+    { ...readingOf(entry, "4", 8), timestampMs: T - 1000 },
+    readingOf(other, "2", 9),
+  ];
+  const byValue = (a: Sample, b: Sample) => a.value - b.value || (Number.isNaN(a.value) ? 1 : 0);
+  // Room for one identity an entry (each entry caches its first series only), then for all.
+  for (const room of [1, 10]) {
+    const asObjects = new SeriesIdentities(room);
+    const asColumns = new SeriesIdentities(room);
+    for (let poll = 0; poll < 3; poll++) {
+      const at = T + poll * 1000;
+      const expected = samplesOfPoll(readings, at, at, asObjects);
+      const part: PollPart = { samples: [], known: { series: [], values: [] }, refused: [] };
+      new PollSamples(at, at, asColumns).take(readings, 0, readings.length, part);
+      assert.ok(part.known!.series.length > 0, "some samples were taken as columns");
+      const columns = samplesOf({ timestampMs: at, series: part.known!.series, values: part.known!.values });
+      const strip = (samples: Sample[]) => samples.map(({ series: _, ...s }) => s).sort(byValue);
+      assert.deepEqual(strip([...columns, ...part.samples]), strip(expected.samples));
+      assert.deepEqual(part.refused, expected.refused);
+    }
+  }
 });

@@ -10,7 +10,7 @@ import { systemClock } from "../../src/clock.ts";
 import { buildGroups } from "../../src/collect/groups.ts";
 import { Scheduler } from "../../src/collect/scheduler.ts";
 import { setLogLevel, setLogSink } from "../../src/log.ts";
-import type { Sample } from "../../src/sample.ts";
+import { type Sample, samplesOf } from "../../src/sample.ts";
 import { Telemetry } from "../../src/telemetry/telemetry.ts";
 import { CONDITIONS } from "../../src/telemetry/events.ts";
 import { testConfig } from "../../scripts/harness/config.ts";
@@ -57,7 +57,7 @@ Deno.test({
         clock: systemClock,
         telemetry: new Telemetry({ conditions: CONDITIONS }),
         deliver: (samples) => {
-          delivered.push(...samples.map((s) => ({ ...s, deliveredAtMs: Date.now() })));
+          delivered.push(...samplesOf(samples).map((s) => ({ ...s, deliveredAtMs: Date.now() })));
           return Promise.resolve();
         },
       });

@@ -5,9 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
-import type { Sample } from "../../src/sample.ts";
+import { type Sample, samplesOf, type SeriesSamples } from "../../src/sample.ts";
 import { makeIdentity } from "../../src/collect/series_identity.ts";
-import { open, samples, tempSpoolPath } from "./fixtures/spool.ts";
+import { open, readAll, samples, tempSpoolPath } from "./fixtures/spool.ts";
 
 Deno.test("spool.append() resolves once durable and read() returns samples in seq order", async () => {
   const path = await tempSpoolPath();
@@ -29,6 +29,38 @@ Deno.test("spool.append() resolves once durable and read() returns samples in se
   assert.equal(got[2]!.value, -Infinity);
   assert.equal(spool.view.stats().rows, 8);
   spool.close();
+});
+
+Deno.test("spool stores samples handed as columns (series identity, value) as it stores the same samples as objects", async () => {
+  const identities = [
+    makeIdentity("a", "m", { k: "1" }),
+    makeIdentity("a", "m", {}),
+    makeIdentity("b", "n", { k: "2" }),
+  ];
+  const batches: SeriesSamples[] = [
+    { timestampMs: 1_790_000_000_000.5, series: identities.slice(0, 2), values: [1.5, NaN] },
+    // A series the spool knows from the batch before, and a new one, and a sample without an identity between.
+    { timestampMs: 1_790_000_001_000, series: [identities[1]!, identities[2]!], values: [-Infinity, 42] },
+  ];
+  const plain: Sample = { timestampMs: 1_790_000_000_900, deviceId: "a", metricId: "m", value: 7, labels: { k: "1" } };
+  const asColumns = open(await tempSpoolPath());
+  const asObjects = open(await tempSpoolPath());
+  await Promise.all([asColumns.writer.append(batches[0]!), asColumns.writer.append([plain])]);
+  await asColumns.writer.append(batches[1]!);
+  // Objects without identities: the spool finds their series by their keys.
+  const objects = batches.map((b) => samplesOf(b).map(({ series: _, ...s }) => s));
+  await Promise.all([asObjects.writer.append(objects[0]!), asObjects.writer.append([plain])]);
+  await asObjects.writer.append(objects[1]!);
+  const rows = (spool: typeof asColumns) =>
+    readAll(spool.lease).map((s) => [s.timestampMs, s.deviceId, s.metricId, s.labels, s.value] as const);
+  const stored = rows(asColumns);
+  assert.equal(stored.length, 5);
+  assert.deepEqual(stored, rows(asObjects));
+  assert.deepEqual(stored.map((s) => s[4]), [1.5, NaN, 7, -Infinity, 42]);
+  assert.deepEqual(stored.map((s) => s[3]), [{ k: "1" }, {}, { k: "1" }, {}, { k: "2" }]);
+  assert.equal(stored[0]![0], 1_790_000_000_000.5);
+  asColumns.close();
+  asObjects.close();
 });
 
 Deno.test("spool never reuses a seq, even after it was emptied and reopened, and keeps its id", async () => {

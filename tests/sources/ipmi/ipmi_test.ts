@@ -3,7 +3,7 @@ import { ipmi } from "../../../src/sources/ipmi/ipmi.ts";
 import { parseSensorOutput } from "../../../src/sources/ipmi/sensors_csv.ts";
 import type { PollResult } from "../../../src/sources/source.ts";
 import type { MetricEntry } from "../../../src/config/metrics_dir.ts";
-import type { Sample } from "../../../src/sample.ts";
+import { type Sample, samplesOf } from "../../../src/sample.ts";
 import { buildGroups } from "../../../src/collect/groups.ts";
 import { Scheduler } from "../../../src/collect/scheduler.ts";
 import { systemClock } from "../../../src/clock.ts";
@@ -265,7 +265,7 @@ Deno.test("ipmi source kills ipmi-sensors of a BMC that never answers while anot
     config: timed,
     clock: systemClock,
     deliver: (samples) => {
-      delivered.push(...samples);
+      delivered.push(...samplesOf(samples));
       return Promise.resolve();
     },
   });

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { Scheduler } from "../../../src/collect/scheduler.ts";
 import { buildGroups, type PollGroup } from "../../../src/collect/groups.ts";
-import type { Sample } from "../../../src/sample.ts";
+import { type Sample, samplesOf } from "../../../src/sample.ts";
 import { entryFor } from "../../../scripts/harness/entries.ts";
 import { testConfig } from "../../../scripts/harness/config.ts";
 import { FakeClock, settle } from "../../helpers/fake_clock.ts";
@@ -55,7 +55,7 @@ Deno.test("a good exporter keeps every slot while hostile exporters beside it fa
     config,
     clock,
     deliver: (samples) => {
-      delivered.push(...samples);
+      delivered.push(...samplesOf(samples));
       return Promise.resolve();
     },
   });
