@@ -231,6 +231,39 @@ export function parseNumber(text: string): number {
 }
 
 /**
+ * `parseNumber(text.slice(start, end))` without the slice, for the common plain decimal
+ * (`[+-]?\d+(\.\d*)?` with at most 15 digits); undefined for any other text, left to parseNumber.
+ * Exact: its digits make an integer below 2^53 and a division by 10^k (k ≤ 15), both exact in a
+ * float64, so the quotient is rounded once, as `Number()` rounds the decimal.
+ */
+export function plainDecimalAt(text: string, start: number, end: number): number | undefined {
+  let i = start;
+  let c = text.charCodeAt(i);
+  const negative = c === MINUS;
+  if (negative || c === PLUS) c = text.charCodeAt(++i);
+  let mantissa = 0;
+  let digits = 0;
+  let fraction = -1;
+  for (; i < end; c = text.charCodeAt(++i)) {
+    if (c >= ZERO && c <= NINE) {
+      mantissa = mantissa * 10 + (c - ZERO);
+      digits++;
+    } else if (c === DOT && fraction < 0 && digits > 0) fraction = digits;
+    else return undefined;
+  }
+  if (digits === 0 || digits > 15) return undefined;
+  const value = fraction < 0 ? mantissa : mantissa / POWERS_OF_TEN[digits - fraction]!;
+  return negative ? -value : value;
+}
+
+/** 10^0 to 10^15, each made by exact multiplications. */
+const POWERS_OF_TEN = Array.from({ length: 16 }, (_, k) => k).map((k) => {
+  let p = 1;
+  for (let i = 0; i < k; i++) p *= 10;
+  return p;
+});
+
+/**
  * Whether `text` is a decimal number as Kwollect reads them: [+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?
  * (no hexadecimal, no blanks, no `Infinity`, which `Number()` would take). A loop over the
  * characters instead of a regular expression: it runs for every sample of every exporter.

@@ -1,4 +1,4 @@
-import { parseNumber } from "../../sample.ts";
+import { parseNumber, plainDecimalAt } from "../../sample.ts";
 import { BoundedCache, ownCopy } from "../../bounded_cache.ts";
 
 /** A malformed line, with its number and the reason; it does not stop the parse. */
@@ -310,7 +310,7 @@ function parseValue(line: string, i: number): number | { value: number; timestam
   let end = start;
   while (end < line.length && line[end] !== " " && line[end] !== "\t") end++;
   if (end === line.length && end > start) {
-    const value = parseNumber(line.slice(start));
+    const value = plainDecimalAt(line, start, end) ?? parseNumber(line.slice(start));
     if (!Number.isNaN(value)) return value;
   }
   const rest = line.slice(i).trim().split(/[ \t]+/);
