@@ -108,8 +108,12 @@ export class BoundedCache<K, V> {
 
   #sweep(): void {
     this.#sweptInRound = this.#round;
-    for (const [key, slot] of this.#slots) {
-      if (this.#usedInRound[slot]! >= this.#round - 1) continue;
+    // By slot, not through the map's entries: an entry's [key, slot] pair was an allocation per
+    // cached series at every sweep.
+    const keys = this.#keys;
+    for (let slot = 0; slot < keys.length; slot++) {
+      const key = keys[slot];
+      if (key === undefined || this.#usedInRound[slot]! >= this.#round - 1) continue;
       const value = this.#values[slot] as V;
       this.#slots.delete(key);
       this.#values[slot] = undefined;

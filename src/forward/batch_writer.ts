@@ -125,9 +125,12 @@ export function prepareBatch(batch: SpooledSample[], method: string): PreparedBa
 export function batchClaim(batch: readonly SpooledSample[]): BatchClaim {
   let minTs = Infinity;
   let maxTs = -Infinity;
-  for (const s of batch) {
-    if (s.timestampMs < minTs) minTs = s.timestampMs;
-    if (s.timestampMs > maxTs) maxTs = s.timestampMs;
+  // Indexed, each timestamp read once: it runs once per batch, often before V8 optimizes it, and
+  // there an iterator's result and each read's boxed number were allocations per row.
+  for (let i = 0; i < batch.length; i++) {
+    const ts = batch[i]!.timestampMs;
+    if (ts < minTs) minTs = ts;
+    if (ts > maxTs) maxTs = ts;
   }
   return { first: batch[0]!.seq, last: batch.at(-1)!.seq, rows: batch.length, minTs, maxTs };
 }

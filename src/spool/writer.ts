@@ -273,7 +273,8 @@ export class SpoolWriter implements OwnSeqs {
     const touchSeries = store.statement("UPDATE series SET last_seq = ? WHERE id = ?");
     const firstSeq = this.#nextSeq;
     let seq = firstSeq;
-    const touched: [number, number][] = [];
+    /** Series whose recorded last seq moves: id, last seq, id, last seq... (no pair per series). */
+    const touched: number[] = [];
     const count = batch.reduce((n, p) => n + batchSize(p.samples), 0);
     // A commit larger than what FreshRows keeps is read back from the file: not copied for nothing.
     const fresh = count <= FRESH_ROWS_MAX ? new FreshBlock(firstSeq, count) : undefined;
@@ -320,7 +321,7 @@ export class SpoolWriter implements OwnSeqs {
         for (let i = 0; i < filled; i += 4) {
           insertSample.run(params[i]!, params[i + 1]!, params[i + 2]!, params[i + 3]!);
         }
-        for (const [id, lastSeq] of touched) touchSeries.run(lastSeq, id);
+        for (let i = 0; i < touched.length; i += 2) touchSeries.run(touched[i + 1]!, touched[i]!);
         store.setMeta("next_seq", seq);
         store.setMeta("rows", store.committedRows() + seq - firstSeq);
       });
@@ -415,10 +416,10 @@ export class SpoolWriter implements OwnSeqs {
   }
 
   /** Keeps the entry's last seq within SERIES_SEQ_SLACK of `seq` (see "The series dictionary"); returns its id. */
-  #touch(entry: SeriesEntry, seq: number, touched: [number, number][]): number {
+  #touch(entry: SeriesEntry, seq: number, touched: number[]): number {
     if (seq - entry.lastSeq > SERIES_SEQ_SLACK) {
       entry.lastSeq = seq;
-      touched.push([entry.id, seq]);
+      touched.push(entry.id, seq);
     }
     return entry.id;
   }
