@@ -333,16 +333,20 @@ export class SpoolLease {
     }
     if (backlog) this.#backlogReadInRound = true;
     const cache = backlog ? this.#backlogSeriesById : this.#seriesById;
-    const seriesOf: (SpooledSeries | undefined)[] = [];
+    // Sized once (its growth by push was copies of it for each chunk), cut where the budget ends.
+    const seriesOf = new Array<SpooledSeries | undefined>(count);
     const missing = new Set<number>();
     for (let i = 0; i < count; i++) {
       const id = idOf(i);
       const s = cache.get(id);
       if (!s && !missing.has(id)) {
-        if (missing.size === budget.series) break;
+        if (missing.size === budget.series) {
+          seriesOf.length = i;
+          break;
+        }
         missing.add(id);
       }
-      seriesOf.push(s);
+      seriesOf[i] = s;
     }
     if (missing.size === 0) return seriesOf;
     budget.series -= missing.size;
