@@ -60,7 +60,7 @@ Deno.test("a BoundedCache answers each key with its own value in whatever order 
   const keys = Array.from({ length: 48 }, (_, i) => `series ${i}`);
   for (const key of keys) cache.set(key, `value of ${key}`);
   // Asked in their order, reversed, and shuffled, with copies of the keys (equal strings, other objects).
-  const shuffled = keys.map((k, i) => keys[(i * 17) % keys.length]!);
+  const shuffled = keys.map((_, i) => keys[(i * 17) % keys.length]!);
   for (const order of [keys, [...keys].reverse(), shuffled, keys.map((k) => `${k} `.trimEnd())]) {
     cache.nextRound();
     for (const key of order) assert.equal(cache.get(key), `value of ${key}`);
