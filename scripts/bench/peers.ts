@@ -53,8 +53,7 @@ interface Measured {
   rssMaxMb: number;
 }
 
-/** CPU and peak RSS of `pid` over MEASURE_S, after WARMUP_S. */
-/** CPU and RSS of `pid` over MEASURE_S after WARMUP_S; `atStart` runs when the window opens. */
+/** CPU and peak RSS of `pid` over MEASURE_S after WARMUP_S; `atStart` runs when the window opens. */
 async function measure(pid: number, atStart = () => {}): Promise<Measured> {
   await sleep(WARMUP_S * 1000);
   atStart();
