@@ -137,9 +137,9 @@ export class SpoolWriter implements OwnSeqs {
   }
 
   /**
-   * Queues samples for the next group commit; resolves once they are durable. Under the
-   * `drop_newest` policy a full spool resolves without writing them (they are counted as
-   * dropped and logged).
+   * Queues samples (objects, or a poll's known series as columns: `SampleBatch`) for the next
+   * group commit; resolves once they are durable. Under the `drop_newest` policy a full spool
+   * resolves without writing them (they are counted as dropped and logged).
    */
   append(samples: SampleBatch): Promise<void> {
     if (this.#closed) return Promise.reject(new Error(`Spool '${this.#store.path}' is closed`));
