@@ -532,12 +532,15 @@ export function toSample(r: Reading, sentAtMs: number, identities?: SeriesIdenti
   const series = identities && r.seriesKey !== undefined && valueStr === undefined
     ? identities.of(r.entry, r.seriesKey, r.metricId ?? r.entry.name, r.labels)
     : undefined;
-  if (series) {
-    return { timestampMs, deviceId: series.deviceId, metricId: series.metricId, value, labels: series.labels, series };
-  }
+  if (series) return identitySample(series, timestampMs, value);
   const labels = { ...r.labels, ...r.entry.labels };
   if (valueStr !== undefined) labels.value_str = valueStr;
   return { timestampMs, deviceId: r.entry.deviceId, metricId: r.metricId ?? r.entry.name, value, labels };
+}
+
+/** The sample of a series that has an identity: its device, metric and labels are the identity's. */
+function identitySample(series: SeriesIdentity, timestampMs: number, value: number): Sample {
+  return { timestampMs, deviceId: series.deviceId, metricId: series.metricId, value, labels: series.labels, series };
 }
 
 /**
@@ -604,14 +607,7 @@ export class PollSamples {
             known.values.push(value);
             continue;
           }
-          s = {
-            timestampMs: this.#sentAtMs,
-            deviceId: series.deviceId,
-            metricId: series.metricId,
-            value,
-            labels: series.labels,
-            series,
-          };
+          s = identitySample(series, this.#sentAtMs, value);
         } else s = toSample(r, this.#sentAtMs);
       } else s = toSample(r, this.#sentAtMs, identities);
       if (this.#seenBefore(s)) continue;
