@@ -34,8 +34,14 @@ export const PERMISSIONS = [
  * compiler threads, each compile's memory comes from a glibc arena of that thread, which keeps
  * it after the compile (12–16 MB of RSS after loading a 5,000-entry metrics.d file, 2–3 MB
  * without; docs/PERFORMANCE.md "Hostile input, fourth round").
+ * Objects are born young whatever their allocation site's past (`--no-allocation-site-pretenuring`):
+ * V8 otherwise allocates straight into the old space at a site whose objects were alive at a
+ * young collection, and a poll's readings and a batch's rows are, for the few milliseconds they
+ * live. They then filled the old space, whose full collections and marking threads cost about a
+ * seventh of workload A's CPU (docs/PERFORMANCE.md `pretenure13`).
  */
-export const V8_FLAGS = "--v8-flags=--max-old-space-size=64,--max-semi-space-size=2,--no-concurrent-recompilation";
+export const V8_FLAGS =
+  "--v8-flags=--max-old-space-size=64,--max-semi-space-size=2,--no-concurrent-recompilation,--no-allocation-site-pretenuring";
 
 /**
  * glibc's malloc with fixed thresholds: memory freed at the top of a heap goes back to the

@@ -184,6 +184,11 @@ Deno.test("the systemd units and the kwollector task tune glibc's malloc as the 
   }
 });
 
+Deno.test("the kwollector task runs with the V8 flags the compiled binary embeds", () => {
+  const tasks = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)).tasks;
+  assert.ok(tasks.kwollector.includes(` ${V8_FLAGS} `), `the kwollector task lacks '${V8_FLAGS}': ${tasks.kwollector}`);
+});
+
 Deno.test("config/kwollector.yaml is what kwollector init writes, and lists every key with its default", async () => {
   assert.equal(await Deno.readTextFile(`${ROOT}config/kwollector.yaml`), configTemplate());
   const uncommented = configTemplate().replace(/^#(\w+:)/gm, "$1");
