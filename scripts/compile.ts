@@ -35,10 +35,10 @@ export const PERMISSIONS = [
  * it after the compile (12–16 MB of RSS after loading a 5,000-entry metrics.d file, 2–3 MB
  * without; docs/PERFORMANCE.md "Hostile input, fourth round").
  * Objects are born young whatever their allocation site's past (`--no-allocation-site-pretenuring`):
- * V8 otherwise allocates straight into the old space at a site whose objects were alive at a
- * young collection, and a poll's readings and a batch's rows are, for the few milliseconds they
- * live. They then filled the old space, whose full collections and marking threads cost about a
- * seventh of workload A's CPU (docs/PERFORMANCE.md `pretenure13`).
+ * V8 otherwise allocates straight into the old space at a site whose objects it found alive at a
+ * young collection, as a poll's readings and a batch's rows are during the few milliseconds they
+ * live. Born old, they filled the old space, whose full collections and marking threads cost
+ * about a seventh of workload A's CPU (docs/PERFORMANCE.md `pretenure13`).
  */
 export const V8_FLAGS =
   "--v8-flags=--max-old-space-size=64,--max-semi-space-size=2,--no-concurrent-recompilation,--no-allocation-site-pretenuring";
