@@ -20,7 +20,8 @@ import type { BatchClaim, Transaction } from "./ledger.ts";
  *   NaN and ±Infinity, labels as jsonb).
  *
  * postgres.js (npm `postgres` 3.4) has one defect on this path that no option avoids, worked
- * around here and only here:
+ * around here and only here (and a habit that costs memory, kept away in `copyWriter`: it keeps
+ * for ever the stack of the first query of each statement text, with the closures on it):
  *
  * - **A rejected COPY never settles, and its error is lost** (porsager/postgres#1173, fix proposed
  *   in #1183). When the server rejects COPY data after the stream ended (a value it cannot take),
