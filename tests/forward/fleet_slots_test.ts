@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { Forwarder } from "../../src/forward/forwarder.ts";
+import { Forwarder, SLOT_RETRY_MS, SLOT_TURN_BATCHES } from "../../src/forward/forwarder.ts";
 import { LOCK_CLASS, takeBackfillSlot } from "../../src/forward/fleet_slots.ts";
 import { openSpool } from "../../src/spool/spool.ts";
 import { spoolOptions } from "../../src/cli/runtime.ts";
-import { endpointOf } from "../../src/central/connect.ts";
+import { endpointOf, type Sql } from "../../src/central/connect.ts";
 import { setupDatabase } from "../../src/central/setup.ts";
 import type { Config } from "../../src/config/defaults.ts";
 import { setLogSink } from "../../src/log.ts";
@@ -11,6 +11,7 @@ import { destroyPostgres, startPostgres } from "../../scripts/peers/postgres.ts"
 import { pgConfig } from "../../scripts/harness/config.ts";
 import { samples } from "./fixtures.ts";
 import { tempDir } from "../../scripts/harness/temp_dir.ts";
+import { FakeClock } from "../helpers/fake_clock.ts";
 
 /**
  * The fleet's backfill slots (src/forward/fleet_slots.ts) against a real PostgreSQL. The test
@@ -72,7 +73,29 @@ Deno.test("a backfill transaction takes a free slot of the fleet, and none when 
   }
 });
 
-Deno.test("forwarder sends no backfill batch while the fleet holds every slot, lands its fresh samples, then drains once a slot frees", async () => {
+interface SlotRig {
+  spool: ReturnType<typeof openSpool>;
+  fwd: Forwarder;
+  admin: Sql;
+  /** A session of its own, playing the rest of the fleet. */
+  fleet: Awaited<ReturnType<Sql["reserve"]>>;
+  /** Backlog rows (value < FRESH) or fresh ones in the central table. */
+  count: (fresh: boolean) => Promise<number>;
+  /** Slots held by the forwarder's sessions, as the server sees them. */
+  forwarderSlots: () => Promise<number>;
+  /** Batches the central ledger holds. */
+  batches: () => Promise<number>;
+  logs: string[];
+}
+
+/**
+ * Runs `body` with a forwarder (batches of BATCH rows, 2 fleet slots, `clock` if given) started
+ * over a spool holding `backlog` rows, after the fleet session took `fleetHolds` slots.
+ */
+async function withSlotRig(
+  opts: { backlog: number; fleetHolds: number[]; clock?: FakeClock },
+  body: (rig: SlotRig) => Promise<void>,
+): Promise<void> {
   const pg = await pgReady;
   const dir = await tempDir("kwollector-test-");
   const config: Config = pgConfig(pg, dir, {
@@ -82,7 +105,7 @@ Deno.test("forwarder sends no backfill batch while the fleet holds every slot, l
     forward_fleet_backfill_batches: 2,
   });
   const before = openSpool({ ...spoolOptions(config), commitIntervalMs: 1 });
-  await before.writer.append(samples(BACKLOG));
+  await before.writer.append(samples(opts.backlog));
   before.close();
   const spool = openSpool({ ...spoolOptions(config), commitIntervalMs: 1 });
   const admin = pg.admin("kwdb");
@@ -90,7 +113,7 @@ Deno.test("forwarder sends no backfill batch while the fleet holds every slot, l
   const fleet = await fleetSql.reserve();
   const logs: string[] = [];
   setLogSink((l) => logs.push(l));
-  const fwd = new Forwarder({ lease: spool.lease, endpoint: endpointOf(config), config });
+  const fwd = new Forwarder({ lease: spool.lease, endpoint: endpointOf(config), config, clock: opts.clock });
   const stop = new AbortController();
   let running: Promise<void> | undefined;
   const count = async (fresh: boolean) => {
@@ -99,7 +122,6 @@ Deno.test("forwarder sends no backfill batch while the fleet holds every slot, l
     >`SELECT count(*)::int AS n FROM metrics WHERE (value >= ${FRESH}) = ${fresh}`;
     return row!.n;
   };
-  /** Slots held by the forwarder's sessions, as the server sees them. */
   const forwarderSlots = async () => {
     const [row] = await admin<{ n: number }[]>`
       SELECT count(*)::int AS n FROM pg_locks l JOIN pg_stat_activity a USING (pid)
@@ -107,10 +129,44 @@ Deno.test("forwarder sends no backfill batch while the fleet holds every slot, l
         AND a.application_name IN ('kwollector forwarder', 'kwollector backfill')`;
     return row!.n;
   };
+  const batches = async () => {
+    const [row] = await admin<{ n: number }[]>`SELECT count(*)::int AS n FROM kwollect_ledger`;
+    return row!.n;
+  };
   try {
     await admin`TRUNCATE metrics, kwollect_ledger`;
-    await fleet`SELECT pg_advisory_lock(${LOCK_CLASS}::int, 1), pg_advisory_lock(${LOCK_CLASS}::int, 2)`;
+    for (const slot of opts.fleetHolds) await fleet`SELECT pg_advisory_lock(${LOCK_CLASS}::int, ${slot}::int)`;
     running = fwd.run(stop.signal);
+    await body({ spool, fwd, admin, fleet, count, forwarderSlots, batches, logs });
+  } finally {
+    stop.abort();
+    await opts.clock?.advance(60_000);
+    await running;
+    await fwd.close();
+    await fleet`SELECT pg_advisory_unlock_all()`;
+    fleet.release();
+    await fleetSql.end();
+    await admin.end();
+    spool.close();
+    setLogSink((l) => console.error(l));
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Waits until the spool is empty, at most 30 s; returns the most slots the forwarder held meanwhile. */
+async function drained(rig: SlotRig): Promise<number> {
+  let most = 0;
+  for (let i = 0; i < 3000 && rig.spool.view.rowCount() > 0; i++) {
+    most = Math.max(most, await rig.forwarderSlots());
+    await sleep(10);
+  }
+  assert.equal(rig.spool.view.rowCount(), 0, "the backlog did not drain through the free slot");
+  return most;
+}
+
+Deno.test("forwarder sends no backfill batch while the fleet holds every slot, lands its fresh samples, then drains once a slot frees", async () => {
+  await withSlotRig({ backlog: BACKLOG, fleetHolds: [1, 2] }, async (rig) => {
+    const { spool, fwd, fleet, count, admin, logs } = rig;
     // The first batch goes alone on the live connection (it finds out whether the ledger lock is
     // free, fleet_slots.ts), then every backfill batch finds the slots taken.
     assert.ok(await until(async () => await count(false) === BATCH), "the first batch never landed");
@@ -123,12 +179,7 @@ Deno.test("forwarder sends no backfill batch while the fleet holds every slot, l
     }
     // One slot frees: the backlog drains through it, one batch at a time.
     await fleet`SELECT pg_advisory_unlock(${LOCK_CLASS}::int, 1)`;
-    let most = 0;
-    for (let i = 0; i < 3000 && spool.view.rowCount() > 0; i++) {
-      most = Math.max(most, await forwarderSlots());
-      await sleep(10);
-    }
-    assert.equal(spool.view.rowCount(), 0, "the backlog did not drain through the free slot");
+    const most = await drained(rig);
     assert.ok(most <= 1, `the forwarder held ${most} slots, one was free`);
     const rows = await admin<{ value: number }[]>`SELECT value FROM metrics ORDER BY value`;
     assert.deepEqual(rows.map((r) => r.value), [
@@ -136,18 +187,43 @@ Deno.test("forwarder sends no backfill batch while the fleet holds every slot, l
       ...fresh.map((s) => s.value),
     ]);
     assert.equal(fwd.counters.retries, 0, logs.join("\n"));
-  } finally {
-    stop.abort();
-    await running;
-    await fwd.close();
-    await fleet`SELECT pg_advisory_unlock_all()`;
-    fleet.release();
-    await fleetSql.end();
-    await admin.end();
-    spool.close();
-    setLogSink((l) => console.error(l));
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
+});
+
+Deno.test("a batch waiting for a fleet slot takes the slot its own batch's commit freed, without waiting for its retry", async () => {
+  // The clock never moves: a batch that found no slot could only go at its retry, which never
+  // comes, unless the commit of this collector's batch in the one free slot sends it.
+  await withSlotRig({ backlog: BACKLOG, fleetHolds: [1], clock: new FakeClock() }, async (rig) => {
+    const most = await drained(rig);
+    assert.ok(most <= 1, `the forwarder held ${most} slots, one was free`);
+    assert.equal(await rig.count(false), BACKLOG);
+    assert.equal(rig.fwd.counters.retries, 0, rig.logs.join("\n"));
+  });
+});
+
+Deno.test("a collector lets a freed slot go for one retry wait every SLOT_TURN_BATCHES batches", async () => {
+  const clock = new FakeClock();
+  // Batches collide for the one free slot only now and then (a batch often settles before the
+  // next one tries): a backlog of many turns' worth.
+  const backlog = 4 * SLOT_TURN_BATCHES * BATCH;
+  await withSlotRig({ backlog, fleetHolds: [1], clock }, async (rig) => {
+    // The frozen clock holds back the retry of the batch that waits: the drain stops there.
+    let last = -1;
+    for (let still = 0, i = 0; i < 600 && still < 20; i++) {
+      const n = await rig.batches();
+      still = n === last ? still + 1 : 0;
+      last = n;
+      await sleep(50);
+    }
+    assert.ok(rig.spool.view.rowCount() > 0, "the backlog drained without the slot ever let go");
+    assert.ok(last > SLOT_TURN_BATCHES, `the slot was let go after ${last} batches`);
+    for (let i = 0; i < 100 && rig.spool.view.rowCount() > 0; i++) {
+      await clock.advance(SLOT_RETRY_MS * 1.5);
+      await sleep(100);
+    }
+    await drained(rig);
+    assert.equal(await rig.count(false), backlog);
+  });
 });
 
 // A hook, not a test: a filtered run (`deno test --filter`) stops the cluster too.
