@@ -517,7 +517,7 @@ export class Forwarder {
   /**
    * This collector's batch committed, which freed its fleet slot: a batch of ours waiting for a
    * slot tries at once, rather than leave the slot idle until its retry or another collector's
-   * (with 2 collectors, about a tenth of their drain: docs/PERFORMANCE.md `turn14`),
+   * (twenty collectors returning together drained about a tenth less: docs/PERFORMANCE.md `turn14`),
    * except every SLOT_TURN_BATCHES-th time.
    */
   #slotFreed(): void {
