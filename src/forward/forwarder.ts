@@ -461,9 +461,10 @@ export class Forwarder {
     let started = 0;
     while (this.#inFlight.length < this.#pace.inFlightMax) {
       // A batch waiting for a fleet slot goes first, one try per step (the next one tries while
-      // it is in flight, if it got a slot); none is read while one waits.
+      // it is in flight, if it got a slot), at its retry and not within the pace's pause; none
+      // is read while one waits.
       if (this.#parked.length > 0) {
-        if (this.#clock.monotonic() < this.#slotRetryAt) break;
+        if (this.#clock.monotonic() < Math.max(this.#slotRetryAt, this.#pace.pausedUntil)) break;
         const parked = this.#parked.shift()!;
         this.#launch(parked.batch, parked.slot);
         break;

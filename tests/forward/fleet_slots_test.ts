@@ -226,6 +226,55 @@ Deno.test("a collector lets a freed slot go for one retry wait every SLOT_TURN_B
   });
 });
 
+Deno.test("a batch waiting for a fleet slot waits out the pause a slow batch of its collector started", async () => {
+  const clock = new FakeClock();
+  await withSlotRig({ backlog: 10 * BATCH, fleetHolds: [1], clock }, async (rig) => {
+    // The backfill batch holding the value BATCH (after the batch sent alone) stops at that row
+    // until the fleet session lets it go; meanwhile the other one finds no slot and waits.
+    await rig.admin.unsafe(`
+      CREATE FUNCTION pg_temp_hold() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF NEW.value = ${BATCH} THEN PERFORM pg_advisory_lock_shared(4242); PERFORM pg_advisory_unlock_shared(4242); END IF;
+        RETURN NEW;
+      END $$`);
+    await rig.admin`CREATE TRIGGER hold BEFORE INSERT ON metrics FOR EACH ROW EXECUTE FUNCTION pg_temp_hold()`;
+    try {
+      await rig.fleet`SELECT pg_advisory_lock(4242)`;
+      const held = async () => {
+        const [row] = await rig.admin<{ n: number }[]>`
+          SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted`;
+        return row!.n === 1;
+      };
+      assert.ok(await until(held), "the first backfill batch never reached its first row");
+      await sleep(500); // the second batch tries for a slot and waits
+      // The held batch takes 3 s by the forwarder's clock: slow, so the backfill pauses 3 s.
+      clock.stall(3000);
+      await rig.fleet`SELECT pg_advisory_unlock(4242)`;
+      // Which batch stopped at the row depends on which of the two got the slot first.
+      const heldLanded = async () => {
+        const [row] = await rig.admin<{ n: number }[]>`
+          SELECT count(*)::int AS n FROM metrics WHERE value = ${BATCH}`;
+        return row!.n === 1;
+      };
+      assert.ok(await until(heldLanded), "the held batch never committed");
+      const landed = await rig.batches();
+      for (let i = 0; i < 20; i++) {
+        assert.equal(await rig.batches(), landed, "a batch went within the pause");
+        await sleep(50);
+      }
+      for (let i = 0; i < 100 && rig.spool.view.rowCount() > 0; i++) {
+        await clock.advance(1000);
+        await sleep(100);
+      }
+      await drained(rig);
+      assert.equal(await rig.count(false), 10 * BATCH);
+    } finally {
+      await rig.admin`DROP TRIGGER hold ON metrics`;
+      await rig.admin`DROP FUNCTION pg_temp_hold()`;
+    }
+  });
+});
+
 // A hook, not a test: a filtered run (`deno test --filter`) stops the cluster too.
 Deno.test.afterAll(async () => {
   await destroyPostgres(await pgReady);
