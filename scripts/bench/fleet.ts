@@ -49,6 +49,7 @@ const N = Number(Deno.env.get("BENCH_FLEET_N") ?? 20);
 const BACKLOG = Number(Deno.env.get("BENCH_FLEET_BACKLOG") ?? 200_000);
 const DOWN_S = Number(Deno.env.get("BENCH_FLEET_DOWN_S") ?? 20);
 const SHARED_SESSION = Deno.env.get("BENCH_FLEET_SHARED_SESSION") === "1";
+const NEIGHBOURS = Deno.env.get("BENCH_FLEET_NEIGHBOURS") === "1";
 const LIVE_SERIES = 100;
 const BACKLOG_METRIC = "bmc_node_power_watt";
 const count = new Intl.NumberFormat("en-US");
@@ -136,15 +137,16 @@ interface Round {
 }
 
 /**
- * Starts the members' collectors while the database is down, starts it DOWN_S later, waits until
- * every backlog is in the ledger, lets the last polls land, and stops the collectors.
+ * Starts the members' collectors, and the `neighbours'` (live series only), while the database is
+ * down, starts it DOWN_S later, waits until every member's backlog is in the ledger, lets the last
+ * polls land, and stops the collectors.
  */
-async function runRound(pg: PgCluster, members: Member[], backlog: number): Promise<Round> {
+async function runRound(pg: PgCluster, members: Member[], backlog: number, neighbours: Member[] = []): Promise<Round> {
   await pg.stop();
   const collectors: CollectorProcess[] = [];
   let admin: Sql | undefined;
   try {
-    for (const m of members) collectors.push(spawnInOwnSession(m.yaml));
+    for (const m of [...members, ...neighbours]) collectors.push(spawnInOwnSession(m.yaml));
     await sleep(DOWN_S * 1000);
     const dbStartMs = Date.now();
     await pg.start();
@@ -249,7 +251,24 @@ try {
   const aloneDrainS = (single.drainEndMs - Math.min(...single.reconnectMs.values())) / 1000;
   const after = pg.admin("kwdb");
   const aloneDelivered = await backlogRows(after);
+  if (NEIGHBOURS) await after`TRUNCATE metrics, kwollect_ledger`;
   await after.end();
+
+  // The same lone collector beside N − 1 live-only collectors (BENCH_FLEET_NEIGHBOURS).
+  let besideRate: number | undefined;
+  if (NEIGHBOURS) {
+    const beside = await prepare(`${root}/beside`, pg, exporter.port, N, total);
+    const neighbours: Member[] = [];
+    for (let c = N + 1; c < 2 * N; c++) neighbours.push(await prepare(`${root}/beside`, pg, exporter.port, c, 0));
+    const round = await runRound(pg, [beside], total, neighbours);
+    besideRate = total / ((round.drainEndMs - round.reconnectMs.get(beside.spoolId)!) / 1000);
+    const check = pg.admin("kwdb");
+    const delivered = await backlogRows(check);
+    await check.end();
+    if (delivered !== total) {
+      throw new Error(`The lone collector beside live neighbours delivered ${delivered} of ${total} backlog rows`);
+    }
+  }
 
   const fleetRate = total / fleetDrainS;
   const aloneRate = total / aloneDrainS;
@@ -306,6 +325,21 @@ try {
     unit: "ratio",
     goal: { op: ">=", value: 0.9 },
   });
+  if (besideRate !== undefined) {
+    report({
+      name: "fleet_drain_alone_beside_live_rate",
+      figure: `one collector alone with the same total backlog, beside ${N - 1} collectors sending ${LIVE_SERIES} ` +
+        "live series each (no backlog) into the same database: rows committed per second",
+      value: besideRate,
+      unit: "rows/s",
+    });
+    report({
+      name: "fleet_drain_ratio_to_alone_beside_live",
+      figure: "fleet aggregate drain / one collector alone beside the same live lanes",
+      value: fleetRate / besideRate,
+      unit: "ratio",
+    });
+  }
   report({
     name: "fleet_backlog_delivered_exactly_once",
     figure: "fleet and alone: backlog rows in the central table / backlog size (each run)",

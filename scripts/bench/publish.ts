@@ -36,7 +36,14 @@ export const SCRIPTS: Record<string, { title: string; about: string; env?: strin
   fleet: {
     title: "Fleet fairness",
     about: "20 collectors returning together with a backlog each: live freshness, aggregate drain, exactly once",
-    env: ["BENCH_FLEET_N", "BENCH_FLEET_BACKLOG", "BENCH_FLEET_DOWN_S", "BENCH_V8_FLAGS", "BENCH_GLIBC_TUNABLES"],
+    env: [
+      "BENCH_FLEET_N",
+      "BENCH_FLEET_BACKLOG",
+      "BENCH_FLEET_DOWN_S",
+      "BENCH_FLEET_NEIGHBOURS",
+      "BENCH_V8_FLAGS",
+      "BENCH_GLIBC_TUNABLES",
+    ],
   },
   snmp: { title: "SNMP", about: "throughput against a local snmpd, fleet of 1,000 simulated agents" },
   modbus_ipmi: { title: "Modbus and IPMI", about: "200 simulated Modbus devices, 10 simulated BMCs" },
