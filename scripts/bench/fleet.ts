@@ -137,9 +137,9 @@ interface Round {
 }
 
 /**
- * Starts the members' collectors, and the `neighbours'` (live series only), while the database is
- * down, starts it DOWN_S later, waits until every member's backlog is in the ledger, lets the last
- * polls land, and stops the collectors.
+ * Starts the collectors of the members and of the neighbours (live series only) while the database
+ * is down, starts it DOWN_S later, waits until every member's backlog is in the ledger, lets the
+ * last polls land, and stops the collectors.
  */
 async function runRound(pg: PgCluster, members: Member[], backlog: number, neighbours: Member[] = []): Promise<Round> {
   await pg.stop();
