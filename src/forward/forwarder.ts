@@ -528,13 +528,18 @@ export class Forwarder {
       return;
     }
     this.#turnBatches = 0;
-    this.#slotRetryAt = this.#clock.monotonic() + SLOT_RETRY_MS * (0.5 + Math.random());
+    this.#slotRetryLater();
   }
 
   /** Keeps a batch that found no fleet slot (it wrote and claimed nothing) for its next try. */
   #park(parked: Parked): void {
     this.#parked.push(parked);
     this.#parked.sort((a, b) => a.batch[0]!.seq - b.batch[0]!.seq);
+    this.#slotRetryLater();
+  }
+
+  /** The waiting batch's next try: SLOT_RETRY_MS from now, jittered ±50% so that a fleet spreads out. */
+  #slotRetryLater(): void {
     this.#slotRetryAt = this.#clock.monotonic() + SLOT_RETRY_MS * (0.5 + Math.random());
   }
 
