@@ -163,9 +163,11 @@ async function runRound(pg: PgCluster, members: Member[], backlog: number, neigh
     if (pending.size > 0) throw new Error(`${pending.size} collectors did not drain their backlog within 30 min`);
     // The live samples of the last polls land before the collectors stop.
     await sleep(3000);
+    // The members' backlog batches only: a neighbour's live batches have seqs in 1..backlog too,
+    // and go on committing after the drain.
     const [end] = await admin`
       SELECT (extract(epoch FROM max(pg_xact_commit_timestamp(xmin))) * 1000)::float8 AS ms
-      FROM kwollect_ledger WHERE first_seq <= ${backlog}`;
+      FROM kwollect_ledger WHERE spool_id = ANY(${members.map((m) => m.spoolId)}::uuid[]) AND first_seq <= ${backlog}`;
     const firsts = await admin`
       SELECT spool_id::text AS id, (extract(epoch FROM min(pg_xact_commit_timestamp(xmin))) * 1000)::float8 AS ms
       FROM kwollect_ledger GROUP BY spool_id`;
