@@ -5,7 +5,8 @@
  * every second from one exporter. All start while the database is down; it starts
  * BENCH_FLEET_DOWN_S seconds later (default 20), the moment the figures count from. Then the same
  * total backlog (N × BENCH_FLEET_BACKLOG) is drained by one collector alone, in the same way, on
- * the same database: the aggregate drain of the fleet is compared with it.
+ * the same database: the aggregate drain of the fleet is compared with it. Before both, that lone
+ * drain is run once unreported, so that both rounds find the cluster's WAL segments made.
  *
  * Arrival is measured by PostgreSQL (`track_commit_timestamp`, see collector.ts):
  *
@@ -179,6 +180,14 @@ async function runRound(pg: PgCluster, members: Member[], backlog: number, neigh
   }
 }
 
+/** Runs `member`'s drain of `backlog` rows as a round of its own, then empties the tables. */
+async function warmUp(pg: PgCluster, member: Member, backlog: number): Promise<void> {
+  await runRound(pg, [member], backlog);
+  const admin = pg.admin("kwdb");
+  await admin`TRUNCATE metrics, kwollect_ledger`;
+  await admin.end();
+}
+
 /** Per collector: p99 and worst freshness of its live samples taken in [fromMs, toMs). */
 async function liveFreshness(admin: Sql, device: string, fromMs: number, toMs: number) {
   const lags = await admin`
@@ -223,6 +232,11 @@ const pg = await startBenchCentral();
 const exporter = startPowerExporter({ series: LIVE_SERIES });
 try {
   const total = N * BACKLOG;
+  // A drain before the measured rounds, not reported: the cluster's first drain creates its WAL
+  // segments (max_wal_size, 64 of them), which every later drain recycles; measured, that made the
+  // first round 7 % slower (docs/PERFORMANCE.md, `neighbours16`). Without it that cost fell on
+  // the fleet's round alone.
+  await warmUp(pg, await prepare(`${root}/warm-up`, pg, exporter.port, N, total), total);
   // The fleet.
   const members: Member[] = [];
   for (let c = 0; c < N; c++) members.push(await prepare(`${root}/fleet`, pg, exporter.port, c, BACKLOG));
