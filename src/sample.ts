@@ -139,16 +139,22 @@ export function sampleProblem(
   nowMs: number,
   series: { readonly problem: string | undefined } | undefined = s.series,
 ): string | undefined {
-  if (typeof s.timestampMs !== "number" || !Number.isFinite(s.timestampMs)) {
-    return `Timestamp ${String(s.timestampMs)} is not a number`;
+  return readingProblem(s.timestampMs, s.value, nowMs) ??
+    (series ? series.problem : seriesProblem(s.deviceId, s.metricId, s.labels).problem);
+}
+
+/** Why a sample's timestamp (ms) or value cannot be stored, or undefined when they can (`sampleProblem` without its series). */
+export function readingProblem(timestampMs: number, value: number, nowMs: number): string | undefined {
+  if (typeof timestampMs !== "number" || !Number.isFinite(timestampMs)) {
+    return `Timestamp ${String(timestampMs)} is not a number`;
   }
   // The common case first, without the arithmetic of timestampProblem's units (heap numbers).
-  if (s.timestampMs < EARLIEST_TIMESTAMP_MS || s.timestampMs > nowMs + LATEST_AHEAD_MS) {
-    const ts = timestampProblem(s.timestampMs, "milliseconds", nowMs);
+  if (timestampMs < EARLIEST_TIMESTAMP_MS || timestampMs > nowMs + LATEST_AHEAD_MS) {
+    const ts = timestampProblem(timestampMs, "milliseconds", nowMs);
     if (ts) return ts;
   }
-  if (typeof s.value !== "number") return `Value ${String(s.value)} is not a number`;
-  return series ? series.problem : seriesProblem(s.deviceId, s.metricId, s.labels).problem;
+  if (typeof value !== "number") return `Value ${String(value)} is not a number`;
+  return undefined;
 }
 
 /**

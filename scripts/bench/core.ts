@@ -106,7 +106,7 @@ async function idleCollectorRss(dir: string) {
 
 /**
  * Polls of SERIES samples are committed one by one, each then read back as the live lane reads it
- * (`spool.lease.read`, from memory) and from the file (`spool.view.read`), each first in turn, and
+ * (`spool.lease.readRows`, from memory) and from the file (`spool.view.readRows`), each first in turn, and
  * removed.
  * The first ROUNDS_WARM polls warm the series caches and are not counted.
  */
@@ -124,7 +124,11 @@ async function liveRead(dir: string) {
         const started = performance.now();
         // A read takes at most SERIES_READ_PER_CALL series the caches lack: the first polls take several.
         let read = 0;
-        for (let rows = reader.read(0, 2 * SERIES); rows.length > 0; rows = reader.read(rows.at(-1)!.seq, 2 * SERIES)) {
+        for (
+          let rows = reader.readRows(0, 2 * SERIES);
+          rows.length > 0;
+          rows = reader.readRows(rows.lastSeq, 2 * SERIES)
+        ) {
           read += rows.length;
         }
         if (read !== SERIES) throw new Error(`read ${read} rows of a poll of ${SERIES}`);

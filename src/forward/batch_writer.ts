@@ -1,6 +1,6 @@
 import { errorMessage } from "../log.ts";
-import type { SpooledSample } from "../spool/spool.ts";
-import { CopyEncoder, copyFloat, copyPrefix, copyPrefixParts, copyTimestamp, recycleCopyChunks } from "./copy_text.ts";
+import type { SpooledRows } from "../spool/spool.ts";
+import { CopyEncoder, copyFloat, copyPrefixParts, copyTimestamp, recycleCopyChunks } from "./copy_text.ts";
 import { failpoint, failpointArmed } from "./failpoint.ts";
 import type postgres from "postgres";
 import type { Sql } from "../central/connect.ts";
@@ -112,7 +112,7 @@ const SETTLED: WrittenBatch = { settled: Promise.resolve() };
 export type BatchClaimer = (beforeWait?: () => Promise<void>) => Promise<unknown>;
 
 /** Encodes `batch` (non-empty) for `method` ("copy", or anything else for INSERT). */
-export function prepareBatch(batch: SpooledSample[], method: string): PreparedBatch {
+export function prepareBatch(batch: SpooledRows, method: string): PreparedBatch {
   return { ...batchClaim(batch), write: method === "copy" ? copyWriter(encodeBySeries(batch)) : insertWriter(batch) };
 }
 
@@ -129,28 +129,28 @@ function copyWriter(chunks: Uint8Array[]): PreparedBatch["write"] {
   return (tx, claim, claimFirst) => copyRows(tx, chunks, claim, claimFirst);
 }
 
-function insertWriter(batch: SpooledSample[]): PreparedBatch["write"] {
+function insertWriter(batch: SpooledRows): PreparedBatch["write"] {
   return (tx, claim, claimFirst) => insertRows(tx, batch, claim, claimFirst);
 }
 
 /** The claim of `batch` (non-empty): its seq range, its rows and their time span. */
-export function batchClaim(batch: readonly SpooledSample[]): BatchClaim {
+export function batchClaim(batch: SpooledRows): BatchClaim {
   let minTs = Infinity;
   let maxTs = -Infinity;
   // Indexed, each timestamp read once: it runs once per batch, often before V8 optimizes it, and
   // there an iterator's result and each read's boxed number were allocations per row.
   for (let i = 0; i < batch.length; i++) {
-    const ts = batch[i]!.timestampMs;
+    const ts = batch.timestampMs(i);
     if (ts < minTs) minTs = ts;
     if (ts > maxTs) maxTs = ts;
   }
-  return { first: batch[0]!.seq, last: batch.at(-1)!.seq, rows: batch.length, minTs, maxTs };
+  return { first: batch.firstSeq, last: batch.lastSeq, rows: batch.length, minTs, maxTs };
 }
 
 /**
  * Rows of one batch are grouped by series (each series' rows in seq order, series by their id in
- * the spool's dictionary) when every row comes from the spool's lease and the batch is at most
- * this long (the sort key packs the series id and the row's index in one float64).
+ * the spool's dictionary) when the batch is at most this long (the sort key packs the series id
+ * and the row's index in one float64).
  */
 const GROUPED_ROWS_MAX = 2 ** 21;
 
@@ -163,24 +163,23 @@ const GROUPED_ROWS_MAX = 2 ** 21;
  * outgrow the central database's buffer pool, each row then costs a page evicted and written
  * back (docs/PERFORMANCE.md, "drainfwd"). The order of rows inside one COPY changes nothing else.
  */
-export function encodeBySeries(batch: readonly SpooledSample[]): Uint8Array[] {
+export function encodeBySeries(batch: SpooledRows): Uint8Array[] {
   const encoder = new CopyEncoder();
   const order = seriesOrder(batch);
   for (let k = 0; k < batch.length; k++) {
-    const s = batch[order ? order[k]! % GROUPED_ROWS_MAX : k]!;
-    const prefix = s.spooledSeries?.copyPrefix ?? copyPrefix(s.deviceId, s.metricId, JSON.stringify(s.labels));
-    encoder.row(prefix, s.timestampMs, s.value);
+    const i = order ? order[k]! % GROUPED_ROWS_MAX : k;
+    encoder.row(batch.series(i).copyPrefix, batch.timestampMs(i), batch.value(i));
   }
   return encoder.finish();
 }
 
 /** The batch's row indexes sorted by (series id, index), packed as series id × GROUPED_ROWS_MAX + index. */
-function seriesOrder(batch: readonly SpooledSample[]): Float64Array | undefined {
+function seriesOrder(batch: SpooledRows): Float64Array | undefined {
   if (batch.length > GROUPED_ROWS_MAX) return undefined;
   const keys = new Float64Array(batch.length);
   for (let i = 0; i < batch.length; i++) {
-    const id = batch[i]!.spooledSeries?.id;
-    if (id === undefined || id < 0 || id >= 2 ** 32) return undefined;
+    const id = batch.series(i).id;
+    if (id < 0 || id >= 2 ** 32) return undefined;
     keys[i] = id * GROUPED_ROWS_MAX + i;
   }
   return keys.sort();
@@ -188,7 +187,7 @@ function seriesOrder(batch: readonly SpooledSample[]): Float64Array | undefined 
 
 async function insertRows(
   tx: Transaction,
-  batch: SpooledSample[],
+  batch: SpooledRows,
   claim: BatchClaimer,
   claimFirst: boolean,
 ): Promise<WrittenBatch> {
@@ -202,7 +201,7 @@ async function insertRows(
  * The batch's rows as `SELECT * FROM unnest(...)` of text arrays, cast on the server: every value
  * goes as a parameter, in the text forms COPY uses.
  */
-function unnestRows(sql: Sql | Transaction, batch: readonly SpooledSample[]) {
+function unnestRows(sql: Sql | Transaction, batch: SpooledRows) {
   const n = batch.length;
   const timestamps = new Array<string>(n);
   const devices = new Array<string>(n);
@@ -210,15 +209,12 @@ function unnestRows(sql: Sql | Transaction, batch: readonly SpooledSample[]) {
   const values = new Array<string>(n);
   const labels = new Array<string>(n);
   for (let i = 0; i < n; i++) {
-    const s = batch[i]!;
     // A series read from the spool keeps its device, metric and labels in its COPY prefix only.
-    const series = s.spooledSeries
-      ? copyPrefixParts(s.spooledSeries.copyPrefix)
-      : { deviceId: s.deviceId, metricId: s.metricId, labelsJson: JSON.stringify(s.labels) };
-    timestamps[i] = copyTimestamp(s.timestampMs);
+    const series = copyPrefixParts(batch.series(i).copyPrefix);
+    timestamps[i] = copyTimestamp(batch.timestampMs(i));
     devices[i] = series.deviceId;
     metrics[i] = series.metricId;
-    values[i] = copyFloat(s.value);
+    values[i] = copyFloat(batch.value(i));
     labels[i] = series.labelsJson;
   }
   return sql`
@@ -245,7 +241,7 @@ export const ONE_STATEMENT_ROWS_MAX = 2000;
  */
 export async function sendInOneStatement(
   sql: Sql,
-  batch: readonly SpooledSample[],
+  batch: SpooledRows,
   claimed: postgres.PendingQuery<postgres.Row[]>,
 ): Promise<boolean> {
   const result = await sql`

@@ -1,8 +1,8 @@
 import type { Config } from "../config/defaults.ts";
 import { connect, describe, type Endpoint, type Sql } from "../central/connect.ts";
 import { errorMessage } from "../log.ts";
-import { sampleProblem } from "../sample.ts";
-import type { SpooledSample, SpoolLease } from "../spool/spool.ts";
+import { readingProblem } from "../sample.ts";
+import type { SpooledRows, SpooledSample, SpoolLease } from "../spool/spool.ts";
 import { Backoff } from "./backoff.ts";
 import { BackfillPace } from "./backfill_pace.ts";
 import {
@@ -177,7 +177,7 @@ interface SlotTry {
 
 /** A backfill batch that found no fleet slot free: read, encoded, waiting for its next try. */
 interface Parked {
-  batch: SpooledSample[];
+  batch: SpooledRows;
   slot: SlotTry;
 }
 
@@ -387,7 +387,7 @@ export class Forwarder {
           this.#telemetry.end(BACKLOG_DRAINING, "spool", { live_rows: this.counters.liveRows });
         }
         const newest = lease.lastSeq();
-        const batch = lease.read(0, batchRows);
+        const batch = lease.readRows(0, batchRows);
         if (batch.length > 0) await this.#sendIsolating(live.sql, batch, false);
         // Caught up: whatever comes next is live.
         this.#liveAfter = Math.max(this.#liveAfter, newest);
@@ -404,11 +404,11 @@ export class Forwarder {
       }
       if (!this.#lockClear) return await this.#sendAlone(live.sql);
       const started = this.#startBackfill();
-      const fresh = lease.read(this.#liveAfter, batchRows);
+      const fresh = lease.readRows(this.#liveAfter, batchRows);
       if (fresh.length > 0) {
         // Claimed after its rows, like the backfill's batches (see "Two lanes").
         await this.#sendIsolating(live.sql, fresh, true);
-        this.#liveAfter = Math.max(this.#liveAfter, fresh.at(-1)!.seq);
+        this.#liveAfter = Math.max(this.#liveAfter, fresh.lastSeq);
       }
       this.counters.liveRows += fresh.length;
       this.#recovered();
@@ -440,12 +440,12 @@ export class Forwarder {
     this.#raiseBackfillFailure();
     this.#closeBackfill();
     const lease = this.#opts.lease;
-    const fresh = lease.read(this.#liveAfter, this.#opts.config.forward_batch_rows);
-    const batch = fresh.length > 0 ? fresh : lease.read(0, this.#pace.rows, this.#liveAfter);
+    const fresh = lease.readRows(this.#liveAfter, this.#opts.config.forward_batch_rows);
+    const batch = fresh.length > 0 ? fresh : lease.readRows(0, this.#pace.rows, this.#liveAfter);
     if (batch.length === 0) return "paced";
     await this.#sendIsolating(sql, batch, false);
     if (fresh.length > 0) {
-      this.#liveAfter = Math.max(this.#liveAfter, fresh.at(-1)!.seq);
+      this.#liveAfter = Math.max(this.#liveAfter, fresh.lastSeq);
       this.counters.liveRows += fresh.length;
     }
     this.#recovered();
@@ -472,7 +472,7 @@ export class Forwarder {
       const allowed = this.#pace.allowance();
       if (allowed === 0) break;
       const after = Math.max(0, ...this.#inFlight.map((f) => f.last));
-      const batch = this.#opts.lease.read(after, allowed, this.#liveAfter);
+      const batch = this.#opts.lease.readRows(after, allowed, this.#liveAfter);
       if (batch.length === 0) break;
       this.#pace.spent(batch.length);
       const slots = this.#opts.config.forward_fleet_backfill_batches;
@@ -483,7 +483,7 @@ export class Forwarder {
   }
 
   /** Sends `batch` on a free backfill connection, without waiting for it. */
-  #launch(batch: SpooledSample[], slot: SlotTry | undefined): void {
+  #launch(batch: SpooledRows, slot: SlotTry | undefined): void {
     let channel = this.#backfill.find((c) => !c.busy);
     if (!channel) {
       channel = this.#channel("kwollector backfill");
@@ -491,7 +491,7 @@ export class Forwarder {
     }
     const ch = channel;
     ch.busy = true;
-    const flight: InFlight = { first: batch[0]!.seq, last: batch.at(-1)!.seq, done: Promise.resolve() };
+    const flight: InFlight = { first: batch.firstSeq, last: batch.lastSeq, done: Promise.resolve() };
     flight.done = (async () => {
       try {
         await this.#ready(ch);
@@ -534,7 +534,7 @@ export class Forwarder {
   /** Keeps a batch that found no fleet slot (it wrote and claimed nothing) for its next try. */
   #park(parked: Parked): void {
     this.#parked.push(parked);
-    this.#parked.sort((a, b) => a.batch[0]!.seq - b.batch[0]!.seq);
+    this.#parked.sort((a, b) => a.batch.firstSeq - b.batch.firstSeq);
     this.#slotRetryLater();
   }
 
@@ -701,18 +701,19 @@ export class Forwarder {
    */
   async #sendIsolating(
     sql: Sql,
-    batch: SpooledSample[],
+    batch: SpooledRows,
     claimLast: boolean,
     method = this.#opts.config.forward_method,
     sends: SendOutcome[] = [],
     slot?: SlotTry,
   ): Promise<void> {
     const now = this.#clock.now();
-    const bad = batch.findIndex((s) => sampleProblem(s, now, s.spooledSeries) !== undefined);
-    if (bad >= 0) {
+    for (let bad = 0; bad < batch.length; bad++) {
+      const problem = readingProblem(batch.timestampMs(bad), batch.value(bad), now) ?? batch.series(bad).problem;
+      if (problem === undefined) continue;
       // Only the first transaction of a batch takes a slot: a later one has rows sent before it.
       if (bad > 0) await this.#sendIsolating(sql, batch.slice(0, bad), claimLast, method, sends, slot);
-      await this.#quarantine(sql, batch[bad]!, sampleProblem(batch[bad]!, now, batch[bad]!.spooledSeries)!);
+      await this.#quarantine(sql, batch.sample(bad), problem);
       if (bad + 1 < batch.length) await this.#sendIsolating(sql, batch.slice(bad + 1), claimLast, method, sends);
       return;
     }
@@ -722,7 +723,7 @@ export class Forwarder {
       if (err instanceof CopyRejectedError) return await this.#sendIsolating(sql, batch, claimLast, "insert", sends);
       if (err instanceof OverlapError || classify(err) !== "data") throw err;
       sends.push({ rows: 0, waited: false });
-      if (batch.length === 1) return await this.#quarantine(sql, batch[0]!, errorMessage(err));
+      if (batch.length === 1) return await this.#quarantine(sql, batch.sample(0), errorMessage(err));
       const mid = Math.floor(batch.length / 2);
       await this.#sendIsolating(sql, batch.slice(0, mid), claimLast, method, sends);
       await this.#sendIsolating(sql, batch.slice(mid), claimLast, method, sends);
@@ -749,7 +750,7 @@ export class Forwarder {
    */
   async #send(
     sql: Sql,
-    batch: SpooledSample[],
+    batch: SpooledRows,
     method: string,
     claimLast: boolean,
     slot?: SlotTry,
@@ -760,7 +761,7 @@ export class Forwarder {
     }
     // A batch that found no slot before was encoded then (the same rows: its chunks are unsent).
     const kept = slot?.prepared;
-    const same = kept?.first === batch[0]!.seq && kept.last === batch.at(-1)!.seq && kept.rows === batch.length;
+    const same = kept?.first === batch.firstSeq && kept.last === batch.lastSeq && kept.rows === batch.length;
     const prepared = same ? kept : prepareBatch(batch, method);
     if (slot) slot.prepared = prepared;
     const { first, last } = prepared;
@@ -798,7 +799,7 @@ export class Forwarder {
    * `sendInOneStatement`); undefined when nothing was written: the lock was held or the range
    * claimed, which the usual path then waits for or reports.
    */
-  async #sendInOneStatement(sql: Sql, batch: SpooledSample[]): Promise<SendOutcome | undefined> {
+  async #sendInOneStatement(sql: Sql, batch: SpooledRows): Promise<SendOutcome | undefined> {
     const claim = batchClaim(batch);
     let written: boolean;
     try {
@@ -812,9 +813,9 @@ export class Forwarder {
   }
 
   /** A batch committed centrally with its claim: its rows leave the spool. */
-  #committed(batch: SpooledSample[], waited: boolean): SendOutcome {
-    const first = batch[0]!.seq;
-    const last = batch.at(-1)!.seq;
+  #committed(batch: SpooledRows, waited: boolean): SendOutcome {
+    const first = batch.firstSeq;
+    const last = batch.lastSeq;
     failpoint("after-central-commit");
     // The claim got the lock (at once, or once its holder let go): it is free.
     this.#lockClear = true;

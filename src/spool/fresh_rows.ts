@@ -5,7 +5,7 @@
  * committed. Read from SQLite, each row was an array of four columns and boxed numbers, made and
  * dropped: about a tenth of the collector's CPU under workload A (10,000 samples a second, `perf`
  * in docs/PERFORMANCE.md, `fresh11`). The writer hands the rows of each commit here, as numbers,
- * and the lease's unbounded read (lease.ts `read()`) takes them from here, in the layout of its
+ * and the lease's unbounded read (lease.ts `readRows()`) takes them from here, in the layout of its
  * own rows: seq, timestamp and value, three numbers per row, and the series id apart.
  *
  * ## Guarantee

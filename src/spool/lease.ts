@@ -6,11 +6,11 @@
  * as given up (`gaps`, written by the writer's full policy, forgotten here once the central
  * ledger has them). Nothing here appends or assigns a seq.
  *
- * - `read()` returns one run of consecutive seqs, so the ledger range of a batch never covers a
+ * - `readRows()` returns one run of consecutive seqs, so the ledger range of a batch never covers a
  *   seq that left another way (sent by the live lane, dropped, quarantined): a claim spanning one
  *   would be refused again at every retry. A sample whose series row is gone (a damaged spool) is
  *   set aside alone, so it never holds up the others.
- * - What `read()` returned is **leased** until it leaves (or `releaseLeases()`): the writer of
+ * - What `readRows()` returned is **leased** until it leaves (or `releaseLeases()`): the writer of
  *   this process never drops a leased row under drop_oldest, so a batch in flight is never also
  *   reported as dropped. Leases live in this process only (see invariant 6 for what that means
  *   next to `flush`).
@@ -21,81 +21,14 @@
  *   assigned, and how to move them past a ledger that already holds them (renumbering, see
  *   spool.ts "Recovery").
  */
-import { type Labels, type Sample, seriesProblem } from "../sample.ts";
+import { type Labels, seriesProblem } from "../sample.ts";
 import type { SpoolStore } from "./store.ts";
-import { copyPrefix, copyPrefixParts } from "../forward/copy_text.ts";
+import { copyPrefix } from "../forward/copy_text.ts";
 import { BoundedCache, ownCopy } from "../bounded_cache.ts";
 import type { FreshRows } from "./fresh_rows.ts";
+import { SpooledRows, type SpooledSample, type SpooledSeries } from "./spooled_rows.ts";
 
-/** A sample read back for forwarding. */
-export interface SpooledSample extends Sample {
-  seq: number;
-  /** What the lease computed once for the sample's series, shared by the series' samples. */
-  spooledSeries?: SpooledSeries;
-}
-
-/**
- * A sample as `read()` returns it: where its seq, timestamp and value are in the numbers of the
- * part of the read that returned it (three per row, in a Float64Array outside the heap), and its
- * series, whose COPY prefix gives its device, metric and labels when asked (`copyPrefixParts`).
- * Three fields and no number of its own (48 bytes of heap; an object with the seven fields of a
- * sample was 112, with its two numbers boxed): the forwarder holds one per row of each batch in
- * flight (three of 20,000 rows during a drain), and asks for the device, metric and labels only
- * of a sample it sets aside or sends by INSERT.
- */
-class SpooledRow implements SpooledSample {
-  readonly #numbers: Float64Array;
-  readonly #at: number;
-  readonly spooledSeries: SpooledSeries;
-
-  /** The row's seq, timestamp and value are `numbers[at]`, `numbers[at + 1]` and `numbers[at + 2]`. */
-  constructor(numbers: Float64Array, at: number, series: SpooledSeries) {
-    this.#numbers = numbers;
-    this.#at = at;
-    this.spooledSeries = series;
-  }
-
-  get seq(): number {
-    return this.#numbers[this.#at]!;
-  }
-
-  get timestampMs(): number {
-    return this.#numbers[this.#at + 1]!;
-  }
-
-  get value(): number {
-    return this.#numbers[this.#at + 2]!;
-  }
-
-  get deviceId(): string {
-    return copyPrefixParts(this.spooledSeries.copyPrefix).deviceId;
-  }
-
-  get metricId(): string {
-    return copyPrefixParts(this.spooledSeries.copyPrefix).metricId;
-  }
-
-  get labels(): Labels {
-    const json = copyPrefixParts(this.spooledSeries.copyPrefix).labelsJson;
-    return json === "{}" ? NO_LABELS : JSON.parse(json) as Labels;
-  }
-}
-
-/**
- * What the forwarder needs of a series, computed once per series read from the dictionary, and
- * all the lease's caches keep of it, one object shared by the series' samples. Its device, metric
- * and labels are in its COPY prefix, not kept apart: a backlog's series and the fresh samples'
- * fill a cache of 10,000 each, and those three fields, their strings and the parsed labels were
- * about 3 MB of the heap during a drain.
- */
-export interface SpooledSeries {
-  /** Its id in the spool's series dictionary (a batch's COPY rows are grouped by it). */
-  readonly id: number;
-  /** Its device, metric and labels as the start of a COPY row (src/forward/copy_text.ts). */
-  readonly copyPrefix: string;
-  /** Why the central database cannot store the series (`seriesProblem`), or undefined. */
-  readonly problem: string | undefined;
-}
+export type { SpooledSample, SpooledSeries } from "./spooled_rows.ts";
 
 export interface GapRange {
   firstSeq: number;
@@ -164,7 +97,7 @@ export const SERIES_CACHE_MAX = 10_000;
  */
 export const SERIES_READ_PER_CALL = 2_000;
 /**
- * Rows one SQLite call of `read()` returns at most: a read of a whole batch (20,000 rows) in one
+ * Rows one SQLite call of `readRows()` returns at most: a read of a whole batch (20,000 rows) in one
  * call held every row's array (four columns, their numbers) at once, more than V8's young
  * generation (2 MB semi-spaces, scripts/compile.ts), so they were promoted to the old generation
  * and freed only by its full collections; read in parts, each part's arrays die young.
@@ -199,7 +132,7 @@ export class SpoolLease {
   #seriesById = new BoundedCache<number, SpooledSeries>(SERIES_CACHE_MAX);
   /**
    * Series of the reads of a backlog (bounded by `throughSeq`): a cache of their own, so that a
-   * drain of other series never keeps the fresh samples' series out of theirs (see read()).
+   * drain of other series never keeps the fresh samples' series out of theirs (see readRows()).
    */
   #backlogSeriesById = new BoundedCache<number, SpooledSeries>(SERIES_CACHE_MAX);
   /** Whether a backlog read ran in the current round: the backlog's cache is dropped after a whole round without. */
@@ -244,10 +177,12 @@ export class SpoolLease {
    * of SERIES_READ_PER_CALL rows (measured: 10,000 rows a second in 5 transactions). That cache is
    * dropped once a whole round (SERIES_CACHE_ROUND_SAMPLES rows read) went by without a backlog read.
    */
-  read(afterSeq: number, limit: number, throughSeq = Number.MAX_SAFE_INTEGER): SpooledSample[] {
+  readRows(afterSeq: number, limit: number, throughSeq = Number.MAX_SAFE_INTEGER): SpooledRows {
     const backlog = throughSeq < Number.MAX_SAFE_INTEGER;
     const epochMs = this.#store.epochMs;
-    const out: SpooledSample[] = [];
+    /** The rows read, in parts: each part's numbers (three per row) and its rows' series. */
+    const parts: SpooledRows[] = [];
+    let count = 0;
     const budget = { series: SERIES_READ_PER_CALL };
     let after = afterSeq;
     let lastSeq = NaN;
@@ -256,54 +191,71 @@ export class SpoolLease {
       const first = this.#fresh.firstRowAfter(after, this.#store.committedRows());
       if (first !== undefined) after = first - 1;
     }
-    reading: while (out.length < limit) {
-      const want = Math.min(limit - out.length, READ_CHUNK_ROWS);
+    while (count < limit) {
+      const want = Math.min(limit - count, READ_CHUNK_ROWS);
       const fresh = backlog ? undefined : this.#fresh?.take(after, want, throughSeq);
       if (fresh) {
         // The writer's last commits, as the file holds them (fresh_rows.ts): no row read back.
-        const { seriesIds, numbers, at, count } = fresh;
-        const seriesOf = this.#seriesOf((i) => seriesIds[at + i]!, count, backlog, budget);
+        const { seriesIds, numbers, at } = fresh;
+        const seriesOf = this.#seriesOf((i) => seriesIds[at + i]!, fresh.count, backlog, budget);
         if (seriesOf.includes(undefined)) {
           // A series row missing from the file: the file's read sets its sample aside.
           this.#fresh!.clear();
           continue;
         }
         // The series budget may end before the first row: then nothing of this run is taken.
-        if (seriesOf.length === 0) break;
-        for (let i = 0; i < seriesOf.length; i++) out.push(new SpooledRow(numbers, 3 * (at + i), seriesOf[i]!));
-        after = lastSeq = numbers[3 * (at + seriesOf.length - 1)]!;
-        if (seriesOf.length < count) break;
+        const taken = seriesOf.length;
+        if (taken === 0) break;
+        parts.push(new SpooledRows(numbers.subarray(3 * at, 3 * (at + taken)), seriesOf as SpooledSeries[]));
+        count += taken;
+        after = lastSeq = numbers[3 * (at + taken - 1)]!;
+        if (taken < fresh.count) break;
         continue;
       }
       const rows = this.#store.arrayStatement(READ_AFTER).all(after, throughSeq, want) as unknown as SampleRow[];
       const seriesOf = this.#seriesOf((i) => Number(rows[i]![1]), rows.length, backlog, budget);
       const numbers = new Float64Array(3 * seriesOf.length);
+      const series = new Array<SpooledSeries>(seriesOf.length);
+      /** Rows of this part so far; whether the run ends in this part (a missing seq or series). */
+      let k = 0;
+      let ended = false;
       for (let i = 0; i < seriesOf.length; i++) {
         // By index: destructuring allocated an iterator result per column in the profile.
         const row = rows[i]!;
         const seq = Number(row[0]);
         const ts = row[2];
         const value = row[3];
-        if (out.length > 0 && seq !== lastSeq + 1) break reading;
+        if (count + k > 0 && seq !== lastSeq + 1) {
+          ended = true;
+          break;
+        }
         after = seq;
-        const series = seriesOf[i];
-        if (!series) {
-          if (out.length > 0) break reading;
+        const s = seriesOf[i];
+        if (!s) {
+          ended = count + k > 0;
+          if (ended) break;
           this.#setAsideOrphan(seq, Number(ts), value, `series ${row[1]} is missing from the spool`);
           continue;
         }
         lastSeq = seq;
-        numbers[3 * i] = seq;
-        numbers[3 * i + 1] = epochMs + Number(ts) / 1000;
-        numbers[3 * i + 2] = value === null ? NaN : Number(value);
-        out.push(new SpooledRow(numbers, 3 * i, series));
+        numbers[3 * k] = seq;
+        numbers[3 * k + 1] = epochMs + Number(ts) / 1000;
+        numbers[3 * k + 2] = value === null ? NaN : Number(value);
+        series[k++] = s;
       }
-      if (rows.length < want || seriesOf.length < rows.length) break;
+      if (k === series.length) parts.push(new SpooledRows(numbers, series));
+      else if (k > 0) parts.push(new SpooledRows(numbers.subarray(0, 3 * k), series.slice(0, k)));
+      count += k;
+      if (ended || rows.length < want || seriesOf.length < rows.length) break;
     }
-    const first = out[0];
-    const last = out.at(-1);
-    if (first && last) this.#leases.hold(first.seq, last.seq);
+    const out = joined(parts, count);
+    if (out.length > 0) this.#leases.hold(out.firstSeq, out.lastSeq);
     return out;
+  }
+
+  /** The rows of `readRows`, as sample objects (for the paths that are not per row). */
+  read(afterSeq: number, limit: number, throughSeq = Number.MAX_SAFE_INTEGER): SpooledSample[] {
+    return this.readRows(afterSeq, limit, throughSeq).samples();
   }
 
   /**
@@ -484,4 +436,21 @@ export class SpoolLease {
   minSeq(): number | undefined {
     return this.#store.minSeq();
   }
+}
+
+/** The rows of `parts` (`count` in all), one after the other, as one run: the one part itself when there is one. */
+function joined(parts: SpooledRows[], count: number): SpooledRows {
+  if (parts.length === 1) return parts[0]!;
+  const numbers = new Float64Array(3 * count);
+  const series = new Array<SpooledSeries>(count);
+  let at = 0;
+  for (const part of parts) {
+    for (let i = 0; i < part.length; i++, at++) {
+      numbers[3 * at] = part.seq(i);
+      numbers[3 * at + 1] = part.timestampMs(i);
+      numbers[3 * at + 2] = part.value(i);
+      series[at] = part.series(i);
+    }
+  }
+  return new SpooledRows(numbers, series);
 }

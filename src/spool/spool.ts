@@ -23,7 +23,7 @@
  * 4. **Every seq is accounted for.** A seq is either still here, forwarded (central ledger row of
  *    kind `data`), set aside in `quarantine` (ledger kind `quarantined`), or given up under the
  *    full-spool policy (a `gaps` row, forwarded as ledger kind `dropped`). So the central ledger
- *    of a spool tiles 1..next_seq-1 without holes once the spool is drained. `lease.read()` returns
+ *    of a spool tiles 1..next_seq-1 without holes once the spool is drained. `lease.readRows()` returns
  *    a run of consecutive seqs, so the ledger range of a batch never covers a seq that left another
  *    way.
  * 5. **Bounded.** The bytes in use never exceed `maxBytes` by more than one commit; when they would,
@@ -117,12 +117,14 @@ import type { Clock } from "../clock.ts";
 import type { Telemetry } from "../telemetry/telemetry.ts";
 import { type DeviceStatus, LocalState } from "./local_state.ts";
 import { LeaseTable, type SpooledSample, SpoolLease } from "./lease.ts";
+import type { SpooledRows } from "./spooled_rows.ts";
 import { type SpoolStats, SpoolStore } from "./store.ts";
 import { FreshRows } from "./fresh_rows.ts";
 import { type FullPolicy, SpoolWriter } from "./writer.ts";
 
 export type { DeviceStatus } from "./local_state.ts";
 export type { GapRange, OwnSeqs, SpooledSample, SpoolLease } from "./lease.ts";
+export type { SpooledRows, SpooledSeries } from "./spooled_rows.ts";
 export type { LocalState } from "./local_state.ts";
 export type { SpoolStats } from "./store.ts";
 export type { FullPolicy, SpoolWriter, WriterCounters } from "./writer.ts";
@@ -237,7 +239,12 @@ export class SpoolView {
     return this.#store.usedBytes();
   }
 
-  /** One run of consecutive seqs after `afterSeq` (see lease.ts `read()`), leasing nothing. */
+  /** One run of consecutive seqs after `afterSeq` (see lease.ts `readRows()`), leasing nothing. */
+  readRows(afterSeq: number, limit: number): SpooledRows {
+    return this.#reader.readRows(afterSeq, limit);
+  }
+
+  /** The rows of `readRows`, as sample objects. */
   read(afterSeq: number, limit: number): SpooledSample[] {
     return this.#reader.read(afterSeq, limit);
   }

@@ -7,16 +7,17 @@ import assert from "node:assert/strict";
 
 /**
  * Prepares a batch for `method` in a child Deno with `gc()` exposed, keeps only its `write`, and
- * tells whether the batch's first row was collected meanwhile.
+ * tells whether the batch's rows were collected meanwhile.
  */
 async function collectedWhileKept(method: string): Promise<boolean> {
   const script = `import { prepareBatch } from "${new URL("../../src/forward/batch_writer.ts", import.meta.url).href}";
+import { SpooledRows } from "${new URL("../../src/spool/spooled_rows.ts", import.meta.url).href}";
 const series = { id: 1, copyPrefix: "d\\tm\\t{}\\t", problem: undefined };
 function prepared() {
-  const rows = Array.from({ length: 1000 }, (_, i) => ({
-    seq: i + 1, timestampMs: 1_765_000_000_000 + i, value: i, deviceId: "d", metricId: "m", labels: {}, spooledSeries: series,
-  }));
-  return { collected: new WeakRef(rows[0]), kept: prepareBatch(rows, ${JSON.stringify(method)}).write };
+  const numbers = new Float64Array(3000);
+  for (let i = 0; i < 1000; i++) numbers.set([i + 1, 1_765_000_000_000 + i, i], 3 * i);
+  const rows = new SpooledRows(numbers, Array.from({ length: 1000 }, () => series));
+  return { collected: new WeakRef(rows), kept: prepareBatch(rows, ${JSON.stringify(method)}).write };
 }
 const { collected, kept } = prepared();
 await new Promise((r) => setTimeout(r, 0));

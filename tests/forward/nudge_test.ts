@@ -17,7 +17,7 @@ import { FakeClock, settle } from "../helpers/fake_clock.ts";
 import { samples } from "./fixtures.ts";
 import { tempDir } from "../../scripts/harness/temp_dir.ts";
 
-/** The lease, counting the forwarder's looks for new rows (`read`). */
+/** The lease, counting the forwarder's looks for new rows (`readRows`). */
 function countingReads(lease: SpoolLease): { lease: SpoolLease; reads: () => number } {
   let reads = 0;
   const proxy = new Proxy(lease, {
@@ -25,7 +25,7 @@ function countingReads(lease: SpoolLease): { lease: SpoolLease; reads: () => num
       const value = Reflect.get(target, key, target);
       if (typeof value !== "function") return value;
       return (...args: unknown[]) => {
-        if (key === "read") reads++;
+        if (key === "readRows") reads++;
         return value.apply(target, args);
       };
     },

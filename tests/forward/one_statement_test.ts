@@ -19,7 +19,7 @@ import type { Config } from "../../src/config/defaults.ts";
 import { batchClaim, ONE_STATEMENT_ROWS_MAX, sendInOneStatement } from "../../src/forward/batch_writer.ts";
 import { Ledger } from "../../src/forward/ledger.ts";
 import type { Sample } from "../../src/sample.ts";
-import { openSpool, type Spool, type SpooledSample } from "../../src/spool/spool.ts";
+import { openSpool, type Spool, type SpooledRows } from "../../src/spool/spool.ts";
 import { Telemetry } from "../../src/telemetry/telemetry.ts";
 import { pgConfig } from "../../scripts/harness/config.ts";
 import { startCentral } from "../../scripts/peers/central.ts";
@@ -66,7 +66,7 @@ async function fixture(pg: PgCluster, parameters: Record<string, string> = {}) {
     bounded: (p) => p,
     telemetry: new Telemetry(),
   });
-  const send = (batch: SpooledSample[]) => sendInOneStatement(sql, batch, ledger.claimIfFree(sql, batchClaim(batch)));
+  const send = (batch: SpooledRows) => sendInOneStatement(sql, batch, ledger.claimIfFree(sql, batchClaim(batch)));
   const close = async () => {
     spool.close();
     await sql.end();
@@ -103,7 +103,7 @@ CASES.push({
     try {
       const written = samples(20, "one");
       await spool.writer.append(written);
-      const batch = spool.lease.read(0, 20);
+      const batch = spool.lease.readRows(0, 20);
       assert.equal(await send(batch), true);
       assert.deepEqual(await ledgerRows(sql, spool), [["data", 1, 20, 20]]);
       const rows = await metricRows(sql, "one");
@@ -125,12 +125,12 @@ CASES.push({
     const { spool, sql, send, close } = await fixture(pg);
     try {
       await spool.writer.append(samples(30, "overlap"));
-      assert.equal(await send(spool.lease.read(0, 20)), true);
-      assert.equal(await send(spool.lease.read(0, 20)), false);
-      assert.equal(await send(spool.lease.read(10, 20)), false);
+      assert.equal(await send(spool.lease.readRows(0, 20)), true);
+      assert.equal(await send(spool.lease.readRows(0, 20)), false);
+      assert.equal(await send(spool.lease.readRows(10, 20)), false);
       assert.deepEqual(await ledgerRows(sql, spool), [["data", 1, 20, 20]]);
       assert.equal((await metricRows(sql, "overlap")).length, 20);
-      assert.equal(await send(spool.lease.read(20, 20)), true);
+      assert.equal(await send(spool.lease.readRows(20, 20)), true);
       assert.deepEqual(await ledgerRows(sql, spool), [["data", 1, 20, 20], ["data", 21, 30, 10]]);
       assert.equal((await metricRows(sql, "overlap")).length, 30);
     } finally {
@@ -150,7 +150,7 @@ CASES.push({
     const holding = new Promise<void>((r) => locked = r);
     try {
       await spool.writer.append(samples(10, "held"));
-      const batch = spool.lease.read(0, 10);
+      const batch = spool.lease.readRows(0, 10);
       const held = holder.begin(async (tx) => {
         await tx`SELECT pg_advisory_xact_lock(hashtextextended(${spool.spoolId}::uuid::text, 0))`;
         locked();
@@ -183,14 +183,14 @@ CASES.push({
       const batch = samples(10, "refused");
       batch[6] = { ...batch[6]!, metricId: "poison-one" };
       await spool.writer.append(batch);
-      await assert.rejects(send(spool.lease.read(0, 10)), (err) => {
+      await assert.rejects(send(spool.lease.readRows(0, 10)), (err) => {
         assert.equal((err as { code?: string }).code, "23514");
         return true;
       });
       assert.deepEqual(await ledgerRows(sql, spool), []);
       assert.equal((await metricRows(sql, "refused")).length, 0);
       // The rows before the refused one go through alone, as the forwarder's bisection sends them.
-      assert.equal(await send(spool.lease.read(0, 6)), true);
+      assert.equal(await send(spool.lease.readRows(0, 6)), true);
       assert.deepEqual(await ledgerRows(sql, spool), [["data", 1, 6, 6]]);
     } finally {
       await admin`ALTER TABLE metrics DROP CONSTRAINT no_poison_one`;
@@ -205,7 +205,7 @@ CASES.push({
     const { spool, sql, send, close } = await fixture(pg);
     try {
       await spool.writer.append(samples(ONE_STATEMENT_ROWS_MAX, "full"));
-      assert.equal(await send(spool.lease.read(0, ONE_STATEMENT_ROWS_MAX)), true);
+      assert.equal(await send(spool.lease.readRows(0, ONE_STATEMENT_ROWS_MAX)), true);
       assert.deepEqual(await ledgerRows(sql, spool), [["data", 1, ONE_STATEMENT_ROWS_MAX, ONE_STATEMENT_ROWS_MAX]]);
       assert.equal((await metricRows(sql, "full")).length, ONE_STATEMENT_ROWS_MAX);
     } finally {
@@ -225,9 +225,9 @@ for (const planCacheMode of ["auto", "force_generic_plan"]) {
       const tag = `plan-${planCacheMode}`;
       try {
         await spool.writer.append(samples(80, tag));
-        for (let i = 0; i < 8; i++) assert.equal(await send(spool.lease.read(i * 10, 10)), true, `batch ${i + 1}`);
-        assert.equal(await send(spool.lease.read(30, 10)), false);
-        assert.equal(await send(spool.lease.read(75, 10)), false);
+        for (let i = 0; i < 8; i++) assert.equal(await send(spool.lease.readRows(i * 10, 10)), true, `batch ${i + 1}`);
+        assert.equal(await send(spool.lease.readRows(30, 10)), false);
+        assert.equal(await send(spool.lease.readRows(75, 10)), false);
         assert.deepEqual(
           await ledgerRows(sql, spool),
           Array.from({ length: 8 }, (_, i) => ["data", i * 10 + 1, i * 10 + 10, 10]),
@@ -279,9 +279,9 @@ const HYPERTABLE_CASES: Case[] = [{
         WHERE hypertable_name = 'metrics' AND range_end > ${new Date(boundary - 10)}
           AND range_start <= ${new Date(boundary + 9)}`;
       assert.equal(before!.n, 0, "no chunk there yet");
-      assert.equal(await send(spool.lease.read(0, 20)), true);
+      assert.equal(await send(spool.lease.readRows(0, 20)), true);
       assert.equal((await chunksOf(admin, "across")).length, 2);
-      assert.equal(await send(spool.lease.read(0, 20)), false);
+      assert.equal(await send(spool.lease.readRows(0, 20)), false);
       assert.deepEqual(await ledgerRows(sql, spool), [["data", 1, 20, 20]]);
       assert.equal((await metricRows(sql, "across")).length, 20);
     } finally {
@@ -296,13 +296,13 @@ const HYPERTABLE_CASES: Case[] = [{
     try {
       const start = chunkStart(3 * 86_400_000) + 3600_000;
       await spool.writer.append(samples(20, "packed", start));
-      assert.equal(await send(spool.lease.read(0, 10)), true);
+      assert.equal(await send(spool.lease.readRows(0, 10)), true);
       const [chunk] = await chunksOf(admin, "packed");
       await admin`SELECT compress_chunk(${chunk![0]}::regclass)`;
       assert.deepEqual(await chunksOf(admin, "packed"), [[chunk![0], true]]);
-      assert.equal(await send(spool.lease.read(10, 10)), true);
-      assert.equal(await send(spool.lease.read(10, 10)), false);
-      assert.equal(await send(spool.lease.read(5, 10)), false);
+      assert.equal(await send(spool.lease.readRows(10, 10)), true);
+      assert.equal(await send(spool.lease.readRows(10, 10)), false);
+      assert.equal(await send(spool.lease.readRows(5, 10)), false);
       assert.deepEqual(await ledgerRows(sql, spool), [["data", 1, 10, 10], ["data", 11, 20, 10]]);
       const rows = await metricRows(sql, "packed");
       assert.deepEqual(rows.map((r) => r.labels), samples(20, "packed", start).map((s) => s.labels));
