@@ -26,7 +26,7 @@ import type { SpoolStore } from "./store.ts";
 import { copyPrefix } from "../forward/copy_text.ts";
 import { BoundedCache, ownCopy } from "../bounded_cache.ts";
 import type { FreshRows } from "./fresh_rows.ts";
-import { SpooledRows, type SpooledSample, type SpooledSeries } from "./spooled_rows.ts";
+import { NO_LABELS, SpooledRows, type SpooledSample, type SpooledSeries } from "./spooled_rows.ts";
 
 export type { SpooledSample, SpooledSeries } from "./spooled_rows.ts";
 
@@ -103,8 +103,6 @@ export const SERIES_READ_PER_CALL = 2_000;
  * and freed only by its full collections; read in parts, each part's arrays die young.
  */
 export const READ_CHUNK_ROWS = 2_048;
-/** The labels of the series that have none (an SNMP OID, a file of 5,000 devices): one shared object. */
-const NO_LABELS: Labels = Object.freeze({});
 /**
  * Samples that make one round of the writer's and the lease's series caches (src/bounded_cache.ts
  * sweeps what was not used in the last two rounds). They see commits and reads, not polls, and a
@@ -181,7 +179,7 @@ export class SpoolLease {
     const backlog = throughSeq < Number.MAX_SAFE_INTEGER;
     const epochMs = this.#store.epochMs;
     /** The rows read, in parts: each part's numbers (three per row) and its rows' series. */
-    const parts: SpooledRows[] = [];
+    const parts: RowsPart[] = [];
     let count = 0;
     const budget = { series: SERIES_READ_PER_CALL };
     let after = afterSeq;
@@ -206,7 +204,7 @@ export class SpoolLease {
         // The series budget may end before the first row: then nothing of this run is taken.
         const taken = seriesOf.length;
         if (taken === 0) break;
-        parts.push(new SpooledRows(numbers.subarray(3 * at, 3 * (at + taken)), seriesOf as SpooledSeries[]));
+        parts.push({ numbers: numbers.subarray(3 * at, 3 * (at + taken)), series: seriesOf as SpooledSeries[] });
         count += taken;
         after = lastSeq = numbers[3 * (at + taken - 1)]!;
         if (taken < fresh.count) break;
@@ -243,8 +241,8 @@ export class SpoolLease {
         numbers[3 * k + 2] = value === null ? NaN : Number(value);
         series[k++] = s;
       }
-      if (k === series.length) parts.push(new SpooledRows(numbers, series));
-      else if (k > 0) parts.push(new SpooledRows(numbers.subarray(0, 3 * k), series.slice(0, k)));
+      if (k === series.length) parts.push({ numbers, series });
+      else if (k > 0) parts.push({ numbers: numbers.subarray(0, 3 * k), series: series.slice(0, k) });
       count += k;
       if (ended || rows.length < want || seriesOf.length < rows.length) break;
     }
@@ -438,19 +436,21 @@ export class SpoolLease {
   }
 }
 
-/** The rows of `parts` (`count` in all), one after the other, as one run: the one part itself when there is one. */
-function joined(parts: SpooledRows[], count: number): SpooledRows {
-  if (parts.length === 1) return parts[0]!;
+/** A part of a read: its rows' numbers (three per row) and their series. */
+interface RowsPart {
+  numbers: Float64Array;
+  series: SpooledSeries[];
+}
+
+/** The rows of `parts` (`count` in all), one after the other, as one run. */
+function joined(parts: RowsPart[], count: number): SpooledRows {
+  if (parts.length === 1) return new SpooledRows(parts[0]!.numbers, parts[0]!.series);
   const numbers = new Float64Array(3 * count);
   const series = new Array<SpooledSeries>(count);
   let at = 0;
   for (const part of parts) {
-    for (let i = 0; i < part.length; i++, at++) {
-      numbers[3 * at] = part.seq(i);
-      numbers[3 * at + 1] = part.timestampMs(i);
-      numbers[3 * at + 2] = part.value(i);
-      series[at] = part.series(i);
-    }
+    numbers.set(part.numbers, 3 * at);
+    for (const s of part.series) series[at++] = s;
   }
   return new SpooledRows(numbers, series);
 }

@@ -42,8 +42,8 @@ export interface SpooledSeries {
   readonly problem: string | undefined;
 }
 
-/** The labels of the series that have none: one shared object. */
-const NO_LABELS: Labels = Object.freeze({});
+/** The labels of the series that have none (an SNMP OID, a file of 5,000 devices): one shared object. */
+export const NO_LABELS: Labels = Object.freeze({});
 
 export class SpooledRows {
   readonly length: number;
