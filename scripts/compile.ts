@@ -44,6 +44,17 @@ export const V8_FLAGS =
   "--v8-flags=--max-old-space-size=64,--max-semi-space-size=2,--no-concurrent-recompilation,--no-allocation-site-pretenuring";
 
 /**
+ * The runtime flags the binary embeds, and that `deno run` takes to run the same program:
+ * V8_FLAGS, and no V8 code cache (`--no-code-cache`). A code cache saves compiling the modules at
+ * start (about 14 ms of `kwollector status`'s 66 ms), and costs the collector's whole life: the
+ * cached functions are deserialized into the V8 heap whether they run again or not, and `deno run`
+ * keeps its cache file mapped. Without it, workload A's collector holds 5–7 MB less (88–91
+ * against 95–97 MB) and an idle one 6 MB less (61 against 67 MB; docs/PERFORMANCE.md
+ * `codecache18`).
+ */
+export const RUNTIME_FLAGS = [V8_FLAGS, "--no-code-cache"] as const;
+
+/**
  * glibc's malloc with fixed thresholds: memory freed at the top of a heap goes back to the
  * system above 128 KiB (`trim_threshold`), and blocks of 128 KiB and more are mapped apart and
  * unmapped when freed (`mmap_threshold`). By default glibc raises both thresholds each time a
@@ -73,7 +84,7 @@ export const TARGETS = ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"]
 export function compileArgs(target: string | undefined): string[] {
   return [
     "compile",
-    V8_FLAGS,
+    ...RUNTIME_FLAGS,
     ...PERMISSIONS,
     ...excluded().flatMap((path) => ["--exclude", path]),
     ...(target ? ["--target", target] : []),

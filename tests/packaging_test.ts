@@ -6,7 +6,7 @@ import { resolveConfig } from "../src/config/resolve.ts";
 import { configTemplate, initCommand } from "../src/cli/init.ts";
 import { UsageError } from "../src/config/errors.ts";
 import { configReference } from "../scripts/gen-config-reference.ts";
-import { GLIBC_TUNABLES, PERMISSIONS, V8_FLAGS } from "../scripts/compile.ts";
+import { GLIBC_TUNABLES, PERMISSIONS, RUNTIME_FLAGS } from "../scripts/compile.ts";
 import { destroyPostgres, startPostgres } from "../scripts/peers/postgres.ts";
 import { startCountingExporter } from "../scripts/peers/prometheus_exporter.ts";
 import { startIpmiSim } from "../scripts/peers/ipmi_sim.ts";
@@ -184,9 +184,11 @@ Deno.test("the systemd units and the kwollector task tune glibc's malloc as the 
   }
 });
 
-Deno.test("the kwollector task runs with the V8 flags the compiled binary embeds", () => {
+Deno.test("the kwollector task runs with the runtime flags the compiled binary embeds", () => {
   const tasks = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)).tasks;
-  assert.ok(tasks.kwollector.includes(` ${V8_FLAGS} `), `the kwollector task lacks '${V8_FLAGS}': ${tasks.kwollector}`);
+  for (const flag of RUNTIME_FLAGS) {
+    assert.ok(tasks.kwollector.includes(` ${flag} `), `the kwollector task lacks '${flag}': ${tasks.kwollector}`);
+  }
 });
 
 Deno.test("config/kwollector.yaml is what kwollector init writes, and lists every key with its default", async () => {
@@ -302,7 +304,7 @@ Deno.test("the program runs, spools and forwards from another directory with the
         "",
       ].join("\n"),
     );
-    const flags = [V8_FLAGS, ...PERMISSIONS].map((f) =>
+    const flags = [...RUNTIME_FLAGS, ...PERMISSIONS].map((f) =>
       f === "--allow-read" ? `--allow-read=${dir}` : f === "--allow-write" ? `--allow-write=${dir}` : f
     );
     assert.ok(flags.some((f) => f.startsWith("--allow-read=")) && flags.some((f) => f.startsWith("--allow-write=")));

@@ -12,7 +12,7 @@
  */
 import type { Sql } from "../../src/central/connect.ts";
 import type { Config } from "../../src/config/defaults.ts";
-import { GLIBC_TUNABLES, V8_FLAGS } from "../compile.ts";
+import { GLIBC_TUNABLES, RUNTIME_FLAGS } from "../compile.ts";
 import { type CollectorProcess, startCollector } from "../harness/collector.ts";
 import { metricsEntry, pgConfig, writeCollectorConfig } from "../harness/config.ts";
 import { startCentral } from "../peers/central.ts";
@@ -87,13 +87,13 @@ export async function startLiveRig(
 }
 
 /**
- * V8 flags of the collector under test: those of the `kwollector` task of deno.json and of the
- * compiled binary (compile.ts), unless BENCH_V8_FLAGS gives others.
+ * Runtime flags of the collector under test: those of the `kwollector` task of deno.json and of
+ * the compiled binary (compile.ts RUNTIME_FLAGS), unless BENCH_V8_FLAGS gives others.
  */
 export function collectorV8Flags(): string[] {
   const override = Deno.env.get("BENCH_V8_FLAGS");
   if (override !== undefined) return override.split(" ").filter((f) => f !== "");
-  return [V8_FLAGS];
+  return [...RUNTIME_FLAGS];
 }
 
 /**

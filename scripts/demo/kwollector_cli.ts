@@ -1,10 +1,10 @@
-import { GLIBC_TUNABLES, V8_FLAGS } from "../compile.ts";
+import { GLIBC_TUNABLES, RUNTIME_FLAGS } from "../compile.ts";
 import { type CollectorProcess, kwollector, startCollector } from "../harness/collector.ts";
 
 /**
- * The collector from this checkout as the demo runs it, the way an operator runs the binary
- * (same V8 heap limit, glibc's malloc tuned as the systemd units tune it), in the demo's directory, without colours: `kwollector <subcommand>
- * CONFIG [--key value ...]`.
+ * The collector from this checkout as the demo runs it, the way an operator runs the binary (same
+ * runtime flags, glibc's malloc tuned as the systemd units tune it), in the demo's directory,
+ * without colours: `kwollector <subcommand> CONFIG [--key value ...]`.
  */
 export interface CliResult {
   code: number;
@@ -18,7 +18,7 @@ export class KwollectorCli {
 
   constructor(opts: { configPath: string; cwd: string }) {
     this.#config = opts.configPath;
-    this.#opts = { cwd: opts.cwd, env: { NO_COLOR: "1", GLIBC_TUNABLES }, v8Flags: [V8_FLAGS] };
+    this.#opts = { cwd: opts.cwd, env: { NO_COLOR: "1", GLIBC_TUNABLES }, v8Flags: [...RUNTIME_FLAGS] };
   }
 
   /** Runs a subcommand to its end. */
