@@ -18,7 +18,7 @@
  */
 import process from "node:process";
 import { systemClock } from "../../src/clock.ts";
-import { buildGroups } from "../../src/collect/groups.ts";
+import { buildGroups, protocolsOf } from "../../src/collect/groups.ts";
 import { Scheduler, toSample } from "../../src/collect/scheduler.ts";
 import type { MetricEntry } from "../../src/config/metrics_dir.ts";
 import { type Sample, samplesOf } from "../../src/sample.ts";
@@ -113,7 +113,8 @@ async function modbusBench(): Promise<void> {
 
     // 2. On schedule.
     const PERIOD_MS = 380;
-    const { groups, problems } = buildGroups(modbusEntries(server.tcpPorts, PERIOD_MS), config);
+    const entries = modbusEntries(server.tcpPorts, PERIOD_MS);
+    const { groups, problems } = buildGroups(entries, config, await protocolsOf(entries));
     if (problems.length > 0 || groups.length !== DEVICES) throw new Error("Unexpected Modbus groups");
     const samples: Sample[] = [];
     const scheduler = new Scheduler({

@@ -15,7 +15,7 @@
  */
 import process from "node:process";
 import { type Clock, systemClock, type TimerId } from "../../src/clock.ts";
-import { buildGroups, type PollGroup } from "../../src/collect/groups.ts";
+import { buildGroups, type PollGroup, protocolsOf } from "../../src/collect/groups.ts";
 import { Scheduler, toSample } from "../../src/collect/scheduler.ts";
 import type { MetricEntry } from "../../src/config/metrics_dir.ts";
 import { setLogLevel } from "../../src/log.ts";
@@ -164,7 +164,7 @@ async function fleet(): Promise<void> {
       )
     );
     const config = testConfig();
-    const { groups, problems } = buildGroups(entries, config);
+    const { groups, problems } = buildGroups(entries, config, await protocolsOf(entries));
     if (problems.length > 0 || groups.length !== AGENTS) {
       throw new Error(`Unexpected groups: ${problems.length} problems`);
     }

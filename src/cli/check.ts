@@ -1,4 +1,4 @@
-import { buildGroups, type PollGroup } from "../collect/groups.ts";
+import { buildGroups, type PollGroup, protocolsOf } from "../collect/groups.ts";
 import { samplesOfPoll } from "../collect/scheduler.ts";
 import type { Config } from "../config/defaults.ts";
 import { formatProblem, type Problem } from "../config/errors.ts";
@@ -26,7 +26,7 @@ export async function checkCommand(argv: string[]): Promise<number> {
   const json = switches.has("json");
   const probe = switches.has("probe");
   const md = loadMetricsDir(c.metrics_dir, metricsDirLimits(c));
-  const built = buildGroups(md.entries, c);
+  const built = buildGroups(md.entries, c, await protocolsOf(md.entries));
   const errors: Problem[] = [...md.problems, ...built.problems];
   for (const p of errors) report(json, { error: formatProblem(p), ...p });
   for (const w of md.warnings) report(json, { warning: formatProblem(w), ...w });

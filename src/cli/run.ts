@@ -28,7 +28,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const { resolved } = parseCommand(argv);
   const c = resolved.config;
   if (c.worker !== 8) logger.info("Option 'worker' is accepted for Kwollect compatibility and has no effect");
-  let groups = loadGroupsForRun(c);
+  let groups = await loadGroupsForRun(c);
   // SIGHUP: the current polls finish and are committed, then the new metrics.d is polled.
   let reloading = Promise.resolve();
   let reloadNow = () => logger.info("SIGHUP ignored: the collector is still starting");
@@ -56,7 +56,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   });
   reloadNow = () => {
     reloading = reloading.then(async () => {
-      const next = loadGroupsForRun(c);
+      const next = await loadGroupsForRun(c);
       await scheduler.stop();
       groups = next;
       scheduler = start(groups);

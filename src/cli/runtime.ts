@@ -1,7 +1,7 @@
 import type { Config } from "../config/defaults.ts";
 import { formatProblem } from "../config/errors.ts";
 import { loadMetricsDir, metricsDirLimits } from "../config/metrics_dir.ts";
-import { buildGroups, type PollGroup } from "../collect/groups.ts";
+import { buildGroups, type PollGroup, protocolsOf } from "../collect/groups.ts";
 import type { SpoolOptions } from "../spool/spool.ts";
 import { logger } from "../log.ts";
 
@@ -23,9 +23,9 @@ export function spoolOptions(c: Config): SpoolOptions {
  * out, the good ones are collected (one bad entry never stops the others; `check` reports them
  * as errors). Warnings (no entry at all, a repeated series) are logged at warning.
  */
-export function loadGroupsForRun(c: Config): PollGroup[] {
+export async function loadGroupsForRun(c: Config): Promise<PollGroup[]> {
   const { entries, problems, warnings } = loadMetricsDir(c.metrics_dir, metricsDirLimits(c));
-  const built = buildGroups(entries, c);
+  const built = buildGroups(entries, c, await protocolsOf(entries));
   for (const p of [...problems, ...built.problems]) {
     logger.error("Metric entry ignored: a person must fix it", { problem: formatProblem(p) });
   }

@@ -2,7 +2,7 @@ import type { Config, ConfigKey } from "../config/defaults.ts";
 import type { Problem } from "../config/errors.ts";
 import type { MetricEntry } from "../config/metrics_dir.ts";
 import { configSubset } from "../config/resolve.ts";
-import { PROTOCOLS } from "../sources/registry.ts";
+import { loadProtocols, type Protocols, SCHEMES } from "../sources/registry.ts";
 import type { PollContext, Protocol, ProtocolOptions, Source } from "../sources/source.ts";
 
 /**
@@ -26,25 +26,32 @@ export interface PollGroup {
   open(ctx: PollContext): Source;
 }
 
-/** Validates every entry against its protocol (no network access) and builds the groups. */
+/** The protocols the entries' urls name, loaded (src/sources/registry.ts), for `buildGroups`. */
+export function protocolsOf(entries: readonly MetricEntry[]): Promise<Protocols> {
+  return loadProtocols(entries.map((entry) => entry.target.scheme));
+}
+
+/**
+ * Validates every entry against its protocol among `protocols` (no network access) and builds the
+ * groups; an entry whose scheme has no protocol there is a problem naming the schemes there are.
+ */
 export function buildGroups(
   entries: readonly MetricEntry[],
   config: Config,
+  protocols: Protocols,
 ): { groups: PollGroup[]; problems: Problem[] } {
   const problems: Problem[] = [];
   const groups = new Map<string, PollGroup>();
   const optionsOf = new Map<Protocol, ProtocolOptions<ConfigKey>>();
   for (const entry of entries) {
     const scheme = entry.target.scheme;
-    const protocol = PROTOCOLS[scheme];
+    const protocol = protocols.get(scheme);
     if (!protocol) {
       problems.push({
         file: entry.file,
         line: entry.line,
         key: "url",
-        message: `Unsupported protocol '${scheme}' in url of metric '${entry.name}' (supported: ${
-          Object.keys(PROTOCOLS).join(", ")
-        })`,
+        message: `Unsupported protocol '${scheme}' in url of metric '${entry.name}' (supported: ${SCHEMES.join(", ")})`,
       });
       continue;
     }

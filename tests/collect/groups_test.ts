@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { buildGroups } from "../../src/collect/groups.ts";
 import type { MetricEntry } from "../../src/config/metrics_dir.ts";
-import { PROTOCOLS } from "../../src/sources/registry.ts";
+import { loadProtocols, SCHEMES } from "../../src/sources/registry.ts";
 import type { Protocol, ProtocolOptions } from "../../src/sources/source.ts";
 import { testConfig } from "../../scripts/harness/config.ts";
 import { entryFor } from "../../scripts/harness/entries.ts";
@@ -28,15 +28,6 @@ function spyProtocol() {
   return { protocol, given };
 }
 
-function withSpy<T>(protocol: Protocol<"snmp_retries" | "redfish_max_body_bytes">, fn: () => T): T {
-  PROTOCOLS.spy = protocol;
-  try {
-    return fn();
-  } finally {
-    delete PROTOCOLS.spy;
-  }
-}
-
 Deno.test("buildGroups gives a protocol's validate and sources its declared configuration keys and no other", async () => {
   const { protocol, given } = spyProtocol();
   const config = testConfig({ snmp_retries: 7, redfish_max_body_bytes: 2500, db_password: "not-for-sources" });
@@ -45,7 +36,7 @@ Deno.test("buildGroups gives a protocol's validate and sources its declared conf
     entryFor("spy://a/2", { name: "a2" }),
     entryFor("spy://b/1", { name: "b1" }),
   ];
-  const { groups, problems } = withSpy(protocol, () => buildGroups(entries, config));
+  const { groups, problems } = buildGroups(entries, config, new Map([["spy", protocol as Protocol]]));
   assert.deepEqual(problems, []);
   for (const g of groups) await g.open({ timeoutMs: 900 }).close();
   const expected = { snmp_retries: 7, redfish_max_body_bytes: 2500 };
@@ -61,12 +52,13 @@ Deno.test("buildGroups gives a protocol's validate and sources its declared conf
   assert.ok([...given.validated, ...given.created.map((c) => c.options)].every((o) => o === given.validated[0]));
 });
 
-Deno.test("no two protocols of the registry read the same configuration key", () => {
+Deno.test("no two protocols of the registry read the same configuration key", async () => {
+  const protocols = await loadProtocols(SCHEMES);
   const owner = new Map<string, string>();
-  for (const [scheme, protocol] of Object.entries(PROTOCOLS)) {
+  for (const [scheme, protocol] of protocols) {
     for (const key of protocol.configKeys) {
       const other = owner.get(key);
-      if (other !== undefined && PROTOCOLS[other] !== protocol) {
+      if (other !== undefined && protocols.get(other) !== protocol) {
         assert.fail(`Configuration key '${key}' is read by the protocols of '${other}' and '${scheme}'`);
       }
       owner.set(key, scheme);

@@ -10,7 +10,7 @@ import {
 import { buildGroups } from "../../src/collect/groups.ts";
 import type { MetricEntry } from "../../src/config/metrics_dir.ts";
 import { type Sample, samplesOf } from "../../src/sample.ts";
-import { PROTOCOLS } from "../../src/sources/registry.ts";
+import type { Protocols } from "../../src/sources/registry.ts";
 import type { HandOver, PollResult, Protocol, Reading } from "../../src/sources/source.ts";
 import { entryFor } from "../../scripts/harness/entries.ts";
 import { testConfig } from "../../scripts/harness/config.ts";
@@ -56,9 +56,12 @@ function scriptedProtocol(clock: FakeClock, behaviour: Record<string, number | "
   return { protocol, polls };
 }
 
+/** The protocols the test's groups are built with: test:// while `withProtocol` runs. */
+let protocols: Protocols = new Map();
+
 function withProtocol<T>(protocol: Protocol, fn: () => Promise<T>): Promise<T> {
-  PROTOCOLS.test = protocol;
-  return fn().finally(() => delete PROTOCOLS.test);
+  protocols = new Map([["test", protocol]]);
+  return fn().finally(() => protocols = new Map());
 }
 
 /** Stops a scheduler running on fake time: time keeps moving until in-flight polls end. */
@@ -78,7 +81,7 @@ function startScheduler(
   overrides: Record<string, number> = {},
 ) {
   const config = testConfig(overrides);
-  const { groups, problems } = buildGroups(entries, config);
+  const { groups, problems } = buildGroups(entries, config, protocols);
   assert.deepEqual(problems, []);
   const scheduler = new Scheduler({
     groups,
@@ -364,7 +367,7 @@ async function withLogs(fn: (logs: string[]) => Promise<void>): Promise<void> {
 /** A started scheduler of `entries` whose telemetry the test reads. */
 function startCounted(clock: FakeClock, entries: MetricEntry[]) {
   const config = testConfig();
-  const { groups } = buildGroups(entries, config);
+  const { groups } = buildGroups(entries, config, protocols);
   const telemetry = new Telemetry({ conditions: CONDITIONS, now: () => clock.monotonic() });
   const scheduler = new Scheduler({ groups, config, clock, telemetry, deliver: () => Promise.resolve() });
   scheduler.start();
@@ -433,7 +436,7 @@ Deno.test("scheduler says the collector is back on time after a quiet minute wit
 /** Starts a scheduler of the one group "test://wide/a" (polled at start, then every minute) on fake time. */
 function wideDeviceScheduler(clock: FakeClock, deliver: (samples: Sample[]) => Promise<void>): Scheduler {
   const config = testConfig();
-  const { groups } = buildGroups([entryFor("test://wide/a", { name: "a", updateEveryMs: 60_000 })], config);
+  const { groups } = buildGroups([entryFor("test://wide/a", { name: "a", updateEveryMs: 60_000 })], config, protocols);
   const scheduler = new Scheduler({ groups, config, clock, deliver: (s) => deliver(samplesOf(s)) });
   scheduler.start();
   return scheduler;
@@ -623,7 +626,7 @@ Deno.test("scheduler polls the groups due at one instant in one wake-up, from on
   await withProtocol(instant, async () => {
     const config = testConfig();
     const entries = Array.from({ length: 1000 }, (_, i) => entryFor(`test://h${i}/a`, { updateEveryMs: 5000 }));
-    const { groups } = buildGroups(entries, config);
+    const { groups } = buildGroups(entries, config, protocols);
     const scheduler = new Scheduler({ groups, config, clock, deliver: () => Promise.resolve() });
     scheduler.start();
     await clock.advance(5_000);

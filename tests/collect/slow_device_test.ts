@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { systemClock } from "../../src/clock.ts";
-import { buildGroups } from "../../src/collect/groups.ts";
+import { buildGroups, protocolsOf } from "../../src/collect/groups.ts";
 import { Scheduler } from "../../src/collect/scheduler.ts";
 import { setLogLevel, setLogSink } from "../../src/log.ts";
 import { type Sample, samplesOf } from "../../src/sample.ts";
@@ -48,7 +48,7 @@ Deno.test({
         deviceId: "other-pdu",
         updateEveryMs: PERIOD_MS,
       });
-      const { groups, problems } = buildGroups([slow, other], config);
+      const { groups, problems } = buildGroups([slow, other], config, await protocolsOf([slow, other]));
       assert.deepEqual(problems, []);
       const delivered: (Sample & { deliveredAtMs: number })[] = [];
       const scheduler = new Scheduler({

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { DEFAULT_LIMITS, loadMetricsDir, parseMetricsText } from "../../src/config/metrics_dir.ts";
 import { parseMetricUrl, redactUrl } from "../../src/config/metric_url.ts";
-import { buildGroups } from "../../src/collect/groups.ts";
+import { buildGroups, protocolsOf } from "../../src/collect/groups.ts";
 import { testConfig } from "../../scripts/harness/config.ts";
 import { kwollector } from "../../scripts/harness/collector.ts";
 import { V8_FLAGS } from "../../scripts/compile.ts";
@@ -110,7 +110,7 @@ Deno.test("metrics.d reads Grid'5000's generated .conf files, every entry, and s
     ]),
   );
   assert.deepEqual(perFile, { "gemini-1": 6, "grisou-7": 3, "pdu-b3": 6, "pdu-empty-1": 0, sgrisou1: 4 });
-  const { groups, problems } = buildGroups(md.entries, testConfig());
+  const { groups, problems } = buildGroups(md.entries, testConfig(), await protocolsOf(md.entries));
   assert.deepEqual(problems, [], "every protocol accepts its entries");
   const schemes = new Set(groups.map((g) => g.scheme));
   assert.deepEqual([...schemes].sort(), ["https", "ipmisensor", "prometheus", "snmp", "snmpv1"]);
@@ -294,7 +294,7 @@ Deno.test("run logs a metrics.d without entry at warning, naming the directory",
   const lines: string[] = [];
   setLogSink((line) => lines.push(line));
   try {
-    assert.deepEqual(loadGroupsForRun(testConfig({ metrics_dir: dir })), []);
+    assert.deepEqual(await loadGroupsForRun(testConfig({ metrics_dir: dir })), []);
   } finally {
     setLogSink((line) => console.error(line));
   }

@@ -5,6 +5,7 @@
  * runs the shared conformance suite.
  */
 import assert from "node:assert/strict";
+import { loadProtocols, SCHEMES } from "../../src/sources/registry.ts";
 
 const SOURCES = new URL("../../src/sources/", import.meta.url);
 const TESTS = new URL("./", import.meta.url);
@@ -21,7 +22,11 @@ Deno.test("src/sources holds the Source interface, the registry and one folder p
   assert.ok(folders.length >= 5, `protocol folders: ${folders.join(", ")}`);
   const registry = Deno.readTextFileSync(new URL("registry.ts", SOURCES));
   for (const folder of folders) {
-    assert.match(registry, new RegExp(`from "\\./${folder}/${folder}\\.ts"`), `the registry does not import ${folder}`);
+    assert.match(
+      registry,
+      new RegExp(`import\\("\\./${folder}/${folder}\\.ts"\\)`),
+      `the registry does not load ${folder}`,
+    );
   }
 });
 
@@ -57,10 +62,21 @@ async function staticImports(root: URL): Promise<Set<string>> {
   return seen;
 }
 
-Deno.test("`kwollector run` loads the npm modules of SNMP and Modbus only when a source of theirs connects", async () => {
+Deno.test("`kwollector run` loads a protocol's modules, and their npm modules, only when metrics.d names its scheme", async () => {
   const loaded = [...await staticImports(new URL("../../src/cli/run.ts", import.meta.url))];
-  assert.ok(loaded.some((s) => s.endsWith("/src/sources/snmp/snmp.ts")), "the SNMP protocol itself is registered");
+  assert.ok(loaded.some((s) => s.endsWith("/src/collect/scheduler.ts")), `the module graph was not read: ${loaded}`);
+  for (const folder of folders) {
+    const mine = loaded.filter((s) => s.includes(`/src/sources/${folder}/`));
+    assert.deepEqual(mine, [], `the ${folder} protocol is loaded at start`);
+  }
   for (const npm of ["net-snmp", "modbus-serial", "serialport", "@electric-sql/pglite"]) {
     assert.deepEqual(loaded.filter((s) => s.startsWith(`npm:/${npm}@`)), [], `${npm} is loaded at start`);
   }
+});
+
+Deno.test("loadProtocols gives the protocol of each scheme asked for, and leaves out a scheme no protocol has", async () => {
+  const protocols = await loadProtocols(["snmpv1", "snmp", "lines", "toString"]);
+  assert.deepEqual([...protocols.keys()].sort(), ["snmp", "snmpv1"]);
+  assert.equal(protocols.get("snmp"), protocols.get("snmpv1"), "one protocol for SNMP's schemes");
+  assert.deepEqual([...(await loadProtocols(SCHEMES)).keys()], [...SCHEMES]);
 });

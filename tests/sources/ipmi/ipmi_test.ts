@@ -4,7 +4,7 @@ import { parseSensorOutput } from "../../../src/sources/ipmi/sensors_csv.ts";
 import type { PollResult } from "../../../src/sources/source.ts";
 import type { MetricEntry } from "../../../src/config/metrics_dir.ts";
 import { type Sample, samplesOf } from "../../../src/sample.ts";
-import { buildGroups } from "../../../src/collect/groups.ts";
+import { buildGroups, protocolsOf } from "../../../src/collect/groups.ts";
 import { Scheduler } from "../../../src/collect/scheduler.ts";
 import { systemClock } from "../../../src/clock.ts";
 import { entryFor } from "../../../scripts/harness/entries.ts";
@@ -256,7 +256,7 @@ Deno.test("ipmi source kills ipmi-sensors of a BMC that never answers while anot
   const silent = { ...sensorEntry(dead, 2, "dead_temp"), updateEveryMs: 1000 };
   // Each poll of the dead BMC fails at 900 ms, so 4.2 s see several of them.
   const timed = { ...config, poll_timeout_ms: 900 };
-  const { groups, problems } = buildGroups([...live, silent], timed);
+  const { groups, problems } = buildGroups([...live, silent], timed, await protocolsOf([...live, silent]));
   assert.deepEqual(problems, []);
   assert.equal(groups.length, 2);
   const delivered: Sample[] = [];

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { Scheduler } from "../../../src/collect/scheduler.ts";
-import { buildGroups, type PollGroup } from "../../../src/collect/groups.ts";
+import { buildGroups, type PollGroup, protocolsOf } from "../../../src/collect/groups.ts";
 import { type Sample, samplesOf } from "../../../src/sample.ts";
 import { entryFor } from "../../../scripts/harness/entries.ts";
 import { testConfig } from "../../../scripts/harness/config.ts";
@@ -40,12 +40,13 @@ Deno.test("a good exporter keeps every slot while hostile exporters beside it fa
   const bomb = await startHostileExporter({ kind: "gzip-bomb", decodedBytes: 256 * 1024 * 1024 });
   const config = testConfig();
   const url = (port: number, path: string) => `prometheus://127.0.0.1:${port}/${path}`;
-  const built = buildGroups([
+  const entries = [
     entryFor(url(good.port, "scrape_count"), { deviceId: "good" }),
     entryFor(url(chunked.port, "a"), { deviceId: "chunked" }),
     entryFor(url(wide.port, ""), { deviceId: "wide" }),
     entryFor(url(bomb.port, "a"), { deviceId: "bomb" }),
-  ], config);
+  ];
+  const built = buildGroups(entries, config, await protocolsOf(entries));
   assert.deepEqual(built.problems, []);
   const { groups, idle } = countPolls(built.groups);
   const clock = new FakeClock();
