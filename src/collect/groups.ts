@@ -33,7 +33,8 @@ export function protocolsOf(entries: readonly MetricEntry[]): Promise<Protocols>
 
 /**
  * Validates every entry against its protocol among `protocols` (no network access) and builds the
- * groups; an entry whose scheme has no protocol there is a problem naming the schemes there are.
+ * groups; an entry whose scheme has no protocol there is a problem naming every scheme the
+ * registry supports.
  */
 export function buildGroups(
   entries: readonly MetricEntry[],
